@@ -1,0 +1,55 @@
+//! One module per subcommand: each holds its clap `Args` and a `run` that wires libraries.
+
+mod client;
+mod partition;
+mod run_args;
+mod server;
+mod simulate;
+
+pub use run_args::RunArgs;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Run the aggregation server.
+    Server(server::Args),
+    /// Run a client daemon that joins a server.
+    Client(client::Args),
+    /// Run a server and N clients in one process, over loopback gRPC.
+    Simulate(simulate::Args),
+    /// Print how a split assigns labels to clients, and draw it as a heatmap.
+    Partition(partition::Args),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Command {
+    /// A simulation on a terminal shows progress bars; info logs would tear them.
+    pub fn quiet_by_default(&self) -> bool {
+        use std::io::IsTerminal;
+        matches!(self, Command::Simulate(_)) && std::io::stderr().is_terminal()
+    }
+}
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(args) => server::run(args).await,
+        Command::Client(args) => client::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Partition(args) => partition::run(args),
+    }
+}
+
+pub fn init_tracing(format: LogFormat, quiet: bool) {
+    let default = if quiet { "warn" } else { "info,h2=warn,tonic=warn,hyper=warn,tower=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,125 @@
+//! The run's settings as flags, shared by `server` and `simulate`: a TOML config file
+//! (or the reference Fashion-MNIST setup) with any flag overriding its key.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use strata_core::config::{DatasetKind, RunConfig};
+use strata_core::partition::PartitionSpec;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// TOML file with the run's settings; flags override its keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub rounds: Option<u64>,
+    /// Clients in the federation (the partition's size).
+    #[arg(long)]
+    pub clients: Option<u32>,
+    /// Clients needed to start, and results a round needs (default: all clients).
+    #[arg(long)]
+    pub min_clients: Option<u32>,
+    /// Fraction of clients picked to train each round.
+    #[arg(long)]
+    pub fraction: Option<f64>,
+    /// Seconds a round waits for results.
+    #[arg(long)]
+    pub round_timeout: Option<u64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Method: fedavg.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Dataset: fmnist, mnist, idx, cifar10, synthetic.
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
+    /// Directory with the dataset's files (default: where Debian's package puts them).
+    #[arg(long)]
+    pub data_path: Option<PathBuf>,
+    /// Split: iid, dirichlet:ALPHA, pathological:K, file:PATH.
+    #[arg(long)]
+    pub split: Option<PartitionSpec>,
+    /// Model: cnn, cnn-bn, mlp, resnet8.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub local_epochs: Option<usize>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+}
+
+impl RunArgs {
+    pub fn resolve(&self) -> anyhow::Result<RunConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                RunConfig::from_toml(&text).with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => RunConfig::reference_fmnist(),
+        };
+        let clients_given = self.clients.is_some();
+        macro_rules! set {
+            ($($field:ident => $target:expr),* $(,)?) => {$(
+                if let Some(v) = self.$field.clone() { $target = v; }
+            )*};
+        }
+        set!(rounds => c.rounds, clients => c.clients, fraction => c.fraction, round_timeout => c.round_timeout_secs,
+             seed => c.seed, method => c.method, dataset => c.data.dataset, split => c.data.split,
+             model => c.model.name, lr => c.train.lr, batch_size => c.train.batch_size,
+             local_epochs => c.train.local_epochs, momentum => c.train.momentum);
+        if let Some(p) = &self.data_path {
+            c.data.path = Some(p.clone());
+        }
+        match self.min_clients {
+            Some(m) => c.min_clients = m,
+            // Changing the federation's size without saying how many must answer means all.
+            None if clients_given => c.min_clients = c.clients,
+            None => {}
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn resolve(args: &[&str]) -> anyhow::Result<RunConfig> {
+        Cli::try_parse_from(std::iter::once("strata").chain(args.iter().copied()))?.run.resolve()
+    }
+
+    #[test]
+    fn flags_override_the_reference_setup() {
+        let c =
+            resolve(&["--clients", "3", "--split", "iid", "--rounds", "2", "--dataset", "synthetic", "--model", "mlp"])
+                .unwrap();
+        assert_eq!((c.clients, c.min_clients, c.rounds), (3, 3, 2));
+        assert_eq!(c.data.split, PartitionSpec::Iid);
+        assert_eq!(c.train.lr, 0.005);
+    }
+
+    #[test]
+    fn bad_flags_name_the_problem() {
+        let err = resolve(&["--split", "dirichlet:-1"]).err().unwrap().to_string();
+        assert!(err.contains("dirichlet"), "{err}");
+        let err = resolve(&["--clients", "2", "--min-clients", "5"]).err().unwrap().to_string();
+        assert!(err.contains("min_clients"), "{err}");
+        let err = resolve(&["--config", "/nonexistent/strata.toml"]).err().unwrap().to_string();
+        assert!(err.contains("/nonexistent/strata.toml"), "{err}");
+    }
+}

@@ -1,0 +1,269 @@
+//! Strata's client daemon: it joins a server, loads its own share of the data, and works
+//! through the tasks the server gives it until the run is over.
+//!
+//! # Layout
+//! - [`run`]: join (retrying with backoff while the server is not up), load data, then the
+//!   task loop: poll, download, merge/train/evaluate on a blocking thread, upload.
+//! - `local`: the personal model and the blocking work on it.
+//! - `method`: client halves of methods (how received parameters merge, what goes back).
+//! - `transfer`: chunked download and upload.
+//! - [`DataCache`]: one copy of the data per process, shared by simulated clients.
+
+mod data_cache;
+mod local;
+pub mod method;
+mod transfer;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_core::config::RunConfig;
+use strata_core::selection::Selector;
+use strata_proto::{pb, scalar};
+use tokio::sync::Semaphore;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+pub use data_cache::DataCache;
+
+use crate::local::{Job, LocalState};
+
+type Rpc = pb::federation_client::FederationClient<Channel>;
+
+/// How a client daemon runs.
+pub struct ClientOptions {
+    pub server: String,
+    /// The identity the client keeps across restarts.
+    pub client_id: Uuid,
+    /// The partition index to ask for; `None` takes the one the server assigns.
+    pub requested_index: Option<u32>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Overrides the dataset directory from the server's config (the data is local).
+    pub data_path: Option<PathBuf>,
+    /// libtorch threads for this client's training.
+    pub threads: usize,
+    /// Shared by clients that must not train at the same time (`simulate --parallel K`).
+    pub train_permits: Option<Arc<Semaphore>>,
+    pub data_cache: Arc<DataCache>,
+    /// Give up connecting after this long without reaching the server.
+    pub connect_timeout: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            client_id: Uuid::new_v4(),
+            requested_index: None,
+            device: "auto".into(),
+            data_path: None,
+            threads: 1,
+            train_permits: None,
+            data_cache: Arc::new(DataCache::default()),
+            connect_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("server {server} unreachable after {seconds} s: {reason}")]
+    Unreachable { server: String, seconds: u64, reason: String },
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("gRPC call failed: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("data: {0}")]
+    Data(String),
+    #[error(transparent)]
+    Torch(#[from] strata_torch::TorchError),
+}
+
+/// How the client's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOutcome {
+    pub index: u32,
+    pub tasks_done: u64,
+}
+
+/// Joins the server and works until it says the run is over, or `shutdown` resolves.
+pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> Result<ClientOutcome, ClientError> {
+    tokio::pin!(shutdown);
+    let mut rpc = tokio::select! {
+        rpc = connect(&options.server, options.connect_timeout) => rpc?,
+        _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
+    };
+    let join = pb::JoinRequest {
+        client_id: options.client_id.to_string(),
+        capabilities: None,
+        requested_index: options.requested_index,
+    };
+    let reply = rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
+    let mut config =
+        RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
+    if let Some(path) = &options.data_path {
+        config.data.path = Some(path.clone());
+    }
+    let index = reply.client_index;
+    info!(client = index, run_id = %reply.run_id, "joined");
+
+    let local = load_local(&options, &config, index).await?;
+    let capabilities = pb::ClientCapabilities {
+        device: format!("{:?}", local.model.device()),
+        train_samples: local.data.train_len() as u64,
+        test_samples: local.data.test_len() as u64,
+        dataset_fingerprint: String::new(),
+        partition: config.data.split.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    // Shared with the blocking thread that trains; never locked across an await.
+    let local = Arc::new(Mutex::new(local));
+
+    let mut last_task = String::new();
+    let mut tasks_done = 0;
+    loop {
+        let poll = pb::PullTaskRequest {
+            run_id: reply.run_id.clone(),
+            client_id: options.client_id.to_string(),
+            last_task_id: last_task.clone(),
+            wait_ms: 10_000,
+            capabilities: Some(capabilities.clone()),
+        };
+        let task = tokio::select! {
+            task = rpc.pull_task(poll) => task,
+            _ = &mut shutdown => break,
+        };
+        let task = match task {
+            Ok(t) => t.into_inner(),
+            Err(status) if status.code() == Code::Unavailable => {
+                // The server went away; when it finished the run, it said so with FINISH first.
+                warn!(client = index, "server unavailable: {}", status.message());
+                return Err(ClientError::Rpc(status));
+            }
+            Err(status) => return Err(ClientError::Rpc(status)),
+        };
+        match pb::TaskKind::try_from(task.kind).unwrap_or(pb::TaskKind::Unspecified) {
+            pb::TaskKind::Wait => continue,
+            pb::TaskKind::Finish => {
+                info!(client = index, tasks_done, "run finished");
+                break;
+            }
+            kind @ (pb::TaskKind::Train | pb::TaskKind::Evaluate) => {
+                last_task = task.task_id.clone();
+                let training = kind == pb::TaskKind::Train;
+                let result = tokio::select! {
+                    r = do_task(&mut rpc, &options, &config, index, &local, task, training) => r,
+                    _ = &mut shutdown => break,
+                };
+                match result {
+                    Ok(()) => tasks_done += 1,
+                    // A refused or failed task costs this round, not the client.
+                    Err(e) => warn!(client = index, task = %last_task, "task failed: {e}"),
+                }
+            }
+            other => warn!(client = index, kind = ?other, "ignoring a task kind this client does not know"),
+        }
+    }
+    Ok(ClientOutcome { index, tasks_done })
+}
+
+/// Connects with exponential backoff until the server answers or `timeout` passes.
+async fn connect(server: &str, timeout: Duration) -> Result<Rpc, ClientError> {
+    let endpoint = Endpoint::from_shared(server.to_string())
+        .map_err(|e| ClientError::Refused(format!("bad server URL `{server}`: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(pb::federation_client::FederationClient::new(channel)),
+            Err(e) if started.elapsed() < timeout => {
+                debug!(server, "server not reachable yet ({e}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(ClientError::Unreachable {
+                    server: server.to_string(),
+                    seconds: timeout.as_secs(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Loads the data, cuts this client's share and builds its model, on a blocking thread.
+async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> Result<LocalState, ClientError> {
+    let device = strata_torch::parse_device(&options.device)?;
+    let cache = Arc::clone(&options.data_cache);
+    let config = config.clone();
+    let threads = options.threads;
+    tokio::task::spawn_blocking(move || {
+        let (dataset, partition) = cache.get(&config).map_err(ClientError::Data)?;
+        let share = partition.clients.get(index as usize).ok_or_else(|| {
+            ClientError::Data(format!("the partition has {} clients, no index {index}", partition.clients.len()))
+        })?;
+        let data = strata_torch::ClientTensors::from_share(&dataset, share, device)?;
+        let model = strata_torch::LocalModel::new(&config.model.name, &dataset.shape, device, config.seed)?;
+        let method = method::build(&config.method).map_err(ClientError::Refused)?;
+        Ok(LocalState { model, data, method, threads })
+    })
+    .await
+    .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
+}
+
+async fn do_task(
+    rpc: &mut Rpc,
+    options: &ClientOptions,
+    config: &RunConfig,
+    index: u32,
+    local: &Arc<Mutex<LocalState>>,
+    task: pb::Task,
+    training: bool,
+) -> Result<(), ClientError> {
+    let request = pb::DownloadRequest {
+        run_id: task.run_id.clone(),
+        client_id: options.client_id.to_string(),
+        task_id: task.task_id.clone(),
+    };
+    let (received, _bytes_down) = transfer::download(rpc, request).await?;
+    // Each round and client shuffles differently, and the same run reshuffles the same way.
+    let seed = config.seed ^ (u64::from(index) << 32) ^ task.round.wrapping_mul(0x9E37_79B9);
+    let job = Job {
+        received,
+        train: training.then(|| (config.train.clone(), seed)),
+        parameters_are_global: task.parameters_are_global,
+        upload: Selector::new(task.upload_patterns.clone()),
+    };
+    let _permit = match &options.train_permits {
+        Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
+        None => None,
+    };
+    // libtorch work runs on a blocking thread so that it never stalls the runtime.
+    let state = Arc::clone(local);
+    let output = tokio::task::spawn_blocking(move || state.lock().unwrap_or_else(|e| e.into_inner()).run(job))
+        .await
+        .map_err(|e| ClientError::Protocol(format!("training panicked: {e}")))??;
+    drop(_permit);
+    let header = pb::ResultHeader {
+        run_id: task.run_id,
+        round: task.round,
+        task_id: task.task_id,
+        client_id: options.client_id.to_string(),
+        num_samples: output.num_samples,
+        metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
+        ..Default::default()
+    };
+    let tensors = output.upload.unwrap_or_default();
+    transfer::upload(rpc, header, tensors, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    Ok(())
+}

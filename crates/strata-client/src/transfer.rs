@@ -1,0 +1,55 @@
+//! Moving tensor sets over the wire: downloading a task's parameters into one assembled copy,
+//! and uploading a result as a header followed by slices.
+
+use std::sync::Arc;
+
+use prost::Message;
+use strata_core::tensor::TensorSet;
+use strata_proto::assemble::AssemblyLimits;
+use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};
+use tonic::transport::Channel;
+
+use crate::ClientError;
+
+type Rpc = pb::federation_client::FederationClient<Channel>;
+
+/// Streams a task's parameters; returns them with the bytes received.
+pub async fn download(rpc: &mut Rpc, request: pb::DownloadRequest) -> Result<(TensorSet, u64), ClientError> {
+    let mut stream = rpc.download_parameters(request).await?.into_inner();
+    let first = stream.message().await?.ok_or_else(|| ClientError::Protocol("empty parameter stream".into()))?;
+    let mut bytes = first.encoded_len() as u64;
+    let Some(pb::parameter_part::Part::Header(header)) = first.part else {
+        return Err(ClientError::Protocol("parameter stream did not start with its header".into()));
+    };
+    let mut assembler = Assembler::new(&header.tensors, header.total_bytes, AssemblyLimits::default())
+        .map_err(|e| ClientError::Protocol(format!("parameter header: {e}")))?;
+    while let Some(part) = stream.message().await? {
+        bytes += part.encoded_len() as u64;
+        match part.part {
+            Some(pb::parameter_part::Part::Tensor(slice)) => {
+                assembler.push(&slice).map_err(|e| ClientError::Protocol(format!("parameters: {e}")))?
+            }
+            _ => return Err(ClientError::Protocol("unexpected part in a parameter stream".into())),
+        }
+    }
+    let set = assembler.finish().map_err(|e| ClientError::Protocol(format!("parameters: {e}")))?;
+    Ok((set, bytes))
+}
+
+/// Uploads a result: the header (with the tensors' specs), then the tensors slice by slice.
+pub async fn upload(
+    rpc: &mut Rpc,
+    mut header: pb::ResultHeader,
+    tensors: TensorSet,
+    chunk_bytes: usize,
+) -> Result<u64, ClientError> {
+    header.tensors = tensor_specs(&tensors);
+    header.total_bytes = tensors.byte_len() as u64;
+    let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
+    let slices = TensorSlices::new(Arc::new(tensors), chunk_bytes)
+        .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(slice)) });
+    // The iterator encodes one slice at a time as the transport pulls it.
+    let parts = tokio_stream::iter(std::iter::once(first).chain(slices));
+    let ack = rpc.push_result(parts).await?.into_inner();
+    Ok(ack.bytes_received)
+}

@@ -1,0 +1,259 @@
+//! The run's configuration: what the server resolves from flags or TOML and hands to every client.
+//!
+//! The server sends the whole resolved config as TOML in its join reply, so that every
+//! client trains with the same data split, model and hyper-parameters.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::partition::PartitionSpec;
+
+/// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Number of training rounds.
+    pub rounds: u64,
+    /// Number of clients in the federation (size of the partition).
+    pub clients: u32,
+    /// Clients that must have joined before round 0 starts, and results a round needs to count.
+    pub min_clients: u32,
+    /// Fraction of the joined clients picked each round (at least `min_clients`).
+    pub fraction: f64,
+    /// Seconds a round waits for results before going on without the missing clients.
+    pub round_timeout_secs: u64,
+    /// Seed of every random choice: partition, client sampling, model init, shuffling.
+    pub seed: u64,
+    /// Name of the method (strategy plus client behaviour), e.g. `fedavg`.
+    pub method: String,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// Directory (IDX, CIFAR-10) holding the files; `None` takes the dataset's default location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// How samples are split over clients, e.g. `dirichlet:0.1` or `file:splits.json`.
+    pub split: PartitionSpec,
+    /// Share of each client's samples used for training; the rest is its test split.
+    #[serde(default = "default_train_fraction")]
+    pub train_fraction: f64,
+    #[serde(default)]
+    pub synthetic: SyntheticConfig,
+}
+
+/// Datasets by name. IDX covers any MNIST-format dataset a user brings (EMNIST, KMNIST, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetKind {
+    Fmnist,
+    Mnist,
+    Idx,
+    Cifar10,
+    Synthetic,
+}
+
+impl DatasetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Fmnist => "fmnist",
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::Idx => "idx",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Synthetic => "synthetic",
+        }
+    }
+}
+
+impl std::str::FromStr for DatasetKind {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fmnist" | "fashion-mnist" | "fashion_mnist" => Ok(DatasetKind::Fmnist),
+            "mnist" => Ok(DatasetKind::Mnist),
+            "idx" => Ok(DatasetKind::Idx),
+            "cifar10" | "cifar-10" => Ok(DatasetKind::Cifar10),
+            "synthetic" => Ok(DatasetKind::Synthetic),
+            other => Err(ConfigError::Invalid(format!(
+                "unknown dataset `{other}`: expected fmnist, mnist, idx, cifar10 or synthetic"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// FedProx's Synthetic(α, β): α spreads the labelling functions, β the inputs, across groups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    pub alpha: f64,
+    pub beta: f64,
+    /// Total samples over all groups.
+    pub samples: usize,
+    /// Input dimension (60 in FedProx).
+    pub dim: usize,
+    pub classes: usize,
+    /// Number of distinct generating distributions; sample i comes from group i mod groups.
+    pub groups: usize,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self { alpha: 0.0, beta: 0.0, samples: 6000, dim: 60, classes: 10, groups: 1 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Registered model name: `cnn` (PFLlib's FedAvgCNN), `mlp`, `resnet`.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub batch_size: usize,
+    pub local_epochs: usize,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+fn default_train_fraction() -> f64 {
+    0.75
+}
+
+impl RunConfig {
+    /// PFLlib's reference setup for Fashion-MNIST: FedAvgCNN, 20 clients, Dirichlet(0.1),
+    /// SGD lr 0.005, batch 10, one local epoch, every client every round.
+    pub fn reference_fmnist() -> Self {
+        Self {
+            rounds: 20,
+            clients: 20,
+            min_clients: 20,
+            fraction: 1.0,
+            round_timeout_secs: 600,
+            seed: 1,
+            method: "fedavg".into(),
+            data: DataConfig {
+                dataset: DatasetKind::Fmnist,
+                path: None,
+                split: PartitionSpec::Dirichlet { alpha: 0.1 },
+                train_fraction: default_train_fraction(),
+                synthetic: SyntheticConfig::default(),
+            },
+            model: ModelConfig { name: "cnn".into() },
+            train: TrainConfig { lr: 0.005, batch_size: 10, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 },
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: RunConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        // Serializing plain data with string keys cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks the settings against each other; every message names the key to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.rounds == 0 {
+            return bad("rounds must be at least 1".into());
+        }
+        if self.clients == 0 {
+            return bad("clients must be at least 1".into());
+        }
+        if self.min_clients == 0 || self.min_clients > self.clients {
+            return bad(format!(
+                "min_clients must be between 1 and clients ({}), got {}",
+                self.clients, self.min_clients
+            ));
+        }
+        if !(self.fraction > 0.0 && self.fraction <= 1.0) {
+            return bad(format!("fraction must be in (0, 1], got {}", self.fraction));
+        }
+        if self.round_timeout_secs == 0 {
+            return bad("round_timeout_secs must be at least 1".into());
+        }
+        if !(self.data.train_fraction > 0.0 && self.data.train_fraction < 1.0) {
+            return bad(format!("data.train_fraction must be in (0, 1), got {}", self.data.train_fraction));
+        }
+        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
+            return bad(format!("train.lr must be a positive number, got {}", self.train.lr));
+        }
+        if self.train.batch_size == 0 {
+            return bad("train.batch_size must be at least 1".into());
+        }
+        if self.train.local_epochs == 0 {
+            return bad("train.local_epochs must be at least 1".into());
+        }
+        if matches!(self.data.dataset, DatasetKind::Idx | DatasetKind::Cifar10) && self.data.path.is_none() {
+            return bad(format!("data.path is required for dataset `{}`", self.data.dataset));
+        }
+        let s = &self.data.synthetic;
+        if self.data.dataset == DatasetKind::Synthetic
+            && (s.samples == 0 || s.dim == 0 || s.classes < 2 || s.groups == 0)
+        {
+            return bad("data.synthetic needs samples >= 1, dim >= 1, classes >= 2 and groups >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot parse config: {0}")]
+    Parse(String),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_config_round_trips_through_toml() {
+        let config = RunConfig::reference_fmnist();
+        let text = config.to_toml();
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), config);
+        assert!(text.contains("split = \"dirichlet:0.1\""), "{text}");
+    }
+
+    #[test]
+    fn validation_names_the_key_to_fix() {
+        let mut config = RunConfig::reference_fmnist();
+        config.min_clients = 30;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("min_clients"), "{err}");
+
+        let mut config = RunConfig::reference_fmnist();
+        config.fraction = 0.0;
+        assert!(config.validate().unwrap_err().to_string().contains("fraction"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = RunConfig::reference_fmnist().to_toml().replace("rounds =", "roundz =");
+        assert!(RunConfig::from_toml(&text).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! Strata's foundation: everything that needs neither libtorch nor gRPC.
+//!
+//! # Layout
+//! - [`tensor`]: parameters as plain named f32 tensors, the currency between crates.
+//! - [`config`]: the run's configuration (TOML), validated with messages that name the key.
+//! - [`data`]: dataset files on disk (IDX, CIFAR-10 binary) and the synthetic generator.
+//! - [`partition`]: splitting samples over clients (iid, Dirichlet, pathological, file).
+//! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
+//! - [`records`]: per-client, per-round metrics and their summaries.
+
+pub mod config;
+pub mod data;
+pub mod partition;
+pub mod records;
+pub mod selection;
+pub mod tensor;

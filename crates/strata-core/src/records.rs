@@ -1,0 +1,166 @@
+//! Run records: one row per client per round (`metrics.jsonl`), one per round (`rounds.jsonl`),
+//! and the arithmetic that summarizes them the way the field reports it.
+//!
+//! Round `r` is evaluated at its start, on the model after `r` rounds of aggregation
+//! (PFLlib's convention); the last row, `r = rounds`, is the final evaluation-only round.
+
+use serde::{Deserialize, Serialize};
+
+/// Names of the metrics a client reports with each result; the server builds
+/// [`ClientRoundRecord`]s from them.
+pub mod metric {
+    pub const ACCURACY: &str = "accuracy";
+    pub const ACCURACY_TRAINED: &str = "accuracy_trained";
+    pub const GLOBAL_ACCURACY: &str = "global_accuracy";
+    pub const TRAIN_LOSS: &str = "train_loss";
+    pub const TRAIN_SAMPLES: &str = "train_samples";
+    pub const TEST_SAMPLES: &str = "test_samples";
+    pub const TRAIN_SECONDS: &str = "train_seconds";
+}
+
+/// What one client reported for one round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientRoundRecord {
+    pub round: u64,
+    /// The client's index in the partition.
+    pub client: u32,
+    /// Whether the client trained this round (otherwise it only evaluated).
+    pub trained: bool,
+    pub train_samples: u64,
+    pub test_samples: u64,
+    /// Mean training loss over the local steps, when the client trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    /// Personalized model as received and merged, before local training, on the client's test split.
+    pub accuracy: f64,
+    /// Personalized model right after local training, when the client trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_trained: Option<f64>,
+    /// The global model on the client's test split, for methods that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_accuracy: Option<f64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Seconds the client spent training (0 when it only evaluated).
+    pub train_seconds: f64,
+}
+
+/// What the server saw of one round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: u64,
+    pub picked: u32,
+    pub reported: u32,
+    /// Whether the round's updates were aggregated (false: too few results, previous model kept).
+    pub aggregated: bool,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personalized_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personalized_accuracy_trained: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl RoundRecord {
+    /// Summarizes the clients' rows of one round.
+    pub fn from_clients(round: u64, picked: u32, aggregated: bool, seconds: f64, rows: &[ClientRoundRecord]) -> Self {
+        let trained: Vec<&ClientRoundRecord> = rows.iter().filter(|r| r.trained).collect();
+        Self {
+            round,
+            picked,
+            reported: trained.len() as u32,
+            aggregated,
+            seconds,
+            global_accuracy: weighted_mean(rows.iter().filter_map(|r| Some((r.global_accuracy?, r.test_samples)))),
+            personalized_accuracy: weighted_mean(rows.iter().map(|r| (r.accuracy, r.test_samples))),
+            personalized_accuracy_trained: weighted_mean(
+                rows.iter().filter_map(|r| Some((r.accuracy_trained?, r.test_samples))),
+            ),
+            train_loss: weighted_mean(trained.iter().filter_map(|r| Some((r.train_loss?, r.train_samples)))),
+            bytes_up: rows.iter().map(|r| r.bytes_up).sum(),
+            bytes_down: rows.iter().map(|r| r.bytes_down).sum(),
+        }
+    }
+}
+
+/// Sample-weighted mean of (value, weight) pairs; `None` when there is no weight.
+pub fn weighted_mean(pairs: impl IntoIterator<Item = (f64, u64)>) -> Option<f64> {
+    let (mut sum, mut weight) = (0.0, 0u64);
+    for (value, w) in pairs {
+        sum += value * w as f64;
+        weight += w;
+    }
+    (weight > 0).then(|| sum / weight as f64)
+}
+
+/// Minimum, median and maximum of a set of values (the spread across clients).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Self { min: v[0], median, max: v[n - 1] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(client: u32, accuracy: f64, test_samples: u64) -> ClientRoundRecord {
+        ClientRoundRecord {
+            round: 1,
+            client,
+            trained: true,
+            train_samples: 3 * test_samples,
+            test_samples,
+            train_loss: Some(1.0),
+            accuracy,
+            accuracy_trained: Some(accuracy + 0.1),
+            global_accuracy: Some(accuracy),
+            bytes_up: 10,
+            bytes_down: 20,
+            train_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn round_accuracy_is_weighted_by_test_samples() {
+        let rows = [row(0, 1.0, 30), row(1, 0.0, 10)];
+        let r = RoundRecord::from_clients(1, 2, true, 3.0, &rows);
+        assert_eq!(r.personalized_accuracy, Some(0.75));
+        assert_eq!(r.global_accuracy, Some(0.75));
+        assert_eq!(r.bytes_up, 20);
+        assert_eq!(r.reported, 2);
+    }
+
+    #[test]
+    fn spread_gives_min_median_max() {
+        let s = Spread::of([3.0, 1.0, 2.0, 10.0]).unwrap();
+        assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 10.0));
+        assert!(Spread::of([]).is_none());
+    }
+
+    #[test]
+    fn client_rows_round_trip_as_json() {
+        let r = row(3, 0.5, 8);
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<ClientRoundRecord>(&text).unwrap(), r);
+    }
+}

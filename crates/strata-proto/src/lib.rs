@@ -1,0 +1,22 @@
+//! Strata's wire protocol, and the only crate that sees prost types' insides.
+//!
+//! # Layout
+//! - [`pb`]: the code generated from `proto/strata/v1/federation.proto`.
+//! - [`chunk`]: cutting a [`TensorSet`](strata_core::tensor::TensorSet) into slices of at most
+//!   [`MAX_CHUNK_BYTES`](chunk::MAX_CHUNK_BYTES), lazily, one slice in memory at a time.
+//! - [`assemble`]: putting slices back together into one preallocated copy, checking every
+//!   index, offset and size against the header.
+//! - [`scalar`]: method settings and metrics as named scalars.
+
+pub mod assemble;
+pub mod chunk;
+pub mod scalar;
+
+/// Generated protocol types and tonic client/server stubs.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("strata.v1");
+}
+
+pub use assemble::{Assembler, WireError};
+pub use chunk::{DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, TensorSlices, tensor_specs};

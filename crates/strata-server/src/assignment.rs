@@ -1,0 +1,59 @@
+//! A task given to one client in one round, as the server keeps it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_core::selection::Selector;
+use strata_core::tensor::{TensorSet, TensorSpec};
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    Train,
+    Evaluate,
+    Finish,
+}
+
+#[derive(Debug)]
+pub struct Assignment {
+    pub task_id: String,
+    pub round: u64,
+    pub kind: TaskKind,
+    pub parameters: Option<Arc<TensorSet>>,
+    pub parameters_are_global: bool,
+    pub upload: Selector,
+    /// What the upload must look like (names and shapes, in order); empty for evaluation.
+    pub expected_upload: Arc<Vec<TensorSpec>>,
+    pub deadline: Instant,
+    /// Bytes streamed to the client for this task, counted by the download handler.
+    bytes_down: AtomicU64,
+}
+
+impl Assignment {
+    pub fn new(round: u64, kind: TaskKind, client_index: u32, deadline: Instant) -> Self {
+        let kind_name = match kind {
+            TaskKind::Train => "train",
+            TaskKind::Evaluate => "eval",
+            TaskKind::Finish => "finish",
+        };
+        Self {
+            task_id: format!("r{round}-{kind_name}-c{client_index}"),
+            round,
+            kind,
+            parameters: None,
+            parameters_are_global: false,
+            upload: Selector::default(),
+            expected_upload: Arc::new(Vec::new()),
+            deadline,
+            bytes_down: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add_bytes_down(&self, n: u64) {
+        self.bytes_down.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn bytes_down(&self) -> u64 {
+        self.bytes_down.load(Ordering::Relaxed)
+    }
+}

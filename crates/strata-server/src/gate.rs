@@ -1,0 +1,132 @@
+//! The open round, as the gRPC handlers see it: which client may send which result, and
+//! which results are already in. The round loop opens and closes it; handlers ask it before
+//! reading a single tensor byte.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use crate::assignment::Assignment;
+use crate::validate::{Refusal, RefusalCode};
+
+#[derive(Debug, Default)]
+pub struct RoundGate {
+    state: Mutex<Option<OpenRound>>,
+}
+
+#[derive(Debug)]
+struct OpenRound {
+    round: u64,
+    tasks: HashMap<Uuid, Arc<Assignment>>,
+    in_flight: HashSet<Uuid>,
+    received: HashSet<Uuid>,
+}
+
+impl RoundGate {
+    pub fn open(&self, round: u64, tasks: HashMap<Uuid, Arc<Assignment>>) {
+        *self.lock() = Some(OpenRound { round, tasks, in_flight: HashSet::new(), received: HashSet::new() });
+    }
+
+    pub fn close(&self) {
+        *self.lock() = None;
+    }
+
+    /// Admits the start of a result stream; the caller must later `accept` or `release`.
+    pub fn admit(&self, client: Uuid, round: u64, task_id: &str) -> Result<Arc<Assignment>, Refusal> {
+        let mut guard = self.lock();
+        let open = guard.as_mut().ok_or_else(|| {
+            Refusal::precondition(format!(
+                "result for round {round} arrived while no round is open (late, or the run is over)"
+            ))
+        })?;
+        if round != open.round {
+            return Err(Refusal::precondition(format!(
+                "result is for round {round}, but the server is at round {}",
+                open.round
+            )));
+        }
+        let task = open.tasks.get(&client).ok_or_else(|| Refusal {
+            code: RefusalCode::PermissionDenied,
+            message: format!("this client was not given a task in round {round}"),
+        })?;
+        if task.task_id != task_id {
+            return Err(Refusal::precondition(format!(
+                "result is for task `{task_id}`, but this client's task in round {round} is `{}`",
+                task.task_id
+            )));
+        }
+        if open.received.contains(&client) || !open.in_flight.insert(client) {
+            return Err(Refusal {
+                code: RefusalCode::AlreadyExists,
+                message: format!("this client already sent its result for round {round}"),
+            });
+        }
+        Ok(Arc::clone(task))
+    }
+
+    /// Records a complete, valid result; refuses it if the round closed meanwhile.
+    pub fn accept(&self, client: Uuid, round: u64) -> Result<(), Refusal> {
+        let mut guard = self.lock();
+        match guard.as_mut() {
+            Some(open) if open.round == round => {
+                open.in_flight.remove(&client);
+                open.received.insert(client);
+                Ok(())
+            }
+            _ => Err(Refusal::precondition(format!(
+                "round {round} closed (deadline passed) before the result was complete"
+            ))),
+        }
+    }
+
+    /// Frees the client's slot after a refused or broken stream, so it may try again.
+    pub fn release(&self, client: Uuid, round: u64) {
+        if let Some(open) = self.lock().as_mut().filter(|o| o.round == round) {
+            open.in_flight.remove(&client);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<OpenRound>> {
+        // A poisoned lock only means a handler panicked mid-update of plain sets; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::assignment::TaskKind;
+
+    fn gate_with(client: Uuid) -> RoundGate {
+        let gate = RoundGate::default();
+        let task = Arc::new(Assignment::new(3, TaskKind::Train, 0, tokio::time::Instant::now()));
+        gate.open(3, HashMap::from([(client, task)]));
+        gate
+    }
+
+    #[test]
+    fn wrong_round_unknown_client_and_duplicates_are_refused() {
+        let client = Uuid::from_u128(7);
+        let gate = gate_with(client);
+        assert_eq!(gate.admit(client, 2, "r3-train-c0").unwrap_err().code, RefusalCode::FailedPrecondition);
+        assert_eq!(gate.admit(Uuid::from_u128(8), 3, "r3-train-c0").unwrap_err().code, RefusalCode::PermissionDenied);
+        assert_eq!(gate.admit(client, 3, "r2-train-c0").unwrap_err().code, RefusalCode::FailedPrecondition);
+        gate.admit(client, 3, "r3-train-c0").unwrap();
+        assert_eq!(gate.admit(client, 3, "r3-train-c0").unwrap_err().code, RefusalCode::AlreadyExists);
+        gate.accept(client, 3).unwrap();
+        assert_eq!(gate.admit(client, 3, "r3-train-c0").unwrap_err().code, RefusalCode::AlreadyExists);
+    }
+
+    #[test]
+    fn a_released_client_may_retry_and_a_closed_round_refuses() {
+        let client = Uuid::from_u128(7);
+        let gate = gate_with(client);
+        gate.admit(client, 3, "r3-train-c0").unwrap();
+        gate.release(client, 3);
+        gate.admit(client, 3, "r3-train-c0").unwrap();
+        gate.close();
+        assert!(gate.accept(client, 3).is_err());
+    }
+}

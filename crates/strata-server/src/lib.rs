@@ -1,0 +1,165 @@
+//! Strata's coordinator: it admits clients, runs the rounds, aggregates through a
+//! [`Strategy`](strategy::Strategy), and writes the run's records.
+//!
+//! # Layout
+//! - [`run`]: builds the initial model, serves gRPC on a listener the caller bound, and runs
+//!   the round loop until the run completes or `shutdown` resolves.
+//! - `service`: the gRPC handlers (join, poll, download, upload).
+//! - `round`: the round loop, the only code that waits on clients.
+//! - `registry`: clients by UUID, their index and mailbox.
+//! - `gate`: the open round, as the handlers see it (who may send what).
+//! - `validate`: the only place a [`ValidUpdate`](validate::ValidUpdate) is made.
+//! - [`strategy`]: the server halves of methods, IO-free.
+//! - `output`: the run's files.
+//! - [`events`]: what observers (progress bars, tests) hear.
+
+mod assignment;
+pub mod events;
+mod gate;
+mod output;
+mod registry;
+mod round;
+mod service;
+pub mod strategy;
+pub mod validate;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_core::config::RunConfig;
+use strata_proto::assemble::AssemblyLimits;
+use strata_proto::pb::federation_server::FederationServer;
+use strata_report::RunSummary;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+pub use events::ServerEvent;
+pub use round::Ending;
+
+/// What a server needs besides its listener.
+pub struct ServerOptions {
+    pub config: RunConfig,
+    /// Where the run's files go.
+    pub out_dir: PathBuf,
+    /// Size of parameter slices on the wire (clamped to the protocol's maximum).
+    pub chunk_bytes: usize,
+    /// Observers of the run; `None` creates a channel nobody listens to.
+    pub events: Option<broadcast::Sender<ServerEvent>>,
+}
+
+impl ServerOptions {
+    pub fn new(config: RunConfig, out_dir: PathBuf) -> Self {
+        Self { config, out_dir, chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES, events: None }
+    }
+}
+
+/// How a run went.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub ending: Ending,
+    pub summary: RunSummary,
+    pub rounds: Vec<strata_core::records::RoundRecord>,
+    pub out_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] strata_core::config::ConfigError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot write {path}: {source}")]
+    Output { path: PathBuf, source: std::io::Error },
+    #[error("cannot write the run's report: {0}")]
+    Report(String),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs one federated run to completion on `listener`.
+///
+/// The caller owns the port (tests bind `127.0.0.1:0`) and decides when to stop: when
+/// `shutdown` resolves, the run ends after writing what it has.
+pub async fn run(
+    options: ServerOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<RunOutcome, ServerError> {
+    let started = Instant::now();
+    let config = options.config;
+    config.validate()?;
+    let (model_spec, initial) = initial_model(&config).await?;
+    let strategy = strategy::build(&config.method, initial).map_err(ServerError::Setup)?;
+    for (key, value) in strategy.summary() {
+        info!(key, %value, "strategy setting");
+    }
+    let output = output::RunOutput::create(&options.out_dir, &config)?;
+
+    let registry = registry::Registry::new(config.clients);
+    let gate = Arc::new(gate::RoundGate::default());
+    let events = options.events.unwrap_or_else(|| broadcast::channel(1024).0);
+    // Room for one report per client: the loop drains them as they come.
+    let (report_tx, report_rx) = mpsc::channel(config.clients as usize + 1);
+    let service = service::FederationService {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        config_toml: config.to_toml(),
+        registry: registry.clone(),
+        gate: Arc::clone(&gate),
+        reports: report_tx,
+        events: events.clone(),
+        chunk_bytes: options.chunk_bytes,
+        limits: AssemblyLimits { max_total_bytes: (model_spec.iter().map(|s| s.numel()).sum::<usize>() * 4) as u64 },
+        max_poll_wait: Duration::from_secs(30),
+    };
+    info!(addr = ?listener.local_addr().ok(), run_id = %service.run_id, "serving");
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(FederationServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let server = tokio::spawn(server);
+
+    let rounds = round::RoundLoop {
+        config: config.clone(),
+        registry,
+        gate,
+        reports: report_rx,
+        strategy,
+        model_spec,
+        events,
+        output,
+    };
+    let (ending, output) = rounds.run(shutdown).await;
+    let _ = stop_tx.send(());
+    // Serving ends once open calls finish; long polls answer within their wait.
+    match tokio::time::timeout(Duration::from_secs(35), server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => return Err(ServerError::Setup(format!("gRPC server task failed: {join}"))),
+        Err(_) => tracing::warn!("gRPC server did not stop in time; leaving it"),
+    }
+    let summary = output.finish(&config, started.elapsed().as_secs_f64())?;
+    info!(dir = %output.dir().display(), ?ending, "run outputs written");
+    Ok(RunOutcome { ending, summary, rounds: output.rounds().to_vec(), out_dir: output.dir().to_path_buf() })
+}
+
+/// Builds the method's starting point from the seed, so the server knows the model's spec
+/// (what every upload is checked against) without trusting any client for it.
+async fn initial_model(
+    config: &RunConfig,
+) -> Result<(Vec<strata_core::tensor::TensorSpec>, strata_core::tensor::TensorSet), ServerError> {
+    let shape = strata_core::data::describe(&config.data).map_err(|e| ServerError::Setup(e.to_string()))?;
+    let (name, seed) = (config.model.name.clone(), config.seed);
+    let built = tokio::task::spawn_blocking(move || {
+        strata_torch::LocalModel::new(&name, &shape, tch::Device::Cpu, seed).map(|m| m.export())
+    })
+    .await
+    .map_err(|e| ServerError::Setup(format!("model initialization panicked: {e}")))?
+    .map_err(|e| ServerError::Setup(e.to_string()))?;
+    Ok((built.specs(), built))
+}

@@ -1,0 +1,242 @@
+//! Who is in the federation: clients by UUID, their partition index, what they reported
+//! about themselves, and each one's mailbox for tasks.
+//!
+//! A cheap-clone handle over a concurrent map, shared by the gRPC service (which joins and
+//! polls) and the round loop (which picks and posts).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::assignment::Assignment;
+use crate::strategy::ClientInfo;
+
+/// What a client says about itself once it has loaded its data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Capabilities {
+    pub device: String,
+    pub train_samples: u64,
+    pub test_samples: u64,
+    pub dataset_fingerprint: String,
+    pub partition: String,
+}
+
+/// One client's entry.
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub index: u32,
+    pub capabilities: Capabilities,
+    /// The client's current task; a long poll waits for it to change.
+    pub mailbox: watch::Sender<Option<Arc<Assignment>>>,
+    pub last_seen: Instant,
+    /// Set when the client missed a round's deadline; cleared by its next poll, so a client
+    /// that died is not picked again (and waited for) until it comes back.
+    pub missed_deadline: bool,
+    /// Whether the client has received the FINISH task.
+    pub told_finish: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum JoinError {
+    #[error("client index {requested} is out of range: the federation has {capacity} clients (0..{capacity})")]
+    IndexOutOfRange { requested: u32, capacity: u32 },
+    #[error("client index {index} is already taken by client {holder}")]
+    IndexTaken { index: u32, holder: Uuid },
+    #[error("the federation is full: all {capacity} client indices are taken")]
+    Full { capacity: u32 },
+    #[error("client {id} already joined with index {index}, not {requested}")]
+    IndexChanged { id: Uuid, index: u32, requested: u32 },
+}
+
+#[derive(Clone, Debug)]
+pub struct Registry {
+    clients: Arc<DashMap<Uuid, ClientEntry>>,
+    capacity: u32,
+    /// Serializes index allocation so two joins cannot take the same index.
+    join_lock: Arc<Mutex<()>>,
+    /// Count of joined clients, for the round loop to wait on.
+    joined: watch::Sender<usize>,
+}
+
+impl Registry {
+    pub fn new(capacity: u32) -> Self {
+        Self {
+            clients: Arc::new(DashMap::new()),
+            capacity,
+            join_lock: Arc::new(Mutex::new(())),
+            joined: watch::channel(0).0,
+        }
+    }
+
+    /// Admits a client, or re-admits one with the same UUID at its old index.
+    pub fn join(&self, id: Uuid, requested: Option<u32>) -> Result<u32, JoinError> {
+        let _guard = self.join_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut entry) = self.clients.get_mut(&id) {
+            if let Some(r) = requested.filter(|&r| r != entry.index) {
+                return Err(JoinError::IndexChanged { id, index: entry.index, requested: r });
+            }
+            entry.last_seen = Instant::now();
+            entry.missed_deadline = false;
+            return Ok(entry.index);
+        }
+        let index = match requested {
+            Some(r) if r >= self.capacity => {
+                return Err(JoinError::IndexOutOfRange { requested: r, capacity: self.capacity });
+            }
+            Some(r) => {
+                if let Some(holder) = self.clients.iter().find(|e| e.index == r) {
+                    return Err(JoinError::IndexTaken { index: r, holder: *holder.key() });
+                }
+                r
+            }
+            None => {
+                let taken: std::collections::HashSet<u32> = self.clients.iter().map(|e| e.index).collect();
+                (0..self.capacity).find(|i| !taken.contains(i)).ok_or(JoinError::Full { capacity: self.capacity })?
+            }
+        };
+        self.clients.insert(
+            id,
+            ClientEntry {
+                index,
+                capabilities: Capabilities::default(),
+                mailbox: watch::channel(None).0,
+                last_seen: Instant::now(),
+                missed_deadline: false,
+                told_finish: false,
+            },
+        );
+        self.joined.send_replace(self.clients.len());
+        Ok(index)
+    }
+
+    pub fn joined_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn contains(&self, id: &Uuid) -> bool {
+        self.clients.contains_key(id)
+    }
+
+    pub fn info(&self, id: &Uuid) -> Option<ClientInfo> {
+        self.clients.get(id).map(|e| ClientInfo { id: *id, index: e.index })
+    }
+
+    /// Records a poll: the client is alive, and may report its capabilities.
+    pub fn touch(&self, id: &Uuid, capabilities: Option<Capabilities>) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            entry.last_seen = Instant::now();
+            entry.missed_deadline = false;
+            if let Some(c) = capabilities {
+                entry.capabilities = c;
+            }
+        }
+    }
+
+    /// Records that the client was told the run is over.
+    pub fn mark_finished(&self, id: &Uuid) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            entry.told_finish = true;
+        }
+    }
+
+    /// How many clients were told the run is over.
+    pub fn finished_count(&self) -> usize {
+        self.clients.iter().filter(|e| e.told_finish).count()
+    }
+
+    pub fn capabilities(&self, id: &Uuid) -> Option<Capabilities> {
+        self.clients.get(id).map(|e| e.capabilities.clone())
+    }
+
+    pub fn mark_missed(&self, id: &Uuid) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            entry.missed_deadline = true;
+        }
+    }
+
+    /// Every client, by index.
+    pub fn all(&self) -> Vec<ClientInfo> {
+        self.snapshot(|_| true)
+    }
+
+    /// Clients that may be picked: those that did not miss the last deadline without polling since.
+    pub fn available(&self) -> Vec<ClientInfo> {
+        self.snapshot(|e| !e.missed_deadline)
+    }
+
+    fn snapshot(&self, keep: impl Fn(&ClientEntry) -> bool) -> Vec<ClientInfo> {
+        let mut v: Vec<ClientInfo> = self
+            .clients
+            .iter()
+            .filter(|e| keep(e.value()))
+            .map(|e| ClientInfo { id: *e.key(), index: e.index })
+            .collect();
+        v.sort_by_key(|c| c.index);
+        v
+    }
+
+    /// Puts a task in the client's mailbox, replacing any older one.
+    pub fn post(&self, id: &Uuid, assignment: Arc<Assignment>) {
+        if let Some(entry) = self.clients.get(id) {
+            entry.mailbox.send_replace(Some(assignment));
+        }
+    }
+
+    pub fn subscribe(&self, id: &Uuid) -> Option<watch::Receiver<Option<Arc<Assignment>>>> {
+        self.clients.get(id).map(|e| e.mailbox.subscribe())
+    }
+
+    /// The client's current task, if any.
+    pub fn current(&self, id: &Uuid) -> Option<Arc<Assignment>> {
+        self.clients.get(id).and_then(|e| e.mailbox.borrow().clone())
+    }
+
+    /// Waits until at least `n` clients have joined.
+    pub async fn wait_for(&self, n: usize) {
+        let mut rx = self.joined.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail while we hold it.
+        let _ = rx.wait_for(|&count| count >= n).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_assigned_lowest_first_and_kept_on_rejoin() {
+        let registry = Registry::new(3);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(registry.join(a, None), Ok(0));
+        assert_eq!(registry.join(b, Some(2)), Ok(2));
+        assert_eq!(registry.join(a, None), Ok(0));
+        assert_eq!(registry.join(Uuid::from_u128(3), None), Ok(1));
+        assert_eq!(registry.join(Uuid::from_u128(4), None), Err(JoinError::Full { capacity: 3 }));
+        assert_eq!(registry.joined_count(), 3);
+    }
+
+    #[test]
+    fn taken_and_out_of_range_indices_are_refused() {
+        let registry = Registry::new(2);
+        registry.join(Uuid::from_u128(1), Some(1)).unwrap();
+        assert!(matches!(registry.join(Uuid::from_u128(2), Some(1)), Err(JoinError::IndexTaken { index: 1, .. })));
+        assert!(matches!(registry.join(Uuid::from_u128(2), Some(5)), Err(JoinError::IndexOutOfRange { .. })));
+        assert!(matches!(registry.join(Uuid::from_u128(1), Some(0)), Err(JoinError::IndexChanged { .. })));
+    }
+
+    #[test]
+    fn a_client_that_missed_a_deadline_is_not_available_until_it_polls() {
+        let registry = Registry::new(2);
+        let a = Uuid::from_u128(1);
+        registry.join(a, None).unwrap();
+        registry.mark_missed(&a);
+        assert!(registry.available().is_empty());
+        assert_eq!(registry.all().len(), 1);
+        registry.touch(&a, None);
+        assert_eq!(registry.available().len(), 1);
+    }
+}

@@ -1,0 +1,229 @@
+//! The round loop: the only code that waits on clients.
+//!
+//! Each round it picks clients, asks the strategy what each one gets, posts the tasks, waits
+//! for results until every task is answered or the deadline passes, and hands the valid
+//! updates to the strategy. Clients not picked evaluate the model they would hold, so every
+//! round reports every client. A last evaluation-only round measures the final model.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use strata_core::config::RunConfig;
+use strata_core::records::{ClientRoundRecord, RoundRecord, metric};
+use strata_core::tensor::TensorSpec;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info, warn};
+
+use crate::assignment::{Assignment, TaskKind};
+use crate::events::ServerEvent;
+use crate::gate::RoundGate;
+use crate::output::RunOutput;
+use crate::registry::Registry;
+use crate::service::Report;
+use crate::strategy::{Aggregated, ClientInfo, Instruction, Strategy, expected_upload};
+
+pub struct RoundLoop {
+    pub config: RunConfig,
+    pub registry: Registry,
+    pub gate: Arc<RoundGate>,
+    pub reports: mpsc::Receiver<Report>,
+    pub strategy: Box<dyn Strategy>,
+    pub model_spec: Vec<TensorSpec>,
+    pub events: broadcast::Sender<ServerEvent>,
+    pub output: RunOutput,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Completed,
+    Interrupted,
+}
+
+impl RoundLoop {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> (Ending, RunOutput) {
+        tokio::pin!(shutdown);
+        let min_clients = self.config.min_clients as usize;
+        info!(min_clients, "waiting for clients");
+        tokio::select! {
+            _ = self.registry.wait_for(min_clients) => {}
+            _ = &mut shutdown => return (Ending::Interrupted, self.output),
+        }
+        for round in 0..=self.config.rounds {
+            let evaluation_only = round == self.config.rounds;
+            tokio::select! {
+                _ = self.round(round, evaluation_only) => {}
+                _ = &mut shutdown => {
+                    self.gate.close();
+                    return (Ending::Interrupted, self.output);
+                }
+            }
+        }
+        self.finish().await;
+        (Ending::Completed, self.output)
+    }
+
+    async fn round(&mut self, round: u64, evaluation_only: bool) {
+        let started = Instant::now();
+        let (picked, others) = if evaluation_only { (Vec::new(), self.registry.all()) } else { self.pick(round) };
+        let train = self.strategy.configure_train(round, &picked);
+        let evaluate = self.strategy.configure_evaluate(round, &others);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.round_timeout_secs);
+        let mut tasks = HashMap::new();
+        let instructions = train.into_iter().map(|i| (i, TaskKind::Train));
+        for (instruction, kind) in instructions.chain(evaluate.into_iter().map(|i| (i, TaskKind::Evaluate))) {
+            let id = instruction.client.id;
+            tasks.insert(id, Arc::new(self.assignment(round, kind, instruction, deadline)));
+        }
+        let n_train = tasks.values().filter(|a| a.kind == TaskKind::Train).count();
+        info!(round, training = n_train, evaluating = tasks.len() - n_train, "round started");
+        let _ =
+            self.events.send(ServerEvent::RoundStarted { round, training: n_train, evaluating: tasks.len() - n_train });
+        self.gate.open(round, tasks.clone());
+        for (id, task) in &tasks {
+            self.registry.post(id, Arc::clone(task));
+        }
+
+        let mut reports = self.collect(round, &tasks, deadline).await;
+        self.gate.close();
+        for id in tasks.keys().filter(|id| !reports.contains_key(*id)) {
+            let index = self.registry.info(id).map(|c| c.index);
+            warn!(round, client = index, "client missed the round's deadline; dropped from this round");
+            self.registry.mark_missed(id);
+        }
+
+        let rows = self.records(round, &tasks, &reports);
+        let aggregated = if evaluation_only {
+            false
+        } else {
+            let updates: Vec<_> = reports.values_mut().filter_map(|r| r.update.take()).collect();
+            let received = updates.len();
+            let needed = (self.config.min_clients as usize).min(n_train);
+            if received < needed {
+                warn!(round, received, needed, "too few results: keeping the previous model");
+                false
+            } else {
+                match self.strategy.aggregate_train(round, updates) {
+                    Aggregated::Updated => true,
+                    Aggregated::Skipped { reason } => {
+                        warn!(round, %reason, "aggregation skipped");
+                        false
+                    }
+                }
+            }
+        };
+
+        let record =
+            RoundRecord::from_clients(round, n_train as u32, aggregated, started.elapsed().as_secs_f64(), &rows);
+        if let Err(e) = self.output.append(&rows, &record) {
+            warn!(round, "cannot write metrics: {e}");
+        }
+        info!(
+            round,
+            global = ?record.global_accuracy,
+            personalized = ?record.personalized_accuracy,
+            seconds = record.seconds,
+            "round finished"
+        );
+        let _ = self.events.send(ServerEvent::RoundFinished(record));
+    }
+
+    /// Picks `max(ceil(fraction * n), min_clients)` of the available clients, seeded by round.
+    fn pick(&self, round: u64) -> (Vec<ClientInfo>, Vec<ClientInfo>) {
+        let mut available = self.registry.available();
+        let wanted = ((self.config.fraction * available.len() as f64).ceil() as usize)
+            .max(self.config.min_clients as usize)
+            .min(available.len());
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        available.shuffle(&mut rng);
+        let mut picked = available[..wanted].to_vec();
+        picked.sort_by_key(|c| c.index);
+        let others = self.registry.all().into_iter().filter(|c| !picked.contains(c)).collect();
+        (picked, others)
+    }
+
+    fn assignment(&self, round: u64, kind: TaskKind, i: Instruction, deadline: tokio::time::Instant) -> Assignment {
+        let mut a = Assignment::new(round, kind, i.client.index, deadline);
+        if kind == TaskKind::Train {
+            a.expected_upload = Arc::new(expected_upload(&self.model_spec, &i.upload));
+            a.upload = i.upload;
+        }
+        a.parameters = Some(i.parameters);
+        a.parameters_are_global = i.parameters_are_global;
+        a
+    }
+
+    async fn collect(
+        &mut self,
+        round: u64,
+        tasks: &HashMap<uuid::Uuid, Arc<Assignment>>,
+        deadline: tokio::time::Instant,
+    ) -> HashMap<uuid::Uuid, Report> {
+        let mut reports = HashMap::new();
+        while reports.len() < tasks.len() {
+            tokio::select! {
+                report = self.reports.recv() => {
+                    let Some(report) = report else { break };
+                    if report.round != round {
+                        continue;
+                    }
+                    let _ = self.events.send(ServerEvent::ResultAccepted { round, client: report.client.index });
+                    reports.insert(report.client.id, report);
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        reports
+    }
+
+    fn records(
+        &self,
+        round: u64,
+        tasks: &HashMap<uuid::Uuid, Arc<Assignment>>,
+        reports: &HashMap<uuid::Uuid, Report>,
+    ) -> Vec<ClientRoundRecord> {
+        let mut rows: Vec<ClientRoundRecord> = reports
+            .iter()
+            .map(|(id, r)| {
+                let m = |name: &str| r.metrics.get(name).copied();
+                let trained = r.update.is_some();
+                ClientRoundRecord {
+                    round,
+                    client: r.client.index,
+                    trained,
+                    train_samples: m(metric::TRAIN_SAMPLES).unwrap_or(0.0) as u64,
+                    test_samples: m(metric::TEST_SAMPLES).unwrap_or(0.0) as u64,
+                    train_loss: m(metric::TRAIN_LOSS).filter(|_| trained),
+                    accuracy: m(metric::ACCURACY).unwrap_or(0.0),
+                    accuracy_trained: m(metric::ACCURACY_TRAINED).filter(|_| trained),
+                    global_accuracy: m(metric::GLOBAL_ACCURACY),
+                    bytes_up: r.bytes_up,
+                    bytes_down: tasks.get(id).map(|t| t.bytes_down()).unwrap_or(0),
+                    train_seconds: m(metric::TRAIN_SECONDS).unwrap_or(0.0),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.client);
+        rows
+    }
+
+    /// Tells every client the run is over and gives them a moment to hear it.
+    async fn finish(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let clients = self.registry.all();
+        for c in &clients {
+            let finish = Assignment::new(self.config.rounds + 1, TaskKind::Finish, c.index, deadline);
+            self.registry.post(&c.id, Arc::new(finish));
+        }
+        info!("run finished; telling clients to stop");
+        while tokio::time::Instant::now() < deadline && self.registry.finished_count() < clients.len() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.events.send(ServerEvent::RunFinished);
+    }
+}

@@ -1,0 +1,304 @@
+//! The gRPC service: converts requests, asks the registry and the round gate, and maps every
+//! refusal to a status a person can act on. Handlers never touch strategy state: valid results
+//! go to the round loop over a channel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use strata_core::tensor::TensorSpec;
+use strata_proto::assemble::{AssemblyLimits, spec_from_wire};
+use strata_proto::{Assembler, TensorSlices, pb, scalar, tensor_specs};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::assignment::{Assignment, TaskKind};
+use crate::events::ServerEvent;
+use crate::gate::RoundGate;
+use crate::registry::{Capabilities, JoinError, Registry};
+use crate::validate::{self, Refusal, RefusalCode, ValidUpdate};
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+/// A result that passed validation, on its way to the round loop.
+#[derive(Debug)]
+pub struct Report {
+    pub client: crate::strategy::ClientInfo,
+    pub round: u64,
+    pub update: Option<ValidUpdate>,
+    pub metrics: HashMap<String, f64>,
+    /// Encoded size of every message of the upload.
+    pub bytes_up: u64,
+}
+
+pub struct FederationService {
+    pub run_id: String,
+    pub config_toml: String,
+    pub registry: Registry,
+    pub gate: Arc<RoundGate>,
+    pub reports: mpsc::Sender<Report>,
+    pub events: broadcast::Sender<ServerEvent>,
+    pub chunk_bytes: usize,
+    pub limits: AssemblyLimits,
+    /// Longest a poll is held open before answering WAIT.
+    pub max_poll_wait: Duration,
+}
+
+fn parse_client_id(id: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(id).map_err(|e| Status::invalid_argument(format!("client_id `{id}` is not a UUID: {e}")))
+}
+
+impl From<Refusal> for Status {
+    fn from(r: Refusal) -> Self {
+        match r.code {
+            RefusalCode::InvalidArgument => Status::invalid_argument(r.message),
+            RefusalCode::FailedPrecondition => Status::failed_precondition(r.message),
+            RefusalCode::AlreadyExists => Status::already_exists(r.message),
+            RefusalCode::PermissionDenied => Status::permission_denied(r.message),
+        }
+    }
+}
+
+impl From<JoinError> for Status {
+    fn from(e: JoinError) -> Self {
+        match e {
+            JoinError::Full { .. } => Status::resource_exhausted(e.to_string()),
+            JoinError::IndexTaken { .. } => Status::already_exists(e.to_string()),
+            JoinError::IndexOutOfRange { .. } | JoinError::IndexChanged { .. } => {
+                Status::invalid_argument(e.to_string())
+            }
+        }
+    }
+}
+
+impl FederationService {
+    fn check_run(&self, run_id: &str) -> Result<(), Status> {
+        if run_id != self.run_id {
+            return Err(Status::failed_precondition(format!(
+                "message is for run `{run_id}`, but this server runs `{}`: rejoin",
+                self.run_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn known_client(&self, id: &str) -> Result<Uuid, Status> {
+        let id = parse_client_id(id)?;
+        if !self.registry.contains(&id) {
+            return Err(Status::permission_denied(format!("client {id} has not joined this run")));
+        }
+        Ok(id)
+    }
+
+    fn refused(&self, client: Option<u32>, status: Status) -> Status {
+        warn!(client, code = ?status.code(), "refused result: {}", status.message());
+        let _ = self.events.send(ServerEvent::ResultRefused { client, reason: status.message().to_string() });
+        status
+    }
+
+    /// Reads a result stream to its end, checking it part by part.
+    async fn receive_result(
+        &self,
+        client: Uuid,
+        header: pb::ResultHeader,
+        task: &Assignment,
+        stream: &mut Streaming<pb::ResultPart>,
+        mut bytes_up: u64,
+    ) -> Result<Report, Status> {
+        let info = self.registry.info(&client).ok_or_else(|| Status::permission_denied("client left the registry"))?;
+        let declared: Vec<TensorSpec> = header
+            .tensors
+            .iter()
+            .map(spec_from_wire)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        validate::header_specs(&task.expected_upload, &declared)?;
+        if task.kind == TaskKind::Train {
+            let known = self.registry.capabilities(&client).map(|c| c.train_samples);
+            validate::num_samples(header.num_samples, known)?;
+        }
+        if let Some(m) = header.metrics.iter().find(|m| !m.value.is_finite()) {
+            return Err(Refusal::invalid(format!("metric `{}` is not finite ({})", m.name, m.value)).into());
+        }
+        let mut assembler = Assembler::new(&header.tensors, header.total_bytes, self.limits)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        while let Some(part) = stream.message().await? {
+            bytes_up += part.encoded_len() as u64;
+            match part.part {
+                Some(pb::result_part::Part::Tensor(slice)) => {
+                    assembler.push(&slice).map_err(|e| Status::invalid_argument(e.to_string()))?
+                }
+                Some(pb::result_part::Part::Header(_)) => {
+                    return Err(Status::invalid_argument("a result stream carries exactly one header, first"));
+                }
+                Some(pb::result_part::Part::Mask(_)) | Some(pb::result_part::Part::Stats(_)) => {
+                    return Err(Status::invalid_argument("this task takes no masks or feature statistics"));
+                }
+                None => return Err(Status::invalid_argument("empty result part")),
+            }
+        }
+        let parameters = assembler.finish().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let update = match task.kind {
+            TaskKind::Train => Some(validate::update(info.clone(), header.num_samples, parameters)?),
+            _ => None,
+        };
+        Ok(Report {
+            client: info,
+            round: header.round,
+            update,
+            metrics: scalar::metrics_map(&header.metrics),
+            bytes_up,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::federation_server::Federation for FederationService {
+    async fn join(&self, request: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
+        let req = request.into_inner();
+        let id = parse_client_id(&req.client_id)?;
+        let index = self.registry.join(id, req.requested_index)?;
+        if let Some(c) = req.capabilities {
+            self.registry.touch(&id, Some(capabilities_from_wire(c)));
+        }
+        info!(client = index, %id, "client joined");
+        let _ = self.events.send(ServerEvent::ClientJoined { index, joined: self.registry.joined_count() });
+        Ok(Response::new(pb::JoinReply {
+            run_id: self.run_id.clone(),
+            client_index: index,
+            config_toml: self.config_toml.clone(),
+        }))
+    }
+
+    async fn pull_task(&self, request: Request<pb::PullTaskRequest>) -> RpcResult<pb::Task> {
+        let req = request.into_inner();
+        self.check_run(&req.run_id)?;
+        let id = self.known_client(&req.client_id)?;
+        self.registry.touch(&id, req.capabilities.map(capabilities_from_wire));
+        let mut mailbox =
+            self.registry.subscribe(&id).ok_or_else(|| Status::permission_denied("client left the registry"))?;
+        let wait = Duration::from_millis(req.wait_ms.into()).min(self.max_poll_wait);
+        let fresh = |a: &Option<Arc<Assignment>>| a.as_ref().is_some_and(|a| a.task_id != req.last_task_id);
+        let task = match tokio::time::timeout(wait, mailbox.wait_for(fresh)).await {
+            Ok(Ok(current)) => current.clone(),
+            // Timed out, or the server is shutting down: tell the client to poll again.
+            _ => None,
+        };
+        if task.as_ref().is_some_and(|a| a.kind == TaskKind::Finish) {
+            self.registry.mark_finished(&id);
+        }
+        Ok(Response::new(match task {
+            Some(a) => task_to_wire(&self.run_id, &a),
+            None => pb::Task { run_id: self.run_id.clone(), kind: pb::TaskKind::Wait as i32, ..Default::default() },
+        }))
+    }
+
+    type DownloadParametersStream = ReceiverStream<Result<pb::ParameterPart, Status>>;
+
+    async fn download_parameters(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> RpcResult<Self::DownloadParametersStream> {
+        let req = request.into_inner();
+        self.check_run(&req.run_id)?;
+        let id = self.known_client(&req.client_id)?;
+        let task = self.registry.current(&id).filter(|a| a.task_id == req.task_id).ok_or_else(|| {
+            Status::failed_precondition(format!("task `{}` is not this client's current task", req.task_id))
+        })?;
+        let parameters = task
+            .parameters
+            .clone()
+            .ok_or_else(|| Status::failed_precondition(format!("task `{}` carries no parameters", req.task_id)))?;
+        let header = pb::ParameterHeader {
+            run_id: self.run_id.clone(),
+            round: task.round,
+            task_id: task.task_id.clone(),
+            tensors: tensor_specs(&parameters),
+            total_bytes: parameters.byte_len() as u64,
+            mask: None,
+        };
+        // A bounded channel fed by a task: the stream holds a few slices at most, and a failed
+        // send tells us the client has gone.
+        let (tx, rx) = mpsc::channel(4);
+        let chunk_bytes = self.chunk_bytes;
+        tokio::spawn(async move {
+            let first = pb::ParameterPart { part: Some(pb::parameter_part::Part::Header(header)) };
+            task.add_bytes_down(first.encoded_len() as u64);
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for slice in TensorSlices::new(parameters, chunk_bytes) {
+                let part = pb::ParameterPart { part: Some(pb::parameter_part::Part::Tensor(slice)) };
+                task.add_bytes_down(part.encoded_len() as u64);
+                if tx.send(Ok(part)).await.is_err() {
+                    warn!(task = %task.task_id, "client left during download");
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn push_result(&self, request: Request<Streaming<pb::ResultPart>>) -> RpcResult<pb::PushAck> {
+        let mut stream = request.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty result stream"))?;
+        let bytes_first = first.encoded_len() as u64;
+        let Some(pb::result_part::Part::Header(header)) = first.part else {
+            return Err(Status::invalid_argument("a result stream must start with its header"));
+        };
+        self.check_run(&header.run_id)?;
+        let id = self.known_client(&header.client_id)?;
+        let index = self.registry.info(&id).map(|c| c.index);
+        let round = header.round;
+        let task = self.gate.admit(id, round, &header.task_id).map_err(|r| self.refused(index, r.into()))?;
+        let report = match self.receive_result(id, header, &task, &mut stream, bytes_first).await {
+            Ok(report) => report,
+            Err(status) => {
+                self.gate.release(id, round);
+                return Err(self.refused(index, status));
+            }
+        };
+        self.gate.accept(id, round).map_err(|r| self.refused(index, r.into()))?;
+        let bytes_received = report.bytes_up;
+        self.reports.send(report).await.map_err(|_| Status::unavailable("the server is shutting down"))?;
+        Ok(Response::new(pb::PushAck { bytes_received }))
+    }
+}
+
+fn capabilities_from_wire(c: pb::ClientCapabilities) -> Capabilities {
+    Capabilities {
+        device: c.device,
+        train_samples: c.train_samples,
+        test_samples: c.test_samples,
+        dataset_fingerprint: c.dataset_fingerprint,
+        partition: c.partition,
+    }
+}
+
+fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
+    let kind = match a.kind {
+        TaskKind::Train => pb::TaskKind::Train,
+        TaskKind::Evaluate => pb::TaskKind::Evaluate,
+        TaskKind::Finish => pb::TaskKind::Finish,
+    };
+    let parameters = a
+        .parameters
+        .as_ref()
+        .map(|p| pb::ParameterSetInfo { num_tensors: p.len() as u32, total_bytes: p.byte_len() as u64 });
+    pb::Task {
+        run_id: run_id.to_string(),
+        round: a.round,
+        kind: kind as i32,
+        task_id: a.task_id.clone(),
+        config: Default::default(),
+        parameters,
+        upload_patterns: a.upload.patterns().to_vec(),
+        parameters_are_global: a.parameters_are_global,
+        upload_mask: false,
+        deadline_ms: a.deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
+    }
+}

@@ -1,0 +1,78 @@
+//! The server half of a method: what each picked client receives, and how results fold
+//! into the next global state.
+//!
+//! Strategies do no IO and own no clock: the round loop (`round.rs`) sends tasks, waits on
+//! deadlines and hands over only validated updates, so a strategy is unit-tested with plain
+//! data. A method registers its strategy here under the same name as its client half.
+
+mod aggregate;
+mod fedavg;
+
+use std::sync::Arc;
+
+use strata_core::selection::Selector;
+use strata_core::tensor::{TensorSet, TensorSpec};
+
+pub use aggregate::weighted_average;
+pub use fedavg::FedAvg;
+
+use crate::validate::ValidUpdate;
+
+/// A client as a strategy sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientInfo {
+    pub id: uuid::Uuid,
+    pub index: u32,
+}
+
+/// What one client is asked to do with which parameters.
+#[derive(Clone, Debug)]
+pub struct Instruction {
+    pub client: ClientInfo,
+    /// The parameters to send; shared, since most methods send everyone the same set.
+    pub parameters: Arc<TensorSet>,
+    /// Whether `parameters` are the method's global model (so evaluating them measures it).
+    pub parameters_are_global: bool,
+    /// Which trained tensors the client uploads.
+    pub upload: Selector,
+}
+
+/// Result of folding a round's updates.
+#[derive(Debug)]
+pub enum Aggregated {
+    Updated,
+    /// The previous state is kept; the reason is logged and recorded.
+    Skipped {
+        reason: String,
+    },
+}
+
+pub trait Strategy: Send {
+    fn name(&self) -> &'static str;
+    /// Tasks for the clients picked to train this round.
+    fn configure_train(&mut self, round: u64, picked: &[ClientInfo]) -> Vec<Instruction>;
+    /// What the given clients evaluate (their model as the method would hand it to them).
+    fn configure_evaluate(&mut self, round: u64, clients: &[ClientInfo]) -> Vec<Instruction>;
+    /// Folds validated updates into the next state.
+    fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated;
+    /// The global model, if the method has one.
+    fn global(&self) -> Option<Arc<TensorSet>>;
+    /// Settings as key/value pairs, logged at start.
+    fn summary(&self) -> Vec<(&'static str, String)>;
+}
+
+/// Names of the registered methods.
+pub const METHODS: &[&str] = &["fedavg"];
+
+/// Builds the strategy registered under `method`, starting from the initial parameters.
+pub fn build(method: &str, initial: TensorSet) -> Result<Box<dyn Strategy>, String> {
+    match method {
+        "fedavg" => Ok(Box::new(FedAvg::new(initial))),
+        other => Err(format!("unknown method `{other}`: registered methods are {}", METHODS.join(", "))),
+    }
+}
+
+/// The specs a client's upload must have: the model's tensors that the selector keeps, in order.
+pub fn expected_upload(model: &[TensorSpec], upload: &Selector) -> Vec<TensorSpec> {
+    model.iter().filter(|s| upload.matches(&s.name)).cloned().collect()
+}

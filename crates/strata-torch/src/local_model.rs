@@ -1,0 +1,125 @@
+//! One client's model: a registered [`Net`] and the VarStore holding its variables, with
+//! conversion to and from [`TensorSet`], the currency of the other crates.
+
+use std::collections::HashMap;
+
+use strata_core::data::DataShape;
+use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::TorchError;
+use crate::model::{self, Net};
+use crate::seed::with_seed;
+
+/// A model ready for local training: its variables live in `vs`, `net` computes with them.
+#[derive(Debug)]
+pub struct LocalModel {
+    name: String,
+    vs: nn::VarStore,
+    net: Box<dyn Net>,
+}
+
+impl LocalModel {
+    /// Builds model `model_name` for `shape` with deterministic initial values.
+    ///
+    /// The variables are drawn on the CPU from torch's generator seeded with `seed` (see
+    /// [`crate::seed`]), then moved to `device`, so the initial values depend on the seed
+    /// only, not on the device, and match PyTorch's `torch.manual_seed(seed)` + construction.
+    pub fn new(model_name: &str, shape: &DataShape, device: Device, seed: u64) -> Result<Self, TorchError> {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = with_seed(seed, || model::build(model_name, &vs.root(), shape))?;
+        if device != Device::Cpu {
+            vs.set_device(device);
+        }
+        Ok(Self { name: model_name.to_string(), vs, net })
+    }
+
+    /// The name the model was built with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn net(&self) -> &dyn Net {
+        self.net.as_ref()
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// Every variable (parameters and norm-layer running statistics), sorted by name.
+    fn sorted_variables(&self) -> Vec<(String, Tensor)> {
+        let mut vars: Vec<_> = self.vs.variables().into_iter().collect();
+        vars.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// Names and shapes of every variable, sorted by name (the order of [`Self::export`]).
+    pub fn spec(&self) -> Vec<TensorSpec> {
+        self.sorted_variables().into_iter().map(|(name, t)| TensorSpec { name, shape: dims(&t) }).collect()
+    }
+
+    /// Copies every variable, BatchNorm running statistics included, to CPU f32 values.
+    ///
+    /// The order of the set is the variables' names sorted bytewise: the same for every
+    /// client that builds the same model, which is what bit-packed masks rely on.
+    pub fn export(&self) -> TensorSet {
+        let tensors = tch::no_grad(|| {
+            self.sorted_variables()
+                .into_iter()
+                .map(|(name, t)| {
+                    let shape = dims(&t);
+                    let flat = t.detach().to_kind(Kind::Float).reshape([-1]);
+                    // One copy (device → host Vec). It fails only if the device itself fails.
+                    let values = Vec::<f32>::try_from(&flat).expect("copying a variable to the host failed");
+                    NamedTensor { name, shape, values }
+                })
+                .collect()
+        });
+        TensorSet::new(tensors).expect("variable names are unique: they are the keys of a map")
+    }
+
+    /// Overwrites the variables named in `set` (any subset), in place, so optimizers and
+    /// shallow clones keep pointing at them. Every name and shape is checked before anything
+    /// is written: on error the model is unchanged.
+    pub fn import(&mut self, set: &TensorSet) -> Result<(), TorchError> {
+        let vars: HashMap<String, Tensor> = self.vs.variables();
+        let mut targets = Vec::with_capacity(set.len());
+        for incoming in set.tensors() {
+            let var =
+                vars.get(&incoming.name).ok_or_else(|| TorchError::UnknownTensor { name: incoming.name.clone() })?;
+            let expected = dims(var);
+            if expected != incoming.shape || incoming.values.len() != incoming.shape.iter().product::<usize>() {
+                return Err(TorchError::ShapeMismatch {
+                    name: incoming.name.clone(),
+                    expected,
+                    got: incoming.shape.clone(),
+                });
+            }
+            targets.push((var, incoming));
+        }
+        tch::no_grad(|| {
+            for (var, incoming) in targets {
+                let src = Tensor::from_slice(&incoming.values).view(var.size().as_slice());
+                var.shallow_clone().f_copy_(&src)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Shape of a tensor as `usize`s.
+fn dims(t: &Tensor) -> Vec<usize> {
+    t.size().into_iter().map(|d| usize::try_from(d).unwrap_or(0)).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Export/import round trips and seeded initialisation.
+
+use strata_core::data::DataShape;
+use strata_core::tensor::{NamedTensor, TensorSet};
+use tch::Device;
+
+use super::LocalModel;
+use crate::TorchError;
+
+fn mnist() -> DataShape {
+    DataShape { sample_shape: vec![1, 28, 28], num_classes: 10 }
+}
+
+fn model(name: &str, seed: u64) -> LocalModel {
+    LocalModel::new(name, &mnist(), Device::Cpu, seed).expect("model builds")
+}
+
+#[test]
+fn export_is_sorted_and_complete() {
+    let m = model("cnn-bn", 1);
+    let set = m.export();
+    let names: Vec<&str> = set.tensors().iter().map(|t| t.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+    assert!(names.contains(&"body.bn1.running_mean"));
+    assert_eq!(set.specs(), m.spec());
+    let w = set.get("body.fc1.weight").expect("fc1");
+    assert_eq!((w.shape.clone(), w.values.len()), (vec![512, 1024], 512 * 1024));
+}
+
+#[test]
+fn same_seed_same_init_and_different_seed_different_init() {
+    let a = model("cnn", 7).export();
+    assert_eq!(a, model("cnn", 7).export());
+    let c = model("cnn", 8).export();
+    assert_ne!(a.get("head.weight"), c.get("head.weight"));
+    assert_ne!(a.get("body.conv1.bias"), c.get("body.conv1.bias"));
+}
+
+#[test]
+fn concurrent_builds_stay_deterministic() {
+    let reference = model("mlp", 3).export();
+    let handles: Vec<_> = (0..4).map(|_| std::thread::spawn(|| model("mlp", 3).export())).collect();
+    for h in handles {
+        assert_eq!(h.join().expect("thread"), reference);
+    }
+}
+
+#[test]
+fn export_import_round_trips_bit_exact() {
+    let source = model("resnet8", 1);
+    let mut target = model("resnet8", 2);
+    let set = source.export();
+    assert_ne!(set, target.export());
+    target.import(&set).expect("import");
+    let back = target.export();
+    assert_eq!(set.len(), back.len());
+    for (a, b) in set.tensors().iter().zip(back.tensors()) {
+        let (a_bits, b_bits): (Vec<u32>, Vec<u32>) =
+            (a.values.iter().map(|v| v.to_bits()).collect(), b.values.iter().map(|v| v.to_bits()).collect());
+        assert_eq!((&a.name, a_bits), (&b.name, b_bits));
+    }
+}
+
+#[test]
+fn import_takes_a_subset_in_place() {
+    let mut m = model("cnn", 1);
+    let before = m.export();
+    let held = m.var_store().variables()["head.bias"].shallow_clone();
+    let head = NamedTensor::new("head.bias", vec![10], (0..10).map(|i| i as f32).collect()).expect("tensor");
+    m.import(&TensorSet::new(vec![head.clone()]).expect("set")).expect("import");
+    let after = m.export();
+    assert_eq!(after.get("head.bias"), Some(&head));
+    assert_eq!(after.get("head.weight"), before.get("head.weight"));
+    // The variable was written in place: handles taken before (optimizers) see the new values.
+    assert_eq!(Vec::<f32>::try_from(&held).expect("values"), head.values);
+}
+
+#[test]
+fn import_refuses_unknown_names_and_wrong_shapes_and_changes_nothing() {
+    let mut m = model("cnn", 1);
+    let before = m.export();
+    let good = NamedTensor::new("head.bias", vec![10], vec![1.0; 10]).expect("tensor");
+    let unknown = NamedTensor::new("head.gamma", vec![10], vec![0.0; 10]).expect("tensor");
+    let err = m.import(&TensorSet::new(vec![good.clone(), unknown]).expect("set")).expect_err("unknown");
+    assert!(matches!(&err, TorchError::UnknownTensor { name } if name == "head.gamma"), "{err}");
+    assert!(err.to_string().contains("head.gamma"));
+
+    let wrong = NamedTensor::new("head.weight", vec![512, 10], vec![0.0; 5120]).expect("tensor");
+    let err = m.import(&TensorSet::new(vec![good, wrong]).expect("set")).expect_err("shape").to_string();
+    assert!(err.contains("head.weight") && err.contains("[512, 10]") && err.contains("[10, 512]"), "{err}");
+    assert_eq!(m.export(), before);
+}
+
+#[test]
+fn local_models_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<LocalModel>();
+    assert_send::<crate::ClientTensors>();
+}

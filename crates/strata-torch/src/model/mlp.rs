@@ -1,0 +1,40 @@
+//! `mlp`: the "2NN" of McMahan et al., "Communication-Efficient Learning of Deep Networks
+//! from Decentralized Data" (AISTATS 2017, arXiv:1602.05629): two hidden layers of 200 units
+//! with ReLU. Images are flattened, so it takes any sample shape.
+
+use tch::Tensor;
+use tch::nn::{self, Module};
+
+use super::Net;
+use super::layers::linear;
+
+const HIDDEN: i64 = 200;
+
+/// D → 200 → 200 → C; `body.fc1`, `body.fc2`, `head`.
+#[derive(Debug)]
+pub struct Mlp {
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+    head: nn::Linear,
+}
+
+impl Mlp {
+    pub fn new(root: &nn::Path, input_len: i64, classes: i64) -> Self {
+        let body = root / "body";
+        let fc1 = linear(&(&body / "fc1"), input_len, HIDDEN);
+        let fc2 = linear(&(&body / "fc2"), HIDDEN, HIDDEN);
+        let head = linear(&(root / "head"), HIDDEN, classes);
+        Self { fc1, fc2, head }
+    }
+}
+
+impl Net for Mlp {
+    fn features_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        let xs = xs.flatten(1, -1);
+        self.fc2.forward(&self.fc1.forward(&xs).relu()).relu()
+    }
+
+    fn head(&self) -> &nn::Linear {
+        &self.head
+    }
+}

@@ -1,0 +1,22 @@
+//! The interface every registered model implements: a feature extractor (`body.*`) and a
+//! linear classifier on top (`head.*`).
+
+use tch::Tensor;
+use tch::nn::{self, Module};
+
+/// A classifier split into body and head, so that `forward_t(x) == head(features_t(x))`.
+///
+/// Methods that treat the two parts differently (FedPer, FedRep, FedRoD, ...) use
+/// `features_t` and `head` directly; parameter names follow the split (`body.*`, `head.*`).
+pub trait Net: Send + std::fmt::Debug {
+    /// The penultimate features: the input of the head, shape [batch, features].
+    fn features_t(&self, xs: &Tensor, train: bool) -> Tensor;
+
+    /// The last linear layer, mapping features to class logits (`head.weight`, `head.bias`).
+    fn head(&self) -> &nn::Linear;
+
+    /// Class logits, shape [batch, classes]. `train` selects batch statistics in norm layers.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head().forward(&self.features_t(xs, train))
+    }
+}
