@@ -12,7 +12,15 @@ use crate::validate::{Refusal, RefusalCode};
 
 #[derive(Debug, Default)]
 pub struct RoundGate {
-    state: Mutex<Option<OpenRound>>,
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: Option<OpenRound>,
+    /// The last closed round and who answered it, so a late copy of an accepted result is
+    /// called a duplicate rather than merely late.
+    closed: Option<(u64, HashSet<Uuid>)>,
 }
 
 #[derive(Debug)]
@@ -25,17 +33,26 @@ struct OpenRound {
 
 impl RoundGate {
     pub fn open(&self, round: u64, tasks: HashMap<Uuid, Arc<Assignment>>) {
-        *self.lock() = Some(OpenRound { round, tasks, in_flight: HashSet::new(), received: HashSet::new() });
+        self.lock().open = Some(OpenRound { round, tasks, in_flight: HashSet::new(), received: HashSet::new() });
     }
 
     pub fn close(&self) {
-        *self.lock() = None;
+        let mut state = self.lock();
+        if let Some(open) = state.open.take() {
+            state.closed = Some((open.round, open.received));
+        }
     }
 
     /// Admits the start of a result stream; the caller must later `accept` or `release`.
     pub fn admit(&self, client: Uuid, round: u64, task_id: &str) -> Result<Arc<Assignment>, Refusal> {
         let mut guard = self.lock();
-        let open = guard.as_mut().ok_or_else(|| {
+        if let Some((closed, received)) = &guard.closed
+            && *closed == round
+            && received.contains(&client)
+        {
+            return Err(duplicate(round));
+        }
+        let open = guard.open.as_mut().ok_or_else(|| {
             Refusal::precondition(format!(
                 "result for round {round} arrived while no round is open (late, or the run is over)"
             ))
@@ -57,10 +74,7 @@ impl RoundGate {
             )));
         }
         if open.received.contains(&client) || !open.in_flight.insert(client) {
-            return Err(Refusal {
-                code: RefusalCode::AlreadyExists,
-                message: format!("this client already sent its result for round {round}"),
-            });
+            return Err(duplicate(round));
         }
         Ok(Arc::clone(task))
     }
@@ -68,7 +82,7 @@ impl RoundGate {
     /// Records a complete, valid result; refuses it if the round closed meanwhile.
     pub fn accept(&self, client: Uuid, round: u64) -> Result<(), Refusal> {
         let mut guard = self.lock();
-        match guard.as_mut() {
+        match guard.open.as_mut() {
             Some(open) if open.round == round => {
                 open.in_flight.remove(&client);
                 open.received.insert(client);
@@ -82,14 +96,21 @@ impl RoundGate {
 
     /// Frees the client's slot after a refused or broken stream, so it may try again.
     pub fn release(&self, client: Uuid, round: u64) {
-        if let Some(open) = self.lock().as_mut().filter(|o| o.round == round) {
+        if let Some(open) = self.lock().open.as_mut().filter(|o| o.round == round) {
             open.in_flight.remove(&client);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<OpenRound>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         // A poisoned lock only means a handler panicked mid-update of plain sets; keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn duplicate(round: u64) -> Refusal {
+    Refusal {
+        code: RefusalCode::AlreadyExists,
+        message: format!("this client already sent its result for round {round}"),
     }
 }
 
@@ -128,5 +149,16 @@ mod tests {
         gate.admit(client, 3, "r3-train-c0").unwrap();
         gate.close();
         assert!(gate.accept(client, 3).is_err());
+    }
+
+    #[test]
+    fn a_copy_of_an_accepted_result_is_a_duplicate_even_after_the_round_closed() {
+        let client = Uuid::from_u128(7);
+        let gate = gate_with(client);
+        gate.admit(client, 3, "r3-train-c0").unwrap();
+        gate.accept(client, 3).unwrap();
+        gate.close();
+        assert_eq!(gate.admit(client, 3, "r3-train-c0").unwrap_err().code, RefusalCode::AlreadyExists);
+        assert_eq!(gate.admit(Uuid::from_u128(8), 3, "r3-train-c0").unwrap_err().code, RefusalCode::FailedPrecondition);
     }
 }

@@ -70,7 +70,7 @@ impl RoundLoop {
 
     async fn round(&mut self, round: u64, evaluation_only: bool) {
         let started = Instant::now();
-        let (picked, others) = if evaluation_only { (Vec::new(), self.registry.all()) } else { self.pick(round) };
+        let (picked, others) = if evaluation_only { (Vec::new(), self.registry.available()) } else { self.pick(round) };
         let train = self.strategy.configure_train(round, &picked);
         let evaluate = self.strategy.configure_evaluate(round, &others);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.round_timeout_secs);
@@ -133,9 +133,12 @@ impl RoundLoop {
         let _ = self.events.send(ServerEvent::RoundFinished(record));
     }
 
-    /// Picks `max(ceil(fraction * n), min_clients)` of the available clients, seeded by round.
+    /// Picks `max(ceil(fraction * n), min_clients)` of the available clients, seeded by round;
+    /// the other available clients evaluate. Clients that missed a deadline and have not
+    /// polled since get nothing, so a dead client costs one deadline, not one per round.
     fn pick(&self, round: u64) -> (Vec<ClientInfo>, Vec<ClientInfo>) {
-        let mut available = self.registry.available();
+        let all_available = self.registry.available();
+        let mut available = all_available.clone();
         let wanted = ((self.config.fraction * available.len() as f64).ceil() as usize)
             .max(self.config.min_clients as usize)
             .min(available.len());
@@ -143,7 +146,7 @@ impl RoundLoop {
         available.shuffle(&mut rng);
         let mut picked = available[..wanted].to_vec();
         picked.sort_by_key(|c| c.index);
-        let others = self.registry.all().into_iter().filter(|c| !picked.contains(c)).collect();
+        let others = all_available.into_iter().filter(|c| !picked.contains(c)).collect();
         (picked, others)
     }
 

@@ -302,3 +302,118 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         deadline_ms: a.deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use strata_core::selection::Selector;
+    use strata_core::tensor::{NamedTensor, TensorSet};
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    use super::*;
+
+    /// Deterministic, finite values with varied bit patterns (signs, exponents, mantissas).
+    fn big_set(numel: [usize; 3]) -> TensorSet {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let tensors = numel
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let values = (0..n)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        f32::from_bits((state as u32) & 0xBF7F_FFFF) // clear the top exponent bit: always finite
+                    })
+                    .collect();
+                NamedTensor::new(format!("t{i}"), vec![n], values).expect("shape")
+            })
+            .collect();
+        TensorSet::new(tensors).expect("names")
+    }
+
+    fn same_bits(a: &TensorSet, b: &TensorSet) -> bool {
+        a.len() == b.len()
+            && a.tensors().iter().zip(b.tensors()).all(|(x, y)| {
+                x.name == y.name
+                    && x.shape == y.shape
+                    && x.values.iter().zip(&y.values).all(|(p, q)| p.to_bits() == q.to_bits())
+            })
+    }
+
+    /// A few hundred MB of parameters go down and back up through real gRPC, in slices under
+    /// the default 4 MiB message limit, and arrive bit for bit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_300_mb_tensor_set_round_trips_bit_exact() {
+        let set = Arc::new(big_set([50_000_000, 25_000_000, 3]));
+        let registry = Registry::new(1);
+        let id = Uuid::new_v4();
+        registry.join(id, Some(0)).expect("join");
+        let mut task = Assignment::new(0, TaskKind::Train, 0, tokio::time::Instant::now() + Duration::from_secs(600));
+        task.parameters = Some(Arc::clone(&set));
+        task.upload = Selector::all();
+        task.expected_upload = Arc::new(set.specs());
+        let task = Arc::new(task);
+        let gate = Arc::new(RoundGate::default());
+        gate.open(0, HashMap::from([(id, Arc::clone(&task))]));
+        registry.post(&id, Arc::clone(&task));
+        let (reports_tx, mut reports_rx) = mpsc::channel(1);
+        let service = FederationService {
+            run_id: "run".into(),
+            config_toml: String::new(),
+            registry,
+            gate,
+            reports: reports_tx,
+            events: broadcast::channel(16).0,
+            chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES,
+            limits: AssemblyLimits::default(),
+            max_poll_wait: Duration::from_secs(1),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::federation_server::FederationServer::new(service))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+
+        let mut rpc = pb::federation_client::FederationClient::connect(url).await.expect("connect");
+        let request =
+            pb::DownloadRequest { run_id: "run".into(), client_id: id.to_string(), task_id: task.task_id.clone() };
+        let mut stream = rpc.download_parameters(request).await.expect("download").into_inner();
+        let Some(pb::parameter_part::Part::Header(header)) =
+            stream.message().await.expect("header").and_then(|p| p.part)
+        else {
+            panic!("the stream must start with its header");
+        };
+        let mut assembler =
+            Assembler::new(&header.tensors, header.total_bytes, AssemblyLimits::default()).expect("header");
+        while let Some(part) = stream.message().await.expect("slice") {
+            let Some(pb::parameter_part::Part::Tensor(slice)) = part.part else { panic!("unexpected part") };
+            assembler.push(&slice).expect("in-order slice");
+        }
+        let downloaded = assembler.finish().expect("complete");
+        assert!(same_bits(&downloaded, &set), "download is not bit-exact");
+        assert!(task.bytes_down() > set.byte_len() as u64);
+
+        let header = pb::ResultHeader {
+            run_id: "run".into(),
+            round: 0,
+            task_id: task.task_id.clone(),
+            client_id: id.to_string(),
+            num_samples: 1,
+            tensors: tensor_specs(&downloaded),
+            total_bytes: downloaded.byte_len() as u64,
+            ..Default::default()
+        };
+        let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
+        let slices = TensorSlices::new(Arc::new(downloaded), strata_proto::MAX_CHUNK_BYTES)
+            .map(|s| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(s)) });
+        rpc.push_result(tokio_stream::iter(std::iter::once(first).chain(slices))).await.expect("upload accepted");
+        let report = reports_rx.recv().await.expect("a report");
+        let update = report.update.expect("a training update");
+        assert!(same_bits(update.parameters(), &set), "upload is not bit-exact");
+    }
+}

@@ -57,7 +57,7 @@ pub struct ConvSpec {
     pub bias: bool,
 }
 
-/// `nn.Conv2d(...)`: variables `weight` [out, in, k, k] and, if `bias`, `bias` [out].
+/// `nn.Conv2d(...)`: variables `weight` `[out, in, k, k]` and, if `bias`, `bias` `[out]`.
 pub fn conv2d(p: &nn::Path, s: ConvSpec) -> Conv2d {
     let ws = p.var("weight", &[s.out_ch, s.in_ch, s.kernel, s.kernel], kaiming_uniform_a_sqrt5());
     let bs = s.bias.then(|| p.var("bias", &[s.out_ch], bias_init(s.in_ch * s.kernel * s.kernel)));

@@ -1,0 +1,30 @@
+# Strata's entry points. Every target installs what it needs first (scripts/setup.sh).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ENV := source scripts/env.sh &&
+
+DEMO_ROUNDS ?= 5
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup build demo test lint run-local clean-cache
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	@$(ENV) cargo build --release -p strata-cli && mkdir -p target/release && cp -f "$$CARGO_TARGET_DIR/release/strata" target/release/strata
+	@echo "built target/release/strata"
+
+# The README's run command: 20 simulated clients on PFLlib's Dirichlet(0.1) split of Fashion-MNIST.
+demo: build
+	target/release/strata simulate --dataset fmnist --clients 20 \
+	  --split file:bench/fmnist-dir0.1-20clients-pfllib.json \
+	  --method fedavg --model cnn --rounds $(DEMO_ROUNDS) --seed 1 --out $(DEMO_OUT)
+
+# The README's test command (CI runs it through .ci/run).
+test: setup
+	@$(ENV) cargo test --workspace
+	@$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --kill-one
+
+lint: setup
+	@$(ENV) cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings
