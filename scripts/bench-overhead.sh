@@ -34,13 +34,14 @@ if [ -z "${BASELINE_THREADS:-}" ]; then
 fi
 
 echo "bench-overhead: building (release)" >&2
-cargo build --release -p strata-cli --examples
+cargo build --release -p strata-cli --bins --examples
 strata="$CARGO_TARGET_DIR/release/strata"
 baseline="$CARGO_TARGET_DIR/release/examples/local_baseline"
 
 settings=(--dataset "$DATASET" --clients "$CLIENTS" --split "$SPLIT" --model "$MODEL" --rounds "$ROUNDS" --seed "$SEED")
 if [ -n "${DATA_PATH:-}" ]; then settings+=(--data-path "$DATA_PATH"); fi
 
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 tmp="$(mktemp -d)"
 echo "bench-overhead: run files in $tmp" >&2
 order=()
@@ -79,7 +80,7 @@ date_iso="$(date +%F)"
 out="bench/results/overhead-$date_iso.md"
 mkdir -p bench/results
 command_line="ROUNDS=$ROUNDS REPEATS=$REPEATS CLIENTS=$CLIENTS SPLIT=$SPLIT MODEL=$MODEL SEED=$SEED scripts/bench-overhead.sh"
-BENCH_TMP="$tmp" BENCH_ORDER="${order[*]}" BENCH_DATE="$(date '+%F %T %Z')" BENCH_ARCH="$(uname -m)" \
+BENCH_LOAD="before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)" BENCH_TMP="$tmp" BENCH_ORDER="${order[*]}" BENCH_DATE="$(date '+%F %T %Z')" BENCH_ARCH="$(uname -m)" \
   BENCH_NPROC="$(nproc)" BENCH_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
   BENCH_COMMAND="$command_line" BENCH_SETTINGS="${settings[*]}" BENCH_PARALLEL="$PARALLEL" BENCH_ROUNDS="$ROUNDS" \
   python3 - >"$out" <<'PY'
@@ -138,6 +139,7 @@ sim_threads = sorted({s[2] for s in sims if s[2] is not None})
 o = []
 o.append(f"# Framework overhead — {env['BENCH_DATE']}\n")
 o.append(f"- Machine: `{env['BENCH_ARCH']}`, nproc {env['BENCH_NPROC']}, CPU: {env['BENCH_CPU']}")
+o.append(f"- Load average (1, 5, 15 min): {env['BENCH_LOAD']} — other work on the machine shows here")
 o.append(f"- Command: `{env['BENCH_COMMAND']}`")
 o.append(f"- Settings (both sides): `{env['BENCH_SETTINGS']}`, device cpu")
 o.append(f"- Simulation: `strata simulate ... --parallel {env['BENCH_PARALLEL']}`; libtorch threads of its training client "

@@ -242,7 +242,7 @@ async fn do_task(
         received,
         train: training.then(|| (config.train.clone(), seed)),
         parameters_are_global: task.parameters_are_global,
-        upload: Selector::new(task.upload_patterns.clone()),
+        upload: task.upload.clone().map(scalar::selection_from_wire).unwrap_or_else(Selector::none),
     };
     let _permit = match &options.train_permits {
         Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),

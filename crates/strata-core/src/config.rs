@@ -30,6 +30,40 @@ pub struct RunConfig {
     pub data: DataConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
+    /// Hyper-parameters of the methods; each method reads its own.
+    #[serde(default)]
+    pub methods: MethodParams,
+}
+
+/// Every method's hyper-parameters, with the defaults of the papers' reference code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MethodParams {
+    /// FedProx's μ: weight of the proximal term (μ/2)·||w − w_global||².
+    pub proximal_mu: f64,
+    /// Ditto's λ: pull of the personal model towards the global one.
+    pub ditto_lambda: f64,
+    /// Epochs Ditto trains the personal model each round (PFLlib's `plocal_epochs`).
+    pub ditto_personal_epochs: usize,
+    /// Epochs FedRep trains the head (body frozen) before training the body.
+    pub fedrep_head_epochs: usize,
+    /// FedCAC's τ: share of each tensor's entries marked critical.
+    pub fedcac_tau: f64,
+    /// FedCAC's β: rounds over which the collaboration threshold rises to the maximum overlap.
+    pub fedcac_beta: f64,
+}
+
+impl Default for MethodParams {
+    fn default() -> Self {
+        Self {
+            proximal_mu: 0.01,
+            ditto_lambda: 0.1,
+            ditto_personal_epochs: 1,
+            fedrep_head_epochs: 1,
+            fedcac_tau: 0.5,
+            fedcac_beta: 100.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -159,6 +193,7 @@ impl RunConfig {
             },
             model: ModelConfig { name: "cnn".into() },
             train: TrainConfig { lr: 0.005, batch_size: 10, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 },
+            methods: MethodParams::default(),
         }
     }
 
@@ -208,6 +243,16 @@ impl RunConfig {
         }
         if matches!(self.data.dataset, DatasetKind::Idx | DatasetKind::Cifar10) && self.data.path.is_none() {
             return bad(format!("data.path is required for dataset `{}`", self.data.dataset));
+        }
+        let m = &self.methods;
+        if !(m.fedcac_tau > 0.0 && m.fedcac_tau <= 1.0) {
+            return bad(format!("methods.fedcac_tau must be in (0, 1], got {}", m.fedcac_tau));
+        }
+        if !(m.fedcac_beta.is_finite() && m.fedcac_beta > 0.0) {
+            return bad(format!("methods.fedcac_beta must be positive, got {}", m.fedcac_beta));
+        }
+        if !(m.proximal_mu >= 0.0 && m.ditto_lambda >= 0.0) {
+            return bad("methods.proximal_mu and methods.ditto_lambda must be >= 0".into());
         }
         let s = &self.data.synthetic;
         if self.data.dataset == DatasetKind::Synthetic

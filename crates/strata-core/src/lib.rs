@@ -7,10 +7,14 @@
 //! - [`partition`]: splitting samples over clients (iid, Dirichlet, pathological, file).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`records`]: per-client, per-round metrics and their summaries.
+//! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
+//! - [`setting`]: method settings carried in tasks.
 
 pub mod config;
 pub mod data;
+pub mod mask;
 pub mod partition;
 pub mod records;
 pub mod selection;
+pub mod setting;
 pub mod tensor;

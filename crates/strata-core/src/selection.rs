@@ -4,15 +4,38 @@
 //! Patterns are globs over the dotted parameter names: `*` matches any run of characters
 //! (dots included). Models name their parts `body.` and `head.`, so `head.*` is the classifier.
 
-/// A set of glob patterns; a name is selected when any pattern matches it.
+/// A set of glob patterns, minus exceptions: a name is selected when a pattern matches it
+/// and no exception does.
 #[derive(Clone, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Selector {
     patterns: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
 }
+
+/// Names of normalization layers' running statistics: buffers, not trained parameters.
+pub const RUNNING_STATS: [&str; 2] = ["*.running_mean", "*.running_var"];
+/// Normalization layers (parameters and statistics), as the models name them.
+pub const NORM_LAYERS: [&str; 2] = ["*.bn*", "*.downsample.1.*"];
 
 impl Selector {
     pub fn new<S: Into<String>>(patterns: impl IntoIterator<Item = S>) -> Self {
-        Self { patterns: patterns.into_iter().map(Into::into).collect() }
+        Self { patterns: patterns.into_iter().map(Into::into).collect(), except: Vec::new() }
+    }
+
+    /// The same selection without the names that `patterns` match.
+    pub fn except<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.except.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Selects nothing.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn exceptions(&self) -> &[String] {
+        &self.except
     }
 
     /// Selects every parameter.
@@ -25,7 +48,7 @@ impl Selector {
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        self.patterns.iter().any(|p| glob_match(p, name))
+        self.patterns.iter().any(|p| glob_match(p, name)) && !self.except.iter().any(|p| glob_match(p, name))
     }
 }
 
@@ -75,5 +98,18 @@ mod tests {
         assert!(s.matches("body.bn1.weight"));
         assert!(!s.matches("body.conv1.weight"));
         assert!(Selector::all().matches("anything"));
+        assert!(!Selector::none().matches("anything"));
+    }
+
+    #[test]
+    fn exceptions_remove_names_from_the_selection() {
+        let trainable = Selector::all().except(RUNNING_STATS);
+        assert!(trainable.matches("body.bn1.weight"));
+        assert!(!trainable.matches("body.bn1.running_mean"));
+        let no_norm = Selector::all().except(NORM_LAYERS);
+        assert!(!no_norm.matches("body.bn2.bias"));
+        assert!(!no_norm.matches("body.layer2.0.downsample.1.weight"));
+        assert!(no_norm.matches("body.layer2.0.downsample.0.weight"));
+        assert!(no_norm.matches("head.weight"));
     }
 }

@@ -6,10 +6,12 @@
 //!   [`MAX_CHUNK_BYTES`](chunk::MAX_CHUNK_BYTES), lazily, one slice in memory at a time.
 //! - [`assemble`]: putting slices back together into one preallocated copy, checking every
 //!   index, offset and size against the header.
+//! - [`mask`]: bit-packed masks in slices.
 //! - [`scalar`]: method settings and metrics as named scalars.
 
 pub mod assemble;
 pub mod chunk;
+pub mod mask;
 pub mod scalar;
 
 /// Generated protocol types and tonic client/server stubs.

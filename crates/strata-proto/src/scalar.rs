@@ -2,16 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::pb;
+use strata_core::setting::{Setting, Settings};
 
-/// A setting value as the domain sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Setting {
-    Number(f64),
-    Integer(i64),
-    Text(String),
-    Flag(bool),
-}
+use crate::pb;
 
 impl From<Setting> for pb::Scalar {
     fn from(s: Setting) -> Self {
@@ -41,16 +34,6 @@ impl TryFrom<pb::Scalar> for Setting {
     }
 }
 
-impl Setting {
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Setting::Number(x) => Some(*x),
-            Setting::Integer(x) => Some(*x as f64),
-            _ => None,
-        }
-    }
-}
-
 /// Metrics as a name → value map; the last value wins for a repeated name.
 pub fn metrics_map(metrics: &[pb::Metric]) -> HashMap<String, f64> {
     metrics.iter().map(|m| (m.name.clone(), m.value)).collect()
@@ -58,4 +41,25 @@ pub fn metrics_map(metrics: &[pb::Metric]) -> HashMap<String, f64> {
 
 pub fn metric(name: &str, value: f64) -> pb::Metric {
     pb::Metric { name: name.to_string(), value }
+}
+
+/// A task's settings on the wire.
+pub fn settings_to_wire(settings: &Settings) -> HashMap<String, pb::Scalar> {
+    settings.iter().map(|(k, v)| (k.clone(), pb::Scalar::from(v.clone()))).collect()
+}
+
+/// A task's settings from the wire; a scalar without a value is an error naming its key.
+pub fn settings_from_wire(map: HashMap<String, pb::Scalar>) -> Result<Settings, String> {
+    map.into_iter()
+        .map(|(k, v)| Setting::try_from(v).map(|s| (k.clone(), s)).map_err(|e| format!("setting `{k}`: {e}")))
+        .collect()
+}
+
+/// A selector on the wire.
+pub fn selection_to_wire(selector: &strata_core::selection::Selector) -> pb::Selection {
+    pb::Selection { include: selector.patterns().to_vec(), exclude: selector.exceptions().to_vec() }
+}
+
+pub fn selection_from_wire(selection: pb::Selection) -> strata_core::selection::Selector {
+    strata_core::selection::Selector::new(selection.include).except(selection.exclude)
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_core::selection::Selector;
+use strata_core::setting::Settings;
 use strata_core::tensor::{TensorSet, TensorSpec};
 use tokio::time::Instant;
 
@@ -24,6 +25,12 @@ pub struct Assignment {
     pub upload: Selector,
     /// What the upload must look like (names and shapes, in order); empty for evaluation.
     pub expected_upload: Arc<Vec<TensorSpec>>,
+    /// Which uploaded tensors the mask covers, and its length in bits (FedCAC); `None` when
+    /// the task takes no mask.
+    pub mask_over: Option<Selector>,
+    pub mask_bits: Option<usize>,
+    /// Settings for the client half of the method.
+    pub settings: Settings,
     pub deadline: Instant,
     /// Bytes streamed to the client for this task, counted by the download handler.
     bytes_down: AtomicU64,
@@ -44,6 +51,9 @@ impl Assignment {
             parameters_are_global: false,
             upload: Selector::default(),
             expected_upload: Arc::new(Vec::new()),
+            mask_over: None,
+            mask_bits: None,
+            settings: Settings::new(),
             deadline,
             bytes_down: AtomicU64::new(0),
         }

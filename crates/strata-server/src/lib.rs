@@ -93,7 +93,7 @@ pub async fn run(
     let config = options.config;
     config.validate()?;
     let (model_spec, initial) = initial_model(&config).await?;
-    let strategy = strategy::build(&config.method, initial).map_err(ServerError::Setup)?;
+    let strategy = strategy::build(&config.method, initial, &config.methods).map_err(ServerError::Setup)?;
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }

@@ -153,8 +153,15 @@ impl RoundLoop {
     fn assignment(&self, round: u64, kind: TaskKind, i: Instruction, deadline: tokio::time::Instant) -> Assignment {
         let mut a = Assignment::new(round, kind, i.client.index, deadline);
         if kind == TaskKind::Train {
-            a.expected_upload = Arc::new(expected_upload(&self.model_spec, &i.upload));
+            let upload = expected_upload(&self.model_spec, &i.upload);
+            a.mask_bits = i
+                .mask_over
+                .as_ref()
+                .map(|over| upload.iter().filter(|s| over.matches(&s.name)).map(|s| s.numel()).sum());
+            a.expected_upload = Arc::new(upload);
+            a.mask_over = i.mask_over;
             a.upload = i.upload;
+            a.settings = i.settings;
         }
         a.parameters = Some(i.parameters);
         a.parameters_are_global = i.parameters_are_global;

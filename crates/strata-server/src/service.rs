@@ -9,6 +9,7 @@ use std::time::Duration;
 use prost::Message;
 use strata_core::tensor::TensorSpec;
 use strata_proto::assemble::{AssemblyLimits, spec_from_wire};
+use strata_proto::mask::MaskAssembler;
 use strata_proto::{Assembler, TensorSlices, pb, scalar, tensor_specs};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -124,6 +125,25 @@ impl FederationService {
         if let Some(m) = header.metrics.iter().find(|m| !m.value.is_finite()) {
             return Err(Refusal::invalid(format!("metric `{}` is not finite ({})", m.name, m.value)).into());
         }
+        let mut mask = match (task.mask_bits, header.mask.as_ref()) {
+            (Some(bits), Some(spec)) if spec.num_bits == bits as u64 => Some(MaskAssembler::new(bits)),
+            (Some(bits), Some(spec)) => {
+                let msg =
+                    format!("the mask has {} bits, but this task's upload has {bits} masked entries", spec.num_bits);
+                return Err(Refusal::invalid(msg).into());
+            }
+            (Some(bits), None) => {
+                return Err(Refusal::invalid(format!(
+                    "this task needs a mask of {bits} bits, and the result has none"
+                ))
+                .into());
+            }
+            (None, Some(_)) => return Err(Refusal::invalid("this task takes no mask").into()),
+            (None, None) => None,
+        };
+        if header.feature_stats.is_some() {
+            return Err(Refusal::invalid("this task takes no feature statistics").into());
+        }
         let mut assembler = Assembler::new(&header.tensors, header.total_bytes, self.limits)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         while let Some(part) = stream.message().await? {
@@ -135,15 +155,20 @@ impl FederationService {
                 Some(pb::result_part::Part::Header(_)) => {
                     return Err(Status::invalid_argument("a result stream carries exactly one header, first"));
                 }
-                Some(pb::result_part::Part::Mask(_)) | Some(pb::result_part::Part::Stats(_)) => {
-                    return Err(Status::invalid_argument("this task takes no masks or feature statistics"));
+                Some(pb::result_part::Part::Mask(slice)) => match mask.as_mut() {
+                    Some(m) => m.push(&slice).map_err(Status::invalid_argument)?,
+                    None => return Err(Status::invalid_argument("this task takes no mask")),
+                },
+                Some(pb::result_part::Part::Stats(_)) => {
+                    return Err(Status::invalid_argument("this task takes no feature statistics"));
                 }
                 None => return Err(Status::invalid_argument("empty result part")),
             }
         }
         let parameters = assembler.finish().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mask = mask.map(|m| m.finish()).transpose().map_err(|e| Status::invalid_argument(format!("mask: {e}")))?;
         let update = match task.kind {
-            TaskKind::Train => Some(validate::update(info.clone(), header.num_samples, parameters)?),
+            TaskKind::Train => Some(validate::update(info.clone(), header.num_samples, parameters, mask)?),
             _ => None,
         };
         Ok(Report {
@@ -294,11 +319,11 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         round: a.round,
         kind: kind as i32,
         task_id: a.task_id.clone(),
-        config: Default::default(),
+        config: scalar::settings_to_wire(&a.settings),
         parameters,
-        upload_patterns: a.upload.patterns().to_vec(),
+        upload: Some(scalar::selection_to_wire(&a.upload)),
         parameters_are_global: a.parameters_are_global,
-        upload_mask: false,
+        mask: a.mask_over.as_ref().map(scalar::selection_to_wire),
         deadline_ms: a.deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
     }
 }

@@ -4,6 +4,7 @@
 //! names, shapes, sizes), and its tensors once assembled (every value finite). Each refusal
 //! says what was wrong in words a person can act on, and maps to a specific gRPC status.
 
+use strata_core::mask::BitMask;
 use strata_core::tensor::{TensorSet, TensorSpec};
 
 use crate::strategy::ClientInfo;
@@ -14,6 +15,7 @@ pub struct ValidUpdate {
     client: ClientInfo,
     num_samples: u64,
     parameters: TensorSet,
+    mask: Option<BitMask>,
 }
 
 impl ValidUpdate {
@@ -30,9 +32,20 @@ impl ValidUpdate {
         &self.parameters
     }
 
+    /// The bit-packed mask the client sent, when its task asked for one.
+    pub fn mask(&self) -> Option<&BitMask> {
+        self.mask.as_ref()
+    }
+
     #[cfg(test)]
     pub fn for_tests(client: ClientInfo, parameters: TensorSet, num_samples: u64) -> Self {
-        Self { client, num_samples, parameters }
+        Self { client, num_samples, parameters, mask: None }
+    }
+
+    #[cfg(test)]
+    pub fn with_mask(mut self, mask: BitMask) -> Self {
+        self.mask = Some(mask);
+        self
     }
 }
 
@@ -125,7 +138,12 @@ pub fn num_samples(declared: u64, known_train_samples: Option<u64>) -> Result<()
 }
 
 /// Final check on assembled tensors: every value finite. Builds the [`ValidUpdate`].
-pub fn update(client: ClientInfo, num_samples: u64, parameters: TensorSet) -> Result<ValidUpdate, Refusal> {
+pub fn update(
+    client: ClientInfo,
+    num_samples: u64,
+    parameters: TensorSet,
+    mask: Option<BitMask>,
+) -> Result<ValidUpdate, Refusal> {
     for t in parameters.tensors() {
         if let Some(i) = t.first_non_finite() {
             return Err(Refusal::invalid(format!(
@@ -134,7 +152,7 @@ pub fn update(client: ClientInfo, num_samples: u64, parameters: TensorSet) -> Re
             )));
         }
     }
-    Ok(ValidUpdate { client, num_samples, parameters })
+    Ok(ValidUpdate { client, num_samples, parameters, mask })
 }
 
 #[cfg(test)]
@@ -168,11 +186,11 @@ mod tests {
     fn non_finite_values_are_refused() {
         let client = ClientInfo { id: uuid::Uuid::nil(), index: 0 };
         let bad = TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![1.0, f32::INFINITY]).unwrap()]).unwrap();
-        let err = update(client.clone(), 5, bad).unwrap_err();
+        let err = update(client.clone(), 5, bad, None).unwrap_err();
         assert_eq!(err.code, RefusalCode::InvalidArgument);
         assert!(err.message.contains("`w`") && err.message.contains("index 1"), "{err}");
         let good = TensorSet::new(vec![NamedTensor::new("w", vec![1], vec![1.0]).unwrap()]).unwrap();
-        assert_eq!(update(client, 5, good).unwrap().num_samples(), 5);
+        assert_eq!(update(client, 5, good, None).unwrap().num_samples(), 5);
     }
 
     #[test]

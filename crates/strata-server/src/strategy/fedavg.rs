@@ -22,15 +22,7 @@ impl FedAvg {
     }
 
     fn send_global(&self, clients: &[ClientInfo]) -> Vec<Instruction> {
-        clients
-            .iter()
-            .map(|c| Instruction {
-                client: c.clone(),
-                parameters: Arc::clone(&self.global),
-                parameters_are_global: true,
-                upload: Selector::all(),
-            })
-            .collect()
+        clients.iter().map(|c| Instruction::new(c.clone(), Arc::clone(&self.global), true, Selector::all())).collect()
     }
 }
 

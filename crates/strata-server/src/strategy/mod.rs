@@ -10,7 +10,9 @@ mod fedavg;
 
 use std::sync::Arc;
 
+use strata_core::config::MethodParams;
 use strata_core::selection::Selector;
+use strata_core::setting::Settings;
 use strata_core::tensor::{TensorSet, TensorSpec};
 
 pub use aggregate::weighted_average;
@@ -35,6 +37,17 @@ pub struct Instruction {
     pub parameters_are_global: bool,
     /// Which trained tensors the client uploads.
     pub upload: Selector,
+    /// Which of the uploaded tensors a bit-packed mask must cover (FedCAC); `None`: no mask.
+    pub mask_over: Option<Selector>,
+    /// Settings for the client half of the method (e.g. `proximal_mu`).
+    pub settings: Settings,
+}
+
+impl Instruction {
+    /// Sends `parameters` and asks for the tensors `upload` selects back, with no mask or settings.
+    pub fn new(client: ClientInfo, parameters: Arc<TensorSet>, parameters_are_global: bool, upload: Selector) -> Self {
+        Self { client, parameters, parameters_are_global, upload, mask_over: None, settings: Settings::new() }
+    }
 }
 
 /// Result of folding a round's updates.
@@ -65,7 +78,7 @@ pub trait Strategy: Send {
 pub const METHODS: &[&str] = &["fedavg"];
 
 /// Builds the strategy registered under `method`, starting from the initial parameters.
-pub fn build(method: &str, initial: TensorSet) -> Result<Box<dyn Strategy>, String> {
+pub fn build(method: &str, initial: TensorSet, _params: &MethodParams) -> Result<Box<dyn Strategy>, String> {
     match method {
         "fedavg" => Ok(Box::new(FedAvg::new(initial))),
         other => Err(format!("unknown method `{other}`: registered methods are {}", METHODS.join(", "))),
