@@ -9,7 +9,10 @@
 # Settings (environment): ROUNDS (2), REPEATS (simulations, 1), CLIENTS (20), DATASET (fmnist),
 # SPLIT (file:bench/fmnist-dir0.1-20clients-pfllib.json), MODEL (cnn), SEED (1), DATA_PATH,
 # BASELINE_THREADS (libtorch threads of the baseline runs; default "1" plus the count the
-# simulation gives its one training client, nproc / parallel, when that differs).
+# simulation gives its one training client, nproc / parallel, when that differs),
+# PIN_CPU (a CPU number: run everything under `taskset -c PIN_CPU`, so that the simulation
+# also trains with one thread and the server shares that core; the results file then ends
+# in -cpuN.md).
 #
 # The runs alternate on the same machine, baseline(s) / simulate / baseline(s) / ..., so that
 # machine noise shows in the spread. Writes bench/results/overhead-<YYYY-MM-DD>.md and prints it.
@@ -25,8 +28,11 @@ SPLIT="${SPLIT:-file:bench/fmnist-dir0.1-20clients-pfllib.json}"
 MODEL="${MODEL:-cnn}"
 SEED="${SEED:-1}"
 PARALLEL=1
-# What `simulate` computes: available cores divided among the clients that train at once.
-sim_threads=$(($(nproc) / PARALLEL))
+pin=()
+if [ -n "${PIN_CPU:-}" ]; then pin=(taskset -c "$PIN_CPU"); fi
+# What `simulate` computes: available cores (nproc respects the affinity, as Rust's
+# available_parallelism does) divided among the clients that train at once.
+sim_threads=$(($("${pin[@]}" nproc) / PARALLEL))
 [ "$sim_threads" -ge 1 ] || sim_threads=1
 if [ -z "${BASELINE_THREADS:-}" ]; then
   BASELINE_THREADS=1
@@ -51,7 +57,7 @@ run_baseline() { # THREADS
   local n=${#order[@]} t0
   echo "bench-overhead: [$n] baseline, $1 thread(s)" >&2
   t0=$(now)
-  "$baseline" "${settings[@]}" --threads "$1" --device cpu >"$tmp/run$n.baseline.jsonl" 2>"$tmp/run$n.baseline.log"
+  "${pin[@]}" "$baseline" "${settings[@]}" --threads "$1" --device cpu >"$tmp/run$n.baseline.jsonl" 2>"$tmp/run$n.baseline.log"
   awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }' >"$tmp/run$n.wall"
   order+=("baseline:$1")
 }
@@ -60,7 +66,7 @@ run_simulate() {
   local n=${#order[@]} t0
   echo "bench-overhead: [$n] simulate --parallel $PARALLEL" >&2
   t0=$(now)
-  RUST_LOG=info "$strata" simulate "${settings[@]}" --parallel "$PARALLEL" --device cpu --out "$tmp/run$n.simulate" \
+  RUST_LOG=info "${pin[@]}" "$strata" simulate "${settings[@]}" --parallel "$PARALLEL" --device cpu --out "$tmp/run$n.simulate" \
     >"$tmp/run$n.simulate.out" 2>"$tmp/run$n.simulate.log"
   awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }' >"$tmp/run$n.wall"
   order+=("simulate")
@@ -77,11 +83,11 @@ for ((rep = 0; rep < REPEATS; rep++)); do
 done
 
 date_iso="$(date +%F)"
-out="bench/results/overhead-$date_iso.md"
+out="bench/results/overhead-$date_iso${PIN_CPU:+-cpu$PIN_CPU}.md"
 mkdir -p bench/results
-command_line="ROUNDS=$ROUNDS REPEATS=$REPEATS CLIENTS=$CLIENTS SPLIT=$SPLIT MODEL=$MODEL SEED=$SEED scripts/bench-overhead.sh"
+command_line="${PIN_CPU:+PIN_CPU=$PIN_CPU }ROUNDS=$ROUNDS REPEATS=$REPEATS CLIENTS=$CLIENTS SPLIT=$SPLIT MODEL=$MODEL SEED=$SEED scripts/bench-overhead.sh"
 BENCH_LOAD="before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)" BENCH_TMP="$tmp" BENCH_ORDER="${order[*]}" BENCH_DATE="$(date '+%F %T %Z')" BENCH_ARCH="$(uname -m)" \
-  BENCH_NPROC="$(nproc)" BENCH_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+  BENCH_NPROC="$(nproc)${PIN_CPU:+ (runs pinned to CPU $PIN_CPU)}" BENCH_CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
   BENCH_COMMAND="$command_line" BENCH_SETTINGS="${settings[*]}" BENCH_PARALLEL="$PARALLEL" BENCH_ROUNDS="$ROUNDS" \
   python3 - >"$out" <<'PY'
 import json, os, re, statistics as st

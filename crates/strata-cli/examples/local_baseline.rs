@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Flags are `strata simulate`'s run flags (same defaults: `RunConfig::reference_fmnist()`),
-//! plus `--threads` (libtorch threads, default 1) and `--device` (default cpu).
+//! plus `--threads` (libtorch threads, default 1), `--device` (default cpu) and `--eval-batch`
+//! (default 1000, as the client).
 
 #[path = "../src/cmd/run_args.rs"]
 mod run_args;
@@ -33,9 +34,6 @@ use strata_core::config::RunConfig;
 use strata_core::tensor::TensorSet;
 use strata_torch::{ClientTensors, LocalModel, evaluate, parse_device, set_threads, train_local};
 
-/// As `strata_client`'s `local.rs`.
-const EVAL_BATCH: usize = 1000;
-
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
@@ -46,6 +44,9 @@ struct Cli {
     /// Where the clients train: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Evaluation batch (1000 in `strata_client`'s `local.rs`).
+    #[arg(long, default_value_t = 1000)]
+    eval_batch: usize,
 }
 
 struct Client {
@@ -83,13 +84,13 @@ fn main() -> anyhow::Result<()> {
         for (index, client) in clients.iter_mut().enumerate() {
             client.model.import(&global)?;
             let t0 = Instant::now();
-            let merged = evaluate(&client.model, &client.data.test_x, &client.data.test_y, EVAL_BATCH);
+            let merged = evaluate(&client.model, &client.data.test_x, &client.data.test_y, cli.eval_batch);
             let t1 = Instant::now();
             // The client's shuffling seed, as strata-client's `do_task` derives it.
             let seed = config.seed ^ ((index as u64) << 32) ^ round.wrapping_mul(0x9E37_79B9);
             train_local(&mut client.model, &client.data, &config.train, seed)?;
             let t2 = Instant::now();
-            let trained = evaluate(&client.model, &client.data.test_x, &client.data.test_y, EVAL_BATCH);
+            let trained = evaluate(&client.model, &client.data.test_x, &client.data.test_y, cli.eval_batch);
             let t3 = Instant::now();
             train[r] += (t2 - t1).as_secs_f64();
             train_eval[r] += (t3 - t0).as_secs_f64();
@@ -110,7 +111,12 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let common = serde_json::json!({"threads": cli.threads, "clients": clients.len(), "device": format!("{device:?}")});
+    let common = serde_json::json!({
+        "threads": cli.threads,
+        "eval_batch": cli.eval_batch,
+        "clients": clients.len(),
+        "device": format!("{device:?}"),
+    });
     let line = |measure: &str, value: serde_json::Value| {
         let mut object = serde_json::json!({"measure": measure});
         if let (Some(o), Some(v), Some(c)) = (object.as_object_mut(), value.as_object(), common.as_object()) {

@@ -11,7 +11,8 @@ use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads,
 
 use crate::method::ClientMethod;
 
-const EVAL_BATCH: usize = 1000;
+// Measured on 2 cores with FedAvgCNN: batch 100 evaluates ~35% faster than 1000 (cache-friendlier).
+const EVAL_BATCH: usize = 100;
 
 /// The personal model, the client's data as tensors, and the method's client half.
 pub struct LocalState {

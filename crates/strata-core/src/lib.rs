@@ -8,10 +8,12 @@
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`records`]: per-client, per-round metrics and their summaries.
 //! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
+//! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`setting`]: method settings carried in tasks.
 
 pub mod config;
 pub mod data;
+pub mod fedcac;
 pub mod mask;
 pub mod partition;
 pub mod records;

@@ -29,7 +29,7 @@ impl BitMask {
     pub fn from_bools(bits: impl IntoIterator<Item = bool>) -> Self {
         let mut mask = Self::zeros(0);
         for bit in bits {
-            if mask.len % 64 == 0 {
+            if mask.len.is_multiple_of(64) {
                 mask.words.push(0);
             }
             if bit {
@@ -96,7 +96,7 @@ impl BitMask {
             words[i / 8] |= u64::from(b) << (8 * (i % 8));
         }
         let mask = Self { len, words };
-        if len % 64 != 0 && mask.words.last().is_some_and(|w| w >> (len % 64) != 0) {
+        if !len.is_multiple_of(64) && mask.words.last().is_some_and(|w| w >> (len % 64) != 0) {
             return Err(MaskError::TrailingBits(len));
         }
         Ok(mask)

@@ -16,8 +16,10 @@ pub mod client_data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod freeze;
 pub mod local_model;
 pub mod model;
+pub mod proximal;
 pub mod seed;
 pub mod train;
 
@@ -25,5 +27,7 @@ pub use client_data::ClientTensors;
 pub use device::{parse_device, set_threads};
 pub use error::TorchError;
 pub use eval::{EvalStats, evaluate};
+pub use freeze::with_frozen;
 pub use local_model::LocalModel;
+pub use proximal::Anchor;
 pub use train::{ExtraLoss, TrainStats, train_local, train_local_with};

@@ -7,6 +7,7 @@
 
 mod aggregate;
 mod fedavg;
+mod fedcac;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use strata_core::tensor::{TensorSet, TensorSpec};
 
 pub use aggregate::weighted_average;
 pub use fedavg::FedAvg;
+pub use fedcac::FedCac;
 
 use crate::validate::ValidUpdate;
 
@@ -75,12 +77,13 @@ pub trait Strategy: Send {
 }
 
 /// Names of the registered methods.
-pub const METHODS: &[&str] = &["fedavg"];
+pub const METHODS: &[&str] = &["fedavg", "fedcac"];
 
 /// Builds the strategy registered under `method`, starting from the initial parameters.
-pub fn build(method: &str, initial: TensorSet, _params: &MethodParams) -> Result<Box<dyn Strategy>, String> {
+pub fn build(method: &str, initial: TensorSet, params: &MethodParams) -> Result<Box<dyn Strategy>, String> {
     match method {
         "fedavg" => Ok(Box::new(FedAvg::new(initial))),
+        "fedcac" => Ok(Box::new(FedCac::new(initial, params.fedcac_tau, params.fedcac_beta))),
         other => Err(format!("unknown method `{other}`: registered methods are {}", METHODS.join(", "))),
     }
 }

@@ -1,0 +1,411 @@
+//! FedCAC's arithmetic on plain data: sensitivities, critical masks, overlaps, the
+//! collaboration threshold, collaborator sets and the per-client combination.
+//!
+//! Wu et al., "Bold but Cautious: Unlocking the Potential of Personalized Federated Learning
+//! through Cautiously Aggressive Collaboration", ICCV 2023; the semantics follow the author's
+//! Fling code (`fedcac_client.py`, `fedcac_group.py`), as pinned in `shared/methods/fedcac.md`.
+//! The client half calls [`sensitivity`] and [`critical_mask`]; the server half calls
+//! [`collaboration`] and [`combine`]. No libtorch here, so every rule is unit-tested on
+//! hand-computed cases.
+//!
+//! Masks run over the *covered* tensors (those a [`Selector`] keeps), concatenated in the
+//! set's order, one bit per entry (see [`crate::mask`]).
+
+use crate::mask::{BitMask, MaskError};
+use crate::selection::Selector;
+use crate::tensor::{NamedTensor, TensorSet};
+
+/// A k-th largest sensitivity at or below this is "tiny": the threshold moves up to the
+/// smallest sensitivity above [`NONZERO`].
+pub const TINY: f32 = 1e-10;
+/// Sensitivities above this count as non-zero for the tiny-threshold rule.
+pub const NONZERO: f32 = 1e-20;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FedCacError {
+    #[error("tensor `{0}` is missing from one of the sets")]
+    MissingTensor(String),
+    #[error("tensor `{name}` has {left} values in one set and {right} in the other")]
+    SizeMismatch { name: String, left: usize, right: usize },
+    #[error("the mask has {mask} bits but the covered tensors hold {covered} values")]
+    MaskLength { mask: usize, covered: usize },
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+}
+
+/// Sensitivity of each entry: `|(after − before) · after|`, the update times the trained
+/// value (no gradients, no normalization). Pairs up entries up to the shorter slice.
+pub fn sensitivity(before: &[f32], after: &[f32]) -> Vec<f32> {
+    before.iter().zip(after).map(|(&b, &a)| ((a - b) * a).abs()).collect()
+}
+
+/// The per-tensor threshold: `None` when no entry is critical (k = floor(τ·n) = 0), else the
+/// value an entry's sensitivity must reach (`s ≥ thr`).
+///
+/// thr is the k-th largest sensitivity; if thr ≤ 1e-10 it becomes the smallest sensitivity
+/// above 1e-20, and if there is none it stays (so an all-zero tensor is wholly critical).
+/// O(n) on average (`select_nth_unstable`), with one scratch copy of the tensor.
+pub fn tensor_threshold(sensitivity: &[f32], tau: f64) -> Option<f32> {
+    let n = sensitivity.len();
+    let k = ((tau * n as f64).floor().max(0.0) as usize).min(n);
+    if k == 0 {
+        return None;
+    }
+    let mut scratch = sensitivity.to_vec();
+    let (_, &mut kth_largest, _) = scratch.select_nth_unstable_by(n - k, f32::total_cmp);
+    let mut thr = kth_largest;
+    if thr <= TINY
+        && let Some(smallest) = sensitivity.iter().copied().filter(|&s| s > NONZERO).min_by(f32::total_cmp)
+    {
+        thr = smallest;
+    }
+    Some(thr)
+}
+
+/// The critical entries of one tensor (see [`tensor_threshold`]): `s ≥ thr`, ties included,
+/// so slightly more than τ·n entries can be critical.
+pub fn tensor_critical_mask(sensitivity: &[f32], tau: f64) -> Vec<bool> {
+    match tensor_threshold(sensitivity, tau) {
+        None => vec![false; sensitivity.len()],
+        Some(thr) => sensitivity.iter().map(|&s| s >= thr).collect(),
+    }
+}
+
+/// The client's critical mask: per covered tensor, in `after`'s order, the entries whose
+/// sensitivity (between `before` and `after`) passes that tensor's own threshold.
+pub fn critical_mask(
+    before: &TensorSet,
+    after: &TensorSet,
+    covered: &Selector,
+    tau: f64,
+) -> Result<BitMask, FedCacError> {
+    let mut pairs = Vec::new();
+    for a in after.tensors().iter().filter(|t| covered.matches(&t.name)) {
+        let b = before.get(&a.name).ok_or_else(|| FedCacError::MissingTensor(a.name.clone()))?;
+        same_size(a, b)?;
+        pairs.push((b, a));
+    }
+    let mut mask = BitMask::zeros(pairs.iter().map(|(_, a)| a.numel()).sum());
+    let mut offset = 0;
+    for (b, a) in pairs {
+        let s = sensitivity(&b.values, &a.values);
+        if let Some(thr) = tensor_threshold(&s, tau) {
+            for (i, _) in s.iter().enumerate().filter(|(_, v)| **v >= thr) {
+                mask.set(offset + i, true);
+            }
+        }
+        offset += s.len();
+    }
+    Ok(mask)
+}
+
+/// Overlap from popcounts: `1 − hamming / (2·ones_i)`.
+///
+/// When mask i is empty (`ones_i = 0`) the formula is 0/0 or −∞; we define it as 1 when mask j
+/// is empty too (identical masks, `hamming = 0`) and 0 otherwise (nothing of i's to share).
+/// Honest clients with the same τ never mix empty and non-empty masks: a mask is empty only
+/// when every covered tensor has floor(τ·n) = 0.
+pub fn overlap_from_counts(ones_i: u64, hamming: u64) -> f64 {
+    match (ones_i, hamming) {
+        (0, 0) => 1.0,
+        (0, _) => 0.0,
+        _ => 1.0 - hamming as f64 / (2.0 * ones_i as f64),
+    }
+}
+
+/// FedCAC's overlap of client i's critical set with client j's:
+/// `o_ij = 1 − |m_i − m_j|₁ / (2 |m_i|₁)`. It equals `|m_i ∧ m_j| / k` when both masks have
+/// k ones, is not symmetric in general, and can be negative when j has many more ones than i.
+/// See [`overlap_from_counts`] for an empty `m_i`.
+pub fn overlap(mi: &BitMask, mj: &BitMask) -> Result<f64, MaskError> {
+    Ok(overlap_from_counts(mi.count_ones(), mi.hamming(mj)?))
+}
+
+/// The collaboration threshold of round `round`: `ō + ((t+1)/β)(o_max − ō)` over the given
+/// overlaps (all ordered pairs i ≠ j), with no clamping: from t ≥ β on it exceeds `o_max`
+/// (when the overlaps differ) and nobody collaborates. With no pairs (one client) it is +∞.
+pub fn threshold(overlaps: &[f64], round: u64, beta: f64) -> f64 {
+    if overlaps.is_empty() {
+        return f64::INFINITY;
+    }
+    let mean = overlaps.iter().sum::<f64>() / overlaps.len() as f64;
+    let max = overlaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    mean + ((round as f64 + 1.0) / beta) * (max - mean)
+}
+
+/// Overlaps among K clients: `get(i, j)` is `o_ij`; the diagonal is unused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overlaps {
+    k: usize,
+    values: Vec<f64>,
+}
+
+impl Overlaps {
+    /// Computes every `o_ij` from K masks of equal length.
+    ///
+    /// Hamming distance is symmetric, so each unordered pair costs one popcount pass over
+    /// P/64 words (K(K−1)/2 passes in all), spread over the machine's threads.
+    pub fn compute(masks: &[&BitMask]) -> Result<Self, FedCacError> {
+        let k = masks.len();
+        if let Some(first) = masks.first()
+            && let Some(other) = masks.iter().find(|m| m.len() != first.len())
+        {
+            return Err(MaskError::LengthMismatch(first.len(), other.len()).into());
+        }
+        let ones: Vec<u64> = masks.iter().map(|m| m.count_ones()).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(k.max(1));
+        // Thread w takes rows w, w+threads, ...: row i has K−1−i pairs, so rows interleave
+        // to balance the work.
+        let rows: Vec<Vec<(usize, usize, u64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|w| {
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        for i in (w..k).step_by(threads) {
+                            for j in i + 1..k {
+                                // Lengths were checked above, so hamming cannot fail.
+                                out.push((i, j, masks[i].hamming(masks[j]).unwrap_or(0)));
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+        let mut values = vec![f64::NAN; k * k];
+        for (i, j, h) in rows.into_iter().flatten() {
+            values[i * k + j] = overlap_from_counts(ones[i], h);
+            values[j * k + i] = overlap_from_counts(ones[j], h);
+        }
+        Ok(Self { k, values })
+    }
+
+    /// Number of clients.
+    pub fn len(&self) -> usize {
+        self.k
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.k == 0
+    }
+
+    /// `o_ij`, for i ≠ j.
+    pub fn get(&self, i: usize, j: usize) -> f64 {
+        self.values[i * self.k + j]
+    }
+
+    /// Every `o_ij` over ordered pairs i ≠ j, row by row.
+    pub fn off_diagonal(&self) -> Vec<f64> {
+        (0..self.k).flat_map(|i| (0..self.k).filter(move |&j| j != i).map(move |j| self.get(i, j))).collect()
+    }
+
+    /// `C_i = {i} ∪ {j : o_ij ≥ θ}` for each client, in increasing order.
+    pub fn collaborators(&self, theta: f64) -> Vec<Vec<usize>> {
+        (0..self.k).map(|i| (0..self.k).filter(|&j| j == i || self.get(i, j) >= theta).collect()).collect()
+    }
+}
+
+/// One round's collaboration structure among the clients that reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Collaboration {
+    pub overlaps: Overlaps,
+    /// θ_t; +∞ with a single client.
+    pub theta: f64,
+    /// `C_i` for each client, by position in the masks given.
+    pub collaborators: Vec<Vec<usize>>,
+}
+
+/// Overlaps, threshold and collaborator sets of round `round` among the given masks.
+pub fn collaboration(masks: &[&BitMask], round: u64, beta: f64) -> Result<Collaboration, FedCacError> {
+    let overlaps = Overlaps::compute(masks)?;
+    let theta = threshold(&overlaps.off_diagonal(), round, beta);
+    let collaborators = overlaps.collaborators(theta);
+    Ok(Collaboration { overlaps, theta, collaborators })
+}
+
+/// Client i's next model: `w_i = m ⊙ u + (1 − m) ⊙ w̄` entry by entry over the covered
+/// tensors of `global` (mask bits run over them in `global`'s order); the other tensors come
+/// from `global` unchanged. `customized` must hold every covered tensor (by name; it may hold
+/// others, which are ignored).
+pub fn combine(
+    mask: &BitMask,
+    customized: &TensorSet,
+    global: &TensorSet,
+    covered: &Selector,
+) -> Result<TensorSet, FedCacError> {
+    let covered_len: usize = global.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
+    if covered_len != mask.len() {
+        return Err(FedCacError::MaskLength { mask: mask.len(), covered: covered_len });
+    }
+    let mut out = global.clone();
+    let mut offset = 0;
+    for g in out.tensors_mut().iter_mut().filter(|t| covered.matches(&t.name)) {
+        let u = customized.get(&g.name).ok_or_else(|| FedCacError::MissingTensor(g.name.clone()))?;
+        same_size(g, u)?;
+        for (i, (w, &c)) in g.values.iter_mut().zip(&u.values).enumerate() {
+            if mask.get(offset + i) {
+                *w = c;
+            }
+        }
+        offset += g.numel();
+    }
+    Ok(out)
+}
+
+fn same_size(a: &NamedTensor, b: &NamedTensor) -> Result<(), FedCacError> {
+    if a.numel() != b.numel() {
+        return Err(FedCacError::SizeMismatch { name: a.name.clone(), left: a.numel(), right: b.numel() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, values: &[f32]) -> NamedTensor {
+        NamedTensor::new(name, vec![values.len()], values.to_vec()).unwrap()
+    }
+
+    fn set(tensors: &[(&str, &[f32])]) -> TensorSet {
+        TensorSet::new(tensors.iter().map(|(n, v)| t(n, v)).collect()).unwrap()
+    }
+
+    fn bits(s: &str) -> BitMask {
+        BitMask::from_bools(s.chars().map(|c| c == '1'))
+    }
+
+    fn mask_str(m: &[bool]) -> String {
+        m.iter().map(|&b| if b { '1' } else { '0' }).collect()
+    }
+
+    #[test]
+    fn sensitivity_is_update_times_trained_value() {
+        let s = sensitivity(&[1.0, 2.0, -1.0, 0.5], &[3.0, 1.0, -2.0, 0.5]);
+        // (3−1)·3 = 6, |(1−2)·1| = 1, (−2+1)·(−2) = 2, 0.
+        assert_eq!(s, vec![6.0, 1.0, 2.0, 0.0]);
+    }
+
+    #[test]
+    fn top_tau_per_tensor() {
+        // n = 5, τ = 0.4 → k = 2: thr = 2nd largest = 4.
+        assert_eq!(mask_str(&tensor_critical_mask(&[1.0, 5.0, 3.0, 4.0, 2.0], 0.4)), "01010");
+        // τ = 1 → everything.
+        assert_eq!(mask_str(&tensor_critical_mask(&[1.0, 5.0, 3.0], 1.0)), "111");
+    }
+
+    #[test]
+    fn ties_make_more_than_tau_n_critical() {
+        // k = floor(0.5·4) = 2, 2nd largest = 3, three entries ≥ 3.
+        assert_eq!(mask_str(&tensor_critical_mask(&[3.0, 1.0, 3.0, 3.0], 0.5)), "1011");
+    }
+
+    #[test]
+    fn k_zero_marks_nothing() {
+        // floor(0.3·3) = 0.
+        assert_eq!(mask_str(&tensor_critical_mask(&[9.0, 8.0, 7.0], 0.3)), "000");
+        assert_eq!(tensor_threshold(&[9.0, 8.0, 7.0], 0.3), None);
+        assert!(tensor_critical_mask(&[], 0.5).is_empty());
+    }
+
+    #[test]
+    fn tiny_threshold_moves_to_the_smallest_nonzero_sensitivity() {
+        // k = 2, 2nd largest = 1e-30 ≤ 1e-10 → thr = smallest s > 1e-20 = 5e-3 (1e-30 does not
+        // count): fewer than k entries are critical.
+        let s = [0.0, 5e-3, 0.0, 1e-30, 0.0];
+        assert_eq!(tensor_threshold(&s, 0.4), Some(5e-3));
+        assert_eq!(mask_str(&tensor_critical_mask(&s, 0.4)), "01000");
+        // k = 3, 3rd largest = 1e-11 ≤ 1e-10 → thr = smallest s > 1e-20 = 1e-15: more entries.
+        let s = [1e-11, 1e-15, 0.0, 2.0, 3.0, 1e-12];
+        assert_eq!(tensor_threshold(&s, 0.5), Some(1e-15));
+        assert_eq!(mask_str(&tensor_critical_mask(&s, 0.5)), "110111");
+        // All zero: no s > 1e-20, thr stays 0 and the whole tensor is critical.
+        assert_eq!(mask_str(&tensor_critical_mask(&[0.0; 4], 0.5)), "1111");
+        // Only sub-1e-20 values: thr stays at the k-th largest.
+        assert_eq!(mask_str(&tensor_critical_mask(&[1e-25, 0.0, 1e-30, 0.0], 0.25)), "1000");
+    }
+
+    #[test]
+    fn critical_mask_concatenates_covered_tensors_in_order() {
+        let before = set(&[("b.w", &[0.0, 0.0, 0.0, 0.0]), ("b.running_mean", &[0.0, 0.0]), ("h.w", &[1.0, 1.0])]);
+        let after = set(&[("b.w", &[1.0, 3.0, 2.0, 0.5]), ("b.running_mean", &[5.0, 5.0]), ("h.w", &[2.0, 1.0])]);
+        let covered = Selector::all().except(["*.running_mean"]);
+        // b.w: s = [1, 9, 4, 0.25], k = 2 → thr 4 → 0110. h.w: s = [2, 0], k = 1 → 10.
+        let mask = critical_mask(&before, &after, &covered, 0.5).unwrap();
+        assert_eq!(mask, bits("011010"));
+        let missing = set(&[("b.w", &[0.0; 4])]);
+        assert_eq!(critical_mask(&missing, &after, &covered, 0.5), Err(FedCacError::MissingTensor("h.w".into())));
+    }
+
+    #[test]
+    fn overlap_equals_shared_share_for_equal_counts() {
+        let (a, b) = (bits("11110000"), bits("11001100"));
+        // k = 4 each, |a ∧ b| = 2 → 0.5; hamming 4 → 1 − 4/8 = 0.5.
+        assert_eq!(overlap(&a, &b).unwrap(), 0.5);
+        assert_eq!(overlap(&b, &a).unwrap(), 0.5);
+        assert_eq!(overlap(&a, &a).unwrap(), 1.0);
+        assert_eq!(overlap(&a, &bits("00001111")).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn overlap_is_not_symmetric() {
+        let (a, b) = (bits("1100"), bits("1111"));
+        // hamming 2: o_ab = 1 − 2/(2·2) = 0.5, o_ba = 1 − 2/(2·4) = 0.75.
+        assert_eq!(overlap(&a, &b).unwrap(), 0.5);
+        assert_eq!(overlap(&b, &a).unwrap(), 0.75);
+        // Negative when j has many more ones: 1 − 3/2.
+        assert_eq!(overlap(&bits("1000"), &bits("0011")).unwrap(), -0.5);
+        // Empty m_i: 1 with an empty m_j, else 0.
+        assert_eq!(overlap(&bits("0000"), &bits("0000")).unwrap(), 1.0);
+        assert_eq!(overlap(&bits("0000"), &bits("0100")).unwrap(), 0.0);
+        assert!(overlap(&bits("0000"), &bits("000")).is_err());
+    }
+
+    #[test]
+    fn threshold_rises_from_mean_to_max_and_past_it() {
+        let o = [0.2, 0.4, 0.6, 0.8]; // mean 0.5, max 0.8
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(threshold(&o, 0, 10.0), 0.5 + 0.1 * 0.3));
+        assert!(close(threshold(&o, 4, 10.0), 0.5 + 0.5 * 0.3));
+        assert!(close(threshold(&o, 9, 10.0), 0.8));
+        // t ≥ β: no clamping, θ > o_max.
+        assert!(close(threshold(&o, 19, 10.0), 0.5 + 2.0 * 0.3));
+        assert!(threshold(&o, 10, 10.0) > 0.8);
+        assert_eq!(threshold(&[], 0, 10.0), f64::INFINITY);
+    }
+
+    #[test]
+    fn collaboration_among_three_masks() {
+        let (a, b, c) = (bits("11110000"), bits("11100001"), bits("00001111"));
+        let col = collaboration(&[&a, &b, &c], 0, 2.0).unwrap();
+        // o_ab = o_ba = 1 − 2/8 = 0.75, o_ac = o_ca = o_bc = o_cb = 1 − 8/8 = 0 (b, c: hamming 6 → 0.25).
+        assert_eq!(col.overlaps.get(0, 1), 0.75);
+        assert_eq!(col.overlaps.get(1, 0), 0.75);
+        assert_eq!(col.overlaps.get(0, 2), 0.0);
+        assert_eq!(col.overlaps.get(1, 2), 0.25);
+        assert_eq!(col.overlaps.get(2, 1), 0.25);
+        // mean (0.75·2 + 0 ·2 + 0.25·2)/6 = 1/3, max 0.75, θ = 1/3 + 0.5·(0.75 − 1/3) = 13/24.
+        assert!((col.theta - 13.0 / 24.0).abs() < 1e-12);
+        assert_eq!(col.collaborators, vec![vec![0, 1], vec![0, 1], vec![2]]);
+        let single = collaboration(&[&a], 0, 2.0).unwrap();
+        assert_eq!(single.collaborators, vec![vec![0]]);
+        assert!(collaboration(&[&a, &bits("1")], 0, 2.0).is_err());
+    }
+
+    #[test]
+    fn combine_takes_critical_entries_from_the_customized_model() {
+        let global = set(&[("w", &[1.0, 2.0, 3.0]), ("bn.running_var", &[9.0]), ("h", &[4.0, 5.0])]);
+        let customized = set(&[("w", &[10.0, 20.0, 30.0]), ("h", &[40.0, 50.0])]);
+        let covered = Selector::all().except(["*.running_var"]);
+        let out = combine(&bits("10101"), &customized, &global, &covered).unwrap();
+        assert_eq!(out.get("w").unwrap().values, vec![10.0, 2.0, 30.0]);
+        assert_eq!(out.get("bn.running_var").unwrap().values, vec![9.0]);
+        assert_eq!(out.get("h").unwrap().values, vec![4.0, 50.0]);
+        assert_eq!(
+            combine(&bits("1010"), &customized, &global, &covered),
+            Err(FedCacError::MaskLength { mask: 4, covered: 5 })
+        );
+    }
+}

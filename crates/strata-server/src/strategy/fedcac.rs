@@ -1,0 +1,382 @@
+//! FedCAC: Wu et al., "Bold but Cautious: Unlocking the Potential of Personalized Federated
+//! Learning through Cautiously Aggressive Collaboration", ICCV 2023. The semantics follow the
+//! author's code in the Fling framework (`fedcac_client.py`, `fedcac_group.py`), pinned in
+//! `shared/methods/fedcac.md`; the arithmetic lives in [`strata_core::fedcac`].
+//!
+//! Each client trains its own model and sends every trainable tensor plus a bit-packed mask of
+//! its *critical* entries (per tensor, the top τ share by sensitivity). The server averages the
+//! trained tensors into w̄ (sample-weighted), lets clients with similar masks collaborate
+//! (overlap `o_ij ≥ θ_t`, θ rising from the mean overlap to the maximum over β rounds), and
+//! sends client i `w_i = m_i ⊙ u_i + (1 − m_i) ⊙ w̄`, where `u_i` is the unweighted mean of its
+//! collaborators' trained tensors. Round 0 customizes too (factor 1/β).
+//!
+//! Norm layers' running statistics are neither uploaded, masked nor customized: clients keep
+//! theirs. The models sent still hold the initial statistics (w̄ is a full model whose running
+//! statistics are never aggregated); the client half ignores them.
+//!
+//! **Partial participation** (the paper assumes every client reports every round): ō, o_max,
+//! θ_t and the collaborator sets are computed among the clients that reported this round. A
+//! known client that did not report keeps its last mask and customized part and gets the fresh
+//! w̄ for the rest. The server stores, per client, only its last mask and its next-round model
+//! w_i: the critical entries of w_i *are* its customized part (`m ⊙ w_i = m ⊙ u_i`), so an
+//! absent client's new model is `combine(m_i, w_i, w̄_new)`, with no copy of u_i kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use strata_core::fedcac::{self, Collaboration};
+use strata_core::mask::BitMask;
+use strata_core::selection::{RUNNING_STATS, Selector};
+use strata_core::setting::Setting;
+use strata_core::tensor::TensorSet;
+use tracing::{debug, warn};
+
+use super::{Aggregated, ClientInfo, Instruction, Strategy, weighted_average};
+use crate::validate::ValidUpdate;
+
+/// The settings key carrying τ to the client half.
+pub const TAU_SETTING: &str = "tau";
+
+/// What the server keeps for a client that has trained at least once.
+struct Personal {
+    /// The critical mask of its last training round, over the covered tensors.
+    mask: BitMask,
+    /// Its next-round model w_i (every tensor of the model).
+    model: Arc<TensorSet>,
+}
+
+pub struct FedCac {
+    /// w̄: the full model; covered tensors are the sample-weighted average of the last round.
+    global: Arc<TensorSet>,
+    /// Whether w̄ has been aggregated at least once (else it is the initial model).
+    aggregated: bool,
+    tau: f64,
+    beta: f64,
+    /// The tensors uploaded, masked and customized: all but running statistics.
+    covered: Selector,
+    clients: HashMap<uuid::Uuid, Personal>,
+    last_threshold: Option<f64>,
+}
+
+impl FedCac {
+    pub fn new(initial: TensorSet, tau: f64, beta: f64) -> Self {
+        Self {
+            global: Arc::new(initial),
+            aggregated: false,
+            tau,
+            beta,
+            covered: Selector::all().except(RUNNING_STATS),
+            clients: HashMap::new(),
+            last_threshold: None,
+        }
+    }
+
+    /// θ of the last aggregation (+∞ when a single client reported).
+    pub fn last_threshold(&self) -> Option<f64> {
+        self.last_threshold
+    }
+
+    /// Each client's own model, or w̄ for a client that has never trained.
+    fn send_personal(&self, clients: &[ClientInfo]) -> Vec<Instruction> {
+        clients
+            .iter()
+            .map(|c| {
+                let (parameters, is_global) = match self.clients.get(&c.id) {
+                    Some(p) => (Arc::clone(&p.model), false),
+                    // w̄ counts as the global model only while untouched: after aggregation its
+                    // running statistics are the initial ones, and clients train on their own.
+                    None => (Arc::clone(&self.global), !self.aggregated),
+                };
+                let mut i = Instruction::new(c.clone(), parameters, is_global, self.covered.clone());
+                i.mask_over = Some(self.covered.clone());
+                i.settings.insert(TAU_SETTING.into(), Setting::Number(self.tau));
+                i
+            })
+            .collect()
+    }
+
+    /// Everything a round produces, computed before any state changes so that a failure
+    /// leaves the previous state whole.
+    fn fold(
+        &self,
+        round: u64,
+        updates: &[&ValidUpdate],
+    ) -> Result<(TensorSet, Collaboration, HashMap<uuid::Uuid, Personal>), String> {
+        let weighted = updates.iter().map(|u| (u.parameters(), u.num_samples() as f64));
+        let average = weighted_average(weighted).ok_or("no update with training samples")?;
+        let mut global = (*self.global).clone();
+        global.overwrite_from(&average).map_err(|e| format!("cannot fold the average into w̄: {e}"))?;
+
+        let masks: Vec<&BitMask> = updates.iter().filter_map(|u| u.mask()).collect();
+        let collab = fedcac::collaboration(&masks, round, self.beta).map_err(|e| format!("overlaps: {e}"))?;
+
+        // Clients with the same collaborators share one customized model.
+        let mut customized: HashMap<&[usize], TensorSet> = HashMap::new();
+        for set in &collab.collaborators {
+            if !customized.contains_key(set.as_slice()) {
+                let u = weighted_average(set.iter().map(|&j| (updates[j].parameters(), 1.0)))
+                    .ok_or("empty collaborator set")?;
+                customized.insert(set, u);
+            }
+        }
+        let mut next = HashMap::with_capacity(self.clients.len().max(updates.len()));
+        for (i, (u, mask)) in updates.iter().zip(&masks).enumerate() {
+            let custom = &customized[collab.collaborators[i].as_slice()];
+            let model = fedcac::combine(mask, custom, &global, &self.covered)
+                .map_err(|e| format!("client {}: {e}", u.client().index))?;
+            next.insert(u.client().id, Personal { mask: (*mask).clone(), model: Arc::new(model) });
+        }
+        // Absent clients: their critical entries of w_i are their customized part.
+        for (id, p) in &self.clients {
+            if !next.contains_key(id) {
+                let model = fedcac::combine(&p.mask, &p.model, &global, &self.covered)
+                    .map_err(|e| format!("absent client {id}: {e}"))?;
+                next.insert(*id, Personal { mask: p.mask.clone(), model: Arc::new(model) });
+            }
+        }
+        Ok((global, collab, next))
+    }
+}
+
+impl Strategy for FedCac {
+    fn name(&self) -> &'static str {
+        "fedcac"
+    }
+
+    fn configure_train(&mut self, _round: u64, picked: &[ClientInfo]) -> Vec<Instruction> {
+        self.send_personal(picked)
+    }
+
+    fn configure_evaluate(&mut self, _round: u64, clients: &[ClientInfo]) -> Vec<Instruction> {
+        self.send_personal(clients)
+    }
+
+    fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
+        let covered_len: usize =
+            self.global.tensors().iter().filter(|t| self.covered.matches(&t.name)).map(|t| t.numel()).sum();
+        let usable: Vec<&ValidUpdate> = updates
+            .iter()
+            .filter(|u| match u.mask() {
+                None => {
+                    warn!(round, client = u.client().index, "fedcac: update without a critical mask, skipped");
+                    false
+                }
+                Some(m) if m.len() != covered_len => {
+                    warn!(
+                        round,
+                        client = u.client().index,
+                        bits = m.len(),
+                        expected = covered_len,
+                        "fedcac: mask length does not match the covered tensors, skipped"
+                    );
+                    false
+                }
+                Some(_) => true,
+            })
+            .collect();
+        if usable.is_empty() {
+            return Aggregated::Skipped { reason: "no update with a critical mask".into() };
+        }
+        match self.fold(round, &usable) {
+            Ok((global, collab, next)) => {
+                debug!(
+                    round,
+                    theta = collab.theta,
+                    collaborators = ?collab.collaborators.iter().map(Vec::len).collect::<Vec<_>>(),
+                    "fedcac: collaboration"
+                );
+                self.global = Arc::new(global);
+                self.aggregated = true;
+                self.clients = next;
+                self.last_threshold = Some(collab.theta);
+                Aggregated::Updated
+            }
+            Err(reason) => Aggregated::Skipped { reason },
+        }
+    }
+
+    fn global(&self) -> Option<Arc<TensorSet>> {
+        Some(Arc::clone(&self.global))
+    }
+
+    fn summary(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("method", "fedcac".into()),
+            ("tau", self.tau.to_string()),
+            ("beta", self.beta.to_string()),
+            ("customized", "every tensor except running statistics".into()),
+        ]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strata_core::tensor::NamedTensor;
+
+    fn client(index: u32) -> ClientInfo {
+        ClientInfo { id: uuid::Uuid::from_u128(index as u128 + 1), index }
+    }
+
+    fn t(name: &str, values: &[f32]) -> NamedTensor {
+        NamedTensor::new(name, vec![values.len()], values.to_vec()).unwrap()
+    }
+
+    /// The model: 4 body weights, one running statistic, 2 head weights (6 covered entries).
+    fn model(body: [f32; 4], stat: f32, head: [f32; 2]) -> TensorSet {
+        TensorSet::new(vec![t("body.w", &body), t("body.bn.running_mean", &[stat]), t("head.w", &head)]).unwrap()
+    }
+
+    /// What a client uploads: the covered tensors only.
+    fn upload(body: [f32; 4], head: [f32; 2]) -> TensorSet {
+        TensorSet::new(vec![t("body.w", &body), t("head.w", &head)]).unwrap()
+    }
+
+    fn bits(s: &str) -> BitMask {
+        BitMask::from_bools(s.chars().map(|c| c == '1'))
+    }
+
+    fn update(index: u32, body: [f32; 4], head: [f32; 2], n: u64, mask: &str) -> ValidUpdate {
+        ValidUpdate::for_tests(client(index), upload(body, head), n).with_mask(bits(mask))
+    }
+
+    /// Three clients: 0 and 1 have similar masks (o = 2/3), 2 overlaps little (o ≤ 1/3).
+    fn three_updates() -> Vec<ValidUpdate> {
+        vec![
+            update(0, [1.0, 2.0, 3.0, 4.0], [5.0, 6.0], 1, "111000"),
+            update(1, [3.0, 4.0, 5.0, 6.0], [7.0, 8.0], 3, "110100"),
+            update(2, [10.0; 4], [10.0; 2], 4, "000111"),
+        ]
+    }
+
+    /// The model the strategy would send `index` (train task).
+    fn sent(strategy: &mut FedCac, index: u32) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
+        let task = strategy.configure_train(0, &[client(index)]).remove(0);
+        let p = &task.parameters;
+        let v = |n: &str| p.get(n).unwrap().values.clone();
+        (v("body.w"), v("head.w"), v("body.bn.running_mean"), task.parameters_are_global)
+    }
+
+    fn initial() -> TensorSet {
+        model([0.0; 4], 7.0, [0.0; 2])
+    }
+
+    #[test]
+    fn tasks_upload_and_mask_everything_but_running_stats() {
+        let mut strategy = FedCac::new(initial(), 0.5, 100.0);
+        let tasks = strategy.configure_train(0, &[client(0), client(1)]);
+        assert!(Arc::ptr_eq(&tasks[0].parameters, &tasks[1].parameters), "round 0: everyone gets w̄");
+        for task in &tasks {
+            assert!(task.parameters_are_global);
+            assert!(task.upload.matches("body.bn.weight") && task.upload.matches("head.w"));
+            assert!(!task.upload.matches("body.bn.running_mean") && !task.upload.matches("body.bn.running_var"));
+            assert_eq!(task.mask_over.as_ref(), Some(&task.upload));
+            assert_eq!(task.settings.get(TAU_SETTING), Some(&Setting::Number(0.5)));
+        }
+        assert_eq!(strategy.summary()[1], ("tau", "0.5".into()));
+        assert_eq!(strategy.summary()[2], ("beta", "100".into()));
+    }
+
+    #[test]
+    fn three_clients_by_hand() {
+        // β = 2, round 0: overlaps o_01 = o_10 = 1 − 2/6 = 2/3, o_02 = o_20 = 0,
+        // o_12 = o_21 = 1 − 4/6 = 1/3; ō = 1/3, o_max = 2/3, θ = 1/3 + ½·(1/3) = 1/2.
+        // C_0 = C_1 = {0, 1}, C_2 = {2}.
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0);
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!((strategy.last_threshold().unwrap() - 0.5).abs() < 1e-12);
+
+        // w̄ with weights 1, 3, 4: body [50, 54, 58, 62]/8, head [66, 70]/8; statistics untouched.
+        let global = strategy.global().unwrap();
+        assert_eq!(global.get("body.w").unwrap().values, vec![6.25, 6.75, 7.25, 7.75]);
+        assert_eq!(global.get("head.w").unwrap().values, vec![8.25, 8.75]);
+        assert_eq!(global.get("body.bn.running_mean").unwrap().values, vec![7.0]);
+
+        // u_0 = u_1 = unweighted mean of clients 0 and 1: body [2, 3, 4, 5], head [6, 7].
+        let (body, head, stat, is_global) = sent(&mut strategy, 0); // mask 111|000
+        assert_eq!((body, head, stat, is_global), (vec![2.0, 3.0, 4.0, 7.75], vec![8.25, 8.75], vec![7.0], false));
+        let (body, head, ..) = sent(&mut strategy, 1); // mask 110|100
+        assert_eq!((body, head), (vec![2.0, 3.0, 7.25, 5.0], vec![8.25, 8.75]));
+        // u_2 = client 2's own values.
+        let (body, head, ..) = sent(&mut strategy, 2); // mask 000|111
+        assert_eq!((body, head), (vec![6.25, 6.75, 7.25, 10.0], vec![10.0, 10.0]));
+        // A client that never trained gets w̄, no longer flagged as the (untouched) global model.
+        let (body, _, _, is_global) = sent(&mut strategy, 9);
+        assert_eq!((body, is_global), (vec![6.25, 6.75, 7.25, 7.75], false));
+        // Evaluation sends the same personal model.
+        let eval = strategy.configure_evaluate(1, &[client(2)]).remove(0);
+        assert_eq!(eval.parameters.get("head.w").unwrap().values, vec![10.0, 10.0]);
+    }
+
+    #[test]
+    fn round_zero_customizes_with_factor_one_over_beta() {
+        // β = 1.5: θ_0 = 1/3 + (1/1.5)·(1/3) = 5/9 ≤ 2/3, so clients 0 and 1 collaborate at
+        // round 0 (a round-0 skip would leave them w̄ or the initial weights).
+        let mut strategy = FedCac::new(initial(), 0.5, 1.5);
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!((strategy.last_threshold().unwrap() - 5.0 / 9.0).abs() < 1e-12);
+        assert_eq!(sent(&mut strategy, 0).0, vec![2.0, 3.0, 4.0, 7.75]);
+        // θ_1 = 1/3 + (2/1.5)·(1/3) = 7/9 > 2/3: the same round one round later, nobody collaborates.
+        let mut strategy = FedCac::new(initial(), 0.5, 1.5);
+        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated));
+        assert!((strategy.last_threshold().unwrap() - 7.0 / 9.0).abs() < 1e-12);
+        assert_eq!(sent(&mut strategy, 0).0, vec![1.0, 2.0, 3.0, 7.75]);
+    }
+
+    #[test]
+    fn from_round_beta_on_nobody_collaborates() {
+        // β = 1, t = 1: θ = 1/3 + 2·(1/3) = 1 > o_max; critical entries are each client's own.
+        let mut strategy = FedCac::new(initial(), 0.5, 1.0);
+        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated));
+        assert!(strategy.last_threshold().unwrap() > 2.0 / 3.0);
+        let (body, head, ..) = sent(&mut strategy, 0); // 111|000
+        assert_eq!((body, head), (vec![1.0, 2.0, 3.0, 7.75], vec![8.25, 8.75]));
+        let (body, head, ..) = sent(&mut strategy, 1); // 110|100
+        assert_eq!((body, head), (vec![3.0, 4.0, 7.25, 6.0], vec![8.25, 8.75]));
+        let (body, head, ..) = sent(&mut strategy, 2); // 000|111
+        assert_eq!((body, head), (vec![6.25, 6.75, 7.25, 10.0], vec![10.0, 10.0]));
+    }
+
+    #[test]
+    fn absent_client_keeps_its_customized_part_and_gets_the_fresh_average() {
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0);
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        // Round 1: only clients 0 and 1 report, with equal masks (o = 1 = ō = o_max = θ).
+        let round1 = vec![update(0, [2.0; 4], [2.0; 2], 1, "111000"), update(1, [4.0; 4], [4.0; 2], 1, "111000")];
+        assert!(matches!(strategy.aggregate_train(1, round1), Aggregated::Updated));
+        assert_eq!(strategy.last_threshold(), Some(1.0));
+        assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values, vec![3.0; 4]);
+        assert_eq!(sent(&mut strategy, 0).0, vec![3.0; 4]);
+        // Client 2 (mask 000|111) keeps body[3] and the head from round 0's customization.
+        let (body, head, stat, _) = sent(&mut strategy, 2);
+        assert_eq!((body, head, stat), (vec![3.0, 3.0, 3.0, 10.0], vec![10.0, 10.0], vec![7.0]));
+    }
+
+    #[test]
+    fn updates_without_a_usable_mask_are_skipped() {
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0);
+        let updates = vec![
+            update(0, [2.0; 4], [2.0; 2], 1, "111000"),
+            ValidUpdate::for_tests(client(1), upload([100.0; 4], [100.0; 2]), 1),
+            update(2, [100.0; 4], [100.0; 2], 1, "111"),
+        ];
+        assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated));
+        assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values, vec![2.0; 4]);
+        assert_eq!(strategy.last_threshold(), Some(f64::INFINITY), "one usable client");
+        // Client 1's update was not used: it gets w̄, which is no longer the untouched model.
+        let (body, _, _, is_global) = sent(&mut strategy, 1);
+        assert_eq!((body, is_global), (vec![2.0; 4], false));
+    }
+
+    #[test]
+    fn nothing_usable_keeps_the_previous_state() {
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0);
+        let updates = vec![ValidUpdate::for_tests(client(0), upload([1.0; 4], [1.0; 2]), 1)];
+        assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Skipped { .. }));
+        assert!(matches!(strategy.aggregate_train(0, vec![]), Aggregated::Skipped { .. }));
+        let (body, _, _, is_global) = sent(&mut strategy, 0);
+        assert_eq!((body, is_global), (vec![0.0; 4], true));
+        assert_eq!(strategy.last_threshold(), None);
+    }
+}
