@@ -24,7 +24,7 @@ demo: build
 # The README's test command (CI runs it through .ci/run).
 test: setup
 	@$(ENV) cargo test --workspace
-	@$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --kill-one
+	@$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --quick
 
 lint: setup
 	@$(ENV) cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings

@@ -63,3 +63,31 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
         .map(|l| serde_json::from_str(l).expect("valid JSON line"))
         .collect()
 }
+
+/// Writes a tiny MNIST-like IDX dataset (28×28, 10 classes) whose label is readable from the
+/// image: class c lights up row 2c.
+pub fn write_tiny_idx(dir: &Path, train: usize, test: usize) {
+    fn write(dir: &Path, name: &str, n: usize, offset: usize) {
+        let mut images = vec![0, 0, 8, 3];
+        let mut labels = vec![0, 0, 8, 1];
+        for header in [&mut images, &mut labels] {
+            header.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        images.extend_from_slice(&28u32.to_be_bytes());
+        images.extend_from_slice(&28u32.to_be_bytes());
+        for i in 0..n {
+            let class = (i + offset) % 10;
+            let mut pixels = [0u8; 784];
+            for col in 0..28 {
+                pixels[2 * class * 28 + col] = 255;
+                pixels[(i * 7 + col * 13) % 784] = pixels[(i * 7 + col * 13) % 784].max(60);
+            }
+            images.extend_from_slice(&pixels);
+            labels.push(class as u8);
+        }
+        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), images).expect("write images");
+        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), labels).expect("write labels");
+    }
+    write(dir, "train", train, 0);
+    write(dir, "t10k", test, 3);
+}

@@ -214,7 +214,7 @@ async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> 
         })?;
         let data = strata_torch::ClientTensors::from_share(&dataset, share, device)?;
         let model = strata_torch::LocalModel::new(&config.model.name, &dataset.shape, device, config.seed)?;
-        let method = method::build(&config.method).map_err(ClientError::Refused)?;
+        let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
         Ok(LocalState { model, data, method, threads })
     })
     .await
@@ -238,11 +238,15 @@ async fn do_task(
     let (received, _bytes_down) = transfer::download(rpc, request).await?;
     // Each round and client shuffles differently, and the same run reshuffles the same way.
     let seed = config.seed ^ (u64::from(index) << 32) ^ task.round.wrapping_mul(0x9E37_79B9);
+    let settings = scalar::settings_from_wire(task.config.clone()).map_err(ClientError::Protocol)?;
     let job = Job {
+        round: task.round,
         received,
         train: training.then(|| (config.train.clone(), seed)),
         parameters_are_global: task.parameters_are_global,
         upload: task.upload.clone().map(scalar::selection_from_wire).unwrap_or_else(Selector::none),
+        mask_over: task.mask.clone().map(scalar::selection_from_wire),
+        settings,
     };
     let _permit = match &options.train_permits {
         Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
@@ -264,6 +268,6 @@ async fn do_task(
         ..Default::default()
     };
     let tensors = output.upload.unwrap_or_default();
-    transfer::upload(rpc, header, tensors, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    transfer::upload(rpc, header, tensors, output.mask, strata_proto::DEFAULT_CHUNK_BYTES).await?;
     Ok(())
 }

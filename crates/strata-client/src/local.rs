@@ -4,14 +4,16 @@
 use std::time::Instant;
 
 use strata_core::config::TrainConfig;
+use strata_core::mask::BitMask;
 use strata_core::records::metric;
 use strata_core::selection::Selector;
+use strata_core::setting::Settings;
 use strata_core::tensor::TensorSet;
-use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads, train_local};
+use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads};
 
-use crate::method::ClientMethod;
+use crate::method::{ClientMethod, GlobalView, RoundContext};
 
-// Measured on 2 cores with FedAvgCNN: batch 100 evaluates ~35% faster than 1000 (cache-friendlier).
+// Measured on 2 cores with FedAvgCNN: batch 100 evaluates ~35% faster than 1000.
 const EVAL_BATCH: usize = 100;
 
 /// The personal model, the client's data as tensors, and the method's client half.
@@ -25,15 +27,19 @@ pub struct LocalState {
 
 /// What the worker asks of the local state.
 pub struct Job {
+    pub round: u64,
     pub received: TensorSet,
     pub train: Option<(TrainConfig, u64)>,
     pub parameters_are_global: bool,
     pub upload: Selector,
+    pub mask_over: Option<Selector>,
+    pub settings: Settings,
 }
 
 pub struct JobOutput {
     pub metrics: Vec<(&'static str, f64)>,
     pub upload: Option<TensorSet>,
+    pub mask: Option<BitMask>,
     pub num_samples: u64,
 }
 
@@ -41,29 +47,41 @@ impl LocalState {
     pub fn run(&mut self, job: Job) -> Result<JobOutput, TorchError> {
         // at::set_num_threads applies to the calling thread's pool: set it on every job.
         set_threads(self.threads);
-        self.method.merge(&mut self.model, &job.received)?;
-        let merged = evaluate(&self.model, &self.data.test_x, &self.data.test_y, EVAL_BATCH);
+        self.method.merge(&mut self.model, &job.received, job.round)?;
+        let merged = self.evaluate(&self.model);
         let mut metrics = vec![
-            (metric::ACCURACY, merged.accuracy()),
+            (metric::ACCURACY, merged),
             (metric::TRAIN_SAMPLES, self.data.train_len() as f64),
             (metric::TEST_SAMPLES, self.data.test_len() as f64),
         ];
-        if job.parameters_are_global && self.method.merge_is_identity() {
-            metrics.push((metric::GLOBAL_ACCURACY, merged.accuracy()));
+        if job.parameters_are_global {
+            match self.method.global_view() {
+                GlobalView::Personal => metrics.push((metric::GLOBAL_ACCURACY, merged)),
+                GlobalView::Separate(global) => metrics.push((metric::GLOBAL_ACCURACY, self.evaluate(global))),
+                GlobalView::None => {}
+            }
         }
         let Some((config, seed)) = job.train else {
-            return Ok(JobOutput { metrics, upload: None, num_samples: 0 });
+            return Ok(JobOutput { metrics, upload: None, mask: None, num_samples: 0 });
         };
+        let ctx = RoundContext { round: job.round, settings: &job.settings, train: &config, seed };
         let started = Instant::now();
-        let stats = train_local(&mut self.model, &self.data, &config, seed)?;
+        let stats = self.method.train(&mut self.model, &self.data, &ctx)?;
         let seconds = started.elapsed().as_secs_f64();
-        let trained = evaluate(&self.model, &self.data.test_x, &self.data.test_y, EVAL_BATCH);
         metrics.extend([
-            (metric::ACCURACY_TRAINED, trained.accuracy()),
+            (metric::ACCURACY_TRAINED, self.evaluate(&self.model)),
             (metric::TRAIN_LOSS, stats.mean_loss),
             (metric::TRAIN_SECONDS, seconds),
         ]);
         let upload = self.method.upload(&self.model, &job.upload);
-        Ok(JobOutput { metrics, upload: Some(upload), num_samples: self.data.train_len() as u64 })
+        let mask = match &job.mask_over {
+            Some(covered) => self.method.mask(&upload, covered, &ctx)?,
+            None => None,
+        };
+        Ok(JobOutput { metrics, upload: Some(upload), mask, num_samples: self.data.train_len() as u64 })
+    }
+
+    fn evaluate(&self, model: &LocalModel) -> f64 {
+        evaluate(model, &self.data.test_x, &self.data.test_y, EVAL_BATCH).accuracy()
     }
 }

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use prost::Message;
+use strata_core::mask::BitMask;
 use strata_core::tensor::TensorSet;
 use strata_proto::assemble::AssemblyLimits;
+use strata_proto::mask::mask_slices;
 use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};
 use tonic::transport::Channel;
 
@@ -41,15 +43,22 @@ pub async fn upload(
     rpc: &mut Rpc,
     mut header: pb::ResultHeader,
     tensors: TensorSet,
+    mask: Option<BitMask>,
     chunk_bytes: usize,
 ) -> Result<u64, ClientError> {
     header.tensors = tensor_specs(&tensors);
     header.total_bytes = tensors.byte_len() as u64;
+    header.mask = mask.as_ref().map(|m| pb::MaskSpec { num_bits: m.len() as u64 });
+    let mask_parts = mask
+        .map(|m| mask_slices(&m, chunk_bytes))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Mask(slice)) });
     let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
     let slices = TensorSlices::new(Arc::new(tensors), chunk_bytes)
         .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(slice)) });
     // The iterator encodes one slice at a time as the transport pulls it.
-    let parts = tokio_stream::iter(std::iter::once(first).chain(slices));
+    let parts = tokio_stream::iter(std::iter::once(first).chain(slices).chain(mask_parts));
     let ack = rpc.push_result(parts).await?.into_inner();
     Ok(ack.bytes_received)
 }

@@ -15,6 +15,7 @@ use crate::seed::with_seed;
 #[derive(Debug)]
 pub struct LocalModel {
     name: String,
+    shape: DataShape,
     vs: nn::VarStore,
     net: Box<dyn Net>,
 }
@@ -31,12 +32,17 @@ impl LocalModel {
         if device != Device::Cpu {
             vs.set_device(device);
         }
-        Ok(Self { name: model_name.to_string(), vs, net })
+        Ok(Self { name: model_name.to_string(), shape: shape.clone(), vs, net })
     }
 
     /// The name the model was built with.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The data shape the model was built for.
+    pub fn shape(&self) -> DataShape {
+        self.shape.clone()
     }
 
     pub fn device(&self) -> Device {

@@ -1,34 +1,76 @@
 //! FedAvg: McMahan et al., "Communication-Efficient Learning of Deep Networks from
 //! Decentralized Data", AISTATS 2017 (arXiv:1602.05629).
 //!
-//! Every picked client receives the global model, trains it, and sends all of it back; the
-//! next global model is the average of the updates weighted by each client's training samples.
+//! Every picked client receives the shared part of the global model, trains, and sends that
+//! part back; the next shared part is the average of the updates weighted by each client's
+//! training samples. Sharing the whole model is FedAvg itself (and, with a proximal term on
+//! the client, FedProx and Ditto's global model); sharing part of it is how FedPer and FedRep
+//! (the body), FedBN (all but normalization layers) and Local (nothing) differ on the server:
+//! only the shared tensors travel, both ways.
 
 use std::sync::Arc;
 
 use strata_core::selection::Selector;
+use strata_core::setting::{Setting, Settings};
 use strata_core::tensor::TensorSet;
 
 use super::{Aggregated, ClientInfo, Instruction, Strategy, weighted_average};
 use crate::validate::ValidUpdate;
 
 pub struct FedAvg {
+    name: &'static str,
+    /// The tensors that travel and are averaged.
+    shared: Selector,
+    /// Whether `shared` is the whole model (then it is a global model clients can evaluate).
+    whole_model: bool,
+    /// The shared part of the global model.
     global: Arc<TensorSet>,
+    /// Settings sent to the client half each round.
+    settings: Settings,
 }
 
 impl FedAvg {
+    /// FedAvg over the whole model.
     pub fn new(initial: TensorSet) -> Self {
-        Self { global: Arc::new(initial) }
+        Self {
+            name: "fedavg",
+            shared: Selector::all(),
+            whole_model: true,
+            global: Arc::new(initial),
+            settings: Settings::new(),
+        }
+    }
+
+    /// Averages only the tensors `shared` selects; the rest stay on the clients.
+    pub fn sharing(name: &'static str, initial: TensorSet, shared: Selector) -> Self {
+        let global = initial.select(|n| shared.matches(n));
+        let whole_model = global.len() == initial.len();
+        Self { name, shared, whole_model, global: Arc::new(global), settings: Settings::new() }
+    }
+
+    /// Renames the method and adds a setting for its client half (FedProx's `proximal_mu`).
+    pub fn with_setting(mut self, name: &'static str, key: &str, value: f64) -> Self {
+        self.name = name;
+        self.settings.insert(key.to_string(), Setting::Number(value));
+        self
     }
 
     fn send_global(&self, clients: &[ClientInfo]) -> Vec<Instruction> {
-        clients.iter().map(|c| Instruction::new(c.clone(), Arc::clone(&self.global), true, Selector::all())).collect()
+        clients
+            .iter()
+            .map(|c| {
+                let mut i =
+                    Instruction::new(c.clone(), Arc::clone(&self.global), self.whole_model, self.shared.clone());
+                i.settings = self.settings.clone();
+                i
+            })
+            .collect()
     }
 }
 
 impl Strategy for FedAvg {
     fn name(&self) -> &'static str {
-        "fedavg"
+        self.name
     }
 
     fn configure_train(&mut self, _round: u64, picked: &[ClientInfo]) -> Vec<Instruction> {
@@ -51,11 +93,14 @@ impl Strategy for FedAvg {
     }
 
     fn global(&self) -> Option<Arc<TensorSet>> {
-        Some(Arc::clone(&self.global))
+        self.whole_model.then(|| Arc::clone(&self.global))
     }
 
     fn summary(&self) -> Vec<(&'static str, String)> {
-        vec![("method", "fedavg".into()), ("weighting", "training samples".into())]
+        let mut s = vec![("method", self.name.to_string()), ("weighting", "training samples".into())];
+        s.push(("shared", format!("{:?} except {:?}", self.shared.patterns(), self.shared.exceptions())));
+        s.extend(self.settings.iter().map(|(k, v)| ("setting", format!("{k} = {v:?}"))));
+        s
     }
 }
 
@@ -99,6 +144,42 @@ mod tests {
         assert_eq!(tasks.len(), 2);
         assert!(Arc::ptr_eq(&tasks[0].parameters, &tasks[1].parameters));
         assert!(tasks.iter().all(|t| t.parameters_are_global && t.upload.matches("head.weight")));
+    }
+
+    #[test]
+    fn partial_sharing_sends_and_averages_only_the_shared_tensors() {
+        let initial = TensorSet::new(vec![
+            NamedTensor::new("body.w", vec![1], vec![1.0]).unwrap(),
+            NamedTensor::new("head.w", vec![1], vec![5.0]).unwrap(),
+        ])
+        .unwrap();
+        let mut fedper = FedAvg::sharing("fedper", initial, Selector::new(["body.*"]));
+        let tasks = fedper.configure_train(0, &[client(0)]);
+        assert_eq!(tasks[0].parameters.specs().len(), 1, "only the body travels");
+        assert!(
+            !tasks[0].parameters_are_global && tasks[0].upload.matches("body.w") && !tasks[0].upload.matches("head.w")
+        );
+        assert!(fedper.global().is_none(), "a shared body is not a global model");
+        let body = |v: f32| TensorSet::new(vec![NamedTensor::new("body.w", vec![1], vec![v]).unwrap()]).unwrap();
+        let updates =
+            vec![ValidUpdate::for_tests(client(0), body(2.0), 1), ValidUpdate::for_tests(client(1), body(4.0), 3)];
+        assert!(matches!(fedper.aggregate_train(0, updates), Aggregated::Updated));
+        assert_eq!(fedper.configure_train(1, &[client(0)])[0].parameters.get("body.w").unwrap().values, vec![3.5]);
+    }
+
+    #[test]
+    fn local_shares_nothing() {
+        let mut local = FedAvg::sharing("local", set(&[1.0]), Selector::none());
+        let tasks = local.configure_train(0, &[client(0)]);
+        assert!(tasks[0].parameters.is_empty() && !tasks[0].upload.matches("w"));
+    }
+
+    #[test]
+    fn fedprox_sends_its_mu() {
+        let mut prox = FedAvg::new(set(&[1.0])).with_setting("fedprox", "proximal_mu", 0.01);
+        let tasks = prox.configure_train(0, &[client(0)]);
+        assert_eq!(tasks[0].settings.get("proximal_mu"), Some(&Setting::Number(0.01)));
+        assert_eq!(prox.name(), "fedprox");
     }
 
     #[test]

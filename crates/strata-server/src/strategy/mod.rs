@@ -12,7 +12,7 @@ mod fedcac;
 use std::sync::Arc;
 
 use strata_core::config::MethodParams;
-use strata_core::selection::Selector;
+use strata_core::selection::{NORM_LAYERS, Selector};
 use strata_core::setting::Settings;
 use strata_core::tensor::{TensorSet, TensorSpec};
 
@@ -77,12 +77,22 @@ pub trait Strategy: Send {
 }
 
 /// Names of the registered methods.
-pub const METHODS: &[&str] = &["fedavg", "fedcac"];
+pub const METHODS: &[&str] = &["local", "fedavg", "fedprox", "fedper", "fedrep", "fedbn", "ditto", "fedcac"];
 
 /// Builds the strategy registered under `method`, starting from the initial parameters.
 pub fn build(method: &str, initial: TensorSet, params: &MethodParams) -> Result<Box<dyn Strategy>, String> {
     match method {
         "fedavg" => Ok(Box::new(FedAvg::new(initial))),
+        "fedprox" => Ok(Box::new(FedAvg::new(initial).with_setting("fedprox", "proximal_mu", params.proximal_mu))),
+        "ditto" => Ok(Box::new(FedAvg::new(initial).with_setting("ditto", "lambda", params.ditto_lambda))),
+        "local" => Ok(Box::new(FedAvg::sharing("local", initial, Selector::none()))),
+        "fedper" => Ok(Box::new(FedAvg::sharing("fedper", initial, Selector::new(["body.*"])))),
+        "fedrep" => Ok(Box::new(FedAvg::sharing("fedrep", initial, Selector::new(["body.*"])).with_setting(
+            "fedrep",
+            "fedrep_head_epochs",
+            params.fedrep_head_epochs as f64,
+        ))),
+        "fedbn" => Ok(Box::new(FedAvg::sharing("fedbn", initial, Selector::all().except(NORM_LAYERS)))),
         "fedcac" => Ok(Box::new(FedCac::new(initial, params.fedcac_tau, params.fedcac_beta))),
         other => Err(format!("unknown method `{other}`: registered methods are {}", METHODS.join(", "))),
     }
