@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := source scripts/env.sh &&
 
-DEMO_ROUNDS ?= 5
+DEMO_ROUNDS ?= 6
 DEMO_OUT ?= runs/demo
 
 .PHONY: setup build demo test lint run-local clean-cache
