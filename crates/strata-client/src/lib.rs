@@ -119,7 +119,7 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
         device: format!("{:?}", local.model.device()),
         train_samples: local.data.train_len() as u64,
         test_samples: local.data.test_len() as u64,
-        dataset_fingerprint: String::new(),
+        dataset_fingerprint: local.dataset_fingerprint.clone(),
         partition: config.data.split.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -215,7 +215,7 @@ async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> 
         let data = strata_torch::ClientTensors::from_share(&dataset, share, device)?;
         let model = strata_torch::LocalModel::new(&config.model.name, &dataset.shape, device, config.seed)?;
         let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
-        Ok(LocalState { model, data, method, threads })
+        Ok(LocalState { model, data, method, threads, dataset_fingerprint: dataset.fingerprint() })
     })
     .await
     .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?

@@ -59,6 +59,9 @@ pub struct Registry {
     join_lock: Arc<Mutex<()>>,
     /// Count of joined clients, for the round loop to wait on.
     joined: watch::Sender<usize>,
+    /// The dataset fingerprint the first client reported; every other client must match it,
+    /// so that nobody trains on different data than the split assumes.
+    fingerprint: Arc<Mutex<Option<String>>>,
 }
 
 impl Registry {
@@ -68,6 +71,7 @@ impl Registry {
             capacity,
             join_lock: Arc::new(Mutex::new(())),
             joined: watch::channel(0).0,
+            fingerprint: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -131,6 +135,24 @@ impl Registry {
             entry.missed_deadline = false;
             if let Some(c) = capabilities {
                 entry.capabilities = c;
+            }
+        }
+    }
+
+    /// Checks a client's dataset fingerprint against the federation's (the first one reported).
+    pub fn check_fingerprint(&self, fingerprint: &str) -> Result<(), String> {
+        if fingerprint.is_empty() {
+            return Ok(());
+        }
+        let mut reference = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
+        match reference.as_deref() {
+            Some(r) if r != fingerprint => Err(format!(
+                "this client loaded dataset `{fingerprint}`, but the federation trains on `{r}`: check --data-path"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                *reference = Some(fingerprint.to_string());
+                Ok(())
             }
         }
     }
@@ -226,6 +248,15 @@ mod tests {
         assert!(matches!(registry.join(Uuid::from_u128(2), Some(1)), Err(JoinError::IndexTaken { index: 1, .. })));
         assert!(matches!(registry.join(Uuid::from_u128(2), Some(5)), Err(JoinError::IndexOutOfRange { .. })));
         assert!(matches!(registry.join(Uuid::from_u128(1), Some(0)), Err(JoinError::IndexChanged { .. })));
+    }
+
+    #[test]
+    fn clients_must_load_the_same_data() {
+        let registry = Registry::new(2);
+        assert!(registry.check_fingerprint("").is_ok());
+        assert!(registry.check_fingerprint("fmnist/70000/abc").is_ok());
+        assert!(registry.check_fingerprint("fmnist/70000/abc").is_ok());
+        assert!(registry.check_fingerprint("fmnist/69999/xyz").unwrap_err().contains("fmnist/70000/abc"));
     }
 
     #[test]

@@ -203,6 +203,9 @@ impl pb::federation_server::Federation for FederationService {
         let req = request.into_inner();
         self.check_run(&req.run_id)?;
         let id = self.known_client(&req.client_id)?;
+        if let Some(c) = &req.capabilities {
+            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(Status::failed_precondition)?;
+        }
         self.registry.touch(&id, req.capabilities.map(capabilities_from_wire));
         let mut mailbox =
             self.registry.subscribe(&id).ok_or_else(|| Status::permission_denied("client left the registry"))?;
