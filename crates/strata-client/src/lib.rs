@@ -25,7 +25,7 @@ use strata_proto::{pb, scalar};
 use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 pub use data_cache::DataCache;
@@ -112,7 +112,7 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
         config.data.path = Some(path.clone());
     }
     let index = reply.client_index;
-    info!(client = index, run_id = %reply.run_id, "joined");
+    debug!(client = index, run_id = %reply.run_id, "joined");
 
     let local = load_local(&options, &config, index).await?;
     let capabilities = pb::ClientCapabilities {
@@ -152,7 +152,7 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
         match pb::TaskKind::try_from(task.kind).unwrap_or(pb::TaskKind::Unspecified) {
             pb::TaskKind::Wait => continue,
             pb::TaskKind::Finish => {
-                info!(client = index, tasks_done, "run finished");
+                debug!(client = index, tasks_done, "run finished");
                 break;
             }
             kind @ (pb::TaskKind::Train | pb::TaskKind::Evaluate) => {

@@ -1,5 +1,6 @@
 //! One module per subcommand: each holds its clap `Args` and a `run` that wires libraries.
 
+mod bench;
 mod client;
 mod partition;
 mod run_args;
@@ -16,6 +17,8 @@ pub enum Command {
     Client(client::Args),
     /// Run a server and N clients in one process, over loopback gRPC.
     Simulate(simulate::Args),
+    /// Run every cell (method × split × seed) of a bench spec, resumably, and tabulate them.
+    Bench(bench::Args),
     /// Print how a split assigns labels to clients, and draw it as a heatmap.
     Partition(partition::Args),
 }
@@ -30,7 +33,7 @@ impl Command {
     /// A simulation on a terminal shows progress bars; info logs would tear them.
     pub fn quiet_by_default(&self) -> bool {
         use std::io::IsTerminal;
-        matches!(self, Command::Simulate(_)) && std::io::stderr().is_terminal()
+        matches!(self, Command::Simulate(_) | Command::Bench(_)) && std::io::stderr().is_terminal()
     }
 }
 
@@ -39,6 +42,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => server::run(args).await,
         Command::Client(args) => client::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Partition(args) => partition::run(args),
     }
 }

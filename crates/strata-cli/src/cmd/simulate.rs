@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use strata_core::config::RunConfig;
 use tokio::sync::{Semaphore, broadcast};
 
 use super::RunArgs;
@@ -27,8 +28,23 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
     let out = args.out.unwrap_or_else(default_out_dir);
+    let outcome = simulate(config, out, args.parallel, &args.device).await?;
+    println!("\n{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
+    println!("Run files (report.md, summary.json, metrics.jsonl, accuracy.png) are in {}", outcome.out_dir.display());
+    Ok(())
+}
+
+/// Runs one simulation of `config` into `out`: a server and `config.clients` clients in this
+/// process, `parallel` of them training at once (default: one per core), on `device`.
+/// Ctrl-C ends the run early; the outcome's `ending` says so.
+pub async fn simulate(
+    config: RunConfig,
+    out: PathBuf,
+    parallel: Option<usize>,
+    device: &str,
+) -> anyhow::Result<strata_server::RunOutcome> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let parallel = args.parallel.unwrap_or(cores).clamp(1, config.clients as usize);
+    let parallel = parallel.unwrap_or(cores).clamp(1, config.clients as usize);
     // Divide the cores so that K clients training at once do not oversubscribe them.
     let threads = (cores / parallel).max(1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind a loopback port")?;
@@ -44,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for index in 0..config.clients {
         let mut options = strata_client::ClientOptions::new(server_url.clone());
         options.requested_index = Some(index);
-        options.device = args.device.clone();
+        options.device = device.to_string();
         options.threads = threads;
         options.train_permits = Some(Arc::clone(&permits));
         options.data_cache = Arc::clone(&cache);
@@ -67,10 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let _ = progress.await;
-    let outcome = outcome?;
-    println!("\n{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
-    println!("Run files (report.md, summary.json, metrics.jsonl, accuracy.png) are in {}", outcome.out_dir.display());
-    Ok(())
+    Ok(outcome?)
 }
 
 /// `runs/<UTC timestamp>`, so that runs never overwrite each other.

@@ -1,0 +1,383 @@
+//! What a bench's finished cells add up to: `results.md`, `results.csv` and one accuracy
+//! curve per split. A cell counts once its `summary.json` exists (the run finished).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use strata_core::records::RoundRecord;
+use strata_report::RunSummary;
+
+use super::spec::{BenchSpec, Cell};
+
+/// A finished cell: its summary and its rounds.
+#[derive(Clone, Debug)]
+pub struct CellResult {
+    pub cell: Cell,
+    pub summary: RunSummary,
+    pub rounds: Vec<RoundRecord>,
+}
+
+/// Reads a cell's `summary.json`; `None` when the cell has not finished (no file, or a file
+/// cut short by a crash), so it runs (again).
+pub fn finished_summary(dir: &Path) -> Option<RunSummary> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Loads a finished cell; rows of `rounds.jsonl` that do not parse are left out.
+pub fn load_cell(dir: &Path, cell: &Cell) -> Option<CellResult> {
+    let summary = finished_summary(dir)?;
+    let text = std::fs::read_to_string(dir.join("rounds.jsonl")).unwrap_or_default();
+    let rounds = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    Some(CellResult { cell: cell.clone(), summary, rounds })
+}
+
+/// Mean and sample standard deviation (n − 1; `None` for a single value).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stat {
+    pub mean: f64,
+    pub std: Option<f64>,
+    pub n: usize,
+}
+
+pub fn mean_std(values: &[f64]) -> Option<Stat> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let std = (n > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+    Some(Stat { mean, std, n })
+}
+
+/// An accuracy statistic in %, e.g. `84.10 ± 0.52`; `—` when there is no value.
+fn pct(stat: Option<Stat>) -> String {
+    match stat {
+        None => "—".into(),
+        Some(Stat { mean, std: None, .. }) => format!("{:.2}", 100.0 * mean),
+        Some(Stat { mean, std: Some(s), .. }) => format!("{:.2} ± {:.2}", 100.0 * mean, 100.0 * s),
+    }
+}
+
+fn bytes(b: f64) -> String {
+    let units = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)];
+    match units.iter().find(|(_, size)| b >= *size) {
+        Some((unit, size)) => format!("{:.2} {unit}", b / size),
+        None => format!("{b:.0} B"),
+    }
+}
+
+/// The finished cells of one method on one split, in seed order.
+fn group<'a>(results: &'a [CellResult], method: &str, split: usize) -> Vec<&'a CellResult> {
+    let mut cells: Vec<&CellResult> =
+        results.iter().filter(|r| r.cell.method == method && r.cell.split == split).collect();
+    cells.sort_by_key(|r| r.cell.seed);
+    cells
+}
+
+fn stat<'a>(cells: &[&'a CellResult], metric: impl Fn(&'a CellResult) -> Option<f64>) -> Option<Stat> {
+    mean_std(&cells.iter().filter_map(|&c| metric(c)).collect::<Vec<f64>>())
+}
+
+/// `results.md`: final personalized accuracy per method and split, then one table per split.
+pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
+    let total = spec.cells().len();
+    let mut md = format!("# Bench `{}`\n\n", spec.name);
+    let _ = writeln!(
+        md,
+        "{} of {total} cells finished. Accuracies in %, mean ± sample standard deviation over the seeds \
+         counted (no ± for one seed); rows are measured after each aggregation (PFLlib's convention), \
+         the final one after the last round.\n",
+        results.len()
+    );
+    md.push_str("## Final personalized accuracy (seeds)\n\n| method |");
+    for split in &spec.splits {
+        let _ = write!(md, " {} |", split.label);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(spec.splits.len()));
+    md.push('\n');
+    for method in &spec.methods {
+        let _ = write!(md, "| {method} |");
+        for split in 0..spec.splits.len() {
+            let cells = group(results, method, split);
+            match stat(&cells, |c| c.summary.final_eval.personalized_accuracy) {
+                None => md.push_str(" — |"),
+                Some(s) => {
+                    let _ = write!(md, " {} ({}) |", pct(Some(s)), s.n);
+                }
+            }
+        }
+        md.push('\n');
+    }
+    for (index, split) in spec.splits.iter().enumerate() {
+        let _ = writeln!(md, "\n## {} (`{}`)\n", split.label, split.spec);
+        md.push_str(
+            "| method | seeds | final personalized | best personalized | best at round | final global \
+             | s / round | up / round |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        for method in &spec.methods {
+            let cells = group(results, method, index);
+            let planned = spec.seeds[method].len();
+            let mut seeds = cells.iter().map(|c| c.cell.seed.to_string()).collect::<Vec<_>>().join(", ");
+            if cells.len() < planned {
+                seeds = format!("{} of {planned}", if seeds.is_empty() { "none".into() } else { seeds });
+            }
+            let best_rounds = cells
+                .iter()
+                .filter_map(|c| c.summary.best.personalized_accuracy.map(|b| b.round.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let seconds = stat(&cells, |c| c.summary.seconds_per_round);
+            let up = stat(&cells, |c| Some(c.summary.bytes_up as f64 / c.summary.rounds.max(1) as f64));
+            let _ = writeln!(
+                md,
+                "| {method} | {seeds} | {} | {} | {} | {} | {} | {} |",
+                pct(stat(&cells, |c| c.summary.final_eval.personalized_accuracy)),
+                pct(stat(&cells, |c| c.summary.best.personalized_accuracy.map(|b| b.accuracy))),
+                if best_rounds.is_empty() { "—".into() } else { best_rounds },
+                pct(stat(&cells, |c| c.summary.final_eval.global_accuracy)),
+                seconds.map(|s| format!("{:.2}", s.mean)).unwrap_or("—".into()),
+                up.map(|s| bytes(s.mean)).unwrap_or("—".into()),
+            );
+        }
+        let _ = writeln!(md, "\n![personalized accuracy on {}](accuracy-{}.png)", split.label, split.dir);
+    }
+    md
+}
+
+/// `results.csv`: one row per finished cell; accuracies as fractions in [0, 1], empty when absent.
+pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
+    let mut csv = String::from(
+        "method,split,seed,rounds_completed,final_personalized,best_personalized,best_personalized_round,\
+         final_global,best_global,best_global_round,seconds_per_round,bytes_up,bytes_down,wall_seconds\n",
+    );
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let opt_u = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for r in results {
+        let s = &r.summary;
+        let (bp, bg) = (s.best.personalized_accuracy, s.best.global_accuracy);
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&r.cell.method),
+            csv_field(&spec.splits[r.cell.split].label),
+            r.cell.seed,
+            s.rounds_completed,
+            opt(s.final_eval.personalized_accuracy),
+            opt(bp.map(|b| b.accuracy)),
+            opt_u(bp.map(|b| b.round)),
+            opt(s.final_eval.global_accuracy),
+            opt(bg.map(|b| b.accuracy)),
+            opt_u(bg.map(|b| b.round)),
+            opt(s.seconds_per_round),
+            s.bytes_up,
+            s.bytes_down,
+            s.wall_seconds,
+        );
+    }
+    csv
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
+}
+
+/// Personalized accuracy (%) per round on one split: one series per method with a finished
+/// cell, the mean over its seeds at each round.
+pub fn accuracy_series(spec: &BenchSpec, results: &[CellResult], split: usize) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut series = Vec::new();
+    for method in &spec.methods {
+        let cells = group(results, method, split);
+        let mut by_round: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for cell in &cells {
+            for row in &cell.rounds {
+                if let Some(a) = row.personalized_accuracy {
+                    by_round.entry(row.round).or_default().push(a);
+                }
+            }
+        }
+        if by_round.is_empty() {
+            continue;
+        }
+        let points = by_round.iter().map(|(&r, v)| (r as f64, 100.0 * v.iter().sum::<f64>() / v.len() as f64));
+        let name = match cells.len() {
+            1 => method.clone(),
+            n => format!("{method} ({n} seeds)"),
+        };
+        series.push((name, points.collect()));
+    }
+    series
+}
+
+/// Loads every finished cell under `out` and writes `results.md`, `results.csv` and the plots.
+pub fn write_results(spec: &BenchSpec, out: &Path) -> anyhow::Result<Vec<CellResult>> {
+    let results: Vec<CellResult> =
+        spec.cells().iter().filter_map(|cell| load_cell(&spec.cell_dir(out, cell), cell)).collect();
+    let write = |name: &str, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    write("results.md", render_markdown(spec, &results))?;
+    write("results.csv", render_csv(spec, &results))?;
+    for (index, split) in spec.splits.iter().enumerate() {
+        let series = accuracy_series(spec, &results, index);
+        let title = format!("Personalized accuracy on {} ({})", split.label, spec.name);
+        strata_report::plot_series(
+            &series,
+            &title,
+            "round",
+            "personalized accuracy (%)",
+            &out.join(format!("accuracy-{}.png", split.dir)),
+        )?;
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::bench::spec::tests::SPEC;
+    use strata_report::{BestMetrics, BestValue, FinalMetrics};
+
+    fn spec() -> BenchSpec {
+        BenchSpec::parse(SPEC, "t").unwrap()
+    }
+
+    fn row(round: u64, acc: f64) -> RoundRecord {
+        RoundRecord {
+            round,
+            picked: 3,
+            reported: 3,
+            aggregated: true,
+            seconds: 1.0,
+            global_accuracy: None,
+            personalized_accuracy: Some(acc),
+            personalized_accuracy_trained: None,
+            train_loss: None,
+            bytes_up: 1000,
+            bytes_down: 2000,
+        }
+    }
+
+    fn result(method: &str, split: usize, seed: u64, accs: &[f64]) -> CellResult {
+        let rounds: Vec<RoundRecord> = accs.iter().enumerate().map(|(r, &a)| row(r as u64, a)).collect();
+        let last = *accs.last().unwrap();
+        let (best_round, best) =
+            accs.iter().copied().enumerate().fold((0, f64::MIN), |b, (r, a)| if a > b.1 { (r, a) } else { b });
+        CellResult {
+            cell: Cell { method: method.into(), split, seed },
+            summary: RunSummary {
+                method: method.into(),
+                dataset: "synthetic".into(),
+                split: "iid".into(),
+                model: "mlp".into(),
+                clients: 3,
+                seed,
+                rounds: accs.len() as u64 - 1,
+                rounds_completed: accs.len() as u64 - 1,
+                final_eval: FinalMetrics {
+                    round: Some(accs.len() as u64 - 1),
+                    personalized_accuracy: Some(last),
+                    global_accuracy: (method == "fedavg").then_some(0.5),
+                    ..FinalMetrics::default()
+                },
+                best: BestMetrics {
+                    personalized_accuracy: Some(BestValue { accuracy: best, round: best_round as u64 }),
+                    ..BestMetrics::default()
+                },
+                wall_seconds: 3.0,
+                bytes_up: 2000,
+                bytes_down: 4000,
+                seconds_per_round: Some(1.5),
+            },
+            rounds,
+        }
+    }
+
+    #[test]
+    fn mean_and_sample_std() {
+        assert_eq!(mean_std(&[]), None);
+        assert_eq!(mean_std(&[0.5]), Some(Stat { mean: 0.5, std: None, n: 1 }));
+        let s = mean_std(&[0.2, 0.4, 0.6]).unwrap();
+        assert!((s.mean - 0.4).abs() < 1e-12 && (s.std.unwrap() - 0.2).abs() < 1e-12, "{s:?}");
+    }
+
+    #[test]
+    fn markdown_tables_show_mean_std_and_seeds() {
+        let spec = spec();
+        let results = [
+            result("fedcac", 0, 1, &[0.1, 0.7, 0.6]),
+            result("fedcac", 0, 2, &[0.1, 0.5, 0.8]),
+            result("fedavg", 0, 1, &[0.1, 0.3, 0.5]),
+        ];
+        let md = render_markdown(&spec, &results);
+        assert!(md.contains("3 of 12 cells finished"), "{md}");
+        assert!(md.contains("| fedcac | 70.00 ± 14.14 (2) | — | — |"), "{md}");
+        assert!(md.contains("| fedavg | 50.00 (1) | — | — |"), "{md}");
+        assert!(md.contains("| fedbn | — | — | — |"), "{md}");
+        assert!(md.contains("| fedcac | 1, 2 | 70.00 ± 14.14 | 75.00 ± 7.07 | 1, 2 | — | 1.50 | 1.00 kB |"), "{md}");
+        assert!(md.contains("| fedavg | 1 | 50.00 | 50.00 | 2 | 50.00 | 1.50 | 1.00 kB |"), "{md}");
+        assert!(md.contains("| fedcac | none of 2 |"), "{md}");
+        assert!(md.contains("## dir0.5 (`dirichlet:0.5`)"), "{md}");
+    }
+
+    #[test]
+    fn csv_has_a_row_per_cell() {
+        let spec = spec();
+        let csv = render_csv(&spec, &[result("fedavg", 1, 1, &[0.25, 0.5])]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].split(',').count(), lines[1].split(',').count());
+        assert!(lines[1].starts_with("fedavg,dir0.5,1,1,0.5,0.5,1,0.5,,,1.5,2000,4000,3"), "{}", lines[1]);
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+
+    #[test]
+    fn curves_average_the_seeds_per_round() {
+        let spec = spec();
+        let results =
+            [result("fedcac", 2, 1, &[0.2, 0.4]), result("fedcac", 2, 2, &[0.4, 0.8]), result("fedavg", 0, 1, &[0.1])];
+        let series = accuracy_series(&spec, &results, 2);
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].0, "fedcac (2 seeds)");
+        let points = &series[0].1;
+        assert!((points[0].1 - 30.0).abs() < 1e-9 && (points[1].1 - 60.0).abs() < 1e-9, "{points:?}");
+    }
+
+    #[test]
+    fn only_cells_with_a_readable_summary_count_as_finished() {
+        let spec = spec();
+        let dir = tempfile::tempdir().unwrap();
+        let cells = spec.cells();
+        let (done, cut, running) = (&cells[0], &cells[1], &cells[2]);
+        let r = result(&done.method, done.split, done.seed, &[0.1, 0.6]);
+        let d = spec.cell_dir(dir.path(), done);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("summary.json"), serde_json::to_string(&r.summary).unwrap()).unwrap();
+        let rows: Vec<String> = r.rounds.iter().map(|x| serde_json::to_string(x).unwrap()).collect();
+        std::fs::write(d.join("rounds.jsonl"), rows.join("\n") + "\n{\"round\": 9").unwrap();
+        let d = spec.cell_dir(dir.path(), cut);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("summary.json"), "{\"method\": ").unwrap();
+        let d = spec.cell_dir(dir.path(), running);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("rounds.jsonl"), rows.join("\n")).unwrap();
+
+        assert!(finished_summary(&spec.cell_dir(dir.path(), done)).is_some());
+        assert!(finished_summary(&spec.cell_dir(dir.path(), cut)).is_none());
+        assert!(finished_summary(&spec.cell_dir(dir.path(), running)).is_none());
+        let results = write_results(&spec, dir.path()).unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].rounds.len(), 2);
+        let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+        assert!(md.contains("1 of 12 cells finished"), "{md}");
+        for split in &spec.splits {
+            let png = std::fs::read(dir.path().join(format!("accuracy-{}.png", split.dir))).unwrap();
+            assert!(png.starts_with(b"\x89PNG"));
+        }
+    }
+}

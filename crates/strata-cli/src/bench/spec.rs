@@ -1,0 +1,315 @@
+//! A bench spec: shared `[settings]` (a `RunConfig` without `method`, `seed` and `data.split`)
+//! and a `[matrix]` of methods × splits × seeds. Each cell's config is the settings with the
+//! cell's method, seed and split inserted, parsed and validated by the core like any config.
+//!
+//! ```toml
+//! [settings]                      # config.toml's keys, minus method, seed and data.split
+//! rounds = 20
+//! ...
+//! [matrix]
+//! methods = ["fedavg", "fedcac"]
+//! # A split is its spec string (labelled by itself, or by the file stem for `file:`), or a
+//! # table naming it: the label heads the tables and names the cell directories.
+//! splits = ["pathological:2", { name = "dir0.1", split = "file:bench/split.json" }]
+//! seeds = [1]
+//! [matrix.seeds_by_method]        # optional: other seeds for some methods
+//! fedcac = [1, 2, 3]
+//! [matrix.model_by_method]        # optional: another model for some methods
+//! fedbn = "cnn-bn"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use strata_core::config::RunConfig;
+use strata_core::partition::PartitionSpec;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    settings: toml::Table,
+    matrix: Matrix,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Matrix {
+    methods: Vec<String>,
+    splits: Vec<SplitEntry>,
+    seeds: Vec<u64>,
+    #[serde(default)]
+    seeds_by_method: BTreeMap<String, Vec<u64>>,
+    #[serde(default)]
+    model_by_method: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SplitEntry {
+    Plain(String),
+    Named { name: String, split: String },
+}
+
+/// One split of the matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    /// Shown in tables and plot titles.
+    pub label: String,
+    /// The label made safe as a file name (`cells/<dir>/`, `accuracy-<dir>.png`).
+    pub dir: String,
+    pub spec: PartitionSpec,
+}
+
+/// One run of the matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    pub method: String,
+    /// Index into [`BenchSpec::splits`].
+    pub split: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug)]
+pub struct BenchSpec {
+    /// Title of the results (the spec file's stem).
+    pub name: String,
+    pub methods: Vec<String>,
+    pub splits: Vec<Split>,
+    /// Seeds of each method, in the matrix's method order.
+    pub seeds: BTreeMap<String, Vec<u64>>,
+    model_by_method: BTreeMap<String, String>,
+    settings: toml::Table,
+}
+
+impl BenchSpec {
+    pub fn parse(text: &str, name: &str) -> anyhow::Result<Self> {
+        let file: SpecFile = toml::from_str(text).context("cannot parse the bench spec")?;
+        let m = file.matrix;
+        for key in ["method", "seed"] {
+            if file.settings.contains_key(key) {
+                bail!("[settings] must not set `{key}`: it comes from [matrix]");
+            }
+        }
+        if file.settings.get("data").and_then(|d| d.get("split")).is_some() {
+            bail!("[settings.data] must not set `split`: it comes from [matrix] splits");
+        }
+        if m.methods.is_empty() || m.splits.is_empty() {
+            bail!("[matrix] needs at least one method and one split");
+        }
+        let known = strata_server::strategy::METHODS;
+        for (i, method) in m.methods.iter().enumerate() {
+            if !known.contains(&method.as_str()) {
+                bail!("[matrix] methods: unknown method `{method}` (known: {})", known.join(", "));
+            }
+            if m.methods[..i].contains(method) {
+                bail!("[matrix] methods: `{method}` is listed twice");
+            }
+        }
+        let seed_keys = m.seeds_by_method.keys().map(|k| ("seeds_by_method", k));
+        let model_keys = m.model_by_method.keys().map(|k| ("model_by_method", k));
+        for (table, key) in seed_keys.chain(model_keys) {
+            {
+                if !m.methods.contains(key) {
+                    bail!("[matrix.{table}] names `{key}`, which is not in [matrix] methods");
+                }
+            }
+        }
+        let mut seeds = BTreeMap::new();
+        for method in &m.methods {
+            let list = m.seeds_by_method.get(method).unwrap_or(&m.seeds);
+            if list.is_empty() {
+                bail!("[matrix] gives method `{method}` no seed");
+            }
+            seeds.insert(method.clone(), list.clone());
+        }
+        let mut splits: Vec<Split> = Vec::new();
+        for entry in m.splits {
+            let (name, text) = match entry {
+                SplitEntry::Plain(text) => (None, text),
+                SplitEntry::Named { name, split } => (Some(name), split),
+            };
+            let spec: PartitionSpec =
+                text.parse().map_err(|e| anyhow::anyhow!("[matrix] splits: bad split `{text}`: {e}"))?;
+            let label = name.unwrap_or_else(|| default_label(&text));
+            let dir = file_safe(&label);
+            if splits.iter().any(|s| s.dir == dir) {
+                bail!("[matrix] splits: two splits are labelled `{label}`; name them apart");
+            }
+            splits.push(Split { label, dir, spec });
+        }
+        let spec = Self {
+            name: name.to_string(),
+            methods: m.methods,
+            splits,
+            seeds,
+            model_by_method: m.model_by_method,
+            settings: file.settings,
+        };
+        // Every cell's config is checked before anything runs.
+        for cell in spec.cells() {
+            spec.config(&cell)?;
+        }
+        Ok(spec)
+    }
+
+    /// Every cell, in running order: all cells of the first seed (a whole table early), then
+    /// the next seed's, ...; within a seed, split by split, method by method.
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut order: Vec<u64> = Vec::new();
+        for method in &self.methods {
+            for &seed in &self.seeds[method] {
+                if !order.contains(&seed) {
+                    order.push(seed);
+                }
+            }
+        }
+        let mut cells = Vec::new();
+        for seed in order {
+            for split in 0..self.splits.len() {
+                for method in &self.methods {
+                    if self.seeds[method].contains(&seed) {
+                        cells.push(Cell { method: method.clone(), split, seed });
+                    }
+                }
+            }
+        }
+        cells
+    }
+
+    /// The cell's directory under the bench's output directory.
+    pub fn cell_dir(&self, out: &Path, cell: &Cell) -> PathBuf {
+        out.join("cells").join(&self.splits[cell.split].dir).join(&cell.method).join(format!("seed{}", cell.seed))
+    }
+
+    /// The cell's run config: the settings with its method, seed, split (and model) inserted.
+    pub fn config(&self, cell: &Cell) -> anyhow::Result<RunConfig> {
+        let split = &self.splits[cell.split];
+        let mut table = self.settings.clone();
+        table.insert("method".into(), cell.method.clone().into());
+        let seed = i64::try_from(cell.seed).context("seeds must fit in an i64")?;
+        table.insert("seed".into(), seed.into());
+        let sub = |table: &mut toml::Table, key: &str| -> anyhow::Result<toml::Table> {
+            match table.remove(key) {
+                None => Ok(toml::Table::new()),
+                Some(toml::Value::Table(t)) => Ok(t),
+                Some(_) => bail!("[settings] `{key}` must be a table"),
+            }
+        };
+        let mut data = sub(&mut table, "data")?;
+        data.insert("split".into(), split.spec.to_string().into());
+        table.insert("data".into(), data.into());
+        if let Some(model) = self.model_by_method.get(&cell.method) {
+            let mut m = sub(&mut table, "model")?;
+            m.insert("name".into(), model.clone().into());
+            table.insert("model".into(), m.into());
+        }
+        let text = toml::to_string(&table).context("cannot write the cell's config")?;
+        RunConfig::from_toml(&text)
+            .with_context(|| format!("[settings] for {} on {}, seed {}", cell.method, split.label, cell.seed))
+    }
+}
+
+/// A split's label when the spec names none: the file's stem for `file:PATH`, else the spec.
+fn default_label(text: &str) -> String {
+    match text.strip_prefix("file:") {
+        Some(path) => Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(text.into()),
+        None => text.to_string(),
+    }
+}
+
+/// Letters, digits, `.`, `-` and `_` kept; anything else becomes `-`.
+fn file_safe(label: &str) -> String {
+    label.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '-' }).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const SPEC: &str = r#"
+[settings]
+rounds = 2
+clients = 3
+min_clients = 3
+fraction = 1.0
+round_timeout_secs = 60
+[settings.data]
+dataset = "synthetic"
+[settings.data.synthetic]
+samples = 300
+[settings.model]
+name = "mlp"
+[settings.train]
+lr = 0.05
+batch_size = 10
+local_epochs = 1
+[matrix]
+methods = ["fedavg", "fedbn", "fedcac"]
+splits = ["iid", { name = "dir0.5", split = "dirichlet:0.5" }, "file:bench/some-split.json"]
+seeds = [1]
+[matrix.seeds_by_method]
+fedcac = [1, 2]
+[matrix.model_by_method]
+fedbn = "cnn-bn"
+"#;
+
+    #[test]
+    fn cells_run_the_first_seed_everywhere_first() {
+        let spec = BenchSpec::parse(SPEC, "t").unwrap();
+        let labels: Vec<&str> = spec.splits.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["iid", "dir0.5", "some-split"]);
+        let cells = spec.cells();
+        assert_eq!(cells.len(), 3 * 3 + 3);
+        assert!(cells[..9].iter().all(|c| c.seed == 1));
+        assert!(cells[9..].iter().all(|c| c.seed == 2 && c.method == "fedcac"));
+        let dir = spec.cell_dir(Path::new("out"), &cells[4]);
+        assert_eq!(dir, Path::new("out/cells/dir0.5/fedbn/seed1"));
+    }
+
+    #[test]
+    fn cell_configs_come_from_the_settings_and_the_matrix() {
+        let spec = BenchSpec::parse(SPEC, "t").unwrap();
+        let cells = spec.cells();
+        let c = spec.config(&cells[4]).unwrap();
+        assert_eq!((c.method.as_str(), c.seed, c.model.name.as_str()), ("fedbn", 1, "cnn-bn"));
+        assert_eq!(c.data.split, PartitionSpec::Dirichlet { alpha: 0.5 });
+        assert_eq!(c.data.synthetic.samples, 300);
+        let c = spec.config(&cells[11]).unwrap();
+        assert_eq!((c.method.as_str(), c.seed, c.model.name.as_str()), ("fedcac", 2, "mlp"));
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let err = |text: &str| BenchSpec::parse(text, "t").unwrap_err().to_string();
+        assert!(err(&SPEC.replace("rounds = 2", "rounds = 2\nseed = 4")).contains("seed"));
+        assert!(err(&SPEC.replace("\"fedcac\"]", "\"fedcak\"]")).contains("fedcak"));
+        assert!(err(&SPEC.replace("fedcac = [1, 2]", "fedcak = [1, 2]")).contains("fedcak"));
+        assert!(err(&SPEC.replace("\"iid\"", "\"dirichlet:-1\"")).contains("dirichlet:-1"));
+        assert!(err(&SPEC.replace("{ name = \"dir0.5\", split = \"dirichlet:0.5\" }", "\"iid\"")).contains("iid"));
+        // The core's validation, with the cell named.
+        let e =
+            format!("{:#}", BenchSpec::parse(&SPEC.replace("min_clients = 3", "min_clients = 9"), "t").unwrap_err());
+        assert!(e.contains("min_clients") && e.contains("fedavg"), "{e}");
+    }
+
+    #[test]
+    fn shipped_specs_parse() {
+        let spec = BenchSpec::parse(include_str!("../../../../bench/fmnist.toml"), "fmnist").unwrap();
+        // 8 methods on seed 1, and 4 of them on seeds 2 and 3, on 2 splits.
+        assert_eq!(spec.cells().len(), 2 * (8 + 2 * 4));
+        let fedbn = spec.cells().into_iter().find(|c| c.method == "fedbn").unwrap();
+        assert_eq!(spec.config(&fedbn).unwrap().model.name, "cnn-bn");
+        assert_eq!(spec.splits[1].dir, "pathological-2");
+        let smoke = BenchSpec::parse(include_str!("../../../../bench/smoke.toml"), "smoke").unwrap();
+        assert_eq!(smoke.cells().len(), 12);
+    }
+
+    #[test]
+    fn labels_are_made_file_safe() {
+        assert_eq!(file_safe("pathological:2"), "pathological-2");
+        assert_eq!(default_label("file:bench/fmnist-dir0.1.json"), "fmnist-dir0.1");
+    }
+}
