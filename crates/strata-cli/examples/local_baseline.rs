@@ -136,14 +136,7 @@ fn main() -> anyhow::Result<()> {
 /// The run's dataset and partition, with the arguments `strata_client::DataCache::get` uses.
 fn load(config: &RunConfig) -> anyhow::Result<(strata_core::data::Dataset, strata_core::partition::Partition)> {
     let dataset = strata_core::data::load(&config.data, config.seed)?;
-    let partition = strata_core::partition::partition(
-        &dataset.labels,
-        dataset.shape.num_classes,
-        config.clients as usize,
-        &config.data.split,
-        config.data.train_fraction,
-        config.seed,
-    )?;
+    let partition = strata_core::partition::for_run(config, &dataset)?;
     Ok((dataset, partition))
 }
 

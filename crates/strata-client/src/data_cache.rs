@@ -26,15 +26,7 @@ impl DataCache {
             return Ok((Arc::clone(d), Arc::clone(p)));
         }
         let dataset = data::load(&config.data, config.seed).map_err(|e| e.to_string())?;
-        let split = partition::partition(
-            &dataset.labels,
-            dataset.shape.num_classes,
-            config.clients as usize,
-            &config.data.split,
-            config.data.train_fraction,
-            config.seed,
-        )
-        .map_err(|e| e.to_string())?;
+        let split = partition::for_run(config, &dataset).map_err(|e| e.to_string())?;
         let value = (Arc::new(dataset), Arc::new(split));
         entries.insert(key, value.clone());
         Ok(value)

@@ -111,6 +111,18 @@ pub const LEAST_SAMPLES: usize = 40;
 /// Draws of the Dirichlet rule before concluding that the floor cannot be met.
 const MAX_ATTEMPTS: usize = 10_000;
 
+/// The run's split of `dataset`: what every client of the run computes on its own.
+pub fn for_run(config: &crate::config::RunConfig, dataset: &crate::data::Dataset) -> Result<Partition, PartitionError> {
+    partition(
+        &dataset.labels,
+        dataset.shape.num_classes,
+        config.clients as usize,
+        &config.data.split,
+        config.data.train_fraction,
+        config.seed,
+    )
+}
+
 /// Splits the samples (by their labels, in the merged index space) over `num_clients` clients.
 ///
 /// A pure function of its arguments: every client computes the same partition independently.

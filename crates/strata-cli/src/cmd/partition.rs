@@ -21,14 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
     let dataset = strata_core::data::load(&config.data, config.seed)?;
-    let split = strata_core::partition::partition(
-        &dataset.labels,
-        dataset.shape.num_classes,
-        config.clients as usize,
-        &config.data.split,
-        config.data.train_fraction,
-        config.seed,
-    )?;
+    let split = strata_core::partition::for_run(&config, &dataset)?;
     let counts = split.label_counts(&dataset.labels, dataset.shape.num_classes);
     println!(
         "{} split `{}` over {} clients (seed {}):\n",
