@@ -81,3 +81,18 @@ async fn fedbn_keeps_normalization_layers_local() {
     let all = 32 * 25 + 32 + 64 * 32 * 25 + 64 + 512 * 1024 + 512 + 10 * 512 + 10;
     assert_upload("fedbn", &rows, all, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feature_normalization_composes_with_a_method() {
+    for norm in [strata_core::config::FeatureNorm::Unit, strata_core::config::FeatureNorm::SqrtD] {
+        let mut config = synthetic_config(3, 2);
+        config.method = "fedprox".into();
+        config.model.feature_norm = norm;
+        let (rows, outcome) = run(config).await;
+        assert_eq!(outcome.summary.rounds_completed, 2);
+        // FN adds no parameter: the same bytes travel as without it.
+        assert_upload("fedprox+fn", &rows, BODY + HEAD, 0);
+        let last = outcome.summary.final_eval.global_accuracy.expect("a global model");
+        assert!(last > 0.3, "{norm:?}: final global accuracy {last}");
+    }
+}

@@ -213,7 +213,13 @@ async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> 
             ClientError::Data(format!("the partition has {} clients, no index {index}", partition.clients.len()))
         })?;
         let data = strata_torch::ClientTensors::from_share(&dataset, share, device)?;
-        let model = strata_torch::LocalModel::new(&config.model.name, &dataset.shape, device, config.seed)?;
+        let model = strata_torch::LocalModel::with_feature_norm(
+            &config.model.name,
+            &dataset.shape,
+            device,
+            config.seed,
+            config.model.feature_norm,
+        )?;
         let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
         Ok(LocalState { model, data, method, threads, dataset_fingerprint: dataset.fingerprint() })
     })

@@ -152,8 +152,36 @@ impl Default for SyntheticConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Registered model name: `cnn` (PFLlib's FedAvgCNN), `mlp`, `resnet`.
+    /// Registered model name: `cnn` (PFLlib's FedAvgCNN), `cnn-bn`, `mlp`, `resnet8`.
     pub name: String,
+    /// Feature normalization of the head's input (Zhang et al., arXiv:2308.09565).
+    #[serde(default)]
+    pub feature_norm: FeatureNorm,
+}
+
+/// Normalizes the penultimate feature h per sample before the classifier: h ← s·h/‖h‖₂.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureNorm {
+    #[default]
+    Off,
+    /// s = 1 (the authors' CNN code).
+    Unit,
+    /// s = √d, d the feature dimension (the authors' ResNet code).
+    SqrtD,
+}
+
+impl std::str::FromStr for FeatureNorm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(FeatureNorm::Off),
+            "unit" => Ok(FeatureNorm::Unit),
+            "sqrt-d" => Ok(FeatureNorm::SqrtD),
+            other => Err(format!("unknown feature norm `{other}`: expected off, unit or sqrt-d")),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -191,7 +219,7 @@ impl RunConfig {
                 train_fraction: default_train_fraction(),
                 synthetic: SyntheticConfig::default(),
             },
-            model: ModelConfig { name: "cnn".into() },
+            model: ModelConfig { name: "cnn".into(), feature_norm: FeatureNorm::Off },
             train: TrainConfig { lr: 0.005, batch_size: 10, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 },
             methods: MethodParams::default(),
         }

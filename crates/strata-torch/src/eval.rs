@@ -37,7 +37,7 @@ pub fn evaluate(model: &LocalModel, x: &Tensor, y: &Tensor, batch_size: usize) -
             let len = batch.min(n - first);
             let xs = x.narrow(0, first, len).to_device(device);
             let ys = y.narrow(0, first, len).to_device(device);
-            let logits = model.net().forward_t(&xs, false);
+            let logits = model.forward_t(&xs, false);
             let loss = logits.cross_entropy_loss::<Tensor>(&ys, None, tch::Reduction::Sum, -100, 0.0);
             loss_sum += loss.to_kind(Kind::Double);
             correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use strata_core::config::FeatureNorm;
 use strata_core::data::DataShape;
 use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
 use tch::{Device, Kind, Tensor, nn};
@@ -16,6 +17,7 @@ use crate::seed::with_seed;
 pub struct LocalModel {
     name: String,
     shape: DataShape,
+    feature_norm: FeatureNorm,
     vs: nn::VarStore,
     net: Box<dyn Net>,
 }
@@ -27,17 +29,48 @@ impl LocalModel {
     /// [`crate::seed`]), then moved to `device`, so the initial values depend on the seed
     /// only, not on the device, and match PyTorch's `torch.manual_seed(seed)` + construction.
     pub fn new(model_name: &str, shape: &DataShape, device: Device, seed: u64) -> Result<Self, TorchError> {
+        Self::with_feature_norm(model_name, shape, device, seed, FeatureNorm::Off)
+    }
+
+    /// [`LocalModel::new`] with feature normalization of the classifier's input.
+    pub fn with_feature_norm(
+        model_name: &str,
+        shape: &DataShape,
+        device: Device,
+        seed: u64,
+        feature_norm: FeatureNorm,
+    ) -> Result<Self, TorchError> {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let net = with_seed(seed, || model::build(model_name, &vs.root(), shape))?;
         if device != Device::Cpu {
             vs.set_device(device);
         }
-        Ok(Self { name: model_name.to_string(), shape: shape.clone(), vs, net })
+        Ok(Self { name: model_name.to_string(), shape: shape.clone(), feature_norm, vs, net })
     }
 
     /// The name the model was built with.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Logits: the head applied to the (optionally normalized) features.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let features = self.net.features_t(xs, train);
+        let features = match self.feature_norm {
+            FeatureNorm::Off => features,
+            norm => {
+                let d = features.size().last().copied().unwrap_or(1) as f64;
+                let scale = if norm == FeatureNorm::SqrtD { d.sqrt() } else { 1.0 };
+                // The epsilon keeps an all-zero feature (dead ReLUs) at zero instead of NaN.
+                let length = features.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
+                features / length * scale
+            }
+        };
+        features.apply(self.net.head())
+    }
+
+    pub fn feature_norm(&self) -> FeatureNorm {
+        self.feature_norm
     }
 
     /// The data shape the model was built for.

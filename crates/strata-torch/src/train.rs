@@ -72,7 +72,6 @@ pub fn train_local_with(
     // synchronise a GPU.
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     let mut steps = 0u64;
-    let net = model.net();
     for _ in 0..cfg.local_epochs {
         order.shuffle(&mut rng);
         let order_t = Tensor::from_slice(&order).to_device(device);
@@ -81,7 +80,7 @@ pub fn train_local_with(
             let idx = order_t.narrow(0, first as i64, len as i64);
             let xs = data.train_x.index_select(0, &idx);
             let ys = data.train_y.index_select(0, &idx);
-            let ce = net.forward_t(&xs, true).cross_entropy_for_logits(&ys);
+            let ce = model.forward_t(&xs, true).cross_entropy_for_logits(&ys);
             match extra_loss {
                 Some(extra) => opt.backward_step(&(&ce + extra(model))),
                 None => opt.backward_step(&ce),

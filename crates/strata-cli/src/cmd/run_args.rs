@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use strata_core::config::{DatasetKind, RunConfig};
+use strata_core::config::{DatasetKind, FeatureNorm, RunConfig};
 use strata_core::partition::PartitionSpec;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Model: cnn, cnn-bn, mlp, resnet8.
     #[arg(long)]
     pub model: Option<String>,
+    /// Feature normalization before the classifier: off, unit or sqrt-d.
+    #[arg(long)]
+    pub feature_norm: Option<FeatureNorm>,
     #[arg(long)]
     pub lr: Option<f64>,
     #[arg(long)]
@@ -71,7 +74,7 @@ impl RunArgs {
         }
         set!(rounds => c.rounds, clients => c.clients, fraction => c.fraction, round_timeout => c.round_timeout_secs,
              seed => c.seed, method => c.method, dataset => c.data.dataset, split => c.data.split,
-             model => c.model.name, lr => c.train.lr, batch_size => c.train.batch_size,
+             model => c.model.name, feature_norm => c.model.feature_norm, lr => c.train.lr, batch_size => c.train.batch_size,
              local_epochs => c.train.local_epochs, momentum => c.train.momentum);
         if let Some(p) = &self.data_path {
             c.data.path = Some(p.clone());

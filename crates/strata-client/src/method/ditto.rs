@@ -24,7 +24,13 @@ impl Ditto {
     /// The global copy starts as a clone of the personal model's architecture and values.
     pub fn new(params: &MethodParams, reference: &LocalModel) -> Result<Self, TorchError> {
         let shape_source = reference.export();
-        let mut global = LocalModel::new(reference.name(), &reference.shape(), reference.device(), 0)?;
+        let mut global = LocalModel::with_feature_norm(
+            reference.name(),
+            &reference.shape(),
+            reference.device(),
+            0,
+            reference.feature_norm(),
+        )?;
         global.import(&shape_source)?;
         Ok(Self { global, anchor: None, lambda: params.ditto_lambda, personal_epochs: params.ditto_personal_epochs })
     }

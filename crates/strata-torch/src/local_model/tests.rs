@@ -2,7 +2,7 @@
 
 use strata_core::data::DataShape;
 use strata_core::tensor::{NamedTensor, TensorSet};
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 use super::LocalModel;
 use crate::TorchError;
@@ -98,4 +98,26 @@ fn local_models_can_move_between_threads() {
     fn assert_send<T: Send>() {}
     assert_send::<LocalModel>();
     assert_send::<crate::ClientTensors>();
+}
+
+#[test]
+fn feature_norm_scales_the_classifier_input_and_changes_no_parameter() {
+    use strata_core::config::FeatureNorm;
+    let shape = DataShape { sample_shape: vec![5], num_classes: 3 };
+    let xs = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5, 4.0, 10.0, 0.0, -1.0, 2.0, 1.0]).view([2, 5]);
+    let plain = LocalModel::new("mlp", &shape, Device::Cpu, 4).expect("model");
+    let head = |m: &LocalModel, h: Tensor| h.apply(m.net().head());
+    for (norm, scale) in [(FeatureNorm::Unit, 1.0), (FeatureNorm::SqrtD, 200f64.sqrt())] {
+        let model = LocalModel::with_feature_norm("mlp", &shape, Device::Cpu, 4, norm).expect("model");
+        assert_eq!(model.export(), plain.export(), "FN adds no parameter");
+        let h = model.net().features_t(&xs, false);
+        let expected = head(&model, &h / h.norm_scalaropt_dim(2, [-1i64].as_slice(), true) * scale);
+        let got = model.forward_t(&xs, false);
+        assert!(got.allclose(&expected, 1e-5, 1e-5, false), "{norm:?}");
+    }
+    // An all-zero feature stays finite.
+    let zeros = Tensor::zeros([1, 5], (Kind::Float, Device::Cpu));
+    let model = LocalModel::with_feature_norm("mlp", &shape, Device::Cpu, 4, FeatureNorm::Unit).expect("model");
+    let out = model.forward_t(&(zeros - 1000.0), false);
+    assert!(out.isfinite().all().int64_value(&[]) == 1);
 }
