@@ -9,8 +9,10 @@
 //! - [`records`]: per-client, per-round metrics and their summaries.
 //! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
+//! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
 //! - [`setting`]: method settings carried in tasks.
 
+pub mod ccvr;
 pub mod config;
 pub mod data;
 pub mod fedcac;
