@@ -21,7 +21,8 @@ fi
 marker="$STRATA_VENV/.strata-complete"
 if [ ! -f "$marker" ]; then
   echo "setup: installing torch==$STRATA_TORCH_VERSION into $STRATA_VENV (about 2 minutes, 4.7 GB)"
-  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  # Debian splits venv support (ensurepip) into python3-venv.
+  python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_install python3-venv
   rm -rf "$STRATA_VENV"
   mkdir -p "$STRATA_CACHE"
   python3 -m venv "$STRATA_VENV"
