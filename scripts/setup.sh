@@ -30,4 +30,4 @@ if [ ! -f "$marker" ]; then
   "$STRATA_VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$STRATA_TORCH_VERSION') else 1)"
   touch "$marker"
 fi
-echo "setup: libtorch from $("$STRATA_VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+echo "setup: libtorch from $("$STRATA_VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)"
