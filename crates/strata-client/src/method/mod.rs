@@ -12,7 +12,7 @@ mod shared;
 
 use strata_core::config::{MethodParams, TrainConfig};
 use strata_core::mask::BitMask;
-use strata_core::selection::{NORM_LAYERS, Selector};
+use strata_core::selection::Selector;
 use strata_core::setting::Settings;
 use strata_core::tensor::TensorSet;
 use strata_torch::{ClientTensors, LocalModel, TorchError, TrainStats};
@@ -79,13 +79,10 @@ pub const METHODS: &[&str] = &["local", "fedavg", "fedprox", "fedper", "fedrep",
 
 /// Builds the client half registered under `method`.
 pub fn build(method: &str, params: &MethodParams, reference: &LocalModel) -> Result<Box<dyn ClientMethod>, String> {
-    let body = Selector::new(["body.*"]);
     Ok(match method {
-        "local" => Box::new(Shared::local()),
+        "local" | "fedper" | "fedbn" => Box::new(Shared::part()),
         "fedavg" => Box::new(Shared::whole_model(None)),
         "fedprox" => Box::new(Shared::whole_model(Some(params.proximal_mu))),
-        "fedper" => Box::new(Shared::part(body)),
-        "fedbn" => Box::new(Shared::part(Selector::all().except(NORM_LAYERS))),
         "fedrep" => Box::new(FedRep::new(params.fedrep_head_epochs)),
         "ditto" => Box::new(Ditto::new(params, reference).map_err(|e| e.to_string())?),
         "fedcac" => Box::new(FedCacClient::new(params.fedcac_tau)),
@@ -103,7 +100,7 @@ pub fn setting_or(settings: &Settings, key: &str, default: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use strata_core::data::DataShape;
-    use strata_core::selection::RUNNING_STATS;
+    use strata_core::selection::{NORM_LAYERS, RUNNING_STATS};
     use tch::Device;
 
     use super::*;

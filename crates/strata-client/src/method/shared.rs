@@ -10,7 +10,6 @@
 //! What is shared is decided by the server (it sends only those tensors and asks only for
 //! them back); this half merges whatever arrives by name.
 
-use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_torch::{Anchor, ClientTensors, LocalModel, TorchError, TrainStats};
 
@@ -23,21 +22,17 @@ pub struct Shared {
     proximal_mu: Option<f64>,
     /// The received parameters, for the proximal term.
     anchor: Option<Anchor>,
-    /// Documents what this half expects to receive (the server decides).
-    _shared: Selector,
 }
 
 impl Shared {
     pub fn whole_model(proximal_mu: Option<f64>) -> Self {
-        Self { whole_model: true, proximal_mu, anchor: None, _shared: Selector::all() }
+        Self { whole_model: true, proximal_mu, anchor: None }
     }
 
-    pub fn part(shared: Selector) -> Self {
-        Self { whole_model: false, proximal_mu: None, anchor: None, _shared: shared }
-    }
-
-    pub fn local() -> Self {
-        Self::part(Selector::none())
+    /// Part of the model is shared (FedPer, FedBN) or none of it (Local): whatever arrives
+    /// replaces the local tensors of the same names; the server decides what that is.
+    pub fn part() -> Self {
+        Self { whole_model: false, proximal_mu: None, anchor: None }
     }
 }
 
