@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use strata_core::config::RunConfig;
 use strata_core::selection::Selector;
+use strata_core::tensor::TensorSet;
 use strata_proto::{pb, scalar};
 use tokio::sync::Semaphore;
 use tonic::Code;
@@ -168,6 +169,17 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
                     Err(e) => warn!(client = index, task = %last_task, "task failed: {e}"),
                 }
             }
+            pb::TaskKind::FeatureStats => {
+                last_task = task.task_id.clone();
+                let result = tokio::select! {
+                    r = do_stats_task(&mut rpc, &options, &local, task) => r,
+                    _ = &mut shutdown => break,
+                };
+                match result {
+                    Ok(()) => tasks_done += 1,
+                    Err(e) => warn!(client = index, task = %last_task, "feature statistics failed: {e}"),
+                }
+            }
             other => warn!(client = index, kind = ?other, "ignoring a task kind this client does not know"),
         }
     }
@@ -274,6 +286,40 @@ async fn do_task(
         ..Default::default()
     };
     let tensors = output.upload.unwrap_or_default();
-    transfer::upload(rpc, header, tensors, output.mask, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    Ok(())
+}
+
+/// CCVR's client half: statistics of the classifier's input under the received global model.
+async fn do_stats_task(
+    rpc: &mut Rpc,
+    options: &ClientOptions,
+    local: &Arc<Mutex<LocalState>>,
+    task: pb::Task,
+) -> Result<(), ClientError> {
+    let request = pb::DownloadRequest {
+        run_id: task.run_id.clone(),
+        client_id: options.client_id.to_string(),
+        task_id: task.task_id.clone(),
+    };
+    let (global, _bytes_down) = transfer::download(rpc, request).await?;
+    let _permit = match &options.train_permits {
+        Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
+        None => None,
+    };
+    let state = Arc::clone(local);
+    let stats =
+        tokio::task::spawn_blocking(move || state.lock().unwrap_or_else(|e| e.into_inner()).feature_stats(&global))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("feature statistics panicked: {e}")))??;
+    drop(_permit);
+    let header = pb::ResultHeader {
+        run_id: task.run_id,
+        round: task.round,
+        task_id: task.task_id,
+        client_id: options.client_id.to_string(),
+        ..Default::default()
+    };
+    transfer::upload(rpc, header, TensorSet::default(), None, Some(stats), strata_proto::DEFAULT_CHUNK_BYTES).await?;
     Ok(())
 }

@@ -9,9 +9,12 @@ use strata_core::records::metric;
 use strata_core::selection::Selector;
 use strata_core::setting::Settings;
 use strata_core::tensor::TensorSet;
+use strata_core::ccvr::client_stats;
+use strata_torch::calibrate::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads};
 
 use crate::method::{ClientMethod, GlobalView, RoundContext};
+use crate::transfer::FeatureStats;
 
 // Measured on 2 cores with FedAvgCNN: batch 100 evaluates ~35% faster than 1000.
 const EVAL_BATCH: usize = 100;
@@ -81,6 +84,30 @@ impl LocalState {
             None => None,
         };
         Ok(JobOutput { metrics, upload: Some(upload), mask, num_samples: self.data.train_len() as u64 })
+    }
+
+    /// CCVR's client half: per-class mean and covariance of what the classifier of `global`
+    /// (the received model, in eval mode) sees over this client's training data.
+    pub fn feature_stats(&self, global: &TensorSet) -> Result<FeatureStats, TorchError> {
+        set_threads(self.threads);
+        let mut scratch = LocalModel::with_feature_norm(
+            self.model.name(),
+            &self.model.shape(),
+            self.model.device(),
+            0,
+            self.model.feature_norm(),
+        )?;
+        // Start from the personal model so that tensors the server keeps local (none for the
+        // methods CCVR composes with) still have this client's values.
+        scratch.import(&self.model.export())?;
+        scratch.import(global)?;
+        let (features, dim) = head_inputs(&scratch, &self.data.train_x, EVAL_BATCH);
+        let labels: Vec<u32> = Vec::<i64>::try_from(&self.data.train_y.to_device(tch::Device::Cpu))
+            .map_err(|e| TorchError::Data(format!("training labels: {e}")))?
+            .into_iter()
+            .map(|l| l as u32)
+            .collect();
+        Ok(FeatureStats { dim, classes: client_stats(&features, &labels, dim) })
     }
 
     fn evaluate(&self, model: &LocalModel) -> f64 {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use prost::Message;
+use strata_core::ccvr::ClassStats;
 use strata_core::mask::BitMask;
 use strata_core::tensor::TensorSet;
 use strata_proto::assemble::AssemblyLimits;
@@ -14,6 +15,13 @@ use tonic::transport::Channel;
 use crate::ClientError;
 
 type Rpc = pb::federation_client::FederationClient<Channel>;
+
+/// One client's per-class statistics of the classifier's input (CCVR).
+#[derive(Debug)]
+pub struct FeatureStats {
+    pub dim: usize,
+    pub classes: Vec<ClassStats>,
+}
 
 /// Streams a task's parameters; returns them with the bytes received.
 pub async fn download(rpc: &mut Rpc, request: pb::DownloadRequest) -> Result<(TensorSet, u64), ClientError> {
@@ -38,12 +46,14 @@ pub async fn download(rpc: &mut Rpc, request: pb::DownloadRequest) -> Result<(Te
     Ok((set, bytes))
 }
 
-/// Uploads a result: the header (with the tensors' specs), then the tensors slice by slice.
+/// Uploads a result: the header (with the tensors' specs), then the tensors slice by slice,
+/// then the mask's and the feature statistics' slices.
 pub async fn upload(
     rpc: &mut Rpc,
     mut header: pb::ResultHeader,
     tensors: TensorSet,
     mask: Option<BitMask>,
+    stats: Option<FeatureStats>,
     chunk_bytes: usize,
 ) -> Result<u64, ClientError> {
     header.tensors = tensor_specs(&tensors);
@@ -54,11 +64,21 @@ pub async fn upload(
         .unwrap_or_default()
         .into_iter()
         .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Mask(slice)) });
+    let stats_parts = match stats {
+        Some(FeatureStats { dim, classes }) => {
+            let (spec, bytes) = strata_proto::stats::encode(&classes, dim);
+            header.feature_stats = Some(spec);
+            strata_proto::stats::stats_slices(&bytes, chunk_bytes)
+        }
+        None => Vec::new(),
+    }
+    .into_iter()
+    .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Stats(slice)) });
     let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
     let slices = TensorSlices::new(Arc::new(tensors), chunk_bytes)
         .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(slice)) });
     // The iterator encodes one slice at a time as the transport pulls it.
-    let parts = tokio_stream::iter(std::iter::once(first).chain(slices).chain(mask_parts));
+    let parts = tokio_stream::iter(std::iter::once(first).chain(slices).chain(mask_parts).chain(stats_parts));
     let ack = rpc.push_result(parts).await?.into_inner();
     Ok(ack.bytes_received)
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calibration::CalibrationConfig;
 use crate::partition::PartitionSpec;
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
@@ -33,6 +34,9 @@ pub struct RunConfig {
     /// Hyper-parameters of the methods; each method reads its own.
     #[serde(default)]
     pub methods: MethodParams,
+    /// Post-hoc classifier calibration (CCVR); off unless set.
+    #[serde(default, skip_serializing_if = "CalibrationConfig::is_off")]
+    pub calibration: CalibrationConfig,
 }
 
 /// Every method's hyper-parameters, with the defaults of the papers' reference code.
@@ -222,6 +226,7 @@ impl RunConfig {
             model: ModelConfig { name: "cnn".into(), feature_norm: FeatureNorm::Off },
             train: TrainConfig { lr: 0.005, batch_size: 10, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 },
             methods: MethodParams::default(),
+            calibration: CalibrationConfig::default(),
         }
     }
 
@@ -282,6 +287,7 @@ impl RunConfig {
         if !(m.proximal_mu >= 0.0 && m.ditto_lambda >= 0.0) {
             return bad("methods.proximal_mu and methods.ditto_lambda must be >= 0".into());
         }
+        self.calibration.validate().map_err(ConfigError::Invalid)?;
         let s = &self.data.synthetic;
         if self.data.dataset == DatasetKind::Synthetic
             && (s.samples == 0 || s.dim == 0 || s.classes < 2 || s.groups == 0)

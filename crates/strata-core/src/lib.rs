@@ -10,8 +10,10 @@
 //! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
+//! - [`calibration`]: settings of post-hoc classifier calibration (CCVR).
 //! - [`setting`]: method settings carried in tasks.
 
+pub mod calibration;
 pub mod ccvr;
 pub mod config;
 pub mod data;

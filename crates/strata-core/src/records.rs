@@ -88,6 +88,32 @@ impl RoundRecord {
     }
 }
 
+/// One classifier calibration (CCVR) of the model of row `round`, as `calibration.jsonl`
+/// records it: the clients' statistics pooled, the classifier retrained on virtual features,
+/// and every client evaluating the calibrated model. The uncalibrated numbers are those of the
+/// round record with the same `round`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    pub round: u64,
+    pub method: String,
+    /// Clients whose statistics were pooled.
+    pub clients_pooled: u32,
+    /// Classes with virtual features (at least two samples over all clients).
+    pub classes: u32,
+    pub virtual_features: u64,
+    pub seconds: f64,
+    /// Weighted over the clients' test splits, as in [`RoundRecord`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personalized_accuracy: Option<f64>,
+    /// Statistics up, calibrated model down (and the global model down for the statistics).
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Every client's evaluation of the calibrated model.
+    pub clients: Vec<ClientRoundRecord>,
+}
+
 /// Sample-weighted mean of (value, weight) pairs; `None` when there is no weight.
 pub fn weighted_mean(pairs: impl IntoIterator<Item = (f64, u64)>) -> Option<f64> {
     let (mut sum, mut weight) = (0.0, 0u64);

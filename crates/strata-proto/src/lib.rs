@@ -7,12 +7,14 @@
 //! - [`assemble`]: putting slices back together into one preallocated copy, checking every
 //!   index, offset and size against the header.
 //! - [`mask`]: bit-packed masks in slices.
+//! - [`stats`]: CCVR's per-class feature statistics in slices, checked on arrival.
 //! - [`scalar`]: method settings and metrics as named scalars.
 
 pub mod assemble;
 pub mod chunk;
 pub mod mask;
 pub mod scalar;
+pub mod stats;
 
 /// Generated protocol types and tonic client/server stubs.
 #[allow(clippy::all, missing_docs)]

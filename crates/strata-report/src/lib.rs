@@ -4,12 +4,14 @@
 //!
 //! # Layout
 //! - [`summary`]: the headline numbers of a run ([`RunSummary`], `summary.json`).
+//! - [`calibration`]: accuracy before and after classifier calibration (CCVR).
 //! - [`markdown`]: `report.md` and the terminal results table.
 //! - [`plot`]: line charts as PNG (accuracy per round, any named series).
 //! - [`heatmap`]: samples per client and class, as a PNG heatmap and a Markdown table.
 //!
 //! Plots embed their font (DejaVu Sans), so they render text on any machine.
 
+pub mod calibration;
 mod error;
 mod font;
 mod format;
@@ -23,7 +25,7 @@ mod test_records;
 use std::path::Path;
 
 use strata_core::config::RunConfig;
-use strata_core::records::{ClientRoundRecord, RoundRecord};
+use strata_core::records::{CalibrationRecord, ClientRoundRecord, RoundRecord};
 
 pub use error::ReportError;
 pub use heatmap::{label_table_markdown, plot_label_heatmap};
@@ -38,10 +40,12 @@ pub fn write_run_outputs(
     config: &RunConfig,
     rounds: &[RoundRecord],
     clients: &[ClientRoundRecord],
+    calibrations: &[CalibrationRecord],
     wall_seconds: f64,
 ) -> Result<RunSummary, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
-    let summary = summarize(config, rounds, clients, wall_seconds);
+    let mut summary = summarize(config, rounds, clients, wall_seconds);
+    summary.calibration = calibration::summarize_calibration(rounds, clients, calibrations);
 
     let path = dir.join("summary.json");
     let json =
@@ -73,7 +77,7 @@ mod tests {
         let out = dir.path().join("run");
         let rounds = vec![round(0, None, 0.3, 1.5), round(1, None, 0.6, 0.0)];
         let clients = vec![client(0, 0, true, 0.3, Some(0.5), 10), client(1, 0, false, 0.6, None, 10)];
-        let summary = write_run_outputs(&out, &config(1), &rounds, &clients, 3.0).unwrap();
+        let summary = write_run_outputs(&out, &config(1), &rounds, &clients, &[], 3.0).unwrap();
         assert_eq!(summary.rounds_completed, 1);
 
         let json = std::fs::read_to_string(out.join("summary.json")).unwrap();
@@ -88,7 +92,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("not-a-dir");
         std::fs::write(&blocker, "x").unwrap();
-        let err = write_run_outputs(&blocker, &config(1), &[], &[], 0.0).unwrap_err().to_string();
+        let err = write_run_outputs(&blocker, &config(1), &[], &[], &[], 0.0).unwrap_err().to_string();
         assert!(err.contains("not-a-dir"), "{err}");
     }
 }

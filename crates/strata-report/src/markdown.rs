@@ -15,6 +15,9 @@ pub fn report_markdown(summary: &RunSummary, rounds: &[RoundRecord], clients: &[
     header(&mut out, summary);
     headline(&mut out, summary);
     round_table(&mut out, summary, rounds);
+    if let Some(c) = &summary.calibration {
+        out.push_str(&crate::calibration::calibration_markdown(c));
+    }
     client_table(&mut out, summary, clients);
     out
 }
@@ -202,6 +205,9 @@ fn headline_line(s: &RunSummary) -> String {
             pct(Some(spread.median)),
             pct(Some(spread.max))
         );
+    }
+    if let Some(c) = &s.calibration {
+        let _ = write!(line, "; global {}% after {} calibration", pct(c.global_after), c.method);
     }
     let _ = write!(line, "; {}/{} rounds aggregated in {:.1} s", s.rounds_completed, s.rounds, s.wall_seconds);
     line

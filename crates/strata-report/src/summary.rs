@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_core::config::RunConfig;
+use crate::calibration::CalibrationSummary;
 use strata_core::records::{ClientRoundRecord, RoundRecord, Spread, weighted_mean};
 
 /// What a run achieved, as written to `summary.json`.
@@ -32,6 +33,9 @@ pub struct RunSummary {
     pub bytes_down: u64,
     /// Mean duration of the training rounds; `None` when there was none.
     pub seconds_per_round: Option<f64>,
+    /// Classifier calibration (CCVR), when the run calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSummary>,
 }
 
 /// Accuracies of the last evaluated row.
@@ -95,6 +99,7 @@ pub fn summarize(
         bytes_up: rounds.iter().map(|r| r.bytes_up).sum(),
         bytes_down: rounds.iter().map(|r| r.bytes_down).sum(),
         seconds_per_round,
+        calibration: None,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use strata_core::selection::Selector;
 use strata_core::setting::Settings;
 use strata_core::tensor::{TensorSet, TensorSpec};
+use strata_proto::stats::StatsExpectation;
 use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub enum TaskKind {
     Train,
     Evaluate,
     Finish,
+    /// Per-class statistics of the classifier's input (CCVR).
+    FeatureStats,
 }
 
 #[derive(Debug)]
@@ -31,6 +34,8 @@ pub struct Assignment {
     pub mask_bits: Option<usize>,
     /// Settings for the client half of the method.
     pub settings: Settings,
+    /// What the feature statistics must fit (FeatureStats tasks).
+    pub feature_stats: Option<StatsExpectation>,
     pub deadline: Instant,
     /// Bytes streamed to the client for this task, counted by the download handler.
     bytes_down: AtomicU64,
@@ -38,13 +43,21 @@ pub struct Assignment {
 
 impl Assignment {
     pub fn new(round: u64, kind: TaskKind, client_index: u32, deadline: Instant) -> Self {
+        Self::in_phase(round, "", kind, client_index, deadline)
+    }
+
+    /// A task of a phase besides the round's own (e.g. `calibrated` evaluation), whose id
+    /// differs from the round's tasks so that clients and the gate tell them apart.
+    pub fn in_phase(round: u64, phase: &str, kind: TaskKind, client_index: u32, deadline: Instant) -> Self {
         let kind_name = match kind {
             TaskKind::Train => "train",
             TaskKind::Evaluate => "eval",
             TaskKind::Finish => "finish",
+            TaskKind::FeatureStats => "stats",
         };
+        let phase = if phase.is_empty() { String::new() } else { format!("{phase}-") };
         Self {
-            task_id: format!("r{round}-{kind_name}-c{client_index}"),
+            task_id: format!("r{round}-{phase}{kind_name}-c{client_index}"),
             round,
             kind,
             parameters: None,
@@ -54,6 +67,7 @@ impl Assignment {
             mask_over: None,
             mask_bits: None,
             settings: Settings::new(),
+            feature_stats: None,
             deadline,
             bytes_down: AtomicU64::new(0),
         }

@@ -18,9 +18,9 @@ pub struct RoundGate {
 #[derive(Debug, Default)]
 struct GateState {
     open: Option<OpenRound>,
-    /// The last closed round and who answered it, so a late copy of an accepted result is
-    /// called a duplicate rather than merely late.
-    closed: Option<(u64, HashSet<Uuid>)>,
+    /// The tasks answered in the last closed round or phase, by client, so that a late copy
+    /// of an accepted result is called a duplicate rather than merely late.
+    closed: HashMap<Uuid, String>,
 }
 
 #[derive(Debug)]
@@ -39,17 +39,18 @@ impl RoundGate {
     pub fn close(&self) {
         let mut state = self.lock();
         if let Some(open) = state.open.take() {
-            state.closed = Some((open.round, open.received));
+            state.closed = open
+                .received
+                .into_iter()
+                .filter_map(|id| open.tasks.get(&id).map(|t| (id, t.task_id.clone())))
+                .collect();
         }
     }
 
     /// Admits the start of a result stream; the caller must later `accept` or `release`.
     pub fn admit(&self, client: Uuid, round: u64, task_id: &str) -> Result<Arc<Assignment>, Refusal> {
         let mut guard = self.lock();
-        if let Some((closed, received)) = &guard.closed
-            && *closed == round
-            && received.contains(&client)
-        {
+        if guard.closed.get(&client).is_some_and(|t| t == task_id) {
             return Err(duplicate(round));
         }
         let open = guard.open.as_mut().ok_or_else(|| {

@@ -14,6 +14,8 @@
 //! - [`events`]: what observers (progress bars, tests) hear.
 
 mod assignment;
+mod calibration;
+mod calibration_phase;
 pub mod events;
 mod gate;
 mod output;
@@ -94,6 +96,13 @@ pub async fn run(
     config.validate()?;
     let (model_spec, initial) = initial_model(&config).await?;
     let strategy = strategy::build(&config.method, initial, &config.methods).map_err(ServerError::Setup)?;
+    if !config.calibration.is_off() && !strategy::WITH_GLOBAL_MODEL.contains(&config.method.as_str()) {
+        return Err(ServerError::Setup(format!(
+            "calibration needs a method with a global model that clients evaluate ({}); `{}` has none",
+            strategy::WITH_GLOBAL_MODEL.join(", "),
+            config.method
+        )));
+    }
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use strata_core::config::RunConfig;
-use strata_core::records::{ClientRoundRecord, RoundRecord};
+use strata_core::records::{CalibrationRecord, ClientRoundRecord, RoundRecord};
 use strata_report::RunSummary;
 
 use crate::ServerError;
@@ -17,6 +17,7 @@ pub struct RunOutput {
     rounds_file: BufWriter<File>,
     clients: Vec<ClientRoundRecord>,
     rounds: Vec<RoundRecord>,
+    calibrations: Vec<CalibrationRecord>,
 }
 
 impl RunOutput {
@@ -45,6 +46,7 @@ impl RunOutput {
             rounds_file: open("rounds.jsonl")?,
             clients: Vec::new(),
             rounds: Vec::new(),
+            calibrations: Vec::new(),
         })
     }
 
@@ -71,9 +73,20 @@ impl RunOutput {
         Ok(())
     }
 
+    /// Appends one calibration to `calibration.jsonl` (created by the first one).
+    pub fn append_calibration(&mut self, record: &CalibrationRecord) -> std::io::Result<()> {
+        let mut file = OpenOptions::new().create(true).append(true).open(self.dir.join("calibration.jsonl"))?;
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+        file.flush()?;
+        self.calibrations.push(record.clone());
+        Ok(())
+    }
+
     /// Writes the summary, the report and the plot.
     pub fn finish(&self, config: &RunConfig, wall_seconds: f64) -> Result<RunSummary, ServerError> {
-        strata_report::write_run_outputs(&self.dir, config, &self.rounds, &self.clients, wall_seconds)
+        strata_report::write_run_outputs(&self.dir, config, &self.rounds, &self.clients, &self.calibrations, wall_seconds)
             .map_err(|e| ServerError::Report(e.to_string()))
     }
 }

@@ -63,6 +63,22 @@ impl RoundLoop {
                     return (Ending::Interrupted, self.output);
                 }
             }
+            let calibrate = if evaluation_only {
+                !self.config.calibration.is_off()
+            } else {
+                self.config.calibration.evaluates_after(round, self.config.rounds)
+            };
+            if calibrate {
+                // Row `round + 1` is the model after this round's aggregation; the final row is `rounds`.
+                let row = if evaluation_only { round } else { round + 1 };
+                tokio::select! {
+                    _ = self.calibrate(row) => {}
+                    _ = &mut shutdown => {
+                        self.gate.close();
+                        return (Ending::Interrupted, self.output);
+                    }
+                }
+            }
         }
         self.finish().await;
         (Ending::Completed, self.output)
@@ -84,18 +100,7 @@ impl RoundLoop {
         info!(round, training = n_train, evaluating = tasks.len() - n_train, "round started");
         let _ =
             self.events.send(ServerEvent::RoundStarted { round, training: n_train, evaluating: tasks.len() - n_train });
-        self.gate.open(round, tasks.clone());
-        for (id, task) in &tasks {
-            self.registry.post(id, Arc::clone(task));
-        }
-
-        let mut reports = self.collect(round, &tasks, deadline).await;
-        self.gate.close();
-        for id in tasks.keys().filter(|id| !reports.contains_key(*id)) {
-            let index = self.registry.info(id).map(|c| c.index);
-            warn!(round, client = index, "client missed the round's deadline; dropped from this round");
-            self.registry.mark_missed(id);
-        }
+        let mut reports = self.dispatch(round, &tasks, deadline).await;
 
         let rows = self.records(round, &tasks, &reports);
         let aggregated = if evaluation_only {
@@ -131,6 +136,28 @@ impl RoundLoop {
             "round finished"
         );
         let _ = self.events.send(ServerEvent::RoundFinished(record));
+    }
+
+    /// Posts the tasks, opens the gate to their results, and collects them until every task
+    /// is answered or the deadline passes; clients that did not answer are marked as missed.
+    pub(crate) async fn dispatch(
+        &mut self,
+        round: u64,
+        tasks: &HashMap<uuid::Uuid, Arc<Assignment>>,
+        deadline: tokio::time::Instant,
+    ) -> HashMap<uuid::Uuid, Report> {
+        self.gate.open(round, tasks.clone());
+        for (id, task) in tasks {
+            self.registry.post(id, Arc::clone(task));
+        }
+        let reports = self.collect(round, tasks, deadline).await;
+        self.gate.close();
+        for id in tasks.keys().filter(|id| !reports.contains_key(*id)) {
+            let index = self.registry.info(id).map(|c| c.index);
+            warn!(round, client = index, "client missed the round's deadline; dropped from this round");
+            self.registry.mark_missed(id);
+        }
+        reports
     }
 
     /// Picks `max(ceil(fraction * n), min_clients)` of the available clients, seeded by round;
@@ -179,7 +206,8 @@ impl RoundLoop {
             tokio::select! {
                 report = self.reports.recv() => {
                     let Some(report) = report else { break };
-                    if report.round != round {
+                    // A result accepted just before an earlier phase closed is not this one's.
+                    if report.round != round || tasks.get(&report.client.id).is_none_or(|t| t.task_id != report.task_id) {
                         continue;
                     }
                     let _ = self.events.send(ServerEvent::ResultAccepted { round, client: report.client.index });
@@ -191,7 +219,7 @@ impl RoundLoop {
         reports
     }
 
-    fn records(
+    pub(crate) fn records(
         &self,
         round: u64,
         tasks: &HashMap<uuid::Uuid, Arc<Assignment>>,
@@ -227,7 +255,7 @@ impl RoundLoop {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let clients = self.registry.all();
         for c in &clients {
-            let finish = Assignment::new(self.config.rounds + 1, TaskKind::Finish, c.index, deadline);
+            let finish = Assignment::new(self.config.rounds + 2, TaskKind::Finish, c.index, deadline);
             self.registry.post(&c.id, Arc::new(finish));
         }
         info!("run finished; telling clients to stop");

@@ -9,7 +9,9 @@ use std::time::Duration;
 use prost::Message;
 use strata_core::tensor::TensorSpec;
 use strata_proto::assemble::{AssemblyLimits, spec_from_wire};
+use strata_core::ccvr::ClassStats;
 use strata_proto::mask::MaskAssembler;
+use strata_proto::stats::{StatsAssembler, StatsExpectation};
 use strata_proto::{Assembler, TensorSlices, pb, scalar, tensor_specs};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,7 +32,10 @@ type RpcResult<T> = Result<Response<T>, Status>;
 pub struct Report {
     pub client: crate::strategy::ClientInfo,
     pub round: u64,
+    pub task_id: String,
     pub update: Option<ValidUpdate>,
+    /// Per-class feature statistics (CCVR), checked for shape and finiteness.
+    pub stats: Option<Vec<ClassStats>>,
     pub metrics: HashMap<String, f64>,
     /// Encoded size of every message of the upload.
     pub bytes_up: u64,
@@ -141,9 +146,16 @@ impl FederationService {
             (None, Some(_)) => return Err(Refusal::invalid("this task takes no mask").into()),
             (None, None) => None,
         };
-        if header.feature_stats.is_some() {
-            return Err(Refusal::invalid("this task takes no feature statistics").into());
-        }
+        let mut stats = match (task.feature_stats, header.feature_stats.as_ref()) {
+            (Some(expect), Some(spec)) => {
+                let max_samples = self.registry.capabilities(&client).map(|c| c.train_samples).filter(|&n| n > 0);
+                let expect = StatsExpectation { max_samples, ..expect };
+                Some(StatsAssembler::new(spec, expect).map_err(|e| Refusal::invalid(format!("feature statistics: {e}")))?)
+            }
+            (Some(_), None) => return Err(Refusal::invalid("this task needs feature statistics, and the result has none").into()),
+            (None, Some(_)) => return Err(Refusal::invalid("this task takes no feature statistics").into()),
+            (None, None) => None,
+        };
         let mut assembler = Assembler::new(&header.tensors, header.total_bytes, self.limits)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         while let Some(part) = stream.message().await? {
@@ -159,14 +171,19 @@ impl FederationService {
                     Some(m) => m.push(&slice).map_err(Status::invalid_argument)?,
                     None => return Err(Status::invalid_argument("this task takes no mask")),
                 },
-                Some(pb::result_part::Part::Stats(_)) => {
-                    return Err(Status::invalid_argument("this task takes no feature statistics"));
-                }
+                Some(pb::result_part::Part::Stats(slice)) => match stats.as_mut() {
+                    Some(s) => s.push(&slice).map_err(|e| Status::invalid_argument(format!("feature statistics: {e}")))?,
+                    None => return Err(Status::invalid_argument("this task takes no feature statistics")),
+                },
                 None => return Err(Status::invalid_argument("empty result part")),
             }
         }
         let parameters = assembler.finish().map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mask = mask.map(|m| m.finish()).transpose().map_err(|e| Status::invalid_argument(format!("mask: {e}")))?;
+        let stats = stats
+            .map(|s| s.finish())
+            .transpose()
+            .map_err(|e| Status::invalid_argument(format!("feature statistics: {e}")))?;
         let update = match task.kind {
             TaskKind::Train => Some(validate::update(info.clone(), header.num_samples, parameters, mask)?),
             _ => None,
@@ -174,7 +191,9 @@ impl FederationService {
         Ok(Report {
             client: info,
             round: header.round,
+            task_id: header.task_id,
             update,
+            stats,
             metrics: scalar::metrics_map(&header.metrics),
             bytes_up,
         })
@@ -312,6 +331,7 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         TaskKind::Train => pb::TaskKind::Train,
         TaskKind::Evaluate => pb::TaskKind::Evaluate,
         TaskKind::Finish => pb::TaskKind::Finish,
+        TaskKind::FeatureStats => pb::TaskKind::FeatureStats,
     };
     let parameters = a
         .parameters

@@ -10,8 +10,10 @@
 //! - [`seed`]: serialised use of torch's global generator (model initialisation).
 //! - [`train`]: [`train_local`], SGD over seeded mini-batches.
 //! - [`eval`]: [`evaluate`], accuracy and loss.
+//! - [`calibrate`]: the classifier's input features, and its retraining (CCVR).
 //! - [`error`]: the one error type, [`TorchError`].
 
+pub mod calibrate;
 pub mod client_data;
 pub mod device;
 pub mod error;

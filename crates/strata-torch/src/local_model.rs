@@ -55,8 +55,13 @@ impl LocalModel {
 
     /// Logits: the head applied to the (optionally normalized) features.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head_input_t(xs, train).apply(self.net.head())
+    }
+
+    /// What the head sees: the penultimate features, normalized when the model says so.
+    pub fn head_input_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let features = self.net.features_t(xs, train);
-        let features = match self.feature_norm {
+        match self.feature_norm {
             FeatureNorm::Off => features,
             norm => {
                 let d = features.size().last().copied().unwrap_or(1) as f64;
@@ -65,8 +70,7 @@ impl LocalModel {
                 let length = features.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
                 features / length * scale
             }
-        };
-        features.apply(self.net.head())
+        }
     }
 
     pub fn feature_norm(&self) -> FeatureNorm {

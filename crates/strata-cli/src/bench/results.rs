@@ -293,6 +293,7 @@ mod tests {
                 bytes_up: 2000,
                 bytes_down: 4000,
                 seconds_per_round: Some(1.5),
+                calibration: None,
             },
             rounds,
         }

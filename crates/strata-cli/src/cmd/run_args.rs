@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use strata_core::calibration::CalibrationMethod;
 use strata_core::config::{DatasetKind, FeatureNorm, RunConfig};
 use strata_core::partition::PartitionSpec;
 
@@ -28,7 +29,7 @@ pub struct RunArgs {
     pub round_timeout: Option<u64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Method: fedavg.
+    /// Method: local, fedavg, fedprox, fedper, fedrep, fedbn, ditto, fedcac.
     #[arg(long)]
     pub method: Option<String>,
     /// Dataset: fmnist, mnist, idx, cifar10, synthetic.
@@ -54,6 +55,12 @@ pub struct RunArgs {
     pub local_epochs: Option<usize>,
     #[arg(long)]
     pub momentum: Option<f64>,
+    /// Post-hoc classifier calibration after the last round: off or ccvr (methods with a global model).
+    #[arg(long)]
+    pub calibrate: Option<CalibrationMethod>,
+    /// Also calibrate every N rounds, for evaluation only (needs --calibrate).
+    #[arg(long)]
+    pub calibrate_every: Option<u64>,
 }
 
 impl RunArgs {
@@ -76,6 +83,12 @@ impl RunArgs {
              seed => c.seed, method => c.method, dataset => c.data.dataset, split => c.data.split,
              model => c.model.name, feature_norm => c.model.feature_norm, lr => c.train.lr, batch_size => c.train.batch_size,
              local_epochs => c.train.local_epochs, momentum => c.train.momentum);
+        if let Some(m) = self.calibrate {
+            c.calibration.method = m;
+        }
+        if let Some(n) = self.calibrate_every {
+            c.calibration.every = n;
+        }
         if let Some(p) = &self.data_path {
             c.data.path = Some(p.clone());
         }

@@ -79,6 +79,10 @@ pub trait Strategy: Send {
 /// Names of the registered methods.
 pub const METHODS: &[&str] = &["local", "fedavg", "fedprox", "fedper", "fedrep", "fedbn", "ditto", "fedcac"];
 
+/// Methods whose global model is the whole model and is what clients evaluate as the global
+/// one: those a post-hoc calibration of the global classifier (CCVR) composes with.
+pub const WITH_GLOBAL_MODEL: &[&str] = &["fedavg", "fedprox", "ditto"];
+
 /// Builds the strategy registered under `method`, starting from the initial parameters.
 pub fn build(method: &str, initial: TensorSet, params: &MethodParams) -> Result<Box<dyn Strategy>, String> {
     match method {

@@ -1,0 +1,189 @@
+//! CCVR's per-class feature statistics on the wire: a `FeatureStatsSpec` in the result header
+//! (dimension, classes ascending, counts), then `StatsSlice`s in order carrying, per class, the
+//! mean (`dim` values) and the covariance's upper triangle (`dim·(dim+1)/2` values), as f32
+//! little-endian. The server checks everything it can before using a single value.
+
+use strata_core::ccvr::{ClassStats, upper_len};
+
+use crate::chunk::MAX_CHUNK_BYTES;
+use crate::pb;
+
+/// The header part and the payload of a client's statistics (classes in the given order,
+/// which [`strata_core::ccvr::client_stats`] makes ascending).
+pub fn encode(stats: &[ClassStats], dim: usize) -> (pb::FeatureStatsSpec, Vec<u8>) {
+    let spec = pb::FeatureStatsSpec {
+        dim: dim as u32,
+        classes: stats.iter().map(|s| s.class).collect(),
+        counts: stats.iter().map(|s| s.count).collect(),
+    };
+    let mut bytes = Vec::with_capacity(stats.len() * (dim + upper_len(dim)) * 4);
+    for s in stats {
+        for v in s.mean.iter().chain(&s.cov_upper) {
+            bytes.extend_from_slice(&(*v as f32).to_le_bytes());
+        }
+    }
+    (spec, bytes)
+}
+
+/// Cuts the payload into slices of at most `chunk_bytes`.
+pub fn stats_slices(bytes: &[u8], chunk_bytes: usize) -> Vec<pb::StatsSlice> {
+    let step = chunk_bytes.clamp(4, MAX_CHUNK_BYTES);
+    bytes
+        .chunks(step)
+        .enumerate()
+        .map(|(i, c)| pb::StatsSlice { byte_offset: (i * step) as u64, data: c.to_vec() })
+        .collect()
+}
+
+/// What the receiver knows the statistics must fit.
+#[derive(Clone, Copy, Debug)]
+pub struct StatsExpectation {
+    /// The classifier's input dimension.
+    pub dim: usize,
+    /// Labels run from 0 to `num_classes - 1`.
+    pub num_classes: u32,
+    /// The client's training samples, when it reported them: counts cannot add up to more.
+    pub max_samples: Option<u64>,
+}
+
+/// Collects in-order slices of one client's statistics and decodes them.
+#[derive(Debug)]
+pub struct StatsAssembler {
+    dim: usize,
+    classes: Vec<u32>,
+    counts: Vec<u64>,
+    expected_bytes: usize,
+    bytes: Vec<u8>,
+}
+
+impl StatsAssembler {
+    /// Checks the header part against what the task expects.
+    pub fn new(spec: &pb::FeatureStatsSpec, expect: StatsExpectation) -> Result<Self, String> {
+        let dim = spec.dim as usize;
+        if dim != expect.dim {
+            return Err(format!(
+                "feature statistics of dimension {dim}, but the classifier's input has {}",
+                expect.dim
+            ));
+        }
+        if spec.classes.len() != spec.counts.len() {
+            return Err(format!("{} classes but {} counts", spec.classes.len(), spec.counts.len()));
+        }
+        if spec.classes.is_empty() {
+            return Err("feature statistics for no class at all".into());
+        }
+        if let Some(w) = spec.classes.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(format!("classes must be ascending and distinct: {} then {}", w[0], w[1]));
+        }
+        if let Some(c) = spec.classes.iter().find(|&&c| c >= expect.num_classes) {
+            return Err(format!("class {c} does not exist: the dataset has {} classes", expect.num_classes));
+        }
+        if let Some(i) = spec.counts.iter().position(|&n| n == 0) {
+            return Err(format!("class {}: a count of 0 (send only the classes you hold)", spec.classes[i]));
+        }
+        let total = spec.counts.iter().try_fold(0u64, |a, &n| a.checked_add(n)).unwrap_or(u64::MAX);
+        if let Some(max) = expect.max_samples
+            && total > max
+        {
+            return Err(format!("the class counts add up to {total}, more than the {max} training samples reported"));
+        }
+        let per_class = dim + upper_len(dim);
+        let expected_bytes = spec.classes.len() * per_class * 4;
+        Ok(Self { dim, classes: spec.classes.clone(), counts: spec.counts.clone(), expected_bytes, bytes: Vec::new() })
+    }
+
+    pub fn push(&mut self, slice: &pb::StatsSlice) -> Result<(), String> {
+        if slice.byte_offset != self.bytes.len() as u64 {
+            return Err(format!(
+                "statistics slice at byte {} out of order: expected byte {}",
+                slice.byte_offset,
+                self.bytes.len()
+            ));
+        }
+        if slice.data.len() > MAX_CHUNK_BYTES || self.bytes.len() + slice.data.len() > self.expected_bytes {
+            return Err(format!(
+                "statistics slice of {} bytes runs past the {} bytes the header declares",
+                slice.data.len(),
+                self.expected_bytes
+            ));
+        }
+        self.bytes.extend_from_slice(&slice.data);
+        Ok(())
+    }
+
+    /// The decoded statistics, once every byte arrived and every value is finite.
+    pub fn finish(self) -> Result<Vec<ClassStats>, String> {
+        if self.bytes.len() != self.expected_bytes {
+            return Err(format!("statistics end after {} of {} bytes", self.bytes.len(), self.expected_bytes));
+        }
+        let per_class = self.dim + upper_len(self.dim);
+        let mut values = self.bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        let mut out = Vec::with_capacity(self.classes.len());
+        for (&class, &count) in self.classes.iter().zip(&self.counts) {
+            let all: Vec<f64> = values.by_ref().take(per_class).collect();
+            if let Some(i) = all.iter().position(|v| !v.is_finite()) {
+                let what = if i < self.dim { "mean" } else { "covariance" };
+                return Err(format!("class {class}: a {what} value is not finite ({})", all[i]));
+            }
+            let (mean, cov_upper) = all.split_at(self.dim);
+            out.push(ClassStats { class, count, mean: mean.to_vec(), cov_upper: cov_upper.to_vec() });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn stats() -> Vec<ClassStats> {
+        let dim = 3;
+        [(1u32, 4u64), (4, 1)]
+            .iter()
+            .map(|&(class, count)| ClassStats {
+                class,
+                count,
+                mean: (0..dim).map(|i| f64::from(class) + i as f64 * 0.5).collect(),
+                cov_upper: (0..upper_len(dim)).map(|i| i as f64 * 0.25).collect(),
+            })
+            .collect()
+    }
+
+    fn expect() -> StatsExpectation {
+        StatsExpectation { dim: 3, num_classes: 10, max_samples: Some(5) }
+    }
+
+    fn assemble(spec: &pb::FeatureStatsSpec, bytes: &[u8], chunk: usize) -> Result<Vec<ClassStats>, String> {
+        let mut asm = StatsAssembler::new(spec, expect())?;
+        for s in stats_slices(bytes, chunk) {
+            asm.push(&s)?;
+        }
+        asm.finish()
+    }
+
+    #[test]
+    fn statistics_round_trip_in_slices() {
+        let (spec, bytes) = encode(&stats(), 3);
+        assert_eq!(bytes.len(), 2 * (3 + 6) * 4);
+        assert_eq!(assemble(&spec, &bytes, 8).unwrap(), stats());
+    }
+
+    #[test]
+    fn bad_statistics_are_refused_with_the_reason() {
+        let (spec, bytes) = encode(&stats(), 3);
+        let refused = |spec: pb::FeatureStatsSpec, bytes: &[u8]| assemble(&spec, bytes, 8).unwrap_err();
+        assert!(refused(pb::FeatureStatsSpec { dim: 4, ..spec.clone() }, &bytes).contains("dimension 4"));
+        assert!(refused(pb::FeatureStatsSpec { classes: vec![4, 1], ..spec.clone() }, &bytes).contains("ascending"));
+        assert!(refused(pb::FeatureStatsSpec { classes: vec![1, 10], ..spec.clone() }, &bytes).contains("class 10"));
+        assert!(refused(pb::FeatureStatsSpec { counts: vec![4, 0], ..spec.clone() }, &bytes).contains("count of 0"));
+        assert!(refused(pb::FeatureStatsSpec { counts: vec![4, 2], ..spec.clone() }, &bytes).contains("more than"));
+        assert!(refused(spec.clone(), &bytes[..bytes.len() - 4]).contains("end after"));
+        let mut nan = bytes.clone();
+        nan[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(refused(spec.clone(), &nan).contains("class 4: a mean value is not finite"));
+        let mut long = bytes.clone();
+        long.extend_from_slice(&[0; 4]);
+        assert!(refused(spec, &long).contains("runs past"));
+    }
+}

@@ -1,0 +1,131 @@
+//! CCVR's server half (`shared/methods/ccvr.md`): pool the clients' class statistics exactly,
+//! draw virtual features from the pooled Gaussians, and retrain the global model's classifier
+//! (`head.weight`, `head.bias`) on them, starting from its current values. No IO: the round
+//! loop gathers the statistics and sends the calibrated model out.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use strata_core::calibration::CalibrationConfig;
+use strata_core::ccvr::{self, ClassStats};
+use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
+use strata_torch::calibrate::{HeadTraining, LinearHead, retrain_head};
+
+pub const HEAD_WEIGHT: &str = "head.weight";
+pub const HEAD_BIAS: &str = "head.bias";
+
+/// The classifier's shape, `(classes, dim)`, from the model's specs.
+pub fn head_shape(model: &[TensorSpec]) -> Option<(usize, usize)> {
+    let weight = model.iter().find(|s| s.name == HEAD_WEIGHT)?;
+    match weight.shape.as_slice() {
+        &[classes, dim] => Some((classes, dim)),
+        _ => None,
+    }
+}
+
+/// A calibrated global model and what went into it.
+#[derive(Debug)]
+pub struct Calibrated {
+    pub parameters: TensorSet,
+    /// Classes the virtual set covers (those with at least two samples over all clients).
+    pub classes: usize,
+    pub virtual_features: usize,
+}
+
+/// Calibrates the classifier of `global` with every client's statistics (one list per
+/// client). `seed` makes the draws and the shuffling reproducible.
+pub fn calibrate(
+    global: &TensorSet,
+    stats: &[Vec<ClassStats>],
+    config: &CalibrationConfig,
+    seed: u64,
+) -> Result<Calibrated, String> {
+    let (weight, bias) = match (global.get(HEAD_WEIGHT), global.get(HEAD_BIAS)) {
+        (Some(w), Some(b)) => (w, b),
+        _ => return Err(format!("the global model has no `{HEAD_WEIGHT}` and `{HEAD_BIAS}` to calibrate")),
+    };
+    let (classes, dim) = head_shape(&[weight.spec()]).ok_or("the classifier's weight is not a matrix")?;
+    let all: Vec<ClassStats> = stats.iter().flatten().cloned().collect();
+    let pooled = ccvr::pool(&all, dim).map_err(|e| e.to_string())?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut features, mut labels) = (Vec::new(), Vec::new());
+    let mut covered = 0;
+    for class in pooled.iter().filter(|c| c.is_sampleable() && (c.class as usize) < classes) {
+        let drawn = ccvr::sample(class, config.samples_per_class, &mut rng);
+        covered += 1;
+        labels.extend(std::iter::repeat_n(i64::from(class.class), drawn.len()));
+        features.extend(drawn.into_iter().flatten());
+    }
+    if labels.is_empty() {
+        return Err("no class has two or more samples over all clients: nothing to sample".into());
+    }
+    let head = LinearHead { classes, dim, weight: weight.values.clone(), bias: bias.values.clone() };
+    let training =
+        HeadTraining { epochs: config.epochs, lr: config.lr, batch_size: config.batch_size, seed: seed ^ 0x5eed };
+    let trained = retrain_head(&head, &features, &labels, training).map_err(|e| e.to_string())?;
+    if trained.weight.iter().chain(&trained.bias).any(|v| !v.is_finite()) {
+        return Err(format!(
+            "the retrained classifier has non-finite values: lower calibration.lr (now {})",
+            config.lr
+        ));
+    }
+    let mut parameters = global.clone();
+    let replacement = TensorSet::new(vec![
+        NamedTensor::new(HEAD_WEIGHT, weight.shape.clone(), trained.weight).map_err(|e| e.to_string())?,
+        NamedTensor::new(HEAD_BIAS, bias.shape.clone(), trained.bias).map_err(|e| e.to_string())?,
+    ])
+    .map_err(|e| e.to_string())?;
+    parameters.overwrite_from(&replacement).map_err(|e| e.to_string())?;
+    Ok(Calibrated { parameters, classes: covered, virtual_features: labels.len() })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use strata_core::calibration::CalibrationMethod;
+    use strata_core::ccvr::client_stats;
+
+    use super::*;
+
+    fn global(weight: Vec<f32>) -> TensorSet {
+        TensorSet::new(vec![
+            NamedTensor::new("body.w", vec![2], vec![7.0, 8.0]).unwrap(),
+            NamedTensor::new(HEAD_BIAS, vec![2], vec![0.0, 0.0]).unwrap(),
+            NamedTensor::new(HEAD_WEIGHT, vec![2, 2], weight).unwrap(),
+        ])
+        .unwrap()
+    }
+
+    /// Two clients, one class each (the label skew CCVR is for), features clustered at ±1 on
+    /// the first axis; the classifier starts out backwards. Calibration fixes it and leaves
+    /// the body alone.
+    #[test]
+    fn calibration_retrains_the_head_from_pooled_statistics_only() {
+        let client = |class: u32, centre: f32| {
+            let features: Vec<f32> =
+                (0..20).flat_map(|i| [centre + (i % 5) as f32 * 0.05, (i % 3) as f32 * 0.1]).collect();
+            client_stats(&features, &vec![class; 20], 2)
+        };
+        let stats = vec![client(0, 1.0), client(1, -1.0)];
+        let config = CalibrationConfig { method: CalibrationMethod::Ccvr, lr: 0.5, ..Default::default() };
+        let before = global(vec![-1.0, 0.0, 1.0, 0.0]);
+        let out = calibrate(&before, &stats, &config, 1).unwrap();
+        assert_eq!((out.classes, out.virtual_features), (2, 2 * config.samples_per_class));
+        assert_eq!(out.parameters.get("body.w"), before.get("body.w"));
+        let w = &out.parameters.get(HEAD_WEIGHT).unwrap().values;
+        // Class 0 (at +1) now scores higher on +x than class 1 does.
+        assert!(w[0] > w[2], "{w:?}");
+        let again = calibrate(&before, &stats, &config, 1).unwrap();
+        assert_eq!(again.parameters, out.parameters, "seeded: reproducible");
+    }
+
+    #[test]
+    fn statistics_that_cannot_be_sampled_or_a_missing_head_are_errors() {
+        let config = CalibrationConfig { method: CalibrationMethod::Ccvr, ..Default::default() };
+        let single = vec![client_stats(&[1.0, 2.0], &[0], 2)];
+        assert!(calibrate(&global(vec![0.0; 4]), &single, &config, 1).unwrap_err().contains("two or more"));
+        let no_head = TensorSet::new(vec![NamedTensor::new("body.w", vec![2], vec![0.0; 2]).unwrap()]).unwrap();
+        assert!(calibrate(&no_head, &single, &config, 1).unwrap_err().contains("head.weight"));
+        let wrong_dim = vec![client_stats(&[1.0, 2.0, 3.0, 1.0, 2.0, 4.0], &[0, 0], 3)];
+        assert!(calibrate(&global(vec![0.0; 4]), &wrong_dim, &config, 1).is_err());
+    }
+}
