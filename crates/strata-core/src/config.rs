@@ -189,7 +189,12 @@ impl std::str::FromStr for FeatureNorm {
 pub struct TrainConfig {
     pub lr: f64,
     pub batch_size: usize,
+    /// Full passes over the training samples per round; ignored when `local_steps` is set.
     pub local_epochs: usize,
+    /// Optimizer steps per round instead of epochs (Zhang et al.'s protocol: 10 steps), with
+    /// batches continuing across epoch boundaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_steps: Option<usize>,
     #[serde(default)]
     pub momentum: f64,
     #[serde(default)]
@@ -220,7 +225,14 @@ impl RunConfig {
                 synthetic: SyntheticConfig::default(),
             },
             model: ModelConfig { name: "cnn".into(), feature_norm: FeatureNorm::Off },
-            train: TrainConfig { lr: 0.005, batch_size: 10, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 },
+            train: TrainConfig {
+                lr: 0.005,
+                batch_size: 10,
+                local_epochs: 1,
+                local_steps: None,
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
             methods: MethodParams::default(),
         }
     }
@@ -268,6 +280,9 @@ impl RunConfig {
         }
         if self.train.local_epochs == 0 {
             return bad("train.local_epochs must be at least 1".into());
+        }
+        if self.train.local_steps == Some(0) {
+            return bad("train.local_steps must be at least 1 (or left out to train local_epochs epochs)".into());
         }
         if matches!(self.data.dataset, DatasetKind::Idx | DatasetKind::Cifar10) && self.data.path.is_none() {
             return bad(format!("data.path is required for dataset `{}`", self.data.dataset));
@@ -322,6 +337,29 @@ mod tests {
         let mut config = RunConfig::reference_fmnist();
         config.fraction = 0.0;
         assert!(config.validate().unwrap_err().to_string().contains("fraction"));
+    }
+
+    #[test]
+    fn local_steps_is_optional_and_round_trips() {
+        let config = RunConfig::reference_fmnist();
+        assert!(!config.to_toml().contains("local_steps"), "unset steps stay out of the file");
+        let mut steps = config.clone();
+        steps.train.local_steps = Some(10);
+        let text = steps.to_toml();
+        assert!(text.contains("local_steps = 10"), "{text}");
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), steps);
+        let without = text.replace("local_steps = 10\n", "");
+        assert_eq!(RunConfig::from_toml(&without).unwrap(), config);
+    }
+
+    #[test]
+    fn zero_local_steps_are_refused() {
+        let mut config = RunConfig::reference_fmnist();
+        config.train.local_steps = Some(0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("train.local_steps"), "{err}");
+        config.train.local_steps = Some(1);
+        assert!(config.validate().is_ok());
     }
 
     #[test]
