@@ -154,12 +154,15 @@ impl Default for SyntheticConfig {
 pub struct ModelConfig {
     /// Registered model name: `cnn` (PFLlib's FedAvgCNN), `cnn-bn`, `mlp`, `resnet8`.
     pub name: String,
-    /// Feature normalization of the head's input (Zhang et al., arXiv:2308.09565).
+    /// Feature normalization of the head's input, or layer norm in the body (Zhang et al.,
+    /// arXiv:2308.09565).
     #[serde(default)]
     pub feature_norm: FeatureNorm,
 }
 
-/// Normalizes the penultimate feature h per sample before the classifier: h ← s·h/‖h‖₂.
+/// Per-sample normalization of the features (Zhang et al., arXiv:2308.09565): `unit` and
+/// `sqrt-d` scale the penultimate feature h before the classifier, h ← s·h/‖h‖₂; `layer-norm`
+/// normalizes after every activation of the body instead. None of them adds a parameter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeatureNorm {
@@ -169,6 +172,9 @@ pub enum FeatureNorm {
     Unit,
     /// s = √d, d the feature dimension (the authors' ResNet code).
     SqrtD,
+    /// The paper's LN variant: layer norm without affine parameters (GroupNorm with one group
+    /// over each sample's C×H×W, or its features) after each ReLU of the body.
+    LayerNorm,
 }
 
 impl std::str::FromStr for FeatureNorm {
@@ -179,7 +185,8 @@ impl std::str::FromStr for FeatureNorm {
             "off" => Ok(FeatureNorm::Off),
             "unit" => Ok(FeatureNorm::Unit),
             "sqrt-d" => Ok(FeatureNorm::SqrtD),
-            other => Err(format!("unknown feature norm `{other}`: expected off, unit or sqrt-d")),
+            "layer-norm" => Ok(FeatureNorm::LayerNorm),
+            other => Err(format!("unknown feature norm `{other}`: expected off, unit, sqrt-d or layer-norm")),
         }
     }
 }
@@ -360,6 +367,25 @@ mod tests {
         assert!(err.contains("train.local_steps"), "{err}");
         config.train.local_steps = Some(1);
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn feature_norm_has_the_same_spellings_in_toml_and_flags() {
+        for (text, norm) in [
+            ("off", FeatureNorm::Off),
+            ("unit", FeatureNorm::Unit),
+            ("sqrt-d", FeatureNorm::SqrtD),
+            ("layer-norm", FeatureNorm::LayerNorm),
+        ] {
+            assert_eq!(text.parse::<FeatureNorm>(), Ok(norm));
+            let mut config = RunConfig::reference_fmnist();
+            config.model.feature_norm = norm;
+            let toml = config.to_toml();
+            assert!(toml.contains(&format!("feature_norm = \"{text}\"")), "{toml}");
+            assert_eq!(RunConfig::from_toml(&toml).unwrap(), config);
+        }
+        let err = "layernorm".parse::<FeatureNorm>().unwrap_err();
+        assert!(err.contains("layer-norm"), "{err}");
     }
 
     #[test]

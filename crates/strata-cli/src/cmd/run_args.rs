@@ -43,7 +43,8 @@ pub struct RunArgs {
     /// Model: cnn, cnn-bn, mlp, resnet8.
     #[arg(long)]
     pub model: Option<String>,
-    /// Feature normalization before the classifier: off, unit or sqrt-d.
+    /// Feature normalization: off, unit or sqrt-d (of the classifier's input), or layer-norm
+    /// (after each ReLU of the body).
     #[arg(long)]
     pub feature_norm: Option<FeatureNorm>,
     #[arg(long)]
@@ -143,6 +144,14 @@ mod tests {
 
         let err = resolve(&["--local-steps", "0"]).err().unwrap().to_string();
         assert!(err.contains("train.local_steps"), "{err}");
+    }
+
+    #[test]
+    fn feature_norm_flag_takes_every_variant() {
+        let c = resolve(&["--feature-norm", "layer-norm"]).unwrap();
+        assert_eq!(c.model.feature_norm, FeatureNorm::LayerNorm);
+        let err = resolve(&["--feature-norm", "ln"]).err().unwrap().to_string();
+        assert!(err.contains("layer-norm"), "{err}");
     }
 
     #[test]
