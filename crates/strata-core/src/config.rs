@@ -158,12 +158,15 @@ impl Default for SyntheticConfig {
 pub struct ModelConfig {
     /// Registered model name: `cnn` (PFLlib's FedAvgCNN), `cnn-bn`, `mlp`, `resnet8`.
     pub name: String,
-    /// Feature normalization of the head's input (Zhang et al., arXiv:2308.09565).
+    /// Feature normalization of the head's input, or layer norm in the body (Zhang et al.,
+    /// arXiv:2308.09565).
     #[serde(default)]
     pub feature_norm: FeatureNorm,
 }
 
-/// Normalizes the penultimate feature h per sample before the classifier: h ← s·h/‖h‖₂.
+/// Per-sample normalization of the features (Zhang et al., arXiv:2308.09565): `unit` and
+/// `sqrt-d` scale the penultimate feature h before the classifier, h ← s·h/‖h‖₂; `layer-norm`
+/// normalizes after every activation of the body instead. None of them adds a parameter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeatureNorm {
@@ -173,6 +176,9 @@ pub enum FeatureNorm {
     Unit,
     /// s = √d, d the feature dimension (the authors' ResNet code).
     SqrtD,
+    /// The paper's LN variant: layer norm without affine parameters (GroupNorm with one group
+    /// over each sample's C×H×W, or its features) after each ReLU of the body.
+    LayerNorm,
 }
 
 impl std::str::FromStr for FeatureNorm {
@@ -183,7 +189,8 @@ impl std::str::FromStr for FeatureNorm {
             "off" => Ok(FeatureNorm::Off),
             "unit" => Ok(FeatureNorm::Unit),
             "sqrt-d" => Ok(FeatureNorm::SqrtD),
-            other => Err(format!("unknown feature norm `{other}`: expected off, unit or sqrt-d")),
+            "layer-norm" => Ok(FeatureNorm::LayerNorm),
+            other => Err(format!("unknown feature norm `{other}`: expected off, unit, sqrt-d or layer-norm")),
         }
     }
 }
@@ -193,7 +200,12 @@ impl std::str::FromStr for FeatureNorm {
 pub struct TrainConfig {
     pub lr: f64,
     pub batch_size: usize,
+    /// Full passes over the training samples per round; ignored when `local_steps` is set.
     pub local_epochs: usize,
+    /// Optimizer steps per round instead of epochs (Zhang et al.'s protocol: 10 steps), with
+    /// batches continuing across epoch boundaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_steps: Option<usize>,
     #[serde(default)]
     pub momentum: f64,
     #[serde(default)]
@@ -224,7 +236,14 @@ impl RunConfig {
                 synthetic: SyntheticConfig::default(),
             },
             model: ModelConfig { name: "cnn".into(), feature_norm: FeatureNorm::Off },
-            train: TrainConfig { lr: 0.005, batch_size: 10, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 },
+            train: TrainConfig {
+                lr: 0.005,
+                batch_size: 10,
+                local_epochs: 1,
+                local_steps: None,
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
             methods: MethodParams::default(),
             calibration: CalibrationConfig::default(),
         }
@@ -273,6 +292,9 @@ impl RunConfig {
         }
         if self.train.local_epochs == 0 {
             return bad("train.local_epochs must be at least 1".into());
+        }
+        if self.train.local_steps == Some(0) {
+            return bad("train.local_steps must be at least 1 (or left out to train local_epochs epochs)".into());
         }
         if matches!(self.data.dataset, DatasetKind::Idx | DatasetKind::Cifar10) && self.data.path.is_none() {
             return bad(format!("data.path is required for dataset `{}`", self.data.dataset));
@@ -328,6 +350,48 @@ mod tests {
         let mut config = RunConfig::reference_fmnist();
         config.fraction = 0.0;
         assert!(config.validate().unwrap_err().to_string().contains("fraction"));
+    }
+
+    #[test]
+    fn local_steps_is_optional_and_round_trips() {
+        let config = RunConfig::reference_fmnist();
+        assert!(!config.to_toml().contains("local_steps"), "unset steps stay out of the file");
+        let mut steps = config.clone();
+        steps.train.local_steps = Some(10);
+        let text = steps.to_toml();
+        assert!(text.contains("local_steps = 10"), "{text}");
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), steps);
+        let without = text.replace("local_steps = 10\n", "");
+        assert_eq!(RunConfig::from_toml(&without).unwrap(), config);
+    }
+
+    #[test]
+    fn zero_local_steps_are_refused() {
+        let mut config = RunConfig::reference_fmnist();
+        config.train.local_steps = Some(0);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("train.local_steps"), "{err}");
+        config.train.local_steps = Some(1);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn feature_norm_has_the_same_spellings_in_toml_and_flags() {
+        for (text, norm) in [
+            ("off", FeatureNorm::Off),
+            ("unit", FeatureNorm::Unit),
+            ("sqrt-d", FeatureNorm::SqrtD),
+            ("layer-norm", FeatureNorm::LayerNorm),
+        ] {
+            assert_eq!(text.parse::<FeatureNorm>(), Ok(norm));
+            let mut config = RunConfig::reference_fmnist();
+            config.model.feature_norm = norm;
+            let toml = config.to_toml();
+            assert!(toml.contains(&format!("feature_norm = \"{text}\"")), "{toml}");
+            assert_eq!(RunConfig::from_toml(&toml).unwrap(), config);
+        }
+        let err = "layernorm".parse::<FeatureNorm>().unwrap_err();
+        assert!(err.contains("layer-norm"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         test_y: Tensor::zeros([0], (Kind::Int64, device)),
     };
     let mut model = LocalModel::new("cnn", &shape, device, 1)?;
-    let cfg = TrainConfig { lr: 0.005, batch_size: batch, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 };
+    let cfg = TrainConfig {
+        lr: 0.005,
+        batch_size: batch,
+        local_epochs: 1,
+        local_steps: None,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    };
 
     // Warm-up (allocator, kernels), then the timed epoch.
     let warm = ClientTensors {

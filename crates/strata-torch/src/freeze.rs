@@ -50,7 +50,14 @@ mod tests {
         };
         let share = ClientShare { train: (0..16).collect(), test: (16..20).collect() };
         let data = ClientTensors::from_share(&dataset, &share, tch::Device::Cpu).expect("data");
-        let cfg = TrainConfig { lr: 0.5, batch_size: 4, local_epochs: 1, momentum: 0.0, weight_decay: 0.0 };
+        let cfg = TrainConfig {
+            lr: 0.5,
+            batch_size: 4,
+            local_epochs: 1,
+            local_steps: None,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        };
         let before = model.export();
         with_frozen(&mut model, &|name: &str| name.starts_with("body."), |m| train_local(m, &data, &cfg, 1))
             .expect("train");

@@ -9,7 +9,7 @@ use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::TorchError;
-use crate::model::{self, Net};
+use crate::model::{self, BodyNorm, Net};
 use crate::seed::with_seed;
 
 /// A model ready for local training: its variables live in `vs`, `net` computes with them.
@@ -32,7 +32,8 @@ impl LocalModel {
         Self::with_feature_norm(model_name, shape, device, seed, FeatureNorm::Off)
     }
 
-    /// [`LocalModel::new`] with feature normalization of the classifier's input.
+    /// [`LocalModel::new`] with feature normalization of the classifier's input, or, for
+    /// [`FeatureNorm::LayerNorm`], layer norm inside the body (same variables either way).
     pub fn with_feature_norm(
         model_name: &str,
         shape: &DataShape,
@@ -41,7 +42,11 @@ impl LocalModel {
         feature_norm: FeatureNorm,
     ) -> Result<Self, TorchError> {
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = with_seed(seed, || model::build(model_name, &vs.root(), shape))?;
+        let body_norm = match feature_norm {
+            FeatureNorm::LayerNorm => BodyNorm::Layer,
+            FeatureNorm::Off | FeatureNorm::Unit | FeatureNorm::SqrtD => BodyNorm::None,
+        };
+        let net = with_seed(seed, || model::build_with_norm(model_name, &vs.root(), shape, body_norm))?;
         if device != Device::Cpu {
             vs.set_device(device);
         }
@@ -62,7 +67,8 @@ impl LocalModel {
     pub fn head_input_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let features = self.net.features_t(xs, train);
         match self.feature_norm {
-            FeatureNorm::Off => features,
+            // The layer norm is inside the body: the features arrive normalized.
+            FeatureNorm::Off | FeatureNorm::LayerNorm => features,
             norm => {
                 let d = features.size().last().copied().unwrap_or(1) as f64;
                 let scale = if norm == FeatureNorm::SqrtD { d.sqrt() } else { 1.0 };

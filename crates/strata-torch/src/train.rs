@@ -19,7 +19,8 @@ pub struct TrainStats {
     /// Cross-entropy averaged over every sample seen (each batch's mean loss weighted by its
     /// size); extra loss terms are not included. 0 when no sample was seen.
     pub mean_loss: f64,
-    /// Samples seen, counting each epoch: `local_epochs × train_len`.
+    /// Samples seen, a sample drawn again in a later epoch counting again: `local_epochs ×
+    /// train_len`, or the sizes of the `local_steps` batches added up.
     pub samples: u64,
     /// Optimizer steps taken.
     pub steps: u64,
@@ -42,12 +43,16 @@ pub fn train_local(
 }
 
 /// Trains `model` for `cfg.local_epochs` epochs of SGD (lr, momentum, weight decay from `cfg`)
-/// with a fresh optimizer, so momentum does not carry over between calls.
+/// with a fresh optimizer, so momentum does not carry over between calls. With
+/// `cfg.local_steps` set, it takes exactly that many steps instead, however many epochs that
+/// spans (none on an empty training set).
 ///
 /// Each epoch visits the training samples in an order drawn from ChaCha8 seeded with `seed`
 /// (not torch's global generator, so concurrent clients stay deterministic), in batches of
-/// `cfg.batch_size` with the last partial batch kept (PyTorch's `drop_last=False`). The model
-/// is in train mode (batch statistics in norm layers) throughout.
+/// `cfg.batch_size` with the last partial batch kept (PyTorch's `drop_last=False`). Steps
+/// continue into a freshly shuffled epoch as `next(iter(loader))` with a restart on
+/// `StopIteration` does in the reference code of step-based protocols. The model is in train
+/// mode (batch statistics in norm layers) throughout.
 pub fn train_local_with(
     model: &mut LocalModel,
     data: &ClientTensors,
@@ -57,6 +62,9 @@ pub fn train_local_with(
 ) -> Result<TrainStats, TorchError> {
     if cfg.batch_size == 0 {
         return Err(TorchError::Train("train.batch_size must be at least 1".into()));
+    }
+    if cfg.local_steps == Some(0) {
+        return Err(TorchError::Train("train.local_steps must be at least 1".into()));
     }
     if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
         return Err(TorchError::Train(format!("train.lr must be a positive number, got {}", cfg.lr)));
@@ -72,10 +80,22 @@ pub fn train_local_with(
     // synchronise a GPU.
     let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
     let mut steps = 0u64;
-    for _ in 0..cfg.local_epochs {
+    let mut samples = 0u64;
+    let budget_spent = |steps: u64| cfg.local_steps.is_some_and(|k| steps >= k as u64);
+    let finished = |epoch: usize, steps: u64| match cfg.local_steps {
+        // An empty training set would never spend the budget.
+        Some(_) => budget_spent(steps) || n == 0,
+        None => epoch >= cfg.local_epochs,
+    };
+    let mut epoch = 0usize;
+    while !finished(epoch, steps) {
+        epoch += 1;
         order.shuffle(&mut rng);
         let order_t = Tensor::from_slice(&order).to_device(device);
         for first in (0..n).step_by(cfg.batch_size) {
+            if budget_spent(steps) {
+                break;
+            }
             let len = cfg.batch_size.min(n - first);
             let idx = order_t.narrow(0, first as i64, len as i64);
             let xs = data.train_x.index_select(0, &idx);
@@ -87,9 +107,9 @@ pub fn train_local_with(
             }
             loss_sum += ce.detach() * len as f64;
             steps += 1;
+            samples += len as u64;
         }
     }
-    let samples = (n * cfg.local_epochs) as u64;
     let mean_loss = if samples == 0 { 0.0 } else { loss_sum.double_value(&[]) / samples as f64 };
     Ok(TrainStats { mean_loss, samples, steps, seconds: start.elapsed().as_secs_f64() })
 }

@@ -44,7 +44,8 @@ pub struct RunArgs {
     /// Model: cnn, cnn-bn, mlp, resnet8.
     #[arg(long)]
     pub model: Option<String>,
-    /// Feature normalization before the classifier: off, unit or sqrt-d.
+    /// Feature normalization: off, unit or sqrt-d (of the classifier's input), or layer-norm
+    /// (after each ReLU of the body).
     #[arg(long)]
     pub feature_norm: Option<FeatureNorm>,
     #[arg(long)]
@@ -53,6 +54,9 @@ pub struct RunArgs {
     pub batch_size: Option<usize>,
     #[arg(long)]
     pub local_epochs: Option<usize>,
+    /// Optimizer steps per round instead of epochs (`--local-epochs` alone goes back to epochs).
+    #[arg(long)]
+    pub local_steps: Option<usize>,
     #[arg(long)]
     pub momentum: Option<f64>,
     /// Post-hoc classifier calibration after the last round: off or ccvr (methods with a global model).
@@ -92,6 +96,12 @@ impl RunArgs {
         if let Some(p) = &self.data_path {
             c.data.path = Some(p.clone());
         }
+        match self.local_steps {
+            Some(k) => c.train.local_steps = Some(k),
+            // Asking for epochs must not be silently overruled by a config's step count.
+            None if self.local_epochs.is_some() => c.train.local_steps = None,
+            None => {}
+        }
         match self.min_clients {
             Some(m) => c.min_clients = m,
             // Changing the federation's size without saying how many must answer means all.
@@ -127,6 +137,34 @@ mod tests {
         assert_eq!((c.clients, c.min_clients, c.rounds), (3, 3, 2));
         assert_eq!(c.data.split, PartitionSpec::Iid);
         assert_eq!(c.train.lr, 0.005);
+    }
+
+    #[test]
+    fn local_steps_replace_epochs_until_epochs_are_asked_for() {
+        let c = resolve(&["--local-steps", "10", "--batch-size", "32"]).unwrap();
+        assert_eq!((c.train.local_steps, c.train.batch_size, c.train.local_epochs), (Some(10), 32, 1));
+        assert_eq!(resolve(&[]).unwrap().train.local_steps, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steps.toml");
+        let mut file = RunConfig::reference_fmnist();
+        file.train.local_steps = Some(10);
+        std::fs::write(&path, file.to_toml()).unwrap();
+        let config = path.to_str().unwrap();
+        assert_eq!(resolve(&["--config", config]).unwrap().train.local_steps, Some(10));
+        let c = resolve(&["--config", config, "--local-epochs", "2"]).unwrap();
+        assert_eq!((c.train.local_steps, c.train.local_epochs), (None, 2));
+
+        let err = resolve(&["--local-steps", "0"]).err().unwrap().to_string();
+        assert!(err.contains("train.local_steps"), "{err}");
+    }
+
+    #[test]
+    fn feature_norm_flag_takes_every_variant() {
+        let c = resolve(&["--feature-norm", "layer-norm"]).unwrap();
+        assert_eq!(c.model.feature_norm, FeatureNorm::LayerNorm);
+        let err = resolve(&["--feature-norm", "ln"]).err().unwrap().to_string();
+        assert!(err.contains("layer-norm"), "{err}");
     }
 
     #[test]

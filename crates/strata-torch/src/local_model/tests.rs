@@ -121,3 +121,37 @@ fn feature_norm_scales_the_classifier_input_and_changes_no_parameter() {
     let out = model.forward_t(&(zeros - 1000.0), false);
     assert!(out.isfinite().all().int64_value(&[]) == 1);
 }
+
+#[test]
+fn layer_norm_lives_in_the_body_and_the_head_sees_its_features_unscaled() {
+    use strata_core::config::FeatureNorm;
+    let plain = model("cnn", 5);
+    let ln = LocalModel::with_feature_norm("cnn", &mnist(), Device::Cpu, 5, FeatureNorm::LayerNorm).expect("model");
+    assert_eq!((ln.spec(), ln.export()), (plain.spec(), plain.export()), "LN adds no variable");
+    let xs = crate::seed::with_seed(2, || Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu)));
+    let features = ln.net().features_t(&xs, false);
+    let expected = features.apply(ln.net().head());
+    assert!(ln.forward_t(&xs, false).equal(&expected), "no further rescaling");
+    assert!(!features.allclose(&plain.net().features_t(&xs, false), 1e-3, 1e-3, false), "the body normalizes");
+}
+
+#[test]
+fn layer_norm_models_still_train() {
+    use strata_core::config::FeatureNorm;
+    use tch::nn::OptimizerConfig;
+    let xs = crate::seed::with_seed(3, || Tensor::randn([8, 1, 16, 16], (Kind::Float, Device::Cpu)));
+    let ys = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1, 2, 3]);
+    let shape = DataShape { sample_shape: vec![1, 16, 16], num_classes: 4 };
+    for name in ["cnn", "mlp"] {
+        let m = LocalModel::with_feature_norm(name, &shape, Device::Cpu, 6, FeatureNorm::LayerNorm).expect("model");
+        // The paper's lr: unit-variance features make the head's steps large, so 0.05 already oscillates.
+        let mut opt = tch::nn::Sgd::default().build(m.var_store(), 0.01).expect("optimizer");
+        let loss = |m: &LocalModel| m.forward_t(&xs, true).cross_entropy_for_logits(&ys);
+        let before = loss(&m).double_value(&[]);
+        for _ in 0..5 {
+            opt.backward_step(&loss(&m));
+        }
+        let after = loss(&m).double_value(&[]);
+        assert!(after < 0.5 * before, "{name}: loss {before} → {after}");
+    }
+}

@@ -6,12 +6,15 @@
 //! `cnn-bn` puts a BatchNorm2d after each convolution (before the ReLU), for FedBN
 //! (Li et al., "FedBN: Federated Learning on Non-IID Features via Local Batch
 //! Normalization", ICLR 2021).
+//!
+//! With [`BodyNorm::Layer`] each ReLU (the three of the body) is followed by a layer norm,
+//! before the pooling, as in the authors' CNN (`feature_norm_after_activation`).
 
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
 
 use super::Net;
-use super::layers::{Conv2d, ConvSpec, batch_norm2d, conv2d, linear};
+use super::layers::{BodyNorm, Conv2d, ConvSpec, batch_norm2d, conv2d, linear};
 
 /// `body.conv1`, `body.bn1` (cnn-bn), `body.conv2`, `body.bn2` (cnn-bn), `body.fc1`, `head`.
 #[derive(Debug)]
@@ -22,6 +25,7 @@ pub struct FedAvgCnn {
     bn2: Option<nn::BatchNorm>,
     fc1: nn::Linear,
     head: nn::Linear,
+    norm: BodyNorm,
 }
 
 /// Side of the feature map after the two conv+pool stages, if any is left.
@@ -32,7 +36,7 @@ pub fn output_side(side: usize) -> Option<usize> {
 
 impl FedAvgCnn {
     /// `flat` is 64 × (side after the two stages)², checked by the registry.
-    pub fn new(root: &nn::Path, channels: i64, flat: i64, classes: i64, batch_norm: bool) -> Self {
+    pub fn new(root: &nn::Path, channels: i64, flat: i64, classes: i64, batch_norm: bool, norm: BodyNorm) -> Self {
         let body = root / "body";
         let conv = |in_ch, out_ch| ConvSpec { in_ch, out_ch, kernel: 5, stride: 1, padding: 0, bias: true };
         // PyTorch construction order: conv1, bn1, conv2, bn2, fc1, fc (norm layers draw nothing).
@@ -42,24 +46,24 @@ impl FedAvgCnn {
         let bn2 = batch_norm.then(|| batch_norm2d(&(&body / "bn2"), 64));
         let fc1 = linear(&(&body / "fc1"), flat, 512);
         let head = linear(&(root / "head"), 512, classes);
-        Self { conv1, bn1, conv2, bn2, fc1, head }
+        Self { conv1, bn1, conv2, bn2, fc1, head, norm }
     }
 }
 
-fn stage(conv: &Conv2d, bn: Option<&nn::BatchNorm>, xs: &Tensor, train: bool) -> Tensor {
+fn stage(conv: &Conv2d, bn: Option<&nn::BatchNorm>, norm: BodyNorm, xs: &Tensor, train: bool) -> Tensor {
     let ys = conv.forward(xs);
     let ys = match bn {
         Some(bn) => bn.forward_t(&ys, train),
         None => ys,
     };
-    ys.relu().max_pool2d_default(2)
+    norm.relu(&ys).max_pool2d_default(2)
 }
 
 impl Net for FedAvgCnn {
     fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let ys = stage(&self.conv1, self.bn1.as_ref(), xs, train);
-        let ys = stage(&self.conv2, self.bn2.as_ref(), &ys, train);
-        self.fc1.forward(&ys.flatten(1, -1)).relu()
+        let ys = stage(&self.conv1, self.bn1.as_ref(), self.norm, xs, train);
+        let ys = stage(&self.conv2, self.bn2.as_ref(), self.norm, &ys, train);
+        self.norm.relu(&self.fc1.forward(&ys.flatten(1, -1)))
     }
 
     fn head(&self) -> &nn::Linear {

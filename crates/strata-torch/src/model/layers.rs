@@ -78,7 +78,32 @@ pub fn batch_norm2d(p: &nn::Path, channels: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, channels, config)
 }
 
-/// Applies a `ModuleT` (batch norm) and then ReLU.
-pub fn bn_relu(bn: &nn::BatchNorm, xs: &Tensor, train: bool) -> Tensor {
-    bn.forward_t(xs, train).relu()
+/// Applies a `ModuleT` (batch norm) and then ReLU, followed by `norm`.
+pub fn bn_relu(bn: &nn::BatchNorm, xs: &Tensor, train: bool, norm: BodyNorm) -> Tensor {
+    norm.relu(&bn.forward_t(xs, train))
+}
+
+/// A parameter-free normalization a body applies after each of its ReLUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyNorm {
+    /// The model as published.
+    #[default]
+    None,
+    /// Layer norm without affine parameters, after the activation (the LN variant of Zhang et
+    /// al., arXiv:2308.09565): GroupNorm with one group over each sample's C×H×W, or over its
+    /// features for a linear layer.
+    Layer,
+}
+
+impl BodyNorm {
+    /// ReLU, then the normalization.
+    pub fn relu(self, xs: &Tensor) -> Tensor {
+        let ys = xs.relu();
+        match self {
+            BodyNorm::None => ys,
+            // No variables: the model's names and shapes, which the wire protocol goes by, stay
+            // those of the plain model. eps is PyTorch's default for nn.GroupNorm.
+            BodyNorm::Layer => ys.group_norm(1, None::<Tensor>, None::<Tensor>, 1e-5, false),
+        }
+    }
 }

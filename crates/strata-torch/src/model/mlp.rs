@@ -1,12 +1,13 @@
 //! `mlp`: the "2NN" of McMahan et al., "Communication-Efficient Learning of Deep Networks
 //! from Decentralized Data" (AISTATS 2017, arXiv:1602.05629): two hidden layers of 200 units
-//! with ReLU. Images are flattened, so it takes any sample shape.
+//! with ReLU. Images are flattened, so it takes any sample shape. With [`BodyNorm::Layer`]
+//! both ReLUs are followed by a layer norm over the 200 features.
 
 use tch::Tensor;
 use tch::nn::{self, Module};
 
 use super::Net;
-use super::layers::linear;
+use super::layers::{BodyNorm, linear};
 
 const HIDDEN: i64 = 200;
 
@@ -16,22 +17,24 @@ pub struct Mlp {
     fc1: nn::Linear,
     fc2: nn::Linear,
     head: nn::Linear,
+    norm: BodyNorm,
 }
 
 impl Mlp {
-    pub fn new(root: &nn::Path, input_len: i64, classes: i64) -> Self {
+    pub fn new(root: &nn::Path, input_len: i64, classes: i64, norm: BodyNorm) -> Self {
         let body = root / "body";
         let fc1 = linear(&(&body / "fc1"), input_len, HIDDEN);
         let fc2 = linear(&(&body / "fc2"), HIDDEN, HIDDEN);
         let head = linear(&(root / "head"), HIDDEN, classes);
-        Self { fc1, fc2, head }
+        Self { fc1, fc2, head, norm }
     }
 }
 
 impl Net for Mlp {
     fn features_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let xs = xs.flatten(1, -1);
-        self.fc2.forward(&self.fc1.forward(&xs).relu()).relu()
+        let hidden = self.norm.relu(&self.fc1.forward(&xs));
+        self.norm.relu(&self.fc2.forward(&hidden))
     }
 
     fn head(&self) -> &nn::Linear {

@@ -16,6 +16,7 @@ pub mod mlp;
 mod net;
 pub mod resnet;
 
+pub use layers::BodyNorm;
 pub use net::Net;
 
 use strata_core::data::DataShape;
@@ -32,6 +33,17 @@ pub fn names() -> &'static [&'static str] {
 /// order PyTorch would (so torch's global generator is drawn as in PyTorch). Draws happen
 /// here: call it inside [`crate::seed::with_seed`] (as `LocalModel::new` does).
 pub fn build(name: &str, root: &nn::Path, shape: &DataShape) -> Result<Box<dyn Net>, TorchError> {
+    build_with_norm(name, root, shape, BodyNorm::None)
+}
+
+/// [`build`] with `norm` after each ReLU of the body. `norm` has no variables, so the names,
+/// shapes and seeded initial values are those of the plain model.
+pub fn build_with_norm(
+    name: &str,
+    root: &nn::Path,
+    shape: &DataShape,
+    norm: BodyNorm,
+) -> Result<Box<dyn Net>, TorchError> {
     let unsupported = |reason: &str| TorchError::UnsupportedShape {
         model: name.to_string(),
         shape: shape.sample_shape.clone(),
@@ -56,11 +68,11 @@ pub fn build(name: &str, root: &nn::Path, shape: &DataShape) -> Result<Box<dyn N
                 return Err(unsupported("FedAvgCNN needs height and width of at least 16"));
             };
             let flat = to_i64(64 * h * w);
-            Box::new(cnn::FedAvgCnn::new(root, channels, flat, classes, name == "cnn-bn"))
+            Box::new(cnn::FedAvgCnn::new(root, channels, flat, classes, name == "cnn-bn", norm))
         }
-        "mlp" => Box::new(mlp::Mlp::new(root, to_i64(shape.sample_len()), classes)),
-        "resnet8" | "resnet" => Box::new(resnet::ResNet::new(root, image()?.0, classes, resnet::Variant::Cifar)),
-        "resnet8-fling" => Box::new(resnet::ResNet::new(root, image()?.0, classes, resnet::Variant::Fling)),
+        "mlp" => Box::new(mlp::Mlp::new(root, to_i64(shape.sample_len()), classes, norm)),
+        "resnet8" | "resnet" => Box::new(resnet::ResNet::new(root, image()?.0, classes, resnet::Variant::Cifar, norm)),
+        "resnet8-fling" => Box::new(resnet::ResNet::new(root, image()?.0, classes, resnet::Variant::Fling, norm)),
         _ => {
             return Err(TorchError::UnknownModel {
                 name: name.to_string(),

@@ -10,12 +10,16 @@
 //!   torchvision's ImageNet stem (conv 7×7/2 → 64, BN, ReLU, max-pool 3/2), stages of
 //!   64/128/256 channels with strides 1/2/2, head 256 → C, convolutions re-initialised with
 //!   `kaiming_normal_(mode="fan_out", nonlinearity="relu")` as torchvision does.
+//!
+//! With [`BodyNorm::Layer`] every ReLU (the stem's, and both of each block, the second after
+//! the residual sum) is followed by a layer norm; the BatchNorms stay. The features are the
+//! global average of the last one, so they have zero mean per sample but not unit variance.
 
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
 
 use super::Net;
-use super::layers::{Conv2d, ConvSpec, batch_norm2d, bn_relu, conv2d, linear};
+use super::layers::{BodyNorm, Conv2d, ConvSpec, batch_norm2d, bn_relu, conv2d, linear};
 
 /// Which of the two variants to build.
 #[derive(Clone, Copy, Debug)]
@@ -52,14 +56,14 @@ impl BasicBlock {
         Self { conv1, bn1, conv2, bn2, downsample }
     }
 
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let ys = bn_relu(&self.bn1, &self.conv1.forward(xs), train);
+    fn forward_t(&self, xs: &Tensor, train: bool, norm: BodyNorm) -> Tensor {
+        let ys = bn_relu(&self.bn1, &self.conv1.forward(xs), train, norm);
         let ys = self.bn2.forward_t(&self.conv2.forward(&ys), train);
         let identity = match &self.downsample {
             Some((conv, bn)) => bn.forward_t(&conv.forward(xs), train),
             None => xs.shallow_clone(),
         };
-        (ys + identity).relu()
+        norm.relu(&(ys + identity))
     }
 
     /// Convolutions in PyTorch's `modules()` order: conv1, conv2, downsample.0.
@@ -76,10 +80,11 @@ pub struct ResNet {
     bn1: nn::BatchNorm,
     layers: Vec<BasicBlock>,
     head: nn::Linear,
+    norm: BodyNorm,
 }
 
 impl ResNet {
-    pub fn new(root: &nn::Path, channels: i64, classes: i64, variant: Variant) -> Self {
+    pub fn new(root: &nn::Path, channels: i64, classes: i64, variant: Variant, norm: BodyNorm) -> Self {
         let body = root / "body";
         let (stem, widths) = match variant {
             Variant::Cifar => (conv(channels, 16, 3, 1), [16, 32, 64]),
@@ -95,7 +100,7 @@ impl ResNet {
             in_ch = width;
         }
         let head = linear(&(root / "head"), in_ch, classes);
-        let mut net = Self { variant, conv1, bn1, layers, head };
+        let mut net = Self { variant, conv1, bn1, layers, head, norm };
         if let Variant::Fling = variant {
             net.reinit_convs_fan_out();
         }
@@ -119,12 +124,12 @@ impl ResNet {
 
 impl Net for ResNet {
     fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = bn_relu(&self.bn1, &self.conv1.forward(xs), train);
+        let mut ys = bn_relu(&self.bn1, &self.conv1.forward(xs), train, self.norm);
         if let Variant::Fling = self.variant {
             ys = ys.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
         for block in &self.layers {
-            ys = block.forward_t(&ys, train);
+            ys = block.forward_t(&ys, train, self.norm);
         }
         ys.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
     }

@@ -3,7 +3,7 @@
 use strata_core::data::DataShape;
 use tch::{Device, Kind, Tensor, nn};
 
-use super::{Net, build, names};
+use super::{BodyNorm, Net, build, build_with_norm, names};
 
 fn shape(sample_shape: &[usize], num_classes: usize) -> DataShape {
     DataShape { sample_shape: sample_shape.to_vec(), num_classes }
@@ -168,4 +168,66 @@ fn initial_values_follow_pytorch_defaults() {
     let ones = |n: &str| vars[n].eq(1.0).all().int64_value(&[]) == 1;
     assert!(ones("body.bn1.weight") && ones("body.bn1.running_var"));
     assert_eq!(max_abs("body.bn1.bias") + max_abs("body.bn1.running_mean"), 0.0);
+}
+
+/// Builds `name` with `norm` under seed 0; its variables by name and the net.
+fn built_with_norm(name: &str, s: &DataShape, norm: BodyNorm) -> (Vec<(String, Tensor)>, Box<dyn Net>) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = crate::seed::with_seed(0, || build_with_norm(name, &vs.root(), s, norm)).expect("model builds");
+    let mut vars: Vec<_> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    (vars, net)
+}
+
+#[test]
+fn layer_norm_changes_no_name_shape_or_initial_value() {
+    for &name in names() {
+        let s = if name == "mlp" { shape(&[60], 10) } else { shape(&[3, 32, 32], 10) };
+        let (plain, _) = built_with_norm(name, &s, BodyNorm::None);
+        let (normed, _) = built_with_norm(name, &s, BodyNorm::Layer);
+        assert_eq!(plain.len(), normed.len(), "{name}");
+        for ((pn, pt), (ln, lt)) in plain.iter().zip(&normed) {
+            assert_eq!((pn, pt.size()), (ln, lt.size()), "{name}");
+            assert!(pt.equal(lt), "{name}: {pn} starts elsewhere");
+        }
+    }
+}
+
+/// Per-sample mean and biased variance of `features_t` on a random batch of 6.
+fn feature_moments(net: &dyn Net, s: &DataShape, train: bool) -> (Tensor, Tensor) {
+    let mut dims = vec![6i64];
+    dims.extend(s.sample_shape.iter().map(|&d| d as i64));
+    let xs = crate::seed::with_seed(1, || Tensor::randn(dims.as_slice(), (Kind::Float, Device::Cpu)));
+    let f = net.features_t(&xs, train);
+    let dim = [-1i64];
+    (f.mean_dim(dim.as_slice(), false, Kind::Float), f.var_dim(dim.as_slice(), false, false))
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
+
+#[test]
+fn layer_norm_standardizes_each_samples_penultimate_features() {
+    for (name, s) in
+        [("cnn", shape(&[1, 28, 28], 10)), ("cnn-bn", shape(&[3, 32, 32], 10)), ("mlp", shape(&[1, 28, 28], 10))]
+    {
+        let (_, net) = built_with_norm(name, &s, BodyNorm::Layer);
+        for train in [false, true] {
+            let (mean, var) = feature_moments(net.as_ref(), &s, train);
+            assert!(max_abs(&mean) < 1e-4, "{name}: means {mean}");
+            // eps = 1e-5 against variances of order 0.1 leaves var / (var + eps) ≈ 1 − 1e-4.
+            assert!(max_abs(&(var - 1.0)) < 1e-3, "{name}");
+        }
+        let (_, plain) = built_with_norm(name, &s, BodyNorm::None);
+        let (mean, _) = feature_moments(plain.as_ref(), &s, false);
+        assert!(mean.min().double_value(&[]) > 0.0, "{name}: ReLU features without LN are positive on average");
+    }
+    // ResNets average the last normalized map over space: zero mean per sample, not unit variance.
+    for name in ["resnet8", "resnet8-fling"] {
+        let s = shape(&[3, 32, 32], 10);
+        let (_, net) = built_with_norm(name, &s, BodyNorm::Layer);
+        let (mean, _) = feature_moments(net.as_ref(), &s, true);
+        assert!(max_abs(&mean) < 1e-4, "{name}: means {mean}");
+    }
 }
