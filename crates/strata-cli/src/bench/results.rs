@@ -112,11 +112,40 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
         }
         md.push('\n');
     }
+    let global = |c: &CellResult| {
+        c.summary.calibration.as_ref().and_then(|k| k.global_after).or(c.summary.final_eval.global_accuracy)
+    };
+    md.push_str(
+        "\n## Final global accuracy (seeds)\n\nThe global model on the union of the clients' test splits; \
+         for `+ccvr` methods, after calibrating its classifier.\n\n| method |",
+    );
+    for split in &spec.splits {
+        let _ = write!(md, " {} |", split.label);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(spec.splits.len()));
+    md.push('\n');
+    for method in &spec.methods {
+        let cells: Vec<Vec<&CellResult>> = (0..spec.splits.len()).map(|i| group(results, method, i)).collect();
+        if cells.iter().flatten().all(|c| global(c).is_none()) {
+            continue;
+        }
+        let _ = write!(md, "| {method} |");
+        for split_cells in &cells {
+            match stat(split_cells, global) {
+                None => md.push_str(" — |"),
+                Some(s) => {
+                    let _ = write!(md, " {} ({}) |", pct(Some(s)), s.n);
+                }
+            }
+        }
+        md.push('\n');
+    }
     for (index, split) in spec.splits.iter().enumerate() {
         let _ = writeln!(md, "\n## {} (`{}`)\n", split.label, split.spec);
         md.push_str(
             "| method | seeds | final personalized | best personalized | best at round | final global \
-             | s / round | up / round |\n|---|---|---|---|---|---|---|---|\n",
+             | global calibrated | s / round | up / round |\n|---|---|---|---|---|---|---|---|---|\n",
         );
         for method in &spec.methods {
             let cells = group(results, method, index);
@@ -134,11 +163,12 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
             let up = stat(&cells, |c| Some(c.summary.bytes_up as f64 / c.summary.rounds.max(1) as f64));
             let _ = writeln!(
                 md,
-                "| {method} | {seeds} | {} | {} | {} | {} | {} | {} |",
+                "| {method} | {seeds} | {} | {} | {} | {} | {} | {} | {} |",
                 pct(stat(&cells, |c| c.summary.final_eval.personalized_accuracy)),
                 pct(stat(&cells, |c| c.summary.best.personalized_accuracy.map(|b| b.accuracy))),
                 if best_rounds.is_empty() { "—".into() } else { best_rounds },
                 pct(stat(&cells, |c| c.summary.final_eval.global_accuracy)),
+                pct(stat(&cells, |c| c.summary.calibration.as_ref().and_then(|k| k.global_after))),
                 seconds.map(|s| format!("{:.2}", s.mean)).unwrap_or("—".into()),
                 up.map(|s| bytes(s.mean)).unwrap_or("—".into()),
             );
@@ -152,7 +182,8 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
 pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
     let mut csv = String::from(
         "method,split,seed,rounds_completed,final_personalized,best_personalized,best_personalized_round,\
-         final_global,best_global,best_global_round,seconds_per_round,bytes_up,bytes_down,wall_seconds\n",
+         final_global,best_global,best_global_round,seconds_per_round,bytes_up,bytes_down,wall_seconds,\
+         global_calibrated\n",
     );
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let opt_u = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -161,7 +192,7 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
         let (bp, bg) = (s.best.personalized_accuracy, s.best.global_accuracy);
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.cell.method),
             csv_field(&spec.splits[r.cell.split].label),
             r.cell.seed,
@@ -176,6 +207,7 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
             s.bytes_up,
             s.bytes_down,
             s.wall_seconds,
+            opt(s.calibration.as_ref().and_then(|k| k.global_after)),
         );
     }
     csv
@@ -320,8 +352,11 @@ mod tests {
         assert!(md.contains("| fedcac | 70.00 ± 14.14 (2) | — | — |"), "{md}");
         assert!(md.contains("| fedavg | 50.00 (1) | — | — |"), "{md}");
         assert!(md.contains("| fedbn | — | — | — |"), "{md}");
-        assert!(md.contains("| fedcac | 1, 2 | 70.00 ± 14.14 | 75.00 ± 7.07 | 1, 2 | — | 1.50 | 1.00 kB |"), "{md}");
-        assert!(md.contains("| fedavg | 1 | 50.00 | 50.00 | 2 | 50.00 | 1.50 | 1.00 kB |"), "{md}");
+        assert!(md.contains("| fedcac | 1, 2 | 70.00 ± 14.14 | 75.00 ± 7.07 | 1, 2 | — | — | 1.50 | 1.00 kB |"), "{md}");
+        assert!(md.contains("| fedavg | 1 | 50.00 | 50.00 | 2 | 50.00 | — | 1.50 | 1.00 kB |"), "{md}");
+        // Only methods with a global model get a row in the global table.
+        let global = &md[md.find("## Final global accuracy").unwrap()..md.find("## iid").unwrap()];
+        assert!(global.contains("| fedavg | 50.00 (1) | — | — |") && !global.contains("fedcac"), "{global}");
         assert!(md.contains("| fedcac | none of 2 |"), "{md}");
         assert!(md.contains("## dir0.5 (`dirichlet:0.5`)"), "{md}");
     }

@@ -16,7 +16,14 @@
 //! fedcac = [1, 2, 3]
 //! [matrix.model_by_method]        # optional: another model for some methods
 //! fedbn = "cnn-bn"
+//! [matrix.splits_by_method]       # optional: only some splits (by label) for some methods
+//! fedcac = ["dir0.1"]
 //! ```
+//!
+//! A method may carry options after `+`, each changing its cells' config: `+ccvr` calibrates
+//! the classifier after the last round (`calibration.method = "ccvr"`), `+fn` normalizes the
+//! features (`model.feature_norm = "sqrt-d"`), `+fn-unit` with s = 1, `+ln` the layer-norm
+//! variant. `fedavg+fn` is a method of its own in the tables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +50,8 @@ struct Matrix {
     seeds_by_method: BTreeMap<String, Vec<u64>>,
     #[serde(default)]
     model_by_method: BTreeMap<String, String>,
+    #[serde(default)]
+    splits_by_method: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +89,52 @@ pub struct BenchSpec {
     /// Seeds of each method, in the matrix's method order.
     pub seeds: BTreeMap<String, Vec<u64>>,
     model_by_method: BTreeMap<String, String>,
+    /// Split indices each method runs on (every split when absent).
+    splits_by_method: BTreeMap<String, Vec<usize>>,
     settings: toml::Table,
+}
+
+/// A method of the matrix: a registered method and the options after its `+`s.
+struct Variant<'a> {
+    base: &'a str,
+    options: Vec<&'a str>,
+}
+
+const OPTIONS: &[&str] = &["ccvr", "fn", "fn-unit", "ln"];
+
+impl<'a> Variant<'a> {
+    fn parse(label: &'a str) -> anyhow::Result<Self> {
+        let mut parts = label.split('+');
+        let base = parts.next().unwrap_or_default();
+        let known = strata_server::strategy::METHODS;
+        if !known.contains(&base) {
+            bail!("[matrix] methods: unknown method `{base}` (known: {})", known.join(", "));
+        }
+        let options: Vec<&str> = parts.collect();
+        if let Some(o) = options.iter().find(|o| !OPTIONS.contains(o)) {
+            bail!("[matrix] methods: unknown option `+{o}` in `{label}` (known: +{})", OPTIONS.join(", +"));
+        }
+        Ok(Self { base, options })
+    }
+
+    /// Writes the options into a cell's config table.
+    fn apply(&self, table: &mut toml::Table) {
+        let mut set = |section: &str, key: &str, value: &str| {
+            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Table::new().into());
+            if let Some(t) = entry.as_table_mut() {
+                t.insert(key.into(), value.into());
+            }
+        };
+        for option in &self.options {
+            match *option {
+                "ccvr" => set("calibration", "method", "ccvr"),
+                "fn" => set("model", "feature_norm", "sqrt-d"),
+                "fn-unit" => set("model", "feature_norm", "unit"),
+                "ln" => set("model", "feature_norm", "layer-norm"),
+                _ => {}
+            }
+        }
+    }
 }
 
 impl BenchSpec {
@@ -98,18 +152,16 @@ impl BenchSpec {
         if m.methods.is_empty() || m.splits.is_empty() {
             bail!("[matrix] needs at least one method and one split");
         }
-        let known = strata_server::strategy::METHODS;
         for (i, method) in m.methods.iter().enumerate() {
-            if !known.contains(&method.as_str()) {
-                bail!("[matrix] methods: unknown method `{method}` (known: {})", known.join(", "));
-            }
+            Variant::parse(method)?;
             if m.methods[..i].contains(method) {
                 bail!("[matrix] methods: `{method}` is listed twice");
             }
         }
         let seed_keys = m.seeds_by_method.keys().map(|k| ("seeds_by_method", k));
         let model_keys = m.model_by_method.keys().map(|k| ("model_by_method", k));
-        for (table, key) in seed_keys.chain(model_keys) {
+        let split_keys = m.splits_by_method.keys().map(|k| ("splits_by_method", k));
+        for (table, key) in seed_keys.chain(model_keys).chain(split_keys) {
             {
                 if !m.methods.contains(key) {
                     bail!("[matrix.{table}] names `{key}`, which is not in [matrix] methods");
@@ -139,12 +191,24 @@ impl BenchSpec {
             }
             splits.push(Split { label, dir, spec });
         }
+        let mut splits_by_method = BTreeMap::new();
+        for (method, labels) in &m.splits_by_method {
+            let mut indices = Vec::new();
+            for label in labels {
+                let i = splits.iter().position(|s| &s.label == label).ok_or_else(|| {
+                    anyhow::anyhow!("[matrix.splits_by_method] `{method}` names split `{label}`, which is not in [matrix] splits")
+                })?;
+                indices.push(i);
+            }
+            splits_by_method.insert(method.clone(), indices);
+        }
         let spec = Self {
             name: name.to_string(),
             methods: m.methods,
             splits,
             seeds,
             model_by_method: m.model_by_method,
+            splits_by_method,
             settings: file.settings,
         };
         // Every cell's config is checked before anything runs.
@@ -169,7 +233,8 @@ impl BenchSpec {
         for seed in order {
             for split in 0..self.splits.len() {
                 for method in &self.methods {
-                    if self.seeds[method].contains(&seed) {
+                    let on_split = self.splits_by_method.get(method).is_none_or(|s| s.contains(&split));
+                    if self.seeds[method].contains(&seed) && on_split {
                         cells.push(Cell { method: method.clone(), split, seed });
                     }
                 }
@@ -187,7 +252,9 @@ impl BenchSpec {
     pub fn config(&self, cell: &Cell) -> anyhow::Result<RunConfig> {
         let split = &self.splits[cell.split];
         let mut table = self.settings.clone();
-        table.insert("method".into(), cell.method.clone().into());
+        let variant = Variant::parse(&cell.method)?;
+        table.insert("method".into(), variant.base.into());
+        variant.apply(&mut table);
         let seed = i64::try_from(cell.seed).context("seeds must fit in an i64")?;
         table.insert("seed".into(), seed.into());
         let sub = |table: &mut toml::Table, key: &str| -> anyhow::Result<toml::Table> {
@@ -295,16 +362,45 @@ fedbn = "cnn-bn"
         assert!(e.contains("min_clients") && e.contains("fedavg"), "{e}");
     }
 
+    use strata_core::config::FeatureNorm;
+
     #[test]
     fn shipped_specs_parse() {
         let spec = BenchSpec::parse(include_str!("../../../../bench/fmnist.toml"), "fmnist").unwrap();
-        // 8 methods on seed 1, and 4 of them on seeds 2 and 3, on 2 splits.
-        assert_eq!(spec.cells().len(), 2 * (8 + 2 * 4));
+        // 10 methods on seed 1, and 5 of them on seeds 2 and 3, on 2 splits.
+        assert_eq!(spec.cells().len(), 2 * (10 + 2 * 5));
         let fedbn = spec.cells().into_iter().find(|c| c.method == "fedbn").unwrap();
         assert_eq!(spec.config(&fedbn).unwrap().model.name, "cnn-bn");
         assert_eq!(spec.splits[1].dir, "pathological-2");
         let smoke = BenchSpec::parse(include_str!("../../../../bench/smoke.toml"), "smoke").unwrap();
         assert_eq!(smoke.cells().len(), 12);
+        let fn_spec = BenchSpec::parse(include_str!("../../../../bench/fmnist-fn.toml"), "fmnist-fn").unwrap();
+        let cells = fn_spec.cells();
+        assert_eq!(cells.len(), 2 * 2 * 3);
+        let c = fn_spec.config(&cells[1]).unwrap();
+        assert_eq!((c.clients, c.train.local_steps, c.model.feature_norm), (10, Some(10), FeatureNorm::SqrtD));
+    }
+
+    #[test]
+    fn method_options_and_split_restrictions_shape_the_cells() {
+        let text = SPEC
+            .replace(r#"methods = ["fedavg", "fedbn", "fedcac"]"#, r#"methods = ["fedavg", "fedavg+ccvr+fn", "fedcac+ln"]"#)
+            .replace("fedcac = [1, 2]", "\"fedcac+ln\" = [1, 2]")
+            .replace("fedbn = \"cnn-bn\"", "[matrix.splits_by_method]\n\"fedavg+ccvr+fn\" = [\"dir0.5\"]");
+        let spec = BenchSpec::parse(&text, "t").unwrap();
+        let cells = spec.cells();
+        let variant: Vec<&Cell> = cells.iter().filter(|c| c.method == "fedavg+ccvr+fn").collect();
+        assert_eq!(variant.len(), 1);
+        assert_eq!(spec.splits[variant[0].split].label, "dir0.5");
+        let c = spec.config(variant[0]).unwrap();
+        assert_eq!(c.method, "fedavg");
+        assert_eq!(c.calibration.method, strata_core::calibration::CalibrationMethod::Ccvr);
+        assert_eq!(c.model.feature_norm, strata_core::config::FeatureNorm::SqrtD);
+        let ln = cells.iter().find(|c| c.method == "fedcac+ln").unwrap();
+        assert_eq!(spec.config(ln).unwrap().model.feature_norm, strata_core::config::FeatureNorm::LayerNorm);
+        let err = |t: &str| format!("{:#}", BenchSpec::parse(t, "t").unwrap_err());
+        assert!(err(&text.replace("fedcac+ln\"]", "fedcac+bn\"]")).contains("+bn"));
+        assert!(err(&text.replace("[\"dir0.5\"]", "[\"dir9\"]")).contains("dir9"));
     }
 
     #[test]
