@@ -46,6 +46,15 @@ async fn fedavg_with_ccvr_reports_accuracy_before_and_after_calibration() {
     assert!(c.global_before.is_some() && c.global_after.is_some());
     assert!(c.clients.iter().all(|row| row.before.is_some()), "{:?}", c.clients);
     assert_eq!(c.history.len(), 2);
+    // The final global model and its calibrated copy differ in the classifier only.
+    let (plain, meta) = strata_core::safetensors::read(&out.path().join("model.safetensors")).expect("model");
+    let (calibrated, _) =
+        strata_core::safetensors::read(&out.path().join("model-calibrated.safetensors")).expect("calibrated model");
+    assert_eq!(meta.get("round").map(String::as_str), Some("2"));
+    for (a, b) in plain.tensors().iter().zip(calibrated.tensors()) {
+        assert_eq!(a.name, b.name);
+        assert_eq!(a.values != b.values, a.name.starts_with("head."), "{}", a.name);
+    }
     let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
     assert!(report.contains("## Calibration (ccvr)"), "{report}");
     // Periodic calibration is evaluation-only: round 1 trained from the uncalibrated model,

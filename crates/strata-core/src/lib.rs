@@ -11,6 +11,7 @@
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
 //! - [`calibration`]: settings of post-hoc classifier calibration (CCVR).
+//! - [`safetensors`]: tensor sets on disk, written atomically.
 //! - [`setting`]: method settings carried in tasks.
 
 pub mod calibration;
@@ -21,6 +22,7 @@ pub mod fedcac;
 pub mod mask;
 pub mod partition;
 pub mod records;
+pub mod safetensors;
 pub mod selection;
 pub mod setting;
 pub mod tensor;

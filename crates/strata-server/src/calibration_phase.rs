@@ -71,6 +71,9 @@ impl RoundLoop {
 
         // 3. Every client evaluates the calibrated model.
         let parameters = Arc::new(calibrated.parameters);
+        if row == self.config.rounds {
+            self.save_global("model-calibrated.safetensors", Some(&parameters), row);
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let tasks: HashMap<_, _> = clients
             .iter()

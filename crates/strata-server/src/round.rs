@@ -5,7 +5,7 @@
 //! updates to the strategy. Clients not picked evaluate the model they would hold, so every
 //! round reports every client. A last evaluation-only round measures the final model.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use strata_core::config::RunConfig;
 use strata_core::records::{ClientRoundRecord, RoundRecord, metric};
-use strata_core::tensor::TensorSpec;
+use strata_core::tensor::{TensorSet, TensorSpec};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
@@ -25,7 +25,7 @@ use crate::gate::RoundGate;
 use crate::output::RunOutput;
 use crate::registry::Registry;
 use crate::service::Report;
-use crate::strategy::{Aggregated, ClientInfo, Instruction, Strategy, expected_upload};
+use crate::strategy::{Aggregated, ClientInfo, Instruction, Strategy, WITH_GLOBAL_MODEL, expected_upload};
 
 pub struct RoundLoop {
     pub config: RunConfig,
@@ -80,6 +80,7 @@ impl RoundLoop {
                 }
             }
         }
+        self.save_global("model.safetensors", self.strategy.global().as_deref(), self.config.rounds);
         self.finish().await;
         (Ending::Completed, self.output)
     }
@@ -248,6 +249,25 @@ impl RoundLoop {
             .collect();
         rows.sort_by_key(|r| r.client);
         rows
+    }
+
+    /// Writes a global model into the run's directory, for methods whose global model is the
+    /// whole model (the others' is a part, or a mean nobody evaluates).
+    pub(crate) fn save_global(&self, file: &str, global: Option<&TensorSet>, row: u64) {
+        let Some(global) = global.filter(|_| WITH_GLOBAL_MODEL.contains(&self.config.method.as_str())) else {
+            return;
+        };
+        let metadata = BTreeMap::from([
+            ("method".to_string(), self.config.method.clone()),
+            ("model".to_string(), self.config.model.name.clone()),
+            ("round".to_string(), row.to_string()),
+            ("seed".to_string(), self.config.seed.to_string()),
+        ]);
+        let path = self.output.dir().join(file);
+        match strata_core::safetensors::write(&path, global, &metadata) {
+            Ok(()) => info!(path = %path.display(), "global model saved"),
+            Err(e) => warn!("cannot save the global model: {e}"),
+        }
     }
 
     /// Tells every client the run is over and gives them a moment to hear it.
