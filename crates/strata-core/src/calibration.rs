@@ -57,7 +57,7 @@ impl CalibrationConfig {
     /// Whether to calibrate, for evaluation only, after training round `round` (0-based) of a
     /// run of `rounds` rounds; the calibration after the last round is always done when on.
     pub fn evaluates_after(&self, round: u64, rounds: u64) -> bool {
-        !self.is_off() && self.every > 0 && (round + 1) % self.every == 0 && round + 1 < rounds
+        !self.is_off() && self.every > 0 && (round + 1).is_multiple_of(self.every) && round + 1 < rounds
     }
 
     /// Checks the keys; the message names the one to fix.

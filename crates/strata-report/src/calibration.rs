@@ -111,7 +111,8 @@ pub fn calibration_markdown(c: &CalibrationSummary) -> String {
         pct(c.personalized_after)
     );
     for row in &c.clients {
-        let _ = writeln!(out, "| {} | {} | {} | {} |", row.client, row.test_samples, pct(row.before), pct(Some(row.after)));
+        let _ =
+            writeln!(out, "| {} | {} | {} | {} |", row.client, row.test_samples, pct(row.before), pct(Some(row.after)));
     }
     out.push('\n');
     out

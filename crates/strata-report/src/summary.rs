@@ -4,9 +4,9 @@
 //! aggregation; the row `r = config.rounds` is the final, evaluation-only one. Accuracies are
 //! fractions in [0, 1].
 
+use crate::calibration::CalibrationSummary;
 use serde::{Deserialize, Serialize};
 use strata_core::config::RunConfig;
-use crate::calibration::CalibrationSummary;
 use strata_core::records::{ClientRoundRecord, RoundRecord, Spread, weighted_mean};
 
 /// What a run achieved, as written to `summary.json`.

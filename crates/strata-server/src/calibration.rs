@@ -103,7 +103,7 @@ mod tests {
         let client = |class: u32, centre: f32| {
             let features: Vec<f32> =
                 (0..20).flat_map(|i| [centre + (i % 5) as f32 * 0.05, (i % 3) as f32 * 0.1]).collect();
-            client_stats(&features, &vec![class; 20], 2)
+            client_stats(&features, &[class; 20], 2)
         };
         let stats = vec![client(0, 1.0), client(1, -1.0)];
         let config = CalibrationConfig { method: CalibrationMethod::Ccvr, lr: 0.5, ..Default::default() };

@@ -14,7 +14,7 @@
 //! - [`events`]: what observers (progress bars, tests) hear.
 
 mod assignment;
-mod calibration;
+pub mod calibration;
 mod calibration_phase;
 pub mod events;
 mod gate;

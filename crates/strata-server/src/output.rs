@@ -86,7 +86,14 @@ impl RunOutput {
 
     /// Writes the summary, the report and the plot.
     pub fn finish(&self, config: &RunConfig, wall_seconds: f64) -> Result<RunSummary, ServerError> {
-        strata_report::write_run_outputs(&self.dir, config, &self.rounds, &self.clients, &self.calibrations, wall_seconds)
-            .map_err(|e| ServerError::Report(e.to_string()))
+        strata_report::write_run_outputs(
+            &self.dir,
+            config,
+            &self.rounds,
+            &self.clients,
+            &self.calibrations,
+            wall_seconds,
+        )
+        .map_err(|e| ServerError::Report(e.to_string()))
     }
 }

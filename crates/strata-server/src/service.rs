@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use strata_core::ccvr::ClassStats;
 use strata_core::tensor::TensorSpec;
 use strata_proto::assemble::{AssemblyLimits, spec_from_wire};
-use strata_core::ccvr::ClassStats;
 use strata_proto::mask::MaskAssembler;
 use strata_proto::stats::{StatsAssembler, StatsExpectation};
 use strata_proto::{Assembler, TensorSlices, pb, scalar, tensor_specs};
@@ -150,9 +150,14 @@ impl FederationService {
             (Some(expect), Some(spec)) => {
                 let max_samples = self.registry.capabilities(&client).map(|c| c.train_samples).filter(|&n| n > 0);
                 let expect = StatsExpectation { max_samples, ..expect };
-                Some(StatsAssembler::new(spec, expect).map_err(|e| Refusal::invalid(format!("feature statistics: {e}")))?)
+                Some(
+                    StatsAssembler::new(spec, expect)
+                        .map_err(|e| Refusal::invalid(format!("feature statistics: {e}")))?,
+                )
             }
-            (Some(_), None) => return Err(Refusal::invalid("this task needs feature statistics, and the result has none").into()),
+            (Some(_), None) => {
+                return Err(Refusal::invalid("this task needs feature statistics, and the result has none").into());
+            }
             (None, Some(_)) => return Err(Refusal::invalid("this task takes no feature statistics").into()),
             (None, None) => None,
         };
@@ -172,7 +177,9 @@ impl FederationService {
                     None => return Err(Status::invalid_argument("this task takes no mask")),
                 },
                 Some(pb::result_part::Part::Stats(slice)) => match stats.as_mut() {
-                    Some(s) => s.push(&slice).map_err(|e| Status::invalid_argument(format!("feature statistics: {e}")))?,
+                    Some(s) => {
+                        s.push(&slice).map_err(|e| Status::invalid_argument(format!("feature statistics: {e}")))?
+                    }
                     None => return Err(Status::invalid_argument("this task takes no feature statistics")),
                 },
                 None => return Err(Status::invalid_argument("empty result part")),

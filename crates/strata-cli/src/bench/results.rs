@@ -352,7 +352,10 @@ mod tests {
         assert!(md.contains("| fedcac | 70.00 ± 14.14 (2) | — | — |"), "{md}");
         assert!(md.contains("| fedavg | 50.00 (1) | — | — |"), "{md}");
         assert!(md.contains("| fedbn | — | — | — |"), "{md}");
-        assert!(md.contains("| fedcac | 1, 2 | 70.00 ± 14.14 | 75.00 ± 7.07 | 1, 2 | — | — | 1.50 | 1.00 kB |"), "{md}");
+        assert!(
+            md.contains("| fedcac | 1, 2 | 70.00 ± 14.14 | 75.00 ± 7.07 | 1, 2 | — | — | 1.50 | 1.00 kB |"),
+            "{md}"
+        );
         assert!(md.contains("| fedavg | 1 | 50.00 | 50.00 | 2 | 50.00 | — | 1.50 | 1.00 kB |"), "{md}");
         // Only methods with a global model get a row in the global table.
         let global = &md[md.find("## Final global accuracy").unwrap()..md.find("## iid").unwrap()];

@@ -196,7 +196,9 @@ impl BenchSpec {
             let mut indices = Vec::new();
             for label in labels {
                 let i = splits.iter().position(|s| &s.label == label).ok_or_else(|| {
-                    anyhow::anyhow!("[matrix.splits_by_method] `{method}` names split `{label}`, which is not in [matrix] splits")
+                    anyhow::anyhow!(
+                        "[matrix.splits_by_method] `{method}` names split `{label}`, which is not in [matrix] splits"
+                    )
                 })?;
                 indices.push(i);
             }
@@ -384,7 +386,10 @@ fedbn = "cnn-bn"
     #[test]
     fn method_options_and_split_restrictions_shape_the_cells() {
         let text = SPEC
-            .replace(r#"methods = ["fedavg", "fedbn", "fedcac"]"#, r#"methods = ["fedavg", "fedavg+ccvr+fn", "fedcac+ln"]"#)
+            .replace(
+                r#"methods = ["fedavg", "fedbn", "fedcac"]"#,
+                r#"methods = ["fedavg", "fedavg+ccvr+fn", "fedcac+ln"]"#,
+            )
             .replace("fedcac = [1, 2]", "\"fedcac+ln\" = [1, 2]")
             .replace("fedbn = \"cnn-bn\"", "[matrix.splits_by_method]\n\"fedavg+ccvr+fn\" = [\"dir0.5\"]");
         let spec = BenchSpec::parse(&text, "t").unwrap();
