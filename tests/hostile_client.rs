@@ -139,3 +139,85 @@ async fn malformed_results_are_refused_and_the_run_goes_on() {
     assert_eq!((rounds[1].picked, rounds[1].reported), (3, 2), "round 1 went on without the silent client");
     assert!(rounds[1].aggregated);
 }
+
+/// Pushes CCVR statistics (an empty tensor set, the given stats header and payload).
+async fn push_stats(
+    rpc: &mut Rpc,
+    header: pb::ResultHeader,
+    spec: pb::FeatureStatsSpec,
+    payload: &[u8],
+) -> Result<(), tonic::Status> {
+    let header = pb::ResultHeader { feature_stats: Some(spec), ..header };
+    let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
+    let slices = strata_proto::stats::stats_slices(payload, 1 << 16)
+        .into_iter()
+        .map(|s| pb::ResultPart { part: Some(pb::result_part::Part::Stats(s)) });
+    rpc.push_result(tokio_stream_iter(std::iter::once(first).chain(slices).collect())).await.map(|_| ())
+}
+
+/// During CCVR's statistics phase a rogue sends statistics of the wrong dimension, with a NaN,
+/// or cut short: each is refused with InvalidArgument naming the problem,
+/// and the classifier is calibrated from the two honest clients alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_feature_statistics_are_refused_and_calibration_uses_the_good_ones() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 1);
+    config.min_clients = 2;
+    config.round_timeout_secs = 3;
+    config.calibration.method = strata_core::calibration::CalibrationMethod::Ccvr;
+    let server = start_server(config, out.path()).await;
+
+    let client_id = uuid::Uuid::new_v4().to_string();
+    let mut rpc = Rpc::connect(server.url.clone()).await.expect("connect");
+    let join = pb::JoinRequest { client_id: client_id.clone(), capabilities: None, requested_index: Some(2) };
+    let run_id = rpc.join(join).await.expect("join").into_inner().run_id;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let good: Vec<_> = (0..2).map(|i| spawn_client(&server.url, i, &cache)).collect();
+
+    // The rogue ignores its training and evaluation tasks and waits for the statistics task.
+    let task = loop {
+        let poll = pb::PullTaskRequest {
+            run_id: run_id.clone(),
+            client_id: client_id.clone(),
+            wait_ms: 5000,
+            ..Default::default()
+        };
+        let task = rpc.pull_task(poll).await.expect("poll").into_inner();
+        if task.kind == pb::TaskKind::FeatureStats as i32 {
+            break task;
+        }
+    };
+    let header = pb::ResultHeader {
+        run_id: run_id.clone(),
+        round: task.round,
+        task_id: task.task_id.clone(),
+        client_id: client_id.clone(),
+        ..Default::default()
+    };
+    // The MLP's classifier sees 200 features: per class 200 mean values and 200·201/2 covariances.
+    let dim = 200usize;
+    let per_class = dim + dim * (dim + 1) / 2;
+    let good_payload: Vec<u8> = (0..per_class).flat_map(|i| (i as f32 * 1e-3).to_le_bytes()).collect();
+    let spec = |dim: u32, counts: Vec<u64>| pb::FeatureStatsSpec { dim, classes: vec![3], counts };
+
+    let refused = |r: Result<(), tonic::Status>| r.expect_err("refused");
+    let status = refused(push_stats(&mut rpc, header.clone(), spec(100, vec![5]), &good_payload).await);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("dimension 100"), "{}", status.message());
+
+    let mut nan = good_payload.clone();
+    nan[4 * (dim + 7)..4 * (dim + 8)].copy_from_slice(&f32::NAN.to_le_bytes());
+    let status = refused(push_stats(&mut rpc, header.clone(), spec(200, vec![5]), &nan).await);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("class 3: a covariance value is not finite"), "{}", status.message());
+
+    let status = refused(push_stats(&mut rpc, header.clone(), spec(200, vec![5]), &good_payload[..400]).await);
+    assert!(status.message().contains("end after"), "{}", status.message());
+
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    for c in good {
+        c.await.expect("client task").expect("honest client ends cleanly");
+    }
+    let calibration = outcome.summary.calibration.expect("calibrated despite the rogue");
+    assert_eq!(calibration.clients_pooled, 2, "only the honest clients' statistics were pooled");
+}
