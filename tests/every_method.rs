@@ -85,14 +85,16 @@ async fn fedbn_keeps_normalization_layers_local() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn feature_normalization_composes_with_a_method() {
     use strata_core::config::FeatureNorm;
-    for norm in [FeatureNorm::Unit, FeatureNorm::SqrtD, FeatureNorm::LayerNorm] {
+    for (method, norm) in
+        [("fedavg", FeatureNorm::SqrtD), ("fedprox", FeatureNorm::Unit), ("fedavg", FeatureNorm::LayerNorm)]
+    {
         let mut config = synthetic_config(3, 2);
-        config.method = "fedprox".into();
+        config.method = method.into();
         config.model.feature_norm = norm;
         let (rows, outcome) = run(config).await;
         assert_eq!(outcome.summary.rounds_completed, 2);
         // FN and LN add no parameter: the same bytes travel as without them.
-        assert_upload("fedprox+fn", &rows, BODY + HEAD, 0);
+        assert_upload(method, &rows, BODY + HEAD, 0);
         let last = outcome.summary.final_eval.global_accuracy.expect("a global model");
         assert!(last > 0.3, "{norm:?}: final global accuracy {last}");
     }
