@@ -129,6 +129,8 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
 
     let mut last_task = String::new();
     let mut tasks_done = 0;
+    // When the server stopped answering, if it has.
+    let mut outage: Option<tokio::time::Instant> = None;
     loop {
         let poll = pb::PullTaskRequest {
             run_id: reply.run_id.clone(),
@@ -142,11 +144,45 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
             _ = &mut shutdown => break,
         };
         let task = match task {
-            Ok(t) => t.into_inner(),
-            Err(status) if status.code() == Code::Unavailable => {
-                // The server went away; when it finished the run, it said so with FINISH first.
-                warn!(client = index, "server unavailable: {}", status.message());
-                return Err(ClientError::Rpc(status));
+            Ok(t) => {
+                outage = None;
+                t.into_inner()
+            }
+            // The server went away (a restart, a network cut): when it finished the run, it said
+            // so with FINISH first. Wait for it with backoff; the channel reconnects by itself.
+            Err(status) if is_outage(&status) => {
+                let since = *outage.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > options.connect_timeout {
+                    warn!(client = index, "server unreachable for {:?}; giving up", options.connect_timeout);
+                    return Err(ClientError::Rpc(status));
+                }
+                let delay = Duration::from_millis(200)
+                    .saturating_mul(1 << since.elapsed().as_secs().min(5))
+                    .min(Duration::from_secs(5));
+                debug!(client = index, "server unavailable ({}); retrying in {delay:?}", status.message());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = &mut shutdown => break,
+                }
+            }
+            // A restarted server (`--resume`) knows the run but not this connection yet: join
+            // again with the same identity and index, keeping the local state.
+            Err(status) if status.code() == Code::PermissionDenied && status.message().contains("has not joined") => {
+                let join = pb::JoinRequest {
+                    client_id: options.client_id.to_string(),
+                    capabilities: Some(capabilities.clone()),
+                    requested_index: Some(index),
+                };
+                let again =
+                    rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
+                if again.run_id != reply.run_id {
+                    return Err(ClientError::Refused(format!(
+                        "the server now runs `{}`, not this client's run `{}`",
+                        again.run_id, reply.run_id
+                    )));
+                }
+                warn!(client = index, "rejoined the run after a server restart");
+                continue;
             }
             Err(status) => return Err(ClientError::Rpc(status)),
         };
@@ -184,6 +220,11 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
         }
     }
     Ok(ClientOutcome { index, tasks_done })
+}
+
+/// Whether a failed call means the server is (for now) out of reach, rather than a refusal.
+fn is_outage(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
 }
 
 /// Connects with exponential backoff until the server answers or `timeout` passes.

@@ -42,6 +42,7 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    #[cfg(test)]
     pub fn new(round: u64, kind: TaskKind, client_index: u32, deadline: Instant) -> Self {
         Self::in_phase(round, "", kind, client_index, deadline)
     }

@@ -37,7 +37,13 @@ impl RoundLoop {
         let tasks: HashMap<_, _> = clients
             .iter()
             .map(|c| {
-                let mut a = Assignment::in_phase(row, "ccvr", TaskKind::FeatureStats, c.index, deadline);
+                let mut a = Assignment::in_phase(
+                    row,
+                    &format!("{}-ccvr", self.session),
+                    TaskKind::FeatureStats,
+                    c.index,
+                    deadline,
+                );
                 a.parameters = Some(Arc::clone(&global));
                 a.feature_stats = Some(expect);
                 (c.id, Arc::new(a))
@@ -78,7 +84,13 @@ impl RoundLoop {
         let tasks: HashMap<_, _> = clients
             .iter()
             .map(|c| {
-                let mut a = Assignment::in_phase(row, "calibrated", TaskKind::Evaluate, c.index, deadline);
+                let mut a = Assignment::in_phase(
+                    row,
+                    &format!("{}-calibrated", self.session),
+                    TaskKind::Evaluate,
+                    c.index,
+                    deadline,
+                );
                 a.parameters = Some(Arc::clone(&parameters));
                 a.parameters_are_global = true;
                 (c.id, Arc::new(a))

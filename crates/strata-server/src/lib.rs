@@ -22,6 +22,7 @@ mod output;
 mod registry;
 mod round;
 mod service;
+mod state;
 pub mod strategy;
 pub mod validate;
 
@@ -51,11 +52,13 @@ pub struct ServerOptions {
     pub chunk_bytes: usize,
     /// Observers of the run; `None` creates a channel nobody listens to.
     pub events: Option<broadcast::Sender<ServerEvent>>,
+    /// Go on with the run saved in `out_dir` (its `state/`) instead of starting one.
+    pub resume: bool,
 }
 
 impl ServerOptions {
     pub fn new(config: RunConfig, out_dir: PathBuf) -> Self {
-        Self { config, out_dir, chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES, events: None }
+        Self { config, out_dir, chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES, events: None, resume: false }
     }
 }
 
@@ -95,7 +98,7 @@ pub async fn run(
     let config = options.config;
     config.validate()?;
     let (model_spec, initial) = initial_model(&config).await?;
-    let strategy = strategy::build(&config.method, initial, &config.methods).map_err(ServerError::Setup)?;
+    let mut strategy = strategy::build(&config.method, initial, &config.methods).map_err(ServerError::Setup)?;
     if !config.calibration.is_off() && !strategy::WITH_GLOBAL_MODEL.contains(&config.method.as_str()) {
         return Err(ServerError::Setup(format!(
             "calibration needs a method with a global model that clients evaluate ({}); `{}` has none",
@@ -106,15 +109,24 @@ pub async fn run(
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }
-    let output = output::RunOutput::create(&options.out_dir, &config)?;
-
-    let registry = registry::Registry::new(config.clients);
+    let (output, registry, run_id, start_round) = if options.resume {
+        let (saved, snapshot) =
+            state::load(&options.out_dir).map_err(|e| ServerError::Setup(format!("cannot resume: {e}")))?;
+        strategy.restore(snapshot).map_err(|e| ServerError::Setup(format!("cannot resume: {e}")))?;
+        let clients: Vec<_> = saved.clients.iter().map(|c| (c.id, c.index)).collect();
+        let registry = registry::Registry::resumed(config.clients, &clients, saved.fingerprint.clone());
+        info!(run_id = %saved.run_id, next_round = saved.next_round, clients = clients.len(), "resuming");
+        (output::RunOutput::resume(&options.out_dir, saved.next_round)?, registry, saved.run_id, saved.next_round)
+    } else {
+        let output = output::RunOutput::create(&options.out_dir, &config)?;
+        (output, registry::Registry::new(config.clients), uuid::Uuid::new_v4().to_string(), 0)
+    };
     let gate = Arc::new(gate::RoundGate::default());
     let events = options.events.unwrap_or_else(|| broadcast::channel(1024).0);
     // Room for one report per client: the loop drains them as they come.
     let (report_tx, report_rx) = mpsc::channel(config.clients as usize + 1);
     let service = service::FederationService {
-        run_id: uuid::Uuid::new_v4().to_string(),
+        run_id: run_id.clone(),
         config_toml: config.to_toml(),
         registry: registry.clone(),
         gate: Arc::clone(&gate),
@@ -132,7 +144,8 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });
-    let server = tokio::spawn(server);
+    // Dropping `run` (a crash test aborting it, a caller giving up) takes the listener down too.
+    let mut server = AbortOnDrop(Some(tokio::spawn(server)));
 
     let rounds = round::RoundLoop {
         config: config.clone(),
@@ -143,10 +156,14 @@ pub async fn run(
         model_spec,
         events,
         output,
+        run_id,
+        start_round,
+        session: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
     };
     let (ending, output) = rounds.run(shutdown).await;
     let _ = stop_tx.send(());
     // Serving ends once open calls finish; long polls answer within their wait.
+    let server = server.0.take().expect("the gRPC task is still held");
     match tokio::time::timeout(Duration::from_secs(35), server).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => return Err(ServerError::Setup(format!("gRPC server task failed: {join}"))),
@@ -159,6 +176,17 @@ pub async fn run(
 
 /// Builds the method's starting point from the seed, so the server knows the model's spec
 /// (what every upload is checked against) without trusting any client for it.
+/// Aborts the task it holds when dropped.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
 async fn initial_model(
     config: &RunConfig,
 ) -> Result<(Vec<strata_core::tensor::TensorSpec>, strata_core::tensor::TensorSet), ServerError> {

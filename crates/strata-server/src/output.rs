@@ -50,6 +50,38 @@ impl RunOutput {
         })
     }
 
+    /// Reopens a run's files to go on at round `next_round` (`--resume`): rows of later
+    /// rounds (written before a crash, after the last saved state) are dropped, so every
+    /// completed round appears exactly once; a line cut short by the crash is dropped too.
+    pub fn resume(dir: &Path, next_round: u64) -> Result<Self, ServerError> {
+        let rounds: Vec<RoundRecord> = keep_rows(&dir.join("rounds.jsonl"), |r: &RoundRecord| r.round < next_round)?;
+        let clients: Vec<ClientRoundRecord> =
+            keep_rows(&dir.join("metrics.jsonl"), |r: &ClientRoundRecord| r.round < next_round)?;
+        // A calibration after round r evaluates row r + 1: it belongs with the saved state.
+        let calibration = dir.join("calibration.jsonl");
+        let calibrations: Vec<CalibrationRecord> = if calibration.exists() {
+            keep_rows(&calibration, |r: &CalibrationRecord| r.round <= next_round)?
+        } else {
+            Vec::new()
+        };
+        let append = |name: &str| {
+            let path = dir.join(name);
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map(BufWriter::new)
+                .map_err(|source| ServerError::Output { path, source })
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            metrics: append("metrics.jsonl")?,
+            rounds_file: append("rounds.jsonl")?,
+            clients,
+            rounds,
+            calibrations,
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -96,4 +128,23 @@ impl RunOutput {
         )
         .map_err(|e| ServerError::Report(e.to_string()))
     }
+}
+
+/// Keeps the rows of a JSON-lines file that parse and pass `keep`, rewriting it atomically.
+fn keep_rows<T: serde::Serialize + serde::de::DeserializeOwned>(
+    path: &Path,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, ServerError> {
+    let io = |source| ServerError::Output { path: path.to_path_buf(), source };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let rows: Vec<T> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|r| keep(r)).collect();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    for row in &rows {
+        serde_json::to_writer(&mut tmp, row).map_err(|e| io(e.into()))?;
+        tmp.write_all(b"\n").map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(rows)
 }

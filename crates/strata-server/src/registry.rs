@@ -4,6 +4,7 @@
 //! A cheap-clone handle over a concurrent map, shared by the gRPC service (which joins and
 //! polls) and the round loop (which picks and posts).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -62,6 +63,8 @@ pub struct Registry {
     /// The dataset fingerprint the first client reported; every other client must match it,
     /// so that nobody trains on different data than the split assumes.
     fingerprint: Arc<Mutex<Option<String>>>,
+    /// Indices held for clients of a resumed run until they rejoin with their UUID.
+    reserved: Arc<Mutex<HashMap<u32, Uuid>>>,
 }
 
 impl Registry {
@@ -72,7 +75,31 @@ impl Registry {
             join_lock: Arc::new(Mutex::new(())),
             joined: watch::channel(0).0,
             fingerprint: Arc::new(Mutex::new(None)),
+            reserved: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// A resumed run's registry: each saved client keeps its index for its UUID, and the
+    /// dataset fingerprint stays the one the run started with.
+    pub fn resumed(capacity: u32, clients: &[(Uuid, u32)], fingerprint: Option<String>) -> Self {
+        let registry = Self::new(capacity);
+        *registry.reserved.lock().unwrap_or_else(|e| e.into_inner()) =
+            clients.iter().map(|&(id, index)| (index, id)).collect();
+        *registry.fingerprint.lock().unwrap_or_else(|e| e.into_inner()) = fingerprint;
+        registry
+    }
+
+    /// Every joined client's UUID and index, and the reserved ones not back yet.
+    pub fn identities(&self) -> Vec<(Uuid, u32)> {
+        let mut all: HashMap<u32, Uuid> = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        all.extend(self.clients.iter().map(|e| (e.index, *e.key())));
+        let mut v: Vec<(Uuid, u32)> = all.into_iter().map(|(index, id)| (id, index)).collect();
+        v.sort_by_key(|&(_, index)| index);
+        v
+    }
+
+    pub fn fingerprint(&self) -> Option<String> {
+        self.fingerprint.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Admits a client, or re-admits one with the same UUID at its old index.
@@ -86,21 +113,31 @@ impl Registry {
             entry.missed_deadline = false;
             return Ok(entry.index);
         }
-        let index = match requested {
-            Some(r) if r >= self.capacity => {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let own = reserved.iter().find(|(_, holder)| **holder == id).map(|(&index, _)| index);
+        let index = match (requested, own) {
+            (Some(r), _) if r >= self.capacity => {
                 return Err(JoinError::IndexOutOfRange { requested: r, capacity: self.capacity });
             }
-            Some(r) => {
+            (Some(r), Some(own)) if r != own => return Err(JoinError::IndexChanged { id, index: own, requested: r }),
+            (_, Some(own)) => own,
+            (Some(r), None) => {
                 if let Some(holder) = self.clients.iter().find(|e| e.index == r) {
                     return Err(JoinError::IndexTaken { index: r, holder: *holder.key() });
                 }
+                if let Some(holder) = reserved.get(&r) {
+                    return Err(JoinError::IndexTaken { index: r, holder: *holder });
+                }
                 r
             }
-            None => {
-                let taken: std::collections::HashSet<u32> = self.clients.iter().map(|e| e.index).collect();
+            (None, None) => {
+                let taken: std::collections::HashSet<u32> =
+                    self.clients.iter().map(|e| e.index).chain(reserved.keys().copied()).collect();
                 (0..self.capacity).find(|i| !taken.contains(i)).ok_or(JoinError::Full { capacity: self.capacity })?
             }
         };
+        reserved.remove(&index);
+        drop(reserved);
         self.clients.insert(
             id,
             ClientEntry {
@@ -239,6 +276,19 @@ mod tests {
         assert_eq!(registry.join(Uuid::from_u128(3), None), Ok(1));
         assert_eq!(registry.join(Uuid::from_u128(4), None), Err(JoinError::Full { capacity: 3 }));
         assert_eq!(registry.joined_count(), 3);
+    }
+
+    #[test]
+    fn a_resumed_registry_keeps_each_saved_client_its_index() {
+        let (a, b, stranger) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let registry = Registry::resumed(3, &[(a, 2), (b, 0)], Some("fp".into()));
+        assert_eq!(registry.join(stranger, None), Ok(1), "the free index, not a reserved one");
+        assert!(matches!(registry.join(Uuid::from_u128(4), Some(2)), Err(JoinError::IndexTaken { index: 2, .. })));
+        assert_eq!(registry.join(a, None), Ok(2));
+        assert!(matches!(registry.join(b, Some(1)), Err(JoinError::IndexChanged { index: 0, .. })));
+        assert_eq!(registry.join(b, Some(0)), Ok(0));
+        assert_eq!(registry.identities(), vec![(b, 0), (stranger, 1), (a, 2)]);
+        assert!(registry.check_fingerprint("other").is_err(), "the saved fingerprint still holds");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::gate::RoundGate;
 use crate::output::RunOutput;
 use crate::registry::Registry;
 use crate::service::Report;
+use crate::state::{self, SavedClient};
 use crate::strategy::{Aggregated, ClientInfo, Instruction, Strategy, WITH_GLOBAL_MODEL, expected_upload};
 
 pub struct RoundLoop {
@@ -36,6 +37,12 @@ pub struct RoundLoop {
     pub model_spec: Vec<TensorSpec>,
     pub events: broadcast::Sender<ServerEvent>,
     pub output: RunOutput,
+    pub run_id: String,
+    /// The first round to run: 0, or where a resumed run left off.
+    pub start_round: u64,
+    /// Unique to this server process, in every task id: a client that took task `r2-train-c0`
+    /// from a server that then died must not mistake the resumed server's round 2 for it.
+    pub session: String,
 }
 
 /// How a run ended.
@@ -54,7 +61,7 @@ impl RoundLoop {
             _ = self.registry.wait_for(min_clients) => {}
             _ = &mut shutdown => return (Ending::Interrupted, self.output),
         }
-        for round in 0..=self.config.rounds {
+        for round in self.start_round..=self.config.rounds {
             let evaluation_only = round == self.config.rounds;
             tokio::select! {
                 _ = self.round(round, evaluation_only) => {}
@@ -129,6 +136,7 @@ impl RoundLoop {
         if let Err(e) = self.output.append(&rows, &record) {
             warn!(round, "cannot write metrics: {e}");
         }
+        self.save_state(round + 1).await;
         info!(
             round,
             global = ?record.global_accuracy,
@@ -179,7 +187,7 @@ impl RoundLoop {
     }
 
     fn assignment(&self, round: u64, kind: TaskKind, i: Instruction, deadline: tokio::time::Instant) -> Assignment {
-        let mut a = Assignment::new(round, kind, i.client.index, deadline);
+        let mut a = Assignment::in_phase(round, &self.session, kind, i.client.index, deadline);
         if kind == TaskKind::Train {
             let upload = expected_upload(&self.model_spec, &i.upload);
             a.mask_bits = i
@@ -251,6 +259,24 @@ impl RoundLoop {
         rows
     }
 
+    /// Saves what `--resume` needs to go on at `next_round`; a failure is logged, not fatal
+    /// (the run goes on; only resumability suffers).
+    async fn save_state(&mut self, next_round: u64) {
+        let snapshot = self.strategy.snapshot();
+        let clients = self.registry.identities().into_iter().map(|(id, index)| SavedClient { id, index }).collect();
+        let (dir, run_id, fingerprint) =
+            (self.output.dir().to_path_buf(), self.run_id.clone(), self.registry.fingerprint());
+        let saved = tokio::task::spawn_blocking(move || {
+            state::save(&dir, &run_id, next_round, clients, fingerprint, &snapshot)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(next_round, "cannot save the server state: {e}"),
+            Err(e) => warn!(next_round, "saving the server state panicked: {e}"),
+        }
+    }
+
     /// Writes a global model into the run's directory, for methods whose global model is the
     /// whole model (the others' is a part, or a mean nobody evaluates).
     pub(crate) fn save_global(&self, file: &str, global: Option<&TensorSet>, row: u64) {
@@ -275,7 +301,8 @@ impl RoundLoop {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let clients = self.registry.all();
         for c in &clients {
-            let finish = Assignment::new(self.config.rounds + 2, TaskKind::Finish, c.index, deadline);
+            let finish =
+                Assignment::in_phase(self.config.rounds + 2, &self.session, TaskKind::Finish, c.index, deadline);
             self.registry.post(&c.id, Arc::new(finish));
         }
         info!("run finished; telling clients to stop");

@@ -14,19 +14,31 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: String,
     /// Directory for the run's files (default: runs/<timestamp>).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
+    /// Go on with the run in DIR from its last completed round (its settings come from
+    /// DIR/config.toml; flags override them, e.g. --rounds to extend the run).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(mut args: Args) -> anyhow::Result<()> {
+    if let Some(dir) = &args.resume {
+        args.run.config = Some(dir.join("config.toml"));
+    }
     let config = args.run.resolve()?;
-    let out = args.out.unwrap_or_else(super::simulate::default_out_dir);
+    let out = match (&args.resume, args.out) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(out)) => out,
+        (None, None) => super::simulate::default_out_dir(),
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, rounds = config.rounds, clients = config.clients, method = %config.method, "server starting");
-    let outcome =
-        strata_server::run(strata_server::ServerOptions::new(config, out), listener, crate::shutdown::signal()).await?;
+    let mut options = strata_server::ServerOptions::new(config, out);
+    options.resume = args.resume.is_some();
+    let outcome = strata_server::run(options, listener, crate::shutdown::signal()).await?;
     println!("{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
     println!("Run files are in {}", outcome.out_dir.display());
     Ok(())

@@ -8,13 +8,14 @@
 //! (the body), FedBN (all but normalization layers) and Local (nothing) differ on the server:
 //! only the shared tensors travel, both ways.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_core::selection::Selector;
 use strata_core::setting::{Setting, Settings};
 use strata_core::tensor::TensorSet;
 
-use super::{Aggregated, ClientInfo, Instruction, Strategy, weighted_average};
+use super::{Aggregated, ClientInfo, Instruction, Snapshot, Strategy, same_specs, weighted_average};
 use crate::validate::ValidUpdate;
 
 pub struct FedAvg {
@@ -96,6 +97,20 @@ impl Strategy for FedAvg {
         self.whole_model.then(|| Arc::clone(&self.global))
     }
 
+    fn snapshot(&self) -> Snapshot {
+        let meta = BTreeMap::from([("method".to_string(), self.name.to_string())]);
+        Snapshot { tensors: (*self.global).clone(), meta }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        if snapshot.meta.get("method").map(String::as_str) != Some(self.name) {
+            return Err(format!("the saved state is not `{}`'s: {:?}", self.name, snapshot.meta.get("method")));
+        }
+        same_specs(&self.global, &snapshot.tensors, "global model")?;
+        self.global = Arc::new(snapshot.tensors);
+        Ok(())
+    }
+
     fn summary(&self) -> Vec<(&'static str, String)> {
         let mut s = vec![("method", self.name.to_string()), ("weighting", "training samples".into())];
         s.push(("shared", format!("{:?} except {:?}", self.shared.patterns(), self.shared.exceptions())));
@@ -129,6 +144,20 @@ mod tests {
             .collect();
         assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated));
         strategy.global().unwrap().get("w").unwrap().values.clone()
+    }
+
+    #[test]
+    fn snapshots_restore_the_global_model_of_the_same_method_only() {
+        let mut strategy = FedAvg::new(set(&[0.0, 0.0]));
+        strategy.aggregate_train(0, vec![ValidUpdate::for_tests(client(0), set(&[1.0, 2.0]), 1)]);
+        let snapshot = strategy.snapshot();
+        let mut restored = FedAvg::new(set(&[0.0, 0.0]));
+        restored.restore(snapshot.clone()).unwrap();
+        assert_eq!(restored.global(), strategy.global());
+        let mut prox = FedAvg::new(set(&[0.0, 0.0])).with_setting("fedprox", "proximal_mu", 0.1);
+        assert!(prox.restore(snapshot.clone()).unwrap_err().contains("fedprox"));
+        let mut bigger = FedAvg::new(set(&[0.0, 0.0, 0.0]));
+        assert!(bigger.restore(snapshot).unwrap_err().contains("does not match"));
     }
 
     #[test]

@@ -21,17 +21,17 @@
 //! w_i: the critical entries of w_i *are* its customized part (`m ⊙ w_i = m ⊙ u_i`), so an
 //! absent client's new model is `combine(m_i, w_i, w̄_new)`, with no copy of u_i kept.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use strata_core::fedcac::{self, Collaboration};
 use strata_core::mask::BitMask;
 use strata_core::selection::{RUNNING_STATS, Selector};
 use strata_core::setting::Setting;
-use strata_core::tensor::TensorSet;
+use strata_core::tensor::{NamedTensor, TensorSet};
 use tracing::{debug, warn};
 
-use super::{Aggregated, ClientInfo, Instruction, Strategy, weighted_average};
+use super::{Aggregated, ClientInfo, Instruction, Snapshot, Strategy, weighted_average};
 use crate::validate::ValidUpdate;
 
 /// The settings key carrying τ to the client half.
@@ -199,6 +199,75 @@ impl Strategy for FedCac {
         Some(Arc::clone(&self.global))
     }
 
+    /// `global/<name>` for w̄; per client `model/<uuid>/<name>` for w_i and `mask/<uuid>` for
+    /// its mask, bit-packed into f32 words (bits, not numbers; the meta has its length).
+    fn snapshot(&self) -> Snapshot {
+        let mut tensors = Vec::new();
+        let prefixed = |prefix: &str, set: &TensorSet| -> Vec<NamedTensor> {
+            set.tensors().iter().map(|t| NamedTensor { name: format!("{prefix}{}", t.name), ..t.clone() }).collect()
+        };
+        tensors.extend(prefixed("global/", &self.global));
+        let mut meta = BTreeMap::from([
+            ("method".to_string(), "fedcac".to_string()),
+            ("aggregated".to_string(), self.aggregated.to_string()),
+        ]);
+        if let Some(t) = self.last_threshold {
+            meta.insert("last_threshold".into(), t.to_string());
+        }
+        let mut ids: Vec<&uuid::Uuid> = self.clients.keys().collect();
+        ids.sort();
+        for id in ids {
+            let p = &self.clients[id];
+            tensors.extend(prefixed(&format!("model/{id}/"), &p.model));
+            let bytes = p.mask.to_bytes();
+            let words: Vec<f32> = bytes
+                .chunks(4)
+                .map(|c| {
+                    let mut w = [0u8; 4];
+                    w[..c.len()].copy_from_slice(c);
+                    f32::from_bits(u32::from_le_bytes(w))
+                })
+                .collect();
+            tensors.push(NamedTensor { name: format!("mask/{id}"), shape: vec![words.len()], values: words });
+            meta.insert(format!("mask_bits/{id}"), p.mask.len().to_string());
+        }
+        Snapshot { tensors: TensorSet::new(tensors).expect("prefixed names are distinct"), meta }
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        if snapshot.meta.get("method").map(String::as_str) != Some("fedcac") {
+            return Err(format!("the saved state is not FedCAC's: {:?}", snapshot.meta.get("method")));
+        }
+        let part = |prefix: &str| -> Result<TensorSet, String> {
+            let tensors = snapshot
+                .tensors
+                .tensors()
+                .iter()
+                .filter_map(|t| t.name.strip_prefix(prefix).map(|n| NamedTensor { name: n.to_string(), ..t.clone() }))
+                .collect();
+            TensorSet::new(tensors).map_err(|e| e.to_string())
+        };
+        let global = part("global/")?;
+        super::same_specs(&self.global, &global, "global model")?;
+        let mut clients = HashMap::new();
+        for (key, bits) in snapshot.meta.iter().filter_map(|(k, v)| k.strip_prefix("mask_bits/").map(|id| (id, v))) {
+            let id = uuid::Uuid::parse_str(key).map_err(|e| format!("saved client id `{key}`: {e}"))?;
+            let bits: usize = bits.parse().map_err(|e| format!("mask length of {id}: {e}"))?;
+            let words = snapshot.tensors.get(&format!("mask/{id}")).ok_or(format!("no saved mask for {id}"))?;
+            let bytes: Vec<u8> = words.values.iter().flat_map(|w| w.to_bits().to_le_bytes()).collect();
+            let mask = BitMask::from_bytes(bits, &bytes[..bits.div_ceil(8).min(bytes.len())])
+                .map_err(|e| format!("saved mask of {id}: {e}"))?;
+            let model = part(&format!("model/{id}/"))?;
+            super::same_specs(&self.global, &model, "client model")?;
+            clients.insert(id, Personal { mask, model: Arc::new(model) });
+        }
+        self.global = Arc::new(global);
+        self.aggregated = snapshot.meta.get("aggregated").is_some_and(|v| v == "true");
+        self.last_threshold = snapshot.meta.get("last_threshold").and_then(|v| v.parse().ok());
+        self.clients = clients;
+        Ok(())
+    }
+
     fn summary(&self) -> Vec<(&'static str, String)> {
         vec![
             ("method", "fedcac".into()),
@@ -276,6 +345,27 @@ mod tests {
         }
         assert_eq!(strategy.summary()[1], ("tau", "0.5".into()));
         assert_eq!(strategy.summary()[2], ("beta", "100".into()));
+    }
+
+    #[test]
+    fn a_restored_snapshot_sends_what_the_original_would() {
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0);
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        let snapshot = strategy.snapshot();
+        let mut restored = FedCac::new(initial(), 0.5, 2.0);
+        restored.restore(snapshot.clone()).unwrap();
+        for i in 0..3 {
+            assert_eq!(sent(&mut restored, i), sent(&mut strategy, i), "client {i}");
+        }
+        assert_eq!(restored.snapshot(), snapshot);
+        assert_eq!(restored.last_threshold(), strategy.last_threshold());
+        // Both go on the same way.
+        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated));
+        assert!(matches!(restored.aggregate_train(1, three_updates()), Aggregated::Updated));
+        assert_eq!(restored.snapshot(), strategy.snapshot());
+
+        let mut other_model = FedCac::new(model([0.0; 4], 7.0, [0.0; 2]).select(|n| n != "head.w"), 0.5, 2.0);
+        assert!(other_model.restore(snapshot).unwrap_err().contains("does not match"));
     }
 
     #[test]

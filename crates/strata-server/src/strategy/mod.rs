@@ -74,6 +74,26 @@ pub trait Strategy: Send {
     fn global(&self) -> Option<Arc<TensorSet>>;
     /// Settings as key/value pairs, logged at start.
     fn summary(&self) -> Vec<(&'static str, String)>;
+    /// Everything the strategy needs to go on after a restart (`--resume`).
+    fn snapshot(&self) -> Snapshot;
+    /// Takes back a [`Strategy::snapshot`] of the same method and model; on error the
+    /// strategy is unchanged.
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String>;
+}
+
+/// A strategy's state as plain data: tensors by name, and strings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub tensors: TensorSet,
+    pub meta: std::collections::BTreeMap<String, String>,
+}
+
+/// Checks that `incoming` has exactly the names and shapes of `current`.
+pub(crate) fn same_specs(current: &TensorSet, incoming: &TensorSet, what: &str) -> Result<(), String> {
+    if current.specs() != incoming.specs() {
+        return Err(format!("the saved {what} does not match this run's model (names or shapes differ)"));
+    }
+    Ok(())
 }
 
 /// Names of the registered methods.

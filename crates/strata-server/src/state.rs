@@ -1,0 +1,156 @@
+//! The server's state on disk, for `--resume`: after every completed round the round loop
+//! writes `state/strategy-r<N>.safetensors` (the strategy's [`Snapshot`] tensors) and then
+//! `state/state.json` (the round to resume at, the run id, the clients' identities, the
+//! strategy's strings, and which tensor file goes with them). Both are written atomically and
+//! `state.json` is renamed last, so it always names a complete tensor file: a crash at any
+//! moment leaves the previous round's state or this one's, and loses at most the round in flight.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::strategy::Snapshot;
+
+const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub version: u32,
+    pub run_id: String,
+    /// The first round still to run: rounds before it are aggregated and recorded.
+    pub next_round: u64,
+    /// Who holds which partition index, so that clients rejoining with their UUID get theirs
+    /// back (FedCAC keeps per-client state under these ids).
+    pub clients: Vec<SavedClient>,
+    /// The dataset fingerprint every client must match.
+    pub fingerprint: Option<String>,
+    pub strategy_file: String,
+    pub strategy_meta: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedClient {
+    pub id: Uuid,
+    pub index: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Bad { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Tensors(#[from] strata_core::safetensors::SafetensorsError),
+}
+
+pub fn state_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("state")
+}
+
+/// Writes the state after a completed round; see the module's comment for the order.
+pub fn save(
+    run_dir: &Path,
+    run_id: &str,
+    next_round: u64,
+    clients: Vec<SavedClient>,
+    fingerprint: Option<String>,
+    snapshot: &Snapshot,
+) -> Result<(), StateError> {
+    let dir = state_dir(run_dir);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let strategy_file = format!("strategy-r{next_round}.safetensors");
+    strata_core::safetensors::write(&dir.join(&strategy_file), &snapshot.tensors, &BTreeMap::new())?;
+    let state = SavedState {
+        version: VERSION,
+        run_id: run_id.to_string(),
+        next_round,
+        clients,
+        fingerprint,
+        strategy_file: strategy_file.clone(),
+        strategy_meta: snapshot.meta.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&state).expect("JSON of plain data");
+    let path = dir.join("state.json");
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
+    tmp.write_all(&json).map_err(io(&path))?;
+    tmp.as_file().sync_all().map_err(io(&path))?;
+    tmp.persist(&path).map_err(|e| StateError::Io { path: path.clone(), source: e.error })?;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    // Older tensor files are no longer named by state.json.
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("strategy-") && name != strategy_file {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the last saved state of the run in `run_dir`.
+pub fn load(run_dir: &Path) -> Result<(SavedState, Snapshot), StateError> {
+    let dir = state_dir(run_dir);
+    let path = dir.join("state.json");
+    let text = std::fs::read(&path).map_err(|source| StateError::Io { path: path.clone(), source })?;
+    let state: SavedState = serde_json::from_slice(&text)
+        .map_err(|e| StateError::Bad { path: path.clone(), reason: format!("not a Strata server state: {e}") })?;
+    if state.version != VERSION {
+        return Err(StateError::Bad {
+            path,
+            reason: format!("state version {} (this server reads version {VERSION})", state.version),
+        });
+    }
+    if state.strategy_file.contains(['/', '\\']) {
+        return Err(StateError::Bad { path, reason: "strategy_file must be a file name in state/".into() });
+    }
+    let (tensors, _) = strata_core::safetensors::read(&dir.join(&state.strategy_file))?;
+    let snapshot = Snapshot { tensors, meta: state.strategy_meta.clone() };
+    Ok((state, snapshot))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use strata_core::tensor::{NamedTensor, TensorSet};
+
+    use super::*;
+
+    fn snapshot(v: f32) -> Snapshot {
+        let tensors = TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![v, v + 1.0]).unwrap()]).unwrap();
+        Snapshot { tensors, meta: BTreeMap::from([("method".into(), "fedavg".into())]) }
+    }
+
+    #[test]
+    fn the_last_saved_round_is_what_loads_and_old_tensor_files_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let clients = vec![SavedClient { id: Uuid::from_u128(5), index: 2 }];
+        save(dir.path(), "run-1", 1, clients.clone(), Some("fp".into()), &snapshot(1.0)).unwrap();
+        save(dir.path(), "run-1", 2, clients.clone(), Some("fp".into()), &snapshot(2.0)).unwrap();
+        let (state, snap) = load(dir.path()).unwrap();
+        assert_eq!((state.next_round, state.run_id.as_str(), state.clients), (2, "run-1", clients));
+        assert_eq!(snap, snapshot(2.0));
+        let files: Vec<_> =
+            std::fs::read_dir(state_dir(dir.path())).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(files.len(), 2, "state.json and one tensor file: {files:?}");
+    }
+
+    #[test]
+    fn missing_or_damaged_state_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap_err().to_string().contains("state.json"));
+        save(dir.path(), "r", 1, vec![], None, &snapshot(1.0)).unwrap();
+        std::fs::write(state_dir(dir.path()).join("state.json"), "{").unwrap();
+        assert!(load(dir.path()).unwrap_err().to_string().contains("not a Strata server state"));
+    }
+}
