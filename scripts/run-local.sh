@@ -3,9 +3,12 @@
 #
 #   scripts/run-local.sh             Fashion-MNIST, IID over 3 clients, 3 rounds
 #   scripts/run-local.sh --quick     synthetic data and an MLP, 40 short rounds, with --kill-one
-#                                    (about half a minute; used by `make test`)
+#                                    and --kill-server (about a minute; used by `make test`)
 #   scripts/run-local.sh --kill-one  also kill client 2 with SIGKILL during round 1:
 #                                    the run must still complete with the other two
+#   scripts/run-local.sh --kill-server  also kill the server with SIGKILL during round 2 and
+#                                    restart it with --resume: the clients wait for it, and
+#                                    rounds.jsonl must hold every round exactly once
 #
 # STRATA_BIN picks the binary (default target/release/strata); STRATA_PORT the port.
 set -euo pipefail
@@ -14,12 +17,14 @@ cd "$(dirname "$0")/.."
 bin="${STRATA_BIN:-target/release/strata}"
 port="${STRATA_PORT:-50$((RANDOM % 900 + 100))}"
 kill_one=0
+kill_server=0
 data=(--dataset fmnist --split iid --model cnn)
 rounds=3
 for arg in "$@"; do
   case "$arg" in
     --kill-one) kill_one=1 ;;
-    --quick) data=(--dataset synthetic --split iid --model mlp --lr 0.05 --batch-size 20); rounds=40; kill_one=1 ;;
+    --kill-server) kill_server=1 ;;
+    --quick) data=(--dataset synthetic --split iid --model mlp --lr 0.05 --batch-size 20); rounds=40; kill_one=1; kill_server=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +52,17 @@ if [ "$kill_one" -eq 1 ]; then
   echo "run-local: killed client 2 (pid ${pids[2]}) with SIGKILL"
 fi
 
+if [ "$kill_server" -eq 1 ]; then
+  for _ in $(seq 1 600); do
+    grep -q "round started round=2 " "$out/server.log" 2>/dev/null && break
+    sleep 0.2
+  done
+  { kill -9 "$server" && wait "$server"; } 2>/dev/null || true
+  echo "run-local: killed the server (pid $server) with SIGKILL during round 2; resuming"
+  "$bin" server --listen "127.0.0.1:$port" --resume "$out/run" >"$out/server-resumed.log" 2>&1 &
+  server=$!
+fi
+
 if ! wait "$server"; then
   echo "run-local: the server failed; its log:" >&2
   tail -30 "$out/server.log" >&2
@@ -63,6 +79,15 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 print(sum(1 for r in rows[:-1] if r['aggregated'] and r['reported'] < r['picked']))" "$out/run/rounds.jsonl")
   echo "run-local: $short round(s) completed without the killed client's result"
   [ "$short" -ge 1 ] || { echo "run-local: FAILED: no round ran short: the kill missed the run" >&2; exit 1; }
+fi
+if [ "$kill_server" -eq 1 ]; then
+  python3 - "$out/run/rounds.jsonl" "$rounds" <<'PY' || { echo "run-local: FAILED: rounds.jsonl after --resume" >&2; exit 1; }
+import json, sys
+rounds = [json.loads(l)["round"] for l in open(sys.argv[1])]
+expected = list(range(int(sys.argv[2]) + 1))
+assert rounds == expected, f"rounds recorded {rounds}, expected each of {expected} once"
+PY
+  echo "run-local: after the server's SIGKILL and --resume, every round is recorded exactly once"
 fi
 for i in 0 1; do wait "${pids[$i]}" || { echo "run-local: client $i failed" >&2; tail -5 "$out/client$i.log" >&2; exit 1; }; done
 echo "run-local: passed"
