@@ -124,7 +124,7 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
         capabilities: None,
         requested_index: options.requested_index,
     };
-    let reply = rpc.join(join).await.map_err(|s| refused(&options.server, &s))?.into_inner();
+    let reply = rpc.join(join).await.map_err(|s| refused(&options, &s))?.into_inner();
     let mut config =
         RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
     if let Some(path) = &options.data_path {
@@ -206,15 +206,22 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
 
 /// Why a call was refused, in words: a server that requires client certificates refuses a
 /// client's during the handshake, which a call sees as a transport error.
-fn refused(server: &str, status: &tonic::Status) -> ClientError {
-    if let Some(reason) = tls::tls_failure(status) {
-        return ClientError::Tls { server: server.to_string(), reason };
+fn refused(options: &ClientOptions, status: &tonic::Status) -> ClientError {
+    if let Some(reason) = options.tls.as_ref().and_then(|_| tls::tls_failure(status)) {
+        return ClientError::Tls { server: options.server.clone(), reason };
     }
     // A transport failure's message alone is "transport error": its causes say what happened.
     let mut text = status.message().to_string();
     if let Some(source) = std::error::Error::source(status) {
         text.push_str(": ");
         text.push_str(&tls::error_chain(source));
+        if options.tls.is_some() {
+            // The server's alert can be lost when it closes the connection right after it.
+            text.push_str(
+                " (the connection failed after the TLS handshake: a server that requires client \
+                 certificates closes it when it does not accept this client's --tls-cert)",
+            );
+        }
     }
     ClientError::Refused(text)
 }

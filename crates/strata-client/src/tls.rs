@@ -51,20 +51,24 @@ pub(crate) fn configure(endpoint: Endpoint, server: &str, tls: Option<&ClientTls
 }
 
 /// The TLS failure in an error's causes, if any: a certificate problem does not go away by
-/// retrying, unlike a server that is still starting.
+/// retrying, unlike a server that is still starting. Only meaningful on a TLS connection.
 pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(error);
     while let Some(e) = next {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // tokio-rustls wraps rustls' error in an io::Error, whose `source` skips it.
-        if let Some(tls) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls.to_string());
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // tokio-rustls wraps rustls' error in an io::Error, whose `source` skips it.
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(tls.to_string());
+            }
+            // An alert that arrives after the handshake (a TLS 1.3 server checks the client's
+            // certificate then) reaches us through h2, which keeps only the io::Error's kind
+            // and text. On a TLS connection, invalid data at that level is TLS.
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return Some(io.to_string());
+            }
         }
         next = e.source();
     }
@@ -111,5 +115,7 @@ mod tests {
         assert!(tls_failure(&io).is_some());
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         assert!(tls_failure(&refused).is_none());
+        let alert = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: DecryptError");
+        assert_eq!(tls_failure(&alert).as_deref(), Some("received fatal alert: DecryptError"));
     }
 }
