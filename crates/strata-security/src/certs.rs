@@ -69,7 +69,9 @@ pub fn generate(server_names: &[String], clients: usize) -> Result<LocalPki, Cer
     };
 
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name.push(DnType::CommonName, "Strata local CA");
+    // A name of its own: two CAs with one name make TLS errors about the wrong one.
+    let ca_name = format!("Strata local CA {:08x}", rand::random::<u32>());
+    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     set_validity(&mut ca_params, now, CA_VALIDITY);
