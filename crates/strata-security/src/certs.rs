@@ -54,6 +54,8 @@ pub enum CertError {
     NoServerName,
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} exists: refusing to overwrite it (write into an empty directory)")]
+    Exists { path: PathBuf },
 }
 
 /// Makes a CA, a server certificate for `server_names` (DNS names or IP addresses) and
@@ -139,8 +141,7 @@ impl LocalPki {
             planned.push((dir.join(format!("{name}.key")), pair.key_pem.as_str(), Access::OwnerOnly));
         }
         if let Some((path, _, _)) = planned.iter().find(|(path, _, _)| path.exists()) {
-            let source = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite it");
-            return Err(CertError::Write { path: path.clone(), source });
+            return Err(CertError::Exists { path: path.clone() });
         }
         for (path, text, access) in &planned {
             write_new(path, text.as_bytes(), *access)
