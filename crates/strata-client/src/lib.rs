@@ -221,6 +221,8 @@ fn refused(options: &ClientOptions, status: &tonic::Status) -> ClientError {
                 " (the connection failed after the TLS handshake: a server that requires client \
                  certificates closes it when it does not accept this client's --tls-cert)",
             );
+        } else {
+            text.push_str(" (if the server uses TLS, dial https:// with --tls-ca)");
         }
     }
     ClientError::Refused(text)
