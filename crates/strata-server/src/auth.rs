@@ -43,6 +43,17 @@ impl Interceptor for TokenCheck {
     }
 }
 
+/// Off loopback, a server that checks neither tokens nor client certificates lets anyone who
+/// reaches its port join the federation and send updates.
+pub(crate) fn open_door_warning(addr: std::net::SocketAddr, tokens: bool, mutual_tls: bool) -> Option<String> {
+    (!tokens && !mutual_tls && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {addr} WITHOUT client authentication: anyone who reaches this port can join \
+             and send updates; pass --tokens (`strata token new`) and/or --tls-client-ca"
+        )
+    })
+}
+
 /// The token of an `authorization: Bearer <token>` header, with errors a person can act on.
 fn bearer_token<T>(request: &Request<T>) -> Result<&str, Status> {
     let Some(value) = request.metadata().get("authorization") else {
@@ -99,6 +110,16 @@ mod tests {
             assert!(status.message().contains(needle), "{header:?}: {}", status.message());
             assert!(!status.message().contains(&token[7..]), "a refusal must not echo the token");
         }
+    }
+
+    #[test]
+    fn warns_when_nobody_is_authenticated_off_loopback() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(open_door_warning(addr("127.0.0.1:1"), false, false).is_none());
+        assert!(open_door_warning(addr("0.0.0.0:1"), true, false).is_none());
+        assert!(open_door_warning(addr("0.0.0.0:1"), false, true).is_none());
+        let warning = open_door_warning(addr("0.0.0.0:1"), false, false).unwrap();
+        assert!(warning.contains("--tokens") && warning.contains("--tls-client-ca"), "{warning}");
     }
 
     #[test]

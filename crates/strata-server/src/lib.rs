@@ -147,6 +147,9 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let mutual = options.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+    if let Some(warning) = addr.and_then(|a| auth::open_door_warning(a, tokens.is_some(), mutual)) {
+        tracing::warn!("{warning}");
+    }
     info!(?addr, run_id = %service.run_id, tls = tls.is_some(), mutual, tokens = tokens.is_some(), "serving");
 
     let mut builder = tonic::transport::Server::builder();
