@@ -7,11 +7,15 @@
 //! - `local`: the personal model and the blocking work on it.
 //! - `method`: client halves of methods (how received parameters merge, what goes back).
 //! - `transfer`: chunked download and upload.
+//! - `tls`: rustls settings ([`ClientTls`]); a TLS failure ends connecting instead of retrying.
+//! - `auth`: the token sent as `authorization: Bearer <token>` on every call.
 //! - [`DataCache`]: one copy of the data per process, shared by simulated clients.
 
+mod auth;
 mod data_cache;
 mod local;
 pub mod method;
+mod tls;
 mod transfer;
 
 use std::future::Future;
@@ -25,15 +29,17 @@ use strata_core::tensor::TensorSet;
 use strata_proto::{pb, scalar};
 use tokio::sync::Semaphore;
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 pub use data_cache::DataCache;
+pub use tls::ClientTls;
 
 use crate::local::{Job, LocalState};
 
-type Rpc = pb::federation_client::FederationClient<Channel>;
+type Rpc = pb::federation_client::FederationClient<InterceptedService<Channel, auth::Bearer>>;
 
 /// How a client daemon runs.
 pub struct ClientOptions {
@@ -53,6 +59,10 @@ pub struct ClientOptions {
     pub data_cache: Arc<DataCache>,
     /// Give up connecting after this long without reaching the server.
     pub connect_timeout: Duration,
+    /// TLS settings for an `https://` server; `None` for `http://`.
+    pub tls: Option<ClientTls>,
+    /// Sent as `authorization: Bearer <token>` on every call, for a server with a tokens file.
+    pub token: Option<String>,
 }
 
 impl ClientOptions {
@@ -67,6 +77,8 @@ impl ClientOptions {
             train_permits: None,
             data_cache: Arc::new(DataCache::default()),
             connect_timeout: Duration::from_secs(300),
+            tls: None,
+            token: None,
         }
     }
 }
@@ -77,6 +89,12 @@ pub enum ClientError {
     Unreachable { server: String, seconds: u64, reason: String },
     #[error("the server refused: {0}")]
     Refused(String),
+    /// Settings that cannot work (a URL scheme that disagrees with the TLS settings, a bad token).
+    #[error("{0}")]
+    Settings(String),
+    /// The TLS handshake failed: a certificate the other side does not accept, or a wrong name.
+    #[error("TLS with {server} failed: {reason}")]
+    Tls { server: String, reason: String },
     #[error("gRPC call failed: {0}")]
     Rpc(#[from] tonic::Status),
     #[error("protocol error: {0}")]
@@ -98,7 +116,7 @@ pub struct ClientOutcome {
 pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> Result<ClientOutcome, ClientError> {
     tokio::pin!(shutdown);
     let mut rpc = tokio::select! {
-        rpc = connect(&options.server, options.connect_timeout) => rpc?,
+        rpc = connect(&options) => rpc?,
         _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
     };
     let join = pb::JoinRequest {
@@ -106,7 +124,7 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
         capabilities: None,
         requested_index: options.requested_index,
     };
-    let reply = rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
+    let reply = rpc.join(join).await.map_err(|s| refused(&options, &s))?.into_inner();
     let mut config =
         RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
     if let Some(path) = &options.data_path {
@@ -227,17 +245,49 @@ fn is_outage(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
 }
 
-/// Connects with exponential backoff until the server answers or `timeout` passes.
-async fn connect(server: &str, timeout: Duration) -> Result<Rpc, ClientError> {
+/// Why a call was refused, in words: a server that requires client certificates refuses a
+/// client's during the handshake, which a call sees as a transport error.
+fn refused(options: &ClientOptions, status: &tonic::Status) -> ClientError {
+    if let Some(reason) = options.tls.as_ref().and_then(|_| tls::tls_failure(status)) {
+        return ClientError::Tls { server: options.server.clone(), reason };
+    }
+    // A transport failure's message alone is "transport error": its causes say what happened.
+    let mut text = status.message().to_string();
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&tls::error_chain(source));
+        if options.tls.is_some() {
+            // The server's alert can be lost when it closes the connection right after it.
+            text.push_str(
+                " (the connection failed after the TLS handshake: a server that requires client \
+                 certificates closes it when it does not accept this client's --tls-cert)",
+            );
+        } else {
+            text.push_str(" (if the server uses TLS, dial https:// with --tls-ca)");
+        }
+    }
+    ClientError::Refused(text)
+}
+
+/// Connects with exponential backoff until the server answers or the connect timeout passes.
+/// A TLS failure ends it at once: a certificate problem does not go away by waiting.
+async fn connect(options: &ClientOptions) -> Result<Rpc, ClientError> {
+    let (server, timeout) = (options.server.as_str(), options.connect_timeout);
     let endpoint = Endpoint::from_shared(server.to_string())
-        .map_err(|e| ClientError::Refused(format!("bad server URL `{server}`: {e}")))?
+        .map_err(|e| ClientError::Settings(format!("bad server URL `{server}`: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
+    let endpoint = tls::configure(endpoint, server, options.tls.as_ref())?;
+    let bearer = auth::Bearer::new(options.token.as_deref())?;
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
         match endpoint.connect().await {
-            Ok(channel) => return Ok(pb::federation_client::FederationClient::new(channel)),
+            Ok(channel) => return Ok(pb::federation_client::FederationClient::with_interceptor(channel, bearer)),
+            Err(e) if tls::tls_failure(&e).is_some() => {
+                let reason = tls::tls_failure(&e).unwrap_or_default();
+                return Err(ClientError::Tls { server: server.to_string(), reason });
+            }
             Err(e) if started.elapsed() < timeout => {
                 debug!(server, "server not reachable yet ({e}); retrying in {delay:?}");
                 tokio::time::sleep(delay).await;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::{ClientError, Rpc};
 use prost::Message;
 use strata_core::ccvr::ClassStats;
 use strata_core::mask::BitMask;
@@ -10,11 +11,6 @@ use strata_core::tensor::TensorSet;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::mask::mask_slices;
 use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};
-use tonic::transport::Channel;
-
-use crate::ClientError;
-
-type Rpc = pb::federation_client::FederationClient<Channel>;
 
 /// One client's per-class statistics of the classifier's input (CCVR).
 #[derive(Debug)]

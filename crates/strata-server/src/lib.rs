@@ -12,8 +12,11 @@
 //! - [`strategy`]: the server halves of methods, IO-free.
 //! - `output`: the run's files.
 //! - [`events`]: what observers (progress bars, tests) hear.
+//! - `tls`: rustls settings ([`ServerTls`]) and the warning for plain TCP off loopback.
+//! - [`auth`]: the interceptor that checks client tokens against the tokens file.
 
 mod assignment;
+pub mod auth;
 pub mod calibration;
 mod calibration_phase;
 pub mod events;
@@ -24,6 +27,7 @@ mod round;
 mod service;
 mod state;
 pub mod strategy;
+mod tls;
 pub mod validate;
 
 use std::future::Future;
@@ -42,6 +46,7 @@ use tracing::info;
 
 pub use events::ServerEvent;
 pub use round::Ending;
+pub use tls::ServerTls;
 
 /// What a server needs besides its listener.
 pub struct ServerOptions {
@@ -54,11 +59,24 @@ pub struct ServerOptions {
     pub events: Option<broadcast::Sender<ServerEvent>>,
     /// Go on with the run saved in `out_dir` (its `state/`) instead of starting one.
     pub resume: bool,
+    /// TLS on every connection (and mutual TLS with a client CA); `None` serves plain TCP.
+    pub tls: Option<ServerTls>,
+    /// A tokens file (`<sha256-hex>  <label>` lines): every call then needs one of its tokens.
+    /// It is re-read when it changes, so deleting a line revokes that token without a restart.
+    pub tokens: Option<PathBuf>,
 }
 
 impl ServerOptions {
     pub fn new(config: RunConfig, out_dir: PathBuf) -> Self {
-        Self { config, out_dir, chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES, events: None, resume: false }
+        Self {
+            config,
+            out_dir,
+            chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES,
+            events: None,
+            resume: false,
+            tls: None,
+            tokens: None,
+        }
     }
 }
 
@@ -97,6 +115,14 @@ pub async fn run(
     let started = Instant::now();
     let config = options.config;
     config.validate()?;
+    // Security settings are checked before the model is built, so a typo fails at once.
+    let tls = options.tls.as_ref().map(ServerTls::to_tonic).transpose().map_err(ServerError::Setup)?;
+    let tokens = match &options.tokens {
+        Some(path) => {
+            Some(Arc::new(strata_security::TokenStore::open(path).map_err(|e| ServerError::Setup(e.to_string()))?))
+        }
+        None => None,
+    };
     let (model_spec, initial) = initial_model(&config).await?;
     let mut strategy = strategy::build(&config.method, initial, &config.methods).map_err(ServerError::Setup)?;
     if !config.calibration.is_off() && !strategy::WITH_GLOBAL_MODEL.contains(&config.method.as_str()) {
@@ -136,11 +162,23 @@ pub async fn run(
         limits: AssemblyLimits { max_total_bytes: (model_spec.iter().map(|s| s.numel()).sum::<usize>() * 4) as u64 },
         max_poll_wait: Duration::from_secs(30),
     };
-    info!(addr = ?listener.local_addr().ok(), run_id = %service.run_id, "serving");
+    let addr = listener.local_addr().ok();
+    if let Some(warning) = addr.and_then(|a| tls::plaintext_warning(a, tls.is_some())) {
+        tracing::warn!("{warning}");
+    }
+    let mutual = options.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some());
+    if let Some(warning) = addr.and_then(|a| auth::open_door_warning(a, tokens.is_some(), mutual)) {
+        tracing::warn!("{warning}");
+    }
+    info!(?addr, run_id = %service.run_id, tls = tls.is_some(), mutual, tokens = tokens.is_some(), "serving");
 
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(|e| ServerError::Setup(format!("TLS settings: {}", chain(&e))))?;
+    }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .add_service(FederationServer::new(service))
+    let server = builder
+        .add_service(FederationServer::with_interceptor(service, auth::TokenCheck::new(tokens)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });
@@ -172,6 +210,17 @@ pub async fn run(
     let summary = output.finish(&config, started.elapsed().as_secs_f64())?;
     info!(dir = %output.dir().display(), ?ending, "run outputs written");
     Ok(RunOutcome { ending, summary, rounds: output.rounds().to_vec(), out_dir: output.dir().to_path_buf() })
+}
+
+/// An error and its causes on one line (tonic's own message alone says "transport error").
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text
 }
 
 /// Builds the method's starting point from the seed, so the server knows the model's spec

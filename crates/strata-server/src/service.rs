@@ -210,13 +210,15 @@ impl FederationService {
 #[tonic::async_trait]
 impl pb::federation_server::Federation for FederationService {
     async fn join(&self, request: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
+        // Which token joined as which client: the audit trail for revoking one.
+        let token = request.extensions().get::<crate::auth::TokenLabel>().map(|l| l.0.clone());
         let req = request.into_inner();
         let id = parse_client_id(&req.client_id)?;
         let index = self.registry.join(id, req.requested_index)?;
         if let Some(c) = req.capabilities {
             self.registry.touch(&id, Some(capabilities_from_wire(c)));
         }
-        info!(client = index, %id, "client joined");
+        info!(client = index, %id, token = token.as_deref(), "client joined");
         let _ = self.events.send(ServerEvent::ClientJoined { index, joined: self.registry.joined_count() });
         Ok(Response::new(pb::JoinReply {
             run_id: self.run_id.clone(),

@@ -1,10 +1,14 @@
 //! `strata client`: a client daemon that joins a server and trains on its own data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use super::read_pem;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The server's URL.
+    /// The server's URL: https://HOST:PORT for a TLS server (with --tls-ca).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     server: String,
     /// Partition index to ask for (default: the one the server assigns).
@@ -25,6 +29,22 @@ pub struct Args {
     /// Seconds to keep trying to reach the server.
     #[arg(long, default_value_t = 300)]
     connect_timeout: u64,
+    /// The CA that signed the server's certificate (PEM); the only one trusted.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for a server that requires client certificates.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The name to check the server's certificate against (default: the URL's host).
+    #[arg(long, requires = "tls_ca")]
+    tls_server_name: Option<String>,
+    /// File holding this client's token (from `strata token new`), sent on every call; a file
+    /// keeps it out of the process list.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -35,7 +55,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.data_path = args.data_path;
     options.threads = args.threads.max(1);
     options.connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
+    if let Some(ca) = &args.tls_ca {
+        let identity = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some((read_pem(cert, "--tls-cert")?, read_pem(key, "--tls-key")?)),
+            _ => None,
+        };
+        options.tls = Some(strata_client::ClientTls {
+            ca_pem: read_pem(ca, "--tls-ca")?,
+            identity,
+            domain: args.tls_server_name,
+        });
+    }
+    if let Some(path) = &args.token_file {
+        options.token = Some(read_token(path)?);
+    }
     let outcome = strata_client::run(options, crate::shutdown::signal()).await?;
     tracing::info!(client = outcome.index, tasks = outcome.tasks_done, "client done");
     Ok(())
+}
+
+/// The token in `path` (surrounding whitespace ignored); warns if others may read it.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --token-file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("--token-file {} is empty", path.display());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!("{} can be read by other users (mode {:o}): chmod 600 it", path.display(), mode & 0o777);
+        }
+    }
+    Ok(token.to_string())
 }

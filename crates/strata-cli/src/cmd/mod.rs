@@ -1,11 +1,13 @@
 //! One module per subcommand: each holds its clap `Args` and a `run` that wires libraries.
 
 mod bench;
+mod certs;
 mod client;
 mod partition;
 mod run_args;
 mod server;
 mod simulate;
+mod token;
 
 pub use run_args::RunArgs;
 
@@ -21,6 +23,10 @@ pub enum Command {
     Bench(bench::Args),
     /// Print how a split assigns labels to clients, and draw it as a heatmap.
     Partition(partition::Args),
+    /// Make a CA, a server certificate and client certificates for a local deployment.
+    Certs(certs::Args),
+    /// Make client tokens for a server's --tokens file.
+    Token(token::Args),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -44,7 +50,15 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Partition(args) => partition::run(args),
+        Command::Certs(args) => certs::run(args),
+        Command::Token(args) => token::run(args),
     }
+}
+
+/// Reads a PEM file named by a flag, saying which flag if it cannot.
+fn read_pem(path: &std::path::Path, flag: &str) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
 }
 
 pub fn init_tracing(format: LogFormat, quiet: bool) {

@@ -20,6 +20,19 @@ pub struct Args {
     /// DIR/config.toml; flags override them, e.g. --rounds to extend the run).
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     resume: Option<PathBuf>,
+    /// The server's certificate (PEM, chain first): serve TLS instead of plain TCP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM); others are refused in the handshake.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// File of accepted client tokens (`sha256:<hex>  <label>` lines from `strata token new`);
+    /// every call then needs one. Re-read when it changes: delete a line to revoke a token.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<()> {
@@ -38,6 +51,18 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, rounds = config.rounds, clients = config.clients, method = %config.method, "server starting");
     let mut options = strata_server::ServerOptions::new(config, out);
     options.resume = args.resume.is_some();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options.tls = Some(strata_server::ServerTls {
+            cert_pem: super::read_pem(cert, "--tls-cert")?,
+            key_pem: super::read_pem(key, "--tls-key")?,
+            client_ca_pem: args
+                .tls_client_ca
+                .as_deref()
+                .map(|ca| super::read_pem(ca, "--tls-client-ca"))
+                .transpose()?,
+        });
+    }
+    options.tokens = args.tokens;
     let outcome = strata_server::run(options, listener, crate::shutdown::signal()).await?;
     println!("{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
     println!("Run files are in {}", outcome.out_dir.display());
