@@ -17,6 +17,7 @@ async fn fedavg_with_ccvr_reports_accuracy_before_and_after_calibration() {
     config.data.split = PartitionSpec::Pathological { classes_per_client: 4 };
     config.calibration.method = CalibrationMethod::Ccvr;
     config.calibration.every = 1;
+    let samples_per_class = config.calibration.samples_per_class as u64;
     let out = tempfile::tempdir().expect("tempdir");
     let server = start_server(config, out.path()).await;
     let cache = Arc::new(strata_client::DataCache::default());
@@ -33,7 +34,7 @@ async fn fedavg_with_ccvr_reports_accuracy_before_and_after_calibration() {
     for r in &records {
         assert_eq!(r.clients_pooled, 3, "every client's statistics were pooled");
         assert_eq!(r.clients.len(), 3, "every client evaluated the calibrated model");
-        assert_eq!(r.virtual_features, u64::from(r.classes) * 200);
+        assert_eq!(r.virtual_features, u64::from(r.classes) * samples_per_class);
         assert!(r.classes >= 2, "virtual features of several classes: {}", r.classes);
         // Statistics of 200-d features: per class a mean and a 200·201/2 upper triangle.
         let per_class = 4 * (200 + 200 * 201 / 2);
