@@ -15,6 +15,7 @@ mod auth;
 mod data_cache;
 mod local;
 pub mod method;
+mod persist;
 mod tls;
 mod transfer;
 
@@ -63,6 +64,9 @@ pub struct ClientOptions {
     pub tls: Option<ClientTls>,
     /// Sent as `authorization: Bearer <token>` on every call, for a server with a tokens file.
     pub token: Option<String>,
+    /// Where the client keeps its identity and personal model across restarts; `None` keeps
+    /// them in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ClientOptions {
@@ -79,6 +83,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(300),
             tls: None,
             token: None,
+            state_dir: None,
         }
     }
 }
@@ -110,11 +115,28 @@ pub enum ClientError {
 pub struct ClientOutcome {
     pub index: u32,
     pub tasks_done: u64,
+    /// Whether the personal model was restored from `state_dir` at start.
+    pub restored: bool,
 }
 
 /// Joins the server and works until it says the run is over, or `shutdown` resolves.
-pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> Result<ClientOutcome, ClientError> {
+pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>) -> Result<ClientOutcome, ClientError> {
     tokio::pin!(shutdown);
+    // A restarted daemon is the client it was: same UUID, same index.
+    let saved = match &options.state_dir {
+        Some(dir) => persist::load_identity(dir).map_err(ClientError::Settings)?,
+        None => None,
+    };
+    if let Some(id) = &saved {
+        if options.requested_index.is_some_and(|i| i != id.index) {
+            return Err(ClientError::Settings(format!(
+                "the state directory holds client index {}, not the one asked for",
+                id.index
+            )));
+        }
+        options.client_id = id.client_id;
+        options.requested_index = Some(id.index);
+    }
     let mut rpc = tokio::select! {
         rpc = connect(&options) => rpc?,
         _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
@@ -133,7 +155,16 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
     let index = reply.client_index;
     debug!(client = index, run_id = %reply.run_id, "joined");
 
-    let local = load_local(&options, &config, index).await?;
+    let mut local = load_local(&options, &config, index).await?;
+    let mut restored = false;
+    if let (Some(dir), Some(id)) = (&options.state_dir, &saved)
+        && id.run_id == reply.run_id
+        && let Some(model) = persist::load_model(dir).map_err(ClientError::Settings)?
+    {
+        local.model.import(&model)?;
+        restored = true;
+        debug!(client = index, "personal model restored from the state directory");
+    }
     let capabilities = pb::ClientCapabilities {
         device: format!("{:?}", local.model.device()),
         train_samples: local.data.train_len() as u64,
@@ -218,7 +249,14 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
                     _ = &mut shutdown => break,
                 };
                 match result {
-                    Ok(()) => tasks_done += 1,
+                    Ok(()) => {
+                        tasks_done += 1;
+                        if let Some(dir) = &options.state_dir {
+                            let identity =
+                                persist::Identity { client_id: options.client_id, index, run_id: reply.run_id.clone() };
+                            save_state(dir, identity, &local).await;
+                        }
+                    }
                     // A refused or failed task costs this round, not the client.
                     Err(e) => warn!(client = index, task = %last_task, "task failed: {e}"),
                 }
@@ -237,7 +275,23 @@ pub async fn run(options: ClientOptions, shutdown: impl Future<Output = ()>) -> 
             other => warn!(client = index, kind = ?other, "ignoring a task kind this client does not know"),
         }
     }
-    Ok(ClientOutcome { index, tasks_done })
+    Ok(ClientOutcome { index, tasks_done, restored })
+}
+
+/// Writes the identity and personal model on a blocking thread; a failure is logged (the
+/// client goes on; only a restart would lose its state).
+async fn save_state(dir: &std::path::Path, identity: persist::Identity, local: &Arc<Mutex<LocalState>>) {
+    let (dir, state) = (dir.to_path_buf(), Arc::clone(local));
+    let saved = tokio::task::spawn_blocking(move || {
+        let model = state.lock().unwrap_or_else(|e| e.into_inner()).model.export();
+        persist::save(&dir, &identity, &model)
+    })
+    .await;
+    match saved {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("cannot save the client state: {e}"),
+        Err(e) => warn!("saving the client state panicked: {e}"),
+    }
 }
 
 /// Whether a failed call means the server is (for now) out of reach, rather than a refusal.

@@ -45,6 +45,10 @@ pub struct Args {
     /// keeps it out of the process list.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Keep this client's identity and personal model here, so that a restarted daemon rejoins
+    /// as the same client with the model it had (written after every task).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -55,6 +59,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.data_path = args.data_path;
     options.threads = args.threads.max(1);
     options.connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
+    options.state_dir = args.state_dir;
     if let Some(ca) = &args.tls_ca {
         let identity = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some((read_pem(cert, "--tls-cert")?, read_pem(key, "--tls-key")?)),

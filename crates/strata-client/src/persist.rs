@@ -1,0 +1,79 @@
+//! The client's state on disk (`--state-dir`): who it is in the federation (`client.json`:
+//! UUID, partition index, run id) and its personal model (`personal.safetensors`: every
+//! variable, BatchNorm statistics included), written atomically after every task, so that a
+//! daemon restarted with the same directory rejoins as itself and goes on with the model it had.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use strata_core::tensor::TensorSet;
+use uuid::Uuid;
+
+const IDENTITY: &str = "client.json";
+const MODEL: &str = "personal.safetensors";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub client_id: Uuid,
+    pub index: u32,
+    pub run_id: String,
+}
+
+/// The saved identity, if the directory has one.
+pub fn load_identity(dir: &Path) -> Result<Option<Identity>, String> {
+    let path = dir.join(IDENTITY);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: not a Strata client state: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The saved personal model, if any.
+pub fn load_model(dir: &Path) -> Result<Option<TensorSet>, String> {
+    let path = dir.join(MODEL);
+    if !path.exists() {
+        return Ok(None);
+    }
+    strata_core::safetensors::read(&path).map(|(set, _)| Some(set)).map_err(|e| e.to_string())
+}
+
+/// Saves the model, then the identity (each atomically; the identity last, so that it never
+/// names a run whose model is not on disk).
+pub fn save(dir: &Path, identity: &Identity, model: &TensorSet) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let meta = [("run_id".to_string(), identity.run_id.clone())].into_iter().collect();
+    strata_core::safetensors::write(&dir.join(MODEL), model, &meta).map_err(|e| e.to_string())?;
+    let path = dir.join(IDENTITY);
+    let json = serde_json::to_vec_pretty(identity).expect("JSON of plain data");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    tmp.write_all(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+    tmp.as_file().sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
+    tmp.persist(&path).map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use strata_core::tensor::NamedTensor;
+
+    use super::*;
+
+    #[test]
+    fn identity_and_model_round_trip_and_an_empty_dir_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load_identity(dir.path()).unwrap(), None);
+        assert_eq!(load_model(dir.path()).unwrap(), None);
+        let identity = Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into() };
+        let model = TensorSet::new(vec![NamedTensor::new("head.weight", vec![2], vec![0.5, -1.0]).unwrap()]).unwrap();
+        save(dir.path(), &identity, &model).unwrap();
+        assert_eq!(load_identity(dir.path()).unwrap(), Some(identity));
+        assert_eq!(load_model(dir.path()).unwrap(), Some(model));
+        std::fs::write(dir.path().join(IDENTITY), "{").unwrap();
+        assert!(load_identity(dir.path()).unwrap_err().contains("client.json"));
+    }
+}
