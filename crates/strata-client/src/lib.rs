@@ -175,6 +175,13 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     };
     // Shared with the blocking thread that trains; never locked across an await.
     let local = Arc::new(Mutex::new(local));
+    // Heartbeats while this client works, so that a long training is not taken for a death.
+    let _heartbeat = Heartbeat(tokio::spawn(heartbeats(
+        rpc.clone(),
+        reply.run_id.clone(),
+        options.client_id.to_string(),
+        Duration::from_secs(config.liveness.heartbeat_secs.max(1)),
+    )));
 
     let mut last_task = String::new();
     let mut tasks_done = 0;
@@ -276,6 +283,27 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         }
     }
     Ok(ClientOutcome { index, tasks_done, restored })
+}
+
+/// Aborts the heartbeat task when the client's run ends, however it ends.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn heartbeats(mut rpc: Rpc, run_id: String, client_id: String, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let beat = pb::HeartbeatRequest { run_id: run_id.clone(), client_id: client_id.clone() };
+        // A missed beat is not an error: the server may be restarting; the task loop handles that.
+        if let Err(status) = rpc.heartbeat(beat).await {
+            debug!("heartbeat not delivered: {}", status.message());
+        }
+    }
 }
 
 /// Writes the identity and personal model on a blocking thread; a failure is logged (the

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::CalibrationConfig;
+use crate::liveness::LivenessConfig;
 use crate::partition::PartitionSpec;
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
@@ -37,6 +38,9 @@ pub struct RunConfig {
     /// Post-hoc classifier calibration (CCVR); off unless set.
     #[serde(default, skip_serializing_if = "CalibrationConfig::is_off")]
     pub calibration: CalibrationConfig,
+    /// Heartbeats, when a client counts as offline, and when a round closes.
+    #[serde(default, skip_serializing_if = "LivenessConfig::is_default")]
+    pub liveness: LivenessConfig,
 }
 
 /// Every method's hyper-parameters, with the defaults of the papers' reference code.
@@ -246,6 +250,7 @@ impl RunConfig {
             },
             methods: MethodParams::default(),
             calibration: CalibrationConfig::default(),
+            liveness: LivenessConfig::default(),
         }
     }
 
@@ -310,6 +315,7 @@ impl RunConfig {
             return bad("methods.proximal_mu and methods.ditto_lambda must be >= 0".into());
         }
         self.calibration.validate().map_err(ConfigError::Invalid)?;
+        self.liveness.validate().map_err(ConfigError::Invalid)?;
         let s = &self.data.synthetic;
         if self.data.dataset == DatasetKind::Synthetic
             && (s.samples == 0 || s.dim == 0 || s.classes < 2 || s.groups == 0)

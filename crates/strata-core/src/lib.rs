@@ -6,6 +6,7 @@
 //! - [`data`]: dataset files on disk (IDX, CIFAR-10 binary) and the synthetic generator.
 //! - [`partition`]: splitting samples over clients (iid, Dirichlet, pathological, file).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
+//! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
 //! - [`records`]: per-client, per-round metrics and their summaries.
 //! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
@@ -19,6 +20,7 @@ pub mod ccvr;
 pub mod config;
 pub mod data;
 pub mod fedcac;
+pub mod liveness;
 pub mod mask;
 pub mod partition;
 pub mod records;

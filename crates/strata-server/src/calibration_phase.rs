@@ -28,7 +28,7 @@ impl RoundLoop {
             warn!(row, "calibration skipped: the model has no linear classifier `head.weight`");
             return;
         };
-        let clients = self.registry.available();
+        let clients = self.registry.available(self.patience());
         let timeout = Duration::from_secs(self.config.round_timeout_secs);
 
         // 1. Statistics of the classifier's input under the global model.

@@ -221,9 +221,15 @@ impl Registry {
         self.snapshot(|_| true)
     }
 
-    /// Clients that may be picked: those that did not miss the last deadline without polling since.
-    pub fn available(&self) -> Vec<ClientInfo> {
-        self.snapshot(|e| !e.missed_deadline)
+    /// Clients that may be picked: those that did not miss the last deadline without polling
+    /// since, and were heard from within `patience` (a poll, a heartbeat, a result).
+    pub fn available(&self, patience: std::time::Duration) -> Vec<ClientInfo> {
+        self.snapshot(|e| !e.missed_deadline && e.last_seen.elapsed() <= patience)
+    }
+
+    /// Whether the client was last heard from longer than `patience` ago (or left).
+    pub fn is_offline(&self, id: &Uuid, patience: std::time::Duration) -> bool {
+        self.clients.get(id).is_none_or(|e| e.last_seen.elapsed() > patience)
     }
 
     fn snapshot(&self, keep: impl Fn(&ClientEntry) -> bool) -> Vec<ClientInfo> {
@@ -315,9 +321,9 @@ mod tests {
         let a = Uuid::from_u128(1);
         registry.join(a, None).unwrap();
         registry.mark_missed(&a);
-        assert!(registry.available().is_empty());
+        assert!(registry.available(std::time::Duration::from_secs(60)).is_empty());
         assert_eq!(registry.all().len(), 1);
         registry.touch(&a, None);
-        assert_eq!(registry.available().len(), 1);
+        assert_eq!(registry.available(std::time::Duration::from_secs(60)).len(), 1);
     }
 }

@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use strata_core::config::RunConfig;
+use strata_core::liveness::RoundCloses;
 use strata_core::records::{ClientRoundRecord, RoundRecord, metric};
 use strata_core::tensor::{TensorSet, TensorSpec};
 use tokio::sync::{broadcast, mpsc};
@@ -94,7 +95,8 @@ impl RoundLoop {
 
     async fn round(&mut self, round: u64, evaluation_only: bool) {
         let started = Instant::now();
-        let (picked, others) = if evaluation_only { (Vec::new(), self.registry.available()) } else { self.pick(round) };
+        let (picked, others) =
+            if evaluation_only { (Vec::new(), self.registry.available(self.patience())) } else { self.pick(round) };
         let train = self.strategy.configure_train(round, &picked);
         let evaluate = self.strategy.configure_evaluate(round, &others);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.round_timeout_secs);
@@ -173,7 +175,7 @@ impl RoundLoop {
     /// the other available clients evaluate. Clients that missed a deadline and have not
     /// polled since get nothing, so a dead client costs one deadline, not one per round.
     fn pick(&self, round: u64) -> (Vec<ClientInfo>, Vec<ClientInfo>) {
-        let all_available = self.registry.available();
+        let all_available = self.registry.available(self.patience());
         let mut available = all_available.clone();
         let wanted = ((self.config.fraction * available.len() as f64).ceil() as usize)
             .max(self.config.min_clients as usize)
@@ -204,6 +206,26 @@ impl RoundLoop {
         a
     }
 
+    /// How long a client may stay silent before it counts as offline.
+    pub(crate) fn patience(&self) -> Duration {
+        Duration::from_secs(self.config.liveness.offline_after_secs)
+    }
+
+    /// Whether the round can close before its deadline: every task answered except those
+    /// whose client went offline, or, under `min-results`, enough training results.
+    fn can_close(&self, tasks: &HashMap<uuid::Uuid, Arc<Assignment>>, reports: &HashMap<uuid::Uuid, Report>) -> bool {
+        let trained = reports.values().filter(|r| r.update.is_some()).count();
+        let training = tasks.values().filter(|t| t.kind == TaskKind::Train).count();
+        if self.config.liveness.round_closes == RoundCloses::MinResults
+            && training > 0
+            && trained >= (self.config.min_clients as usize).min(training)
+        {
+            return true;
+        }
+        let patience = self.patience();
+        tasks.keys().all(|id| reports.contains_key(id) || self.registry.is_offline(id, patience))
+    }
+
     async fn collect(
         &mut self,
         round: u64,
@@ -211,8 +233,10 @@ impl RoundLoop {
         deadline: tokio::time::Instant,
     ) -> HashMap<uuid::Uuid, Report> {
         let mut reports = HashMap::new();
-        while reports.len() < tasks.len() {
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        while !self.can_close(tasks, &reports) {
             tokio::select! {
+                _ = check.tick() => {}
                 report = self.reports.recv() => {
                     let Some(report) = report else { break };
                     // A result accepted just before an earlier phase closed is not this one's.

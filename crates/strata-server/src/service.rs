@@ -253,6 +253,14 @@ impl pb::federation_server::Federation for FederationService {
         }))
     }
 
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatReply> {
+        let req = request.into_inner();
+        self.check_run(&req.run_id)?;
+        let id = self.known_client(&req.client_id)?;
+        self.registry.touch(&id, None);
+        Ok(Response::new(pb::HeartbeatReply {}))
+    }
+
     type DownloadParametersStream = ReceiverStream<Result<pb::ParameterPart, Status>>;
 
     async fn download_parameters(
@@ -308,6 +316,7 @@ impl pb::federation_server::Federation for FederationService {
         };
         self.check_run(&header.run_id)?;
         let id = self.known_client(&header.client_id)?;
+        self.registry.touch(&id, None);
         let index = self.registry.info(&id).map(|c| c.index);
         let round = header.round;
         let task = self.gate.admit(id, round, &header.task_id).map_err(|r| self.refused(index, r.into()))?;
