@@ -1,6 +1,7 @@
 //! `strata client`: a client daemon that joins a server and trains on its own data.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
@@ -49,6 +50,11 @@ pub struct Args {
     /// as the same client with the model it had (written after every task).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Run N virtual clients in this process, each with its own identity, partition index and
+    /// gRPC channel (sharing one copy of the data; `--threads` each, at most one training per
+    /// core at a time). With --state-dir, client k keeps its state in DIR/client-k.
+    #[arg(long, default_value_t = 1, conflicts_with_all = ["client_index", "client_id"])]
+    r#virtual: u32,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -74,8 +80,66 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.token_file {
         options.token = Some(read_token(path)?);
     }
-    let outcome = strata_client::run(options, crate::shutdown::signal()).await?;
-    tracing::info!(client = outcome.index, tasks = outcome.tasks_done, "client done");
+    if args.r#virtual <= 1 {
+        let outcome = strata_client::run(options, crate::shutdown::signal()).await?;
+        tracing::info!(client = outcome.index, tasks = outcome.tasks_done, "client done");
+        return Ok(());
+    }
+    run_virtual(options, args.r#virtual).await
+}
+
+/// N clients in one process, like `simulate`'s but against any server: each a full daemon.
+async fn run_virtual(base: strata_client::ClientOptions, n: u32) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new((cores / base.threads).max(1)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut clients = tokio::task::JoinSet::new();
+    for k in 0..n {
+        let mut options = strata_client::ClientOptions::new(base.server.clone());
+        options.device = base.device.clone();
+        options.data_path = base.data_path.clone();
+        options.threads = base.threads;
+        options.connect_timeout = base.connect_timeout;
+        options.tls = base.tls.clone();
+        options.token = base.token.clone();
+        options.state_dir = base.state_dir.as_ref().map(|d| d.join(format!("client-{k}")));
+        options.data_cache = Arc::clone(&base.data_cache);
+        options.train_permits = Some(Arc::clone(&permits));
+        let mut stop = stop_rx.clone();
+        clients.spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            (k, strata_client::run(options, stopped).await)
+        });
+    }
+    tracing::info!(clients = n, "virtual clients started");
+    let mut failed = 0;
+    let mut signal = std::pin::pin!(crate::shutdown::signal());
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            next = clients.join_next() => match next {
+                None => break,
+                Some(Ok((_, Ok(outcome)))) => tracing::info!(client = outcome.index, tasks = outcome.tasks_done, "client done"),
+                Some(Ok((k, Err(e)))) => {
+                    failed += 1;
+                    tracing::error!(virtual_client = k, "client failed: {e}");
+                }
+                Some(Err(e)) => {
+                    failed += 1;
+                    tracing::error!("client task panicked: {e}");
+                }
+            },
+            _ = &mut signal, if !stopping => {
+                stopping = true;
+                let _ = stop_tx.send(true);
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {n} virtual clients failed");
+    }
     Ok(())
 }
 

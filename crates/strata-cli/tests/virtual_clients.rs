@@ -1,0 +1,73 @@
+//! `strata server` and two `strata client --virtual 5` processes on loopback: the server
+//! completes its rounds with 10 clients.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the process if the test ends early.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn strata() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[test]
+fn two_processes_of_five_virtual_clients_make_a_federation_of_ten() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let run = out.path().join("run");
+    let server = strata()
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--clients", "10", "--rounds", "2"])
+        .args(["--dataset", "synthetic", "--split", "iid", "--model", "mlp", "--lr", "0.05", "--batch-size", "20"])
+        .args(["--round-timeout", "120", "--out"])
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let mut server = Process(server);
+    let clients: Vec<Process> = (0..2)
+        .map(|_| {
+            let child = strata()
+                .args(["client", "--server", &format!("http://127.0.0.1:{port}"), "--virtual", "5", "--device", "cpu"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("client process starts");
+            Process(child)
+        })
+        .collect();
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("server status") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the run did not finish in 5 minutes");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "server exited with {status}");
+    for mut c in clients {
+        let status = c.0.wait().expect("client status");
+        assert!(status.success(), "a client process exited with {status}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).expect("summary.json")).expect("json");
+    assert_eq!(summary["rounds_completed"], 2);
+    let rounds = std::fs::read_to_string(run.join("rounds.jsonl")).expect("rounds.jsonl");
+    for line in rounds.lines().take(2) {
+        let r: serde_json::Value = serde_json::from_str(line).expect("round record");
+        assert_eq!((r["picked"].as_u64(), r["reported"].as_u64()), (Some(10), Some(10)), "{line}");
+    }
+}
