@@ -146,7 +146,28 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         capabilities: None,
         requested_index: options.requested_index,
     };
-    let reply = rpc.join(join).await.map_err(|s| refused(&options, &s))?.into_inner();
+    // A join lost to a transient transport failure (a burst of connections overflowing the
+    // server's accept queue resets some) is retried; a refusal or a TLS failure is not.
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let reply = loop {
+        match rpc.join(join.clone()).await {
+            Ok(reply) => break reply.into_inner(),
+            Err(s)
+                if is_outage(&s)
+                    && started.elapsed() < options.connect_timeout
+                    && options.tls.as_ref().and_then(|_| tls::tls_failure(&s)).is_none() =>
+            {
+                debug!("join failed ({}); retrying in {delay:?}", s.message());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(s) => return Err(refused(&options, &s)),
+        }
+    };
     let mut config =
         RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
     if let Some(path) = &options.data_path {

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Stress: a few hundred lightweight clients against one server on loopback, for a bounded
+# number of rounds. Reports rounds completed, client and server errors, and the server's peak
+# memory (VmHWM). Not a test: numbers vary with the machine; they go in the README by hand.
+#
+#   scripts/stress.sh [CLIENTS] [PROCESSES] [ROUNDS]     default 300 clients in 2 processes, 3 rounds
+#
+# The clients are `strata client --virtual N` processes (MLP on synthetic data, 100 samples
+# each); the server is a separate process, so its memory is its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+clients="${1:-300}"; processes="${2:-2}"; rounds="${3:-3}"
+bin="${STRATA_BIN:-target/release/strata}"
+port="${STRATA_PORT:-51$((RANDOM % 900 + 100))}"
+[ -x "$bin" ] || { echo "no binary at $bin: run 'make build' first" >&2; exit 1; }
+[ $((clients % processes)) -eq 0 ] || { echo "CLIENTS must be a multiple of PROCESSES" >&2; exit 2; }
+
+out="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+cat > "$out/stress.toml" <<TOML
+rounds = $rounds
+clients = $clients
+min_clients = $clients
+fraction = 1.0
+round_timeout_secs = 600
+seed = 1
+method = "fedavg"
+
+[data]
+dataset = "synthetic"
+split = "iid"
+
+[data.synthetic]
+samples = $((clients * 100))
+
+[model]
+name = "mlp"
+
+[train]
+lr = 0.05
+batch_size = 20
+local_epochs = 1
+TOML
+
+started=$(date +%s)
+"$bin" server --listen "127.0.0.1:$port" --config "$out/stress.toml" --out "$out/run" >"$out/server.log" 2>&1 &
+server=$!
+per=$((clients / processes))
+for p in $(seq 1 "$processes"); do
+  "$bin" client --server "http://127.0.0.1:$port" --virtual "$per" --device cpu >"$out/clients$p.log" 2>&1 &
+done
+
+peak_kb=0
+while kill -0 "$server" 2>/dev/null; do
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$server/status" 2>/dev/null || echo 0)
+  [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
+  sleep 0.5
+done
+wait "$server" || { echo "stress: the server failed; its log:" >&2; tail -20 "$out/server.log" >&2; exit 1; }
+wait || true
+elapsed=$(( $(date +%s) - started ))
+
+completed=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['rounds_completed'])" "$out/run/summary.json")
+refused=$(grep -c "refused result" "$out/server.log" || true)
+server_warnings=$(grep -c " WARN " "$out/server.log" || true)
+client_errors=$(cat "$out"/clients*.log | grep -c -E " (WARN|ERROR) " || true)
+echo "stress: $clients clients in $processes processes, $completed of $rounds rounds completed in ${elapsed}s"
+echo "stress: server peak memory (VmHWM) $((peak_kb / 1024)) MiB; $refused results refused, $server_warnings server warnings, $client_errors client warnings/errors"
+echo "stress: files in $out"
