@@ -72,11 +72,14 @@ completed=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['rou
 echo "run-local: $completed of $rounds rounds completed; report in $out/run/report.md"
 [ "$completed" -eq "$rounds" ] || { echo "run-local: FAILED: expected $rounds completed rounds" >&2; exit 1; }
 if [ "$kill_one" -eq 1 ]; then
-  # The kill must have landed mid-run: some training round went on without client 2.
+  # The kill must have landed mid-run: some aggregated training round went on without
+  # client 2's result (whether it was picked and missed, or no longer picked at all).
   short=$(python3 -c "
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print(sum(1 for r in rows[:-1] if r['aggregated'] and r['reported'] < r['picked']))" "$out/run/rounds.jsonl")
+rounds = [json.loads(l) for l in open(sys.argv[1])][:-1]
+trained = {(r['round'], r['client']) for r in map(json.loads, open(sys.argv[2])) if r['trained']}
+print(sum(1 for r in rounds if r['aggregated'] and (r['round'], 2) not in trained))" \
+    "$out/run/rounds.jsonl" "$out/run/metrics.jsonl")
   echo "run-local: $short round(s) completed without the killed client's result"
   [ "$short" -ge 1 ] || { echo "run-local: FAILED: no round ran short: the kill missed the run" >&2; exit 1; }
 fi
