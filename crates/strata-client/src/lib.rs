@@ -176,6 +176,13 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     let index = reply.client_index;
     debug!(client = index, run_id = %reply.run_id, "joined");
 
+    // Heartbeats from now on, so that loading the data or a long training is not taken for a death.
+    let _heartbeat = Heartbeat(tokio::spawn(heartbeats(
+        rpc.clone(),
+        reply.run_id.clone(),
+        options.client_id.to_string(),
+        Duration::from_secs(config.liveness.heartbeat_secs.max(1)),
+    )));
     let mut local = load_local(&options, &config, index).await?;
     let mut restored = false;
     if let (Some(dir), Some(id)) = (&options.state_dir, &saved)
@@ -196,13 +203,6 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     };
     // Shared with the blocking thread that trains; never locked across an await.
     let local = Arc::new(Mutex::new(local));
-    // Heartbeats while this client works, so that a long training is not taken for a death.
-    let _heartbeat = Heartbeat(tokio::spawn(heartbeats(
-        rpc.clone(),
-        reply.run_id.clone(),
-        options.client_id.to_string(),
-        Duration::from_secs(config.liveness.heartbeat_secs.max(1)),
-    )));
 
     let mut last_task = String::new();
     let mut tasks_done = 0;
