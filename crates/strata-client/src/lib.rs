@@ -39,6 +39,7 @@ pub use data_cache::DataCache;
 pub use tls::ClientTls;
 
 use crate::local::{Job, LocalState};
+use strata_torch::TorchError;
 
 type Rpc = pb::federation_client::FederationClient<InterceptedService<Channel, auth::Bearer>>;
 
@@ -460,16 +461,7 @@ async fn do_task(
         mask_over: task.mask.clone().map(scalar::selection_from_wire),
         settings,
     };
-    let _permit = match &options.train_permits {
-        Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
-        None => None,
-    };
-    // libtorch work runs on a blocking thread so that it never stalls the runtime.
-    let state = Arc::clone(local);
-    let output = tokio::task::spawn_blocking(move || state.lock().unwrap_or_else(|e| e.into_inner()).run(job))
-        .await
-        .map_err(|e| ClientError::Protocol(format!("training panicked: {e}")))??;
-    drop(_permit);
+    let output = on_worker(options, local, "training", move |state| state.run(job)).await?;
     let header = pb::ResultHeader {
         run_id: task.run_id,
         round: task.round,
@@ -482,6 +474,25 @@ async fn do_task(
     let tensors = output.upload.unwrap_or_default();
     transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
     Ok(())
+}
+
+/// Runs libtorch work on the local state on a blocking thread (so that it never stalls the
+/// runtime), holding a training permit when the process shares its cores (`--parallel`, `--virtual`).
+async fn on_worker<T: Send + 'static>(
+    options: &ClientOptions,
+    local: &Arc<Mutex<LocalState>>,
+    what: &str,
+    work: impl FnOnce(&mut LocalState) -> Result<T, TorchError> + Send + 'static,
+) -> Result<T, ClientError> {
+    let _permit = match &options.train_permits {
+        Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
+        None => None,
+    };
+    let state = Arc::clone(local);
+    let output = tokio::task::spawn_blocking(move || work(&mut state.lock().unwrap_or_else(|e| e.into_inner())))
+        .await
+        .map_err(|e| ClientError::Protocol(format!("{what} panicked: {e}")))??;
+    Ok(output)
 }
 
 /// CCVR's client half: statistics of the classifier's input under the received global model.
@@ -497,16 +508,7 @@ async fn do_stats_task(
         task_id: task.task_id.clone(),
     };
     let (global, _bytes_down) = transfer::download(rpc, request).await?;
-    let _permit = match &options.train_permits {
-        Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
-        None => None,
-    };
-    let state = Arc::clone(local);
-    let stats =
-        tokio::task::spawn_blocking(move || state.lock().unwrap_or_else(|e| e.into_inner()).feature_stats(&global))
-            .await
-            .map_err(|e| ClientError::Protocol(format!("feature statistics panicked: {e}")))??;
-    drop(_permit);
+    let stats = on_worker(options, local, "feature statistics", move |state| state.feature_stats(&global)).await?;
     let header = pb::ResultHeader {
         run_id: task.run_id,
         round: task.round,

@@ -3,7 +3,6 @@
 //! variable, BatchNorm statistics included), written atomically after every task, so that a
 //! daemon restarted with the same directory rejoins as itself and goes on with the model it had.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -49,10 +48,7 @@ pub fn save(dir: &Path, identity: &Identity, model: &TensorSet) -> Result<(), St
     strata_core::safetensors::write(&dir.join(MODEL), model, &meta).map_err(|e| e.to_string())?;
     let path = dir.join(IDENTITY);
     let json = serde_json::to_vec_pretty(identity).expect("JSON of plain data");
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    tmp.write_all(&json).map_err(|e| format!("{}: {e}", path.display()))?;
-    tmp.as_file().sync_all().map_err(|e| format!("{}: {e}", path.display()))?;
-    tmp.persist(&path).map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    strata_core::atomic_file::write(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
 }
 

@@ -220,6 +220,14 @@ fn default_train_fraction() -> f64 {
     0.75
 }
 
+impl TrainConfig {
+    /// The same settings for a phase that counts whole epochs (FedRep's head, Ditto's personal
+    /// model), even when the shared model trains for `local_steps`.
+    pub fn for_epochs(&self, epochs: usize) -> Self {
+        Self { local_epochs: epochs.max(1), local_steps: None, ..self.clone() }
+    }
+}
+
 impl RunConfig {
     /// PFLlib's reference setup for Fashion-MNIST: FedAvgCNN, 20 clients, Dirichlet(0.1),
     /// SGD lr 0.005, batch 10, one local epoch, every client every round.

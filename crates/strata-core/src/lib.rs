@@ -12,9 +12,11 @@
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
 //! - [`calibration`]: settings of post-hoc classifier calibration (CCVR).
+//! - [`atomic_file`]: replacing a file whole or not at all.
 //! - [`safetensors`]: tensor sets on disk, written atomically.
 //! - [`setting`]: method settings carried in tasks.
 
+pub mod atomic_file;
 pub mod calibration;
 pub mod ccvr;
 pub mod config;

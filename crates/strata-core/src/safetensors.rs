@@ -1,13 +1,11 @@
 //! Tensor sets on disk in the safetensors format (8-byte little-endian header length, a JSON
 //! header of names, dtypes, shapes and byte offsets, then the raw data), f32 only. Files are
-//! written atomically: to a temporary file in the same directory, flushed to disk, then
-//! renamed over the target, so a crash leaves the old file or the new one, never a mix.
+//! written atomically ([`crate::atomic_file`]): a crash leaves the old file or the new one.
 //!
 //! The tensors keep their set's order on disk and on reading (the format does not require an
 //! order; the offsets do it here), which matters for masks that follow that order.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
@@ -37,26 +35,17 @@ pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) 
     let mut header = serde_json::to_vec(&Value::Object(header)).expect("JSON of plain data");
     // The format pads the header with spaces to a multiple of 8 bytes.
     header.resize(header.len().div_ceil(8) * 8, b' ');
-    let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    {
-        let mut out = std::io::BufWriter::new(tmp.as_file_mut());
-        out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
-        out.write_all(&header).map_err(io)?;
+    crate::atomic_file::write_with(path, |out| {
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(&header)?;
         for t in set.tensors() {
             for v in &t.values {
-                out.write_all(&v.to_le_bytes()).map_err(io)?;
+                out.write_all(&v.to_le_bytes())?;
             }
         }
-        out.flush().map_err(io)?;
-    }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    // The rename itself is durable once the directory is synced.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+        Ok(())
+    })
+    .map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
     Ok(())
 }
 

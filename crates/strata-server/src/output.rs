@@ -138,13 +138,13 @@ fn keep_rows<T: serde::Serialize + serde::de::DeserializeOwned>(
     let io = |source| ServerError::Output { path: path.to_path_buf(), source };
     let text = std::fs::read_to_string(path).map_err(io)?;
     let rows: Vec<T> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).filter(|r| keep(r)).collect();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    for row in &rows {
-        serde_json::to_writer(&mut tmp, row).map_err(|e| io(e.into()))?;
-        tmp.write_all(b"\n").map_err(io)?;
-    }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    strata_core::atomic_file::write_with(path, |out| {
+        for row in &rows {
+            serde_json::to_writer(&mut *out, row)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+    .map_err(io)?;
     Ok(rows)
 }

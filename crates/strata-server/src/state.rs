@@ -6,7 +6,6 @@
 //! moment leaves the previous round's state or this one's, and loses at most the round in flight.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -79,13 +78,7 @@ pub fn save(
     };
     let json = serde_json::to_vec_pretty(&state).expect("JSON of plain data");
     let path = dir.join("state.json");
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
-    tmp.write_all(&json).map_err(io(&path))?;
-    tmp.as_file().sync_all().map_err(io(&path))?;
-    tmp.persist(&path).map_err(|e| StateError::Io { path: path.clone(), source: e.error })?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    strata_core::atomic_file::write(&path, &json).map_err(io(&path))?;
     // Older tensor files are no longer named by state.json.
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {

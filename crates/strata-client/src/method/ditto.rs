@@ -51,10 +51,7 @@ impl ClientMethod for Ditto {
         ctx: &RoundContext,
     ) -> Result<TrainStats, TorchError> {
         let lambda = setting_or(ctx.settings, "lambda", self.lambda);
-        let mut personal_cfg = ctx.train.clone();
-        personal_cfg.local_epochs = self.personal_epochs.max(1);
-        // `ditto_personal_epochs` counts epochs even when the shared model trains for `local_steps`.
-        personal_cfg.local_steps = None;
+        let personal_cfg = ctx.train.for_epochs(self.personal_epochs);
         let personal = match &self.anchor {
             Some(anchor) => {
                 let term = |m: &LocalModel| anchor.term(m, lambda);

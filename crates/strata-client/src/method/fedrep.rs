@@ -36,10 +36,7 @@ impl ClientMethod for FedRep {
         ctx: &RoundContext,
     ) -> Result<TrainStats, TorchError> {
         let head_epochs = setting_or(ctx.settings, "fedrep_head_epochs", self.head_epochs as f64) as usize;
-        let mut head_cfg = ctx.train.clone();
-        head_cfg.local_epochs = head_epochs.max(1);
-        // `fedrep_head_epochs` counts epochs even when the body trains for `local_steps`.
-        head_cfg.local_steps = None;
+        let head_cfg = ctx.train.for_epochs(head_epochs);
         let head = with_frozen(model, &|n| !is_head(n), |m| train_local(m, data, &head_cfg, ctx.seed))?;
         let body = with_frozen(model, &is_head, |m| train_local(m, data, ctx.train, ctx.seed ^ 0x5EED))?;
         let samples = head.samples + body.samples;
