@@ -174,17 +174,33 @@ async fn bad_feature_statistics_are_refused_and_calibration_uses_the_good_ones()
     let cache = Arc::new(strata_client::DataCache::default());
     let good: Vec<_> = (0..2).map(|i| spawn_client(&server.url, i, &cache)).collect();
 
-    // The rogue ignores its training and evaluation tasks and waits for the statistics task.
+    // The rogue ignores its training task, answers evaluations (so that it is not taken for
+    // dead when the statistics are asked for), and waits for the statistics task.
+    let mut last_task_id = String::new();
     let task = loop {
         let poll = pb::PullTaskRequest {
             run_id: run_id.clone(),
             client_id: client_id.clone(),
             wait_ms: 5000,
+            last_task_id: last_task_id.clone(),
             ..Default::default()
         };
         let task = rpc.pull_task(poll).await.expect("poll").into_inner();
         if task.kind == pb::TaskKind::FeatureStats as i32 {
             break task;
+        }
+        if task.kind == pb::TaskKind::Evaluate as i32 {
+            let header = pb::ResultHeader {
+                run_id: run_id.clone(),
+                round: task.round,
+                task_id: task.task_id.clone(),
+                client_id: client_id.clone(),
+                ..Default::default()
+            };
+            push(&mut rpc, header, TensorSet::default()).await.expect("an evaluation result is accepted");
+        }
+        if !task.task_id.is_empty() {
+            last_task_id = task.task_id;
         }
     };
     let header = pb::ResultHeader {

@@ -38,6 +38,9 @@ pub struct ClientEntry {
     pub missed_deadline: bool,
     /// Whether the client has received the FINISH task.
     pub told_finish: bool,
+    /// Long polls of this client waiting right now: a client waiting for a task is alive even
+    /// if it missed the last deadline (its poll began before the deadline marked it).
+    pub polls_waiting: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -147,6 +150,7 @@ impl Registry {
                 last_seen: Instant::now(),
                 missed_deadline: false,
                 told_finish: false,
+                polls_waiting: 0,
             },
         );
         self.joined.send_replace(self.clients.len());
@@ -224,7 +228,20 @@ impl Registry {
     /// Clients that may be picked: those that did not miss the last deadline without polling
     /// since, and were heard from within `patience` (a poll, a heartbeat, a result).
     pub fn available(&self, patience: std::time::Duration) -> Vec<ClientInfo> {
-        self.snapshot(|e| !e.missed_deadline && e.last_seen.elapsed() <= patience)
+        self.snapshot(|e| (!e.missed_deadline || e.polls_waiting > 0) && e.last_seen.elapsed() <= patience)
+    }
+
+    /// Counts a long poll of the client as waiting until `end_poll`.
+    pub fn begin_poll(&self, id: &Uuid) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            entry.polls_waiting += 1;
+        }
+    }
+
+    pub fn end_poll(&self, id: &Uuid) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            entry.polls_waiting = entry.polls_waiting.saturating_sub(1);
+        }
     }
 
     /// Whether the client was last heard from longer than `patience` ago (or left).
