@@ -10,12 +10,14 @@
 //! - `tls`: rustls settings ([`ClientTls`]); a TLS failure ends connecting instead of retrying.
 //! - `auth`: the token sent as `authorization: Bearer <token>` on every call.
 //! - [`DataCache`]: one copy of the data per process, shared by simulated clients.
+//! - [`ClientTelemetry`]: Prometheus metrics and gRPC health of the process's clients.
 
 mod auth;
 mod data_cache;
 mod local;
 pub mod method;
 mod persist;
+mod telemetry;
 mod tls;
 mod transfer;
 
@@ -36,6 +38,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 pub use data_cache::DataCache;
+pub use telemetry::ClientTelemetry;
 pub use tls::ClientTls;
 
 use crate::local::{Job, LocalState};
@@ -68,6 +71,8 @@ pub struct ClientOptions {
     /// Where the client keeps its identity and personal model across restarts; `None` keeps
     /// them in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Where this client reports its metrics and health (shared by a process's virtual clients).
+    pub telemetry: Option<Arc<ClientTelemetry>>,
 }
 
 impl ClientOptions {
@@ -85,6 +90,7 @@ impl ClientOptions {
             tls: None,
             token: None,
             state_dir: None,
+            telemetry: None,
         }
     }
 }
@@ -204,7 +210,27 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     };
     // Shared with the blocking thread that trains; never locked across an await.
     let local = Arc::new(Mutex::new(local));
+    let telemetry = options.telemetry.clone().unwrap_or_default();
+    telemetry.connected(index, &capabilities.device).await;
+    let outcome = work(rpc, &options, &config, &reply, index, &capabilities, &local, &telemetry, &mut shutdown).await;
+    telemetry.disconnected(index).await;
+    let tasks_done = outcome?;
+    Ok(ClientOutcome { index, tasks_done, restored })
+}
 
+/// The task loop: polls, does each task, and waits out server outages, until the run is over.
+#[allow(clippy::too_many_arguments)]
+async fn work(
+    mut rpc: Rpc,
+    options: &ClientOptions,
+    config: &RunConfig,
+    reply: &pb::JoinReply,
+    index: u32,
+    capabilities: &pb::ClientCapabilities,
+    local: &Arc<Mutex<LocalState>>,
+    telemetry: &ClientTelemetry,
+    mut shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<u64, ClientError> {
     let mut last_task = String::new();
     let mut tasks_done = 0;
     // When the server stopped answering, if it has.
@@ -223,12 +249,17 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         };
         let task = match task {
             Ok(t) => {
-                outage = None;
+                if outage.take().is_some() {
+                    telemetry.connected(index, &capabilities.device).await;
+                }
                 t.into_inner()
             }
             // The server went away (a restart, a network cut): when it finished the run, it said
             // so with FINISH first. Wait for it with backoff; the channel reconnects by itself.
             Err(status) if is_outage(&status) => {
+                if outage.is_none() {
+                    telemetry.disconnected(index).await;
+                }
                 let since = *outage.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() > options.connect_timeout {
                     warn!(client = index, "server unreachable for {:?}; giving up", options.connect_timeout);
@@ -274,37 +305,47 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
                 last_task = task.task_id.clone();
                 let training = kind == pb::TaskKind::Train;
                 let result = tokio::select! {
-                    r = do_task(&mut rpc, &options, &config, index, &local, task, training) => r,
+                    r = do_task(&mut rpc, options, config, index, local, task, training) => r,
                     _ = &mut shutdown => break,
                 };
                 match result {
-                    Ok(()) => {
+                    Ok(trained) => {
                         tasks_done += 1;
+                        telemetry.task_done(index, trained);
                         if let Some(dir) = &options.state_dir {
                             let identity =
                                 persist::Identity { client_id: options.client_id, index, run_id: reply.run_id.clone() };
-                            save_state(dir, identity, &local).await;
+                            save_state(dir, identity, local).await;
                         }
                     }
                     // A refused or failed task costs this round, not the client.
-                    Err(e) => warn!(client = index, task = %last_task, "task failed: {e}"),
+                    Err(e) => {
+                        telemetry.task_failed(index);
+                        warn!(client = index, task = %last_task, "task failed: {e}")
+                    }
                 }
             }
             pb::TaskKind::FeatureStats => {
                 last_task = task.task_id.clone();
                 let result = tokio::select! {
-                    r = do_stats_task(&mut rpc, &options, &local, task) => r,
+                    r = do_stats_task(&mut rpc, options, local, task) => r,
                     _ = &mut shutdown => break,
                 };
                 match result {
-                    Ok(()) => tasks_done += 1,
-                    Err(e) => warn!(client = index, task = %last_task, "feature statistics failed: {e}"),
+                    Ok(()) => {
+                        tasks_done += 1;
+                        telemetry.task_done(index, None);
+                    }
+                    Err(e) => {
+                        telemetry.task_failed(index);
+                        warn!(client = index, task = %last_task, "feature statistics failed: {e}")
+                    }
                 }
             }
             other => warn!(client = index, kind = ?other, "ignoring a task kind this client does not know"),
         }
     }
-    Ok(ClientOutcome { index, tasks_done, restored })
+    Ok(tasks_done)
 }
 
 /// Aborts the heartbeat task when the client's run ends, however it ends.
@@ -442,7 +483,7 @@ async fn do_task(
     local: &Arc<Mutex<LocalState>>,
     task: pb::Task,
     training: bool,
-) -> Result<(), ClientError> {
+) -> Result<Option<(u64, f64)>, ClientError> {
     let request = pb::DownloadRequest {
         run_id: task.run_id.clone(),
         client_id: options.client_id.to_string(),
@@ -473,7 +514,7 @@ async fn do_task(
     };
     let tensors = output.upload.unwrap_or_default();
     transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
-    Ok(())
+    Ok(output.trained)
 }
 
 /// Runs libtorch work on the local state on a blocking thread (so that it never stalls the

@@ -46,6 +46,8 @@ pub struct JobOutput {
     pub upload: Option<TensorSet>,
     pub mask: Option<BitMask>,
     pub num_samples: u64,
+    /// Samples trained on and the seconds it took, when the job trained.
+    pub trained: Option<(u64, f64)>,
 }
 
 impl LocalState {
@@ -67,7 +69,7 @@ impl LocalState {
             }
         }
         let Some((config, seed)) = job.train else {
-            return Ok(JobOutput { metrics, upload: None, mask: None, num_samples: 0 });
+            return Ok(JobOutput { metrics, upload: None, mask: None, num_samples: 0, trained: None });
         };
         let ctx = RoundContext { round: job.round, settings: &job.settings, train: &config, seed };
         let started = Instant::now();
@@ -83,7 +85,8 @@ impl LocalState {
             Some(covered) => self.method.mask(&upload, covered, &ctx)?,
             None => None,
         };
-        Ok(JobOutput { metrics, upload: Some(upload), mask, num_samples: self.data.train_len() as u64 })
+        let trained = Some((stats.samples, seconds));
+        Ok(JobOutput { metrics, upload: Some(upload), mask, num_samples: self.data.train_len() as u64, trained })
     }
 
     /// CCVR's client half: per-class mean and covariance of what the classifier of `global`

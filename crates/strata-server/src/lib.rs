@@ -14,6 +14,8 @@
 //! - [`events`]: what observers (progress bars, tests) hear.
 //! - `tls`: rustls settings ([`ServerTls`]) and the warning for plain TCP off loopback.
 //! - [`auth`]: the interceptor that checks client tokens against the tokens file.
+//! - `metrics`: the Prometheus metrics (`ServerOptions::metrics`); the gRPC port also serves
+//!   `grpc.health.v1`, SERVING while the run goes on.
 
 mod assignment;
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod calibration;
 mod calibration_phase;
 pub mod events;
 mod gate;
+mod metrics;
 mod output;
 mod registry;
 mod round;
@@ -64,6 +67,8 @@ pub struct ServerOptions {
     /// A tokens file (`<sha256-hex>  <label>` lines): every call then needs one of its tokens.
     /// It is re-read when it changes, so deleting a line revokes that token without a restart.
     pub tokens: Option<PathBuf>,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` over HTTP here while the run goes on.
+    pub metrics: Option<TcpListener>,
 }
 
 impl ServerOptions {
@@ -76,6 +81,7 @@ impl ServerOptions {
             resume: false,
             tls: None,
             tokens: None,
+            metrics: None,
         }
     }
 }
@@ -149,6 +155,22 @@ pub async fn run(
     };
     let gate = Arc::new(gate::RoundGate::default());
     let events = options.events.unwrap_or_else(|| broadcast::channel(1024).0);
+    // Stops the metrics listener when the run ends.
+    let (metrics_stop, metrics_stopped) = oneshot::channel::<()>();
+    if let Some(listener) = options.metrics {
+        let patience = Duration::from_secs(config.liveness.offline_after_secs);
+        let source = metrics::ServerMetrics::new(registry.clone(), patience, config.clients);
+        tokio::spawn(Arc::clone(&source).follow(events.subscribe()));
+        info!(addr = ?listener.local_addr().ok(), "metrics at /metrics, health at /healthz");
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = strata_telemetry::http::serve(listener, source, stopped).await {
+                tracing::warn!("metrics endpoint stopped: {e}");
+            }
+        });
+    }
     // Room for one report per client: the loop drains them as they come.
     let (report_tx, report_rx) = mpsc::channel(config.clients as usize + 1);
     let service = service::FederationService {
@@ -177,7 +199,10 @@ pub async fn run(
         builder = builder.tls_config(tls).map_err(|e| ServerError::Setup(format!("TLS settings: {}", chain(&e))))?;
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // Health checks need no token (probes carry none); with mutual TLS they still need a certificate.
+    let (health, health_service) = strata_telemetry::health::service().await;
     let server = builder
+        .add_service(health_service)
         .add_service(FederationServer::with_interceptor(service, auth::TokenCheck::new(tokens)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
@@ -198,8 +223,11 @@ pub async fn run(
         start_round,
         session: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
     };
+    strata_telemetry::health::set(&health, strata_telemetry::health::ServingStatus::Serving).await;
     let (ending, output) = rounds.run(shutdown).await;
+    strata_telemetry::health::set(&health, strata_telemetry::health::ServingStatus::NotServing).await;
     let _ = stop_tx.send(());
+    let _ = metrics_stop.send(());
     // Serving ends once open calls finish; long polls answer within their wait.
     let server = server.0.take().expect("the gRPC task is still held");
     match tokio::time::timeout(Duration::from_secs(35), server).await {

@@ -244,6 +244,14 @@ impl Registry {
         }
     }
 
+    /// Clients heard from within `patience`, and the rest: joined ones gone silent and those
+    /// of a resumed run not back yet.
+    pub fn liveness(&self, patience: std::time::Duration) -> (usize, usize) {
+        let online = self.clients.iter().filter(|e| e.last_seen.elapsed() <= patience).count();
+        let waiting = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (online, self.clients.len() - online + waiting)
+    }
+
     /// Whether the client was last heard from longer than `patience` ago (or left).
     pub fn is_offline(&self, id: &Uuid, patience: std::time::Duration) -> bool {
         self.clients.get(id).is_none_or(|e| e.last_seen.elapsed() > patience)

@@ -55,6 +55,13 @@ pub struct Args {
     /// core at a time). With --state-dir, client k keeps its state in DIR/client-k.
     #[arg(long, default_value_t = 1, conflicts_with_all = ["client_index", "client_id"])]
     r#virtual: u32,
+    /// Serve Prometheus metrics (/metrics, labelled by client index) and /healthz over HTTP here.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Serve the gRPC health service (grpc.health.v1) here: SERVING while every client of this
+    /// process is connected to the server.
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -80,6 +87,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.token_file {
         options.token = Some(read_token(path)?);
     }
+    let health = match &args.health_listen {
+        Some(addr) => Some(strata_telemetry::health::spawn(addr).await.map_err(anyhow::Error::msg)?.0),
+        None => None,
+    };
+    let telemetry = Arc::new(strata_client::ClientTelemetry::new(health));
+    if let Some(addr) = &args.metrics_listen {
+        // Served for the life of the process.
+        strata_telemetry::http::spawn(addr, telemetry.clone(), std::future::pending())
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    options.telemetry = Some(telemetry);
     if args.r#virtual <= 1 {
         let outcome = strata_client::run(options, crate::shutdown::signal()).await?;
         tracing::info!(client = outcome.index, tasks = outcome.tasks_done, "client done");
@@ -103,6 +122,7 @@ async fn run_virtual(base: strata_client::ClientOptions, n: u32) -> anyhow::Resu
         options.tls = base.tls.clone();
         options.token = base.token.clone();
         options.state_dir = base.state_dir.as_ref().map(|d| d.join(format!("client-{k}")));
+        options.telemetry = base.telemetry.clone();
         options.data_cache = Arc::clone(&base.data_cache);
         options.train_permits = Some(Arc::clone(&permits));
         let mut stop = stop_rx.clone();

@@ -3,6 +3,7 @@
 mod bench;
 mod certs;
 mod client;
+mod health;
 mod partition;
 mod run_args;
 mod server;
@@ -27,6 +28,8 @@ pub enum Command {
     Certs(certs::Args),
     /// Make client tokens for a server's --tokens file.
     Token(token::Args),
+    /// Probe a server's or client's health (gRPC health service or HTTP /healthz); exits 0 when serving.
+    Health(health::Args),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -52,6 +55,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Partition(args) => partition::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Token(args) => token::run(args),
+        Command::Health(args) => health::run(args).await,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Args {
     /// every call then needs one. Re-read when it changes: delete a line to revoke a token.
     #[arg(long)]
     tokens: Option<PathBuf>,
+    /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP here, e.g.
+    /// 0.0.0.0:9090. The gRPC port serves grpc.health.v1 either way.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<()> {
@@ -63,6 +67,12 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
         });
     }
     options.tokens = args.tokens;
+    if let Some(addr) = &args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        options.metrics = Some(listener);
+    }
     let outcome = strata_server::run(options, listener, crate::shutdown::signal()).await?;
     println!("{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
     println!("Run files are in {}", outcome.out_dir.display());
