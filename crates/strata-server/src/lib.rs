@@ -19,6 +19,7 @@
 
 mod assignment;
 pub mod auth;
+mod budget;
 pub mod calibration;
 mod calibration_phase;
 pub mod events;
@@ -69,6 +70,9 @@ pub struct ServerOptions {
     pub tokens: Option<PathBuf>,
     /// Serve Prometheus metrics (`/metrics`) and `/healthz` over HTTP here while the run goes on.
     pub metrics: Option<TcpListener>,
+    /// Bytes of training uploads the server holds at once (default: two models, at least
+    /// 256 MiB); uploads beyond it wait for earlier ones to be aggregated.
+    pub upload_budget_bytes: Option<u64>,
 }
 
 impl ServerOptions {
@@ -82,6 +86,7 @@ impl ServerOptions {
             tls: None,
             tokens: None,
             metrics: None,
+            upload_budget_bytes: None,
         }
     }
 }
@@ -173,6 +178,7 @@ pub async fn run(
     }
     // Room for one report per client: the loop drains them as they come.
     let (report_tx, report_rx) = mpsc::channel(config.clients as usize + 1);
+    let model_bytes = (model_spec.iter().map(|s| s.numel()).sum::<usize>() * 4) as u64;
     let service = service::FederationService {
         run_id: run_id.clone(),
         config_toml: config.to_toml(),
@@ -181,7 +187,10 @@ pub async fn run(
         reports: report_tx,
         events: events.clone(),
         chunk_bytes: options.chunk_bytes,
-        limits: AssemblyLimits { max_total_bytes: (model_spec.iter().map(|s| s.numel()).sum::<usize>() * 4) as u64 },
+        limits: AssemblyLimits { max_total_bytes: model_bytes },
+        upload_budget: options
+            .upload_budget_bytes
+            .map_or_else(|| budget::UploadBudget::for_model(model_bytes), budget::UploadBudget::new),
         max_poll_wait: Duration::from_secs(30),
     };
     let addr = listener.local_addr().ok();

@@ -41,6 +41,8 @@ pub struct ClientEntry {
     /// Long polls of this client waiting right now: a client waiting for a task is alive even
     /// if it missed the last deadline (its poll began before the deadline marked it).
     pub polls_waiting: u32,
+    /// Parameter downloads of this client open right now.
+    pub downloads_open: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -151,6 +153,7 @@ impl Registry {
                 missed_deadline: false,
                 told_finish: false,
                 polls_waiting: 0,
+                downloads_open: 0,
             },
         );
         self.joined.send_replace(self.clients.len());
@@ -244,6 +247,17 @@ impl Registry {
         }
     }
 
+    /// Counts a download of the client as open until the returned slot is dropped; `None` when
+    /// it already has `limit` open (or left).
+    pub fn begin_download(&self, id: &Uuid, limit: u32) -> Option<DownloadSlot> {
+        let mut entry = self.clients.get_mut(id)?;
+        if entry.downloads_open >= limit {
+            return None;
+        }
+        entry.downloads_open += 1;
+        Some(DownloadSlot { registry: self.clone(), id: *id })
+    }
+
     /// Clients heard from within `patience`, and the rest: joined ones gone silent and those
     /// of a resumed run not back yet.
     pub fn liveness(&self, patience: std::time::Duration) -> (usize, usize) {
@@ -289,6 +303,20 @@ impl Registry {
         let mut rx = self.joined.subscribe();
         // The sender lives in `self`, so `wait_for` cannot fail while we hold it.
         let _ = rx.wait_for(|&count| count >= n).await;
+    }
+}
+
+/// An open download, counted against its client until dropped.
+pub struct DownloadSlot {
+    registry: Registry,
+    id: Uuid,
+}
+
+impl Drop for DownloadSlot {
+    fn drop(&mut self) {
+        if let Some(mut entry) = self.registry.clients.get_mut(&self.id) {
+            entry.downloads_open = entry.downloads_open.saturating_sub(1);
+        }
     }
 }
 

@@ -116,11 +116,13 @@ impl RoundLoop {
         let aggregated = if evaluation_only {
             false
         } else {
+            // What the strategy did not absorb on arrival (FedCAC keeps every client's model).
             let updates: Vec<_> = reports.values_mut().filter_map(|r| r.update.take()).collect();
-            let received = updates.len();
+            let received = reports.values().filter(|r| r.trained).count();
             let needed = (self.config.min_clients as usize).min(n_train);
             if received < needed {
                 warn!(round, received, needed, "too few results: keeping the previous model");
+                self.strategy.abandon(round);
                 false
             } else {
                 match self.strategy.aggregate_train(round, updates) {
@@ -214,7 +216,7 @@ impl RoundLoop {
     /// Whether the round can close before its deadline: every task answered except those
     /// whose client went offline, or, under `min-results`, enough training results.
     fn can_close(&self, tasks: &HashMap<uuid::Uuid, Arc<Assignment>>, reports: &HashMap<uuid::Uuid, Report>) -> bool {
-        let trained = reports.values().filter(|r| r.update.is_some()).count();
+        let trained = reports.values().filter(|r| r.trained).count();
         let training = tasks.values().filter(|t| t.kind == TaskKind::Train).count();
         if self.config.liveness.round_closes == RoundCloses::MinResults
             && training > 0
@@ -238,12 +240,17 @@ impl RoundLoop {
             tokio::select! {
                 _ = check.tick() => {}
                 report = self.reports.recv() => {
-                    let Some(report) = report else { break };
+                    let Some(mut report) = report else { break };
                     // A result accepted just before an earlier phase closed is not this one's.
                     if report.round != round || tasks.get(&report.client.id).is_none_or(|t| t.task_id != report.task_id) {
                         continue;
                     }
                     let _ = self.events.send(ServerEvent::ResultAccepted { round, client: report.client.index });
+                    // Folded in now, so that a strategy with running sums holds no client's copy.
+                    if let Some(update) = report.update.take() {
+                        report.update = self.strategy.absorb(round, update);
+                    }
+                    report.upload_permit = None;
                     reports.insert(report.client.id, report);
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -262,7 +269,7 @@ impl RoundLoop {
             .iter()
             .map(|(id, r)| {
                 let m = |name: &str| r.metrics.get(name).copied();
-                let trained = r.update.is_some();
+                let trained = r.trained;
                 ClientRoundRecord {
                     round,
                     client: r.client.index,

@@ -13,13 +13,14 @@ use strata_proto::assemble::{AssemblyLimits, spec_from_wire};
 use strata_proto::mask::MaskAssembler;
 use strata_proto::stats::{StatsAssembler, StatsExpectation};
 use strata_proto::{Assembler, TensorSlices, pb, scalar, tensor_specs};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::assignment::{Assignment, TaskKind};
+use crate::budget::UploadBudget;
 use crate::events::ServerEvent;
 use crate::gate::RoundGate;
 use crate::registry::{Capabilities, JoinError, Registry};
@@ -34,6 +35,10 @@ pub struct Report {
     pub round: u64,
     pub task_id: String,
     pub update: Option<ValidUpdate>,
+    /// Whether the result is a training update (which the strategy may already have absorbed).
+    pub trained: bool,
+    /// The share of the upload budget the update holds until the strategy has absorbed it.
+    pub upload_permit: Option<OwnedSemaphorePermit>,
     /// Per-class feature statistics (CCVR), checked for shape and finiteness.
     pub stats: Option<Vec<ClassStats>>,
     pub metrics: HashMap<String, f64>,
@@ -50,9 +55,14 @@ pub struct FederationService {
     pub events: broadcast::Sender<ServerEvent>,
     pub chunk_bytes: usize,
     pub limits: AssemblyLimits,
+    /// Bytes of uploads held at once, across clients.
+    pub upload_budget: UploadBudget,
     /// Longest a poll is held open before answering WAIT.
     pub max_poll_wait: Duration,
 }
+
+/// Downloads one client may have open at once.
+const MAX_DOWNLOADS_PER_CLIENT: u32 = 2;
 
 fn parse_client_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id).map_err(|e| Status::invalid_argument(format!("client_id `{id}` is not a UUID: {e}")))
@@ -163,6 +173,8 @@ impl FederationService {
         };
         let mut assembler = Assembler::new(&header.tensors, header.total_bytes, self.limits)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Room in the upload budget before reading the data (the assembler's zeros are lazy pages).
+        let upload_permit = self.upload_budget.reserve(header.total_bytes, task.deadline).await?;
         while let Some(part) = stream.message().await? {
             bytes_up += part.encoded_len() as u64;
             match part.part {
@@ -199,6 +211,8 @@ impl FederationService {
             client: info,
             round: header.round,
             task_id: header.task_id,
+            trained: update.is_some(),
+            upload_permit,
             update,
             stats,
             metrics: scalar::metrics_map(&header.metrics),
@@ -280,6 +294,12 @@ impl pb::federation_server::Federation for FederationService {
             .parameters
             .clone()
             .ok_or_else(|| Status::failed_precondition(format!("task `{}` carries no parameters", req.task_id)))?;
+        // A client needs one download per task; a few at once leave room for a retry.
+        let stream_slot = self.registry.begin_download(&id, MAX_DOWNLOADS_PER_CLIENT).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "this client already has {MAX_DOWNLOADS_PER_CLIENT} downloads open; finish or cancel one first"
+            ))
+        })?;
         let header = pb::ParameterHeader {
             run_id: self.run_id.clone(),
             round: task.round,
@@ -293,6 +313,7 @@ impl pb::federation_server::Federation for FederationService {
         let (tx, rx) = mpsc::channel(4);
         let chunk_bytes = self.chunk_bytes;
         tokio::spawn(async move {
+            let _slot = stream_slot;
             let first = pb::ParameterPart { part: Some(pb::parameter_part::Part::Header(header)) };
             task.add_bytes_down(first.encoded_len() as u64);
             if tx.send(Ok(first)).await.is_err() {
@@ -323,7 +344,14 @@ impl pb::federation_server::Federation for FederationService {
         let index = self.registry.info(&id).map(|c| c.index);
         let round = header.round;
         let task = self.gate.admit(id, round, &header.task_id).map_err(|r| self.refused(index, r.into()))?;
-        let report = match self.receive_result(id, header, &task, &mut stream, bytes_first).await {
+        // A stream that stalls gives up its budget when the round's deadline passes.
+        let received =
+            tokio::time::timeout_at(task.deadline, self.receive_result(id, header, &task, &mut stream, bytes_first))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded("the round's deadline passed before the result was complete"))
+                });
+        let report = match received {
             Ok(report) => report,
             Err(status) => {
                 self.gate.release(id, round);
@@ -438,6 +466,7 @@ mod tests {
             events: broadcast::channel(16).0,
             chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES,
             limits: AssemblyLimits::default(),
+            upload_budget: UploadBudget::for_model(set.byte_len() as u64),
             max_poll_wait: Duration::from_secs(1),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

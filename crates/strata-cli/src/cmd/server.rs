@@ -37,6 +37,10 @@ pub struct Args {
     /// 0.0.0.0:9090. The gRPC port serves grpc.health.v1 either way.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// MiB of training uploads held at once across clients (default: two models' size, at
+    /// least 256); uploads beyond it wait until earlier ones are aggregated.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    upload_budget_mib: Option<u64>,
 }
 
 pub async fn run(mut args: Args) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
         });
     }
     options.tokens = args.tokens;
+    options.upload_budget_bytes = args.upload_budget_mib.map(|mib| mib << 20);
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -6,29 +6,61 @@ use strata_core::tensor::TensorSet;
 /// clients do not lose precision. Returns `None` when there is nothing to average or the
 /// weights sum to zero.
 pub fn weighted_average<'a>(sets: impl IntoIterator<Item = (&'a TensorSet, f64)>) -> Option<TensorSet> {
-    let mut iter = sets.into_iter();
-    let (first, w0) = iter.next()?;
-    let mut acc: Vec<Vec<f64>> =
-        first.tensors().iter().map(|t| t.values.iter().map(|&v| v as f64 * w0).collect()).collect();
-    let mut total = w0;
-    for (set, w) in iter {
-        for (sum, t) in acc.iter_mut().zip(set.tensors()) {
+    let mut mean: Option<RunningMean> = None;
+    for (set, w) in sets {
+        match &mut mean {
+            Some(m) => m.add(set, w),
+            None => mean = Some(RunningMean::new(set, w)),
+        }
+    }
+    mean?.finish()
+}
+
+/// A weighted mean taken one set at a time, so that a strategy can fold each update in as it
+/// arrives and drop it: the server then holds the sums (two models' worth in f64), not every
+/// client's copy. Sets must have the first one's specs (validation made sure of it).
+pub struct RunningMean {
+    template: TensorSet,
+    sums: Vec<Vec<f64>>,
+    total: f64,
+    count: usize,
+}
+
+impl RunningMean {
+    pub fn new(first: &TensorSet, weight: f64) -> Self {
+        let sums = first.tensors().iter().map(|t| t.values.iter().map(|&v| v as f64 * weight).collect()).collect();
+        // The template keeps names and shapes; its values are overwritten by `finish`.
+        Self { template: first.clone(), sums, total: weight, count: 1 }
+    }
+
+    pub fn add(&mut self, set: &TensorSet, weight: f64) {
+        for (sum, t) in self.sums.iter_mut().zip(set.tensors()) {
             for (s, &v) in sum.iter_mut().zip(&t.values) {
-                *s += v as f64 * w;
+                *s += v as f64 * weight;
             }
         }
-        total += w;
+        self.total += weight;
+        self.count += 1;
     }
-    if total <= 0.0 {
-        return None;
+
+    /// Sets folded in so far.
+    pub fn count(&self) -> usize {
+        self.count
     }
-    let mut out = first.clone();
-    for (t, sum) in out.tensors_mut().iter_mut().zip(acc) {
-        for (v, s) in t.values.iter_mut().zip(sum) {
-            *v = (s / total) as f32;
+
+    /// The mean, or `None` when the weights sum to zero.
+    pub fn finish(self) -> Option<TensorSet> {
+        if self.total <= 0.0 {
+            return None;
         }
+        let mut out = self.template;
+        for (t, sum) in out.tensors_mut().iter_mut().zip(self.sums) {
+            for (v, s) in t.values.iter_mut().zip(sum) {
+                *v = (s / self.total) as f32;
+            }
+        }
+        Some(out)
     }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -46,6 +78,17 @@ mod tests {
         let (a, b) = (set(&[1.0, 0.0]), set(&[4.0, 8.0]));
         let avg = weighted_average([(&a, 2.0), (&b, 1.0)]).unwrap();
         assert_eq!(avg.get("w").unwrap().values, vec![2.0, 8.0 / 3.0]);
+    }
+
+    #[test]
+    fn a_running_mean_is_the_batch_mean() {
+        let (a, b, c) = (set(&[1.0, -3.0]), set(&[4.0, 8.0]), set(&[0.5, 0.25]));
+        let mut m = RunningMean::new(&a, 3.0);
+        m.add(&b, 1.0);
+        m.add(&c, 7.0);
+        assert_eq!(m.count(), 3);
+        let batch = weighted_average([(&a, 3.0), (&b, 1.0), (&c, 7.0)]).unwrap();
+        assert_eq!(m.finish().unwrap(), batch);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use strata_core::selection::Selector;
 use strata_core::setting::{Setting, Settings};
 use strata_core::tensor::TensorSet;
 
-use super::{Aggregated, ClientInfo, Instruction, Snapshot, Strategy, same_specs, weighted_average};
+use super::{Aggregated, ClientInfo, Instruction, RunningMean, Snapshot, Strategy, same_specs};
 use crate::validate::ValidUpdate;
 
 pub struct FedAvg {
@@ -28,6 +28,8 @@ pub struct FedAvg {
     global: Arc<TensorSet>,
     /// Settings sent to the client half each round.
     settings: Settings,
+    /// The round's updates folded in so far: the only copy the server keeps of them.
+    pending: Option<(u64, RunningMean)>,
 }
 
 impl FedAvg {
@@ -39,6 +41,7 @@ impl FedAvg {
             whole_model: true,
             global: Arc::new(initial),
             settings: Settings::new(),
+            pending: None,
         }
     }
 
@@ -46,7 +49,7 @@ impl FedAvg {
     pub fn sharing(name: &'static str, initial: TensorSet, shared: Selector) -> Self {
         let global = initial.select(|n| shared.matches(n));
         let whole_model = global.len() == initial.len();
-        Self { name, shared, whole_model, global: Arc::new(global), settings: Settings::new() }
+        Self { name, shared, whole_model, global: Arc::new(global), settings: Settings::new(), pending: None }
     }
 
     /// Renames the method and adds a setting for its client half (FedProx's `proximal_mu`).
@@ -82,9 +85,28 @@ impl Strategy for FedAvg {
         self.send_global(clients)
     }
 
-    fn aggregate_train(&mut self, _round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
-        let weighted = updates.iter().map(|u| (u.parameters(), u.num_samples() as f64));
-        match weighted_average(weighted) {
+    fn absorb(&mut self, round: u64, update: ValidUpdate) -> Option<ValidUpdate> {
+        let weight = update.num_samples() as f64;
+        match &mut self.pending {
+            Some((r, mean)) if *r == round => mean.add(update.parameters(), weight),
+            // A new round's first update (an abandoned round's sums go with it).
+            _ => self.pending = Some((round, RunningMean::new(update.parameters(), weight))),
+        }
+        None
+    }
+
+    fn abandon(&mut self, round: u64) {
+        if self.pending.as_ref().is_some_and(|(r, _)| *r == round) {
+            self.pending = None;
+        }
+    }
+
+    fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
+        for update in updates {
+            self.absorb(round, update);
+        }
+        let mean = self.pending.take().filter(|(r, _)| *r == round).and_then(|(_, mean)| mean.finish());
+        match mean {
             Some(avg) => {
                 self.global = Arc::new(avg);
                 Aggregated::Updated
@@ -164,6 +186,28 @@ mod tests {
     fn global_is_the_sample_weighted_mean() {
         assert_eq!(check(&[0.0, 0.0], &[(&[1.0, 2.0], 1), (&[3.0, 6.0], 3)]), vec![2.5, 5.0]);
         assert_eq!(check(&[9.0], &[(&[1.0], 10)]), vec![1.0]);
+    }
+
+    #[test]
+    fn updates_absorbed_as_they_arrive_make_the_batch_mean_and_are_not_kept() {
+        let mut streamed = FedAvg::new(set(&[0.0, 0.0]));
+        // An abandoned round's sums do not leak into the next round.
+        assert!(streamed.absorb(0, ValidUpdate::for_tests(client(0), set(&[100.0, 100.0]), 5)).is_none());
+        streamed.abandon(0);
+        assert!(streamed.absorb(1, ValidUpdate::for_tests(client(0), set(&[1.0, 2.0]), 1)).is_none());
+        assert!(streamed.absorb(1, ValidUpdate::for_tests(client(1), set(&[3.0, 6.0]), 3)).is_none());
+        assert!(matches!(streamed.aggregate_train(1, vec![]), Aggregated::Updated));
+        assert_eq!(streamed.global().unwrap().get("w").unwrap().values, vec![2.5, 5.0]);
+        // Sums left from a round that never aggregated are not the next round's.
+        let mut stale = FedAvg::new(set(&[0.0]));
+        stale.absorb(2, ValidUpdate::for_tests(client(0), set(&[100.0]), 5));
+        stale.absorb(3, ValidUpdate::for_tests(client(0), set(&[1.0]), 1));
+        assert!(matches!(stale.aggregate_train(3, vec![]), Aggregated::Updated));
+        assert_eq!(stale.global().unwrap().get("w").unwrap().values, vec![1.0]);
+        let mut nothing = FedAvg::new(set(&[0.0]));
+        nothing.absorb(0, ValidUpdate::for_tests(client(0), set(&[1.0]), 1));
+        nothing.abandon(0);
+        assert!(matches!(nothing.aggregate_train(0, vec![]), Aggregated::Skipped { .. }));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use strata_core::selection::{NORM_LAYERS, Selector};
 use strata_core::setting::Settings;
 use strata_core::tensor::{TensorSet, TensorSpec};
 
-pub use aggregate::weighted_average;
+pub use aggregate::{RunningMean, weighted_average};
 pub use fedavg::FedAvg;
 pub use fedcac::FedCac;
 
@@ -68,7 +68,15 @@ pub trait Strategy: Send {
     fn configure_train(&mut self, round: u64, picked: &[ClientInfo]) -> Vec<Instruction>;
     /// What the given clients evaluate (their model as the method would hand it to them).
     fn configure_evaluate(&mut self, round: u64, clients: &[ClientInfo]) -> Vec<Instruction>;
-    /// Folds validated updates into the next state.
+    /// Takes one validated update of `round` as it arrives. A strategy that needs only a
+    /// running sum folds it in and returns `None`, so the server drops the client's copy at
+    /// once; the default keeps it for [`Strategy::aggregate_train`].
+    fn absorb(&mut self, _round: u64, update: ValidUpdate) -> Option<ValidUpdate> {
+        Some(update)
+    }
+    /// Forgets what `absorb` took of `round` (too few results: the round keeps the old state).
+    fn abandon(&mut self, _round: u64) {}
+    /// Folds the round's updates (those `absorb` kept, and anything absorbed) into the next state.
     fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated;
     /// The global model, if the method has one.
     fn global(&self) -> Option<Arc<TensorSet>>;
