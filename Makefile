@@ -6,7 +6,7 @@ ENV := source scripts/env.sh &&
 DEMO_ROUNDS ?= 6
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup build demo test lint run-local clean-cache
+.PHONY: setup build demo test lint run-local clean-cache validate-deploy
 
 setup:
 	@scripts/setup.sh
@@ -25,8 +25,14 @@ demo: build
 test: setup
 	@log=$$(mktemp); $(ENV) cargo test --workspace 2>&1 | tee "$$log"; \
 	$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --quick; \
-	passed=$$(grep -oE '^test result: ok\. [0-9]+ passed' "$$log" | awk '{s += $$4} END {print s + 1}'); \
+	STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/validate-deploy.sh; \
+	passed=$$(grep -oE '^test result: ok\. [0-9]+ passed' "$$log" | awk '{s += $$4} END {print s + 2}'); \
 	rm -f "$$log"; echo; echo "tests: $$passed passed, 0 failed"
+
+# The deployment files (Dockerfile, compose, Kubernetes, systemd), validated without running
+# them; also the last step of `make test`.
+validate-deploy:
+	@scripts/validate-deploy.sh
 
 lint: setup
 	@$(ENV) cargo fmt --all -- --check && cargo clippy --all-targets -- -D warnings
