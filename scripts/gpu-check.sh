@@ -32,7 +32,8 @@ echo "== build"
 if [ -n "${STRATA_BIN:-}" ]; then
   bin="$STRATA_BIN"
 else
-  make build
+  # Link libtorch_cuda into the binary (crates/strata-cli/build.rs): without it libtorch sees no GPU.
+  STRATA_LINK_CUDA=1 make build
   bin=target/release/strata
 fi
 # shellcheck source=scripts/env.sh
@@ -48,8 +49,8 @@ fi
 # with --as-needed (rustc's default) and no direct use of it drops it, and then reports no
 # CUDA device even on a GPU machine.
 if command -v readelf >/dev/null && ! readelf -d "$bin" | grep -q 'libtorch_cuda\.so'; then
-  fail "$bin does not link libtorch_cuda.so, so libtorch cannot see the GPU: link it with
-  -Wl,--no-as-needed -ltorch_cuda (see deploy/docker/Dockerfile, which does) and build again"
+  fail "$bin does not link libtorch_cuda.so, so libtorch cannot see the GPU: build it with
+  STRATA_LINK_CUDA=1 make build (see crates/strata-cli/build.rs)"
 fi
 
 run() {
