@@ -41,7 +41,7 @@ pub struct RunArgs {
     /// Split: iid, dirichlet:ALPHA, pathological:K, file:PATH.
     #[arg(long)]
     pub split: Option<PartitionSpec>,
-    /// Model: cnn, cnn-bn, mlp, resnet8.
+    /// Model: cnn, cnn-bn, mlp, resnet8 (mlp-wide: 1 GB of parameters, for memory tests).
     #[arg(long)]
     pub model: Option<String>,
     /// Feature normalization: off, unit or sqrt-d (of the classifier's input), or layer-norm

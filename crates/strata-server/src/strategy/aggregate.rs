@@ -1,6 +1,6 @@
 //! Arithmetic shared by strategies.
 
-use strata_core::tensor::TensorSet;
+use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
 
 /// Weighted average of tensor sets with identical specs, accumulated in f64 so that many
 /// clients do not lose precision. Returns `None` when there is nothing to average or the
@@ -20,7 +20,7 @@ pub fn weighted_average<'a>(sets: impl IntoIterator<Item = (&'a TensorSet, f64)>
 /// arrives and drop it: the server then holds the sums (two models' worth in f64), not every
 /// client's copy. Sets must have the first one's specs (validation made sure of it).
 pub struct RunningMean {
-    template: TensorSet,
+    specs: Vec<TensorSpec>,
     sums: Vec<Vec<f64>>,
     total: f64,
     count: usize,
@@ -29,8 +29,7 @@ pub struct RunningMean {
 impl RunningMean {
     pub fn new(first: &TensorSet, weight: f64) -> Self {
         let sums = first.tensors().iter().map(|t| t.values.iter().map(|&v| v as f64 * weight).collect()).collect();
-        // The template keeps names and shapes; its values are overwritten by `finish`.
-        Self { template: first.clone(), sums, total: weight, count: 1 }
+        Self { specs: first.specs(), sums, total: weight, count: 1 }
     }
 
     pub fn add(&mut self, set: &TensorSet, weight: f64) {
@@ -53,13 +52,18 @@ impl RunningMean {
         if self.total <= 0.0 {
             return None;
         }
-        let mut out = self.template;
-        for (t, sum) in out.tensors_mut().iter_mut().zip(self.sums) {
-            for (v, s) in t.values.iter_mut().zip(sum) {
-                *v = (s / self.total) as f32;
-            }
-        }
-        Some(out)
+        let total = self.total;
+        // Each tensor's f64 sums are freed as its f32 mean is made.
+        let tensors = self
+            .specs
+            .into_iter()
+            .zip(self.sums)
+            .map(|(spec, sum)| {
+                NamedTensor::new(spec.name, spec.shape, sum.into_iter().map(|s| (s / total) as f32).collect())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        TensorSet::new(tensors).ok()
     }
 }
 
@@ -67,7 +71,6 @@ impl RunningMean {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use strata_core::tensor::NamedTensor;
 
     fn set(values: &[f32]) -> TensorSet {
         TensorSet::new(vec![NamedTensor::new("w", vec![values.len()], values.to_vec()).unwrap()]).unwrap()

@@ -11,6 +11,10 @@ use super::layers::{BodyNorm, linear};
 
 const HIDDEN: i64 = 200;
 
+/// `mlp-wide`'s hidden width: 16384² weights make about 1.07 GB of f32 parameters, the
+/// model the server's memory is measured with (scripts/large-model.sh), not one to train for accuracy.
+pub const WIDE_HIDDEN: i64 = 16384;
+
 /// D → 200 → 200 → C; `body.fc1`, `body.fc2`, `head`.
 #[derive(Debug)]
 pub struct Mlp {
@@ -22,10 +26,15 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(root: &nn::Path, input_len: i64, classes: i64, norm: BodyNorm) -> Self {
+        Self::with_width(root, input_len, HIDDEN, classes, norm)
+    }
+
+    /// D → `hidden` → `hidden` → C.
+    pub fn with_width(root: &nn::Path, input_len: i64, hidden: i64, classes: i64, norm: BodyNorm) -> Self {
         let body = root / "body";
-        let fc1 = linear(&(&body / "fc1"), input_len, HIDDEN);
-        let fc2 = linear(&(&body / "fc2"), HIDDEN, HIDDEN);
-        let head = linear(&(root / "head"), HIDDEN, classes);
+        let fc1 = linear(&(&body / "fc1"), input_len, hidden);
+        let fc2 = linear(&(&body / "fc2"), hidden, hidden);
+        let head = linear(&(root / "head"), hidden, classes);
         Self { fc1, fc2, head, norm }
     }
 }

@@ -26,7 +26,7 @@ use crate::TorchError;
 
 /// Canonical names of the registered models (aliases such as `resnet` are accepted by [`build`] too).
 pub fn names() -> &'static [&'static str] {
-    &["cnn", "cnn-bn", "mlp", "resnet8", "resnet8-fling"]
+    &["cnn", "cnn-bn", "mlp", "mlp-wide", "resnet8", "resnet8-fling"]
 }
 
 /// Builds model `name` under `root` for samples of `shape`, creating its variables in the
@@ -71,6 +71,7 @@ pub fn build_with_norm(
             Box::new(cnn::FedAvgCnn::new(root, channels, flat, classes, name == "cnn-bn", norm))
         }
         "mlp" => Box::new(mlp::Mlp::new(root, to_i64(shape.sample_len()), classes, norm)),
+        "mlp-wide" => Box::new(mlp::Mlp::with_width(root, to_i64(shape.sample_len()), mlp::WIDE_HIDDEN, classes, norm)),
         "resnet8" | "resnet" => Box::new(resnet::ResNet::new(root, image()?.0, classes, resnet::Variant::Cifar, norm)),
         "resnet8-fling" => Box::new(resnet::ResNet::new(root, image()?.0, classes, resnet::Variant::Fling, norm)),
         _ => {
