@@ -8,11 +8,13 @@
 //!   index, offset and size against the header.
 //! - [`mask`]: bit-packed masks in slices.
 //! - [`stats`]: CCVR's per-class feature statistics in slices, checked on arrival.
+//! - [`receive`]: one result stream checked against its task, header first, part by part.
 //! - [`scalar`]: method settings and metrics as named scalars.
 
 pub mod assemble;
 pub mod chunk;
 pub mod mask;
+pub mod receive;
 pub mod scalar;
 pub mod stats;
 

@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use prost::Message;
 use strata_core::ccvr::ClassStats;
-use strata_core::tensor::TensorSpec;
-use strata_proto::assemble::{AssemblyLimits, spec_from_wire};
-use strata_proto::mask::MaskAssembler;
-use strata_proto::stats::{StatsAssembler, StatsExpectation};
-use strata_proto::{Assembler, TensorSlices, pb, scalar, tensor_specs};
+use strata_proto::assemble::AssemblyLimits;
+use strata_proto::receive::{Expected, ResultReceiver};
+use strata_proto::{TensorSlices, pb, scalar, tensor_specs};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -24,7 +22,7 @@ use crate::budget::UploadBudget;
 use crate::events::ServerEvent;
 use crate::gate::RoundGate;
 use crate::registry::{Capabilities, JoinError, Registry};
-use crate::validate::{self, Refusal, RefusalCode, ValidUpdate};
+use crate::validate::{self, ValidUpdate};
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
@@ -66,17 +64,6 @@ const MAX_DOWNLOADS_PER_CLIENT: u32 = 2;
 
 fn parse_client_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id).map_err(|e| Status::invalid_argument(format!("client_id `{id}` is not a UUID: {e}")))
-}
-
-impl From<Refusal> for Status {
-    fn from(r: Refusal) -> Self {
-        match r.code {
-            RefusalCode::InvalidArgument => Status::invalid_argument(r.message),
-            RefusalCode::FailedPrecondition => Status::failed_precondition(r.message),
-            RefusalCode::AlreadyExists => Status::already_exists(r.message),
-            RefusalCode::PermissionDenied => Status::permission_denied(r.message),
-        }
-    }
 }
 
 impl From<JoinError> for Status {
@@ -126,85 +113,26 @@ impl FederationService {
         mut bytes_up: u64,
     ) -> Result<Report, Status> {
         let info = self.registry.info(&client).ok_or_else(|| Status::permission_denied("client left the registry"))?;
-        let declared: Vec<TensorSpec> = header
-            .tensors
-            .iter()
-            .map(spec_from_wire)
-            .collect::<Result<_, _>>()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        validate::header_specs(&task.expected_upload, &declared)?;
-        if task.kind == TaskKind::Train {
-            let known = self.registry.capabilities(&client).map(|c| c.train_samples);
-            validate::num_samples(header.num_samples, known)?;
-        }
-        if let Some(m) = header.metrics.iter().find(|m| !m.value.is_finite()) {
-            return Err(Refusal::invalid(format!("metric `{}` is not finite ({})", m.name, m.value)).into());
-        }
-        let mut mask = match (task.mask_bits, header.mask.as_ref()) {
-            (Some(bits), Some(spec)) if spec.num_bits == bits as u64 => Some(MaskAssembler::new(bits)),
-            (Some(bits), Some(spec)) => {
-                let msg =
-                    format!("the mask has {} bits, but this task's upload has {bits} masked entries", spec.num_bits);
-                return Err(Refusal::invalid(msg).into());
-            }
-            (Some(bits), None) => {
-                return Err(Refusal::invalid(format!(
-                    "this task needs a mask of {bits} bits, and the result has none"
-                ))
-                .into());
-            }
-            (None, Some(_)) => return Err(Refusal::invalid("this task takes no mask").into()),
-            (None, None) => None,
+        let expected = Expected {
+            upload: &task.expected_upload,
+            training: task.kind == TaskKind::Train,
+            train_samples: self.registry.capabilities(&client).map(|c| c.train_samples),
+            mask_bits: task.mask_bits,
+            feature_stats: task.feature_stats,
+            limits: self.limits,
         };
-        let mut stats = match (task.feature_stats, header.feature_stats.as_ref()) {
-            (Some(expect), Some(spec)) => {
-                let max_samples = self.registry.capabilities(&client).map(|c| c.train_samples).filter(|&n| n > 0);
-                let expect = StatsExpectation { max_samples, ..expect };
-                Some(
-                    StatsAssembler::new(spec, expect)
-                        .map_err(|e| Refusal::invalid(format!("feature statistics: {e}")))?,
-                )
-            }
-            (Some(_), None) => {
-                return Err(Refusal::invalid("this task needs feature statistics, and the result has none").into());
-            }
-            (None, Some(_)) => return Err(Refusal::invalid("this task takes no feature statistics").into()),
-            (None, None) => None,
-        };
-        let mut assembler = Assembler::new(&header.tensors, header.total_bytes, self.limits)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut receiver = ResultReceiver::new(&header, expected)?;
         // Room in the upload budget before reading the data (the assembler's zeros are lazy pages).
         let upload_permit = self.upload_budget.reserve(header.total_bytes, task.deadline).await?;
         while let Some(part) = stream.message().await? {
             bytes_up += part.encoded_len() as u64;
-            match part.part {
-                Some(pb::result_part::Part::Tensor(slice)) => {
-                    assembler.push(&slice).map_err(|e| Status::invalid_argument(e.to_string()))?
-                }
-                Some(pb::result_part::Part::Header(_)) => {
-                    return Err(Status::invalid_argument("a result stream carries exactly one header, first"));
-                }
-                Some(pb::result_part::Part::Mask(slice)) => match mask.as_mut() {
-                    Some(m) => m.push(&slice).map_err(Status::invalid_argument)?,
-                    None => return Err(Status::invalid_argument("this task takes no mask")),
-                },
-                Some(pb::result_part::Part::Stats(slice)) => match stats.as_mut() {
-                    Some(s) => {
-                        s.push(&slice).map_err(|e| Status::invalid_argument(format!("feature statistics: {e}")))?
-                    }
-                    None => return Err(Status::invalid_argument("this task takes no feature statistics")),
-                },
-                None => return Err(Status::invalid_argument("empty result part")),
-            }
+            receiver.push(&part)?;
         }
-        let parameters = assembler.finish().map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mask = mask.map(|m| m.finish()).transpose().map_err(|e| Status::invalid_argument(format!("mask: {e}")))?;
-        let stats = stats
-            .map(|s| s.finish())
-            .transpose()
-            .map_err(|e| Status::invalid_argument(format!("feature statistics: {e}")))?;
+        let received = receiver.finish()?;
         let update = match task.kind {
-            TaskKind::Train => Some(validate::update(info.clone(), header.num_samples, parameters, mask)?),
+            TaskKind::Train => {
+                Some(validate::update(info.clone(), received.num_samples, received.parameters, received.mask)?)
+            }
             _ => None,
         };
         Ok(Report {
@@ -214,8 +142,8 @@ impl FederationService {
             trained: update.is_some(),
             upload_permit,
             update,
-            stats,
-            metrics: scalar::metrics_map(&header.metrics),
+            stats: received.stats,
+            metrics: received.metrics,
             bytes_up,
         })
     }
@@ -406,6 +334,7 @@ mod tests {
 
     use strata_core::selection::Selector;
     use strata_core::tensor::{NamedTensor, TensorSet};
+    use strata_proto::Assembler;
     use tokio_stream::wrappers::TcpListenerStream;
 
     use super::*;
