@@ -1,10 +1,17 @@
-//! Helpers for end-to-end tests: a real server on a loopback port and real clients.
+//! Helpers for end-to-end tests: a real server on a loopback port, real clients, and a raw
+//! gRPC client that sends what a real one never would.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata_core::config::{DatasetKind, RunConfig, SyntheticConfig};
 use strata_core::partition::PartitionSpec;
+use strata_core::tensor::{NamedTensor, TensorSet};
+use strata_proto::assemble::AssemblyLimits;
+use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};
+use strata_server::ServerEvent;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -42,17 +49,159 @@ pub async fn start_server(config: RunConfig, out: &Path) -> TestServer {
     TestServer { url, handle, events }
 }
 
-/// Spawns a real client daemon for partition index `index`.
-pub fn spawn_client(
-    url: &str,
-    index: u32,
-    cache: &Arc<strata_client::DataCache>,
-) -> JoinHandle<Result<strata_client::ClientOutcome, strata_client::ClientError>> {
+pub type ClientHandle = JoinHandle<Result<strata_client::ClientOutcome, strata_client::ClientError>>;
+
+/// A real client daemon's options for partition index `index`, on the CPU.
+pub fn client_options(url: &str, index: u32, cache: &Arc<strata_client::DataCache>) -> strata_client::ClientOptions {
     let mut options = strata_client::ClientOptions::new(url);
     options.requested_index = Some(index);
     options.device = "cpu".into();
     options.data_cache = Arc::clone(cache);
-    tokio::spawn(strata_client::run(options, std::future::pending()))
+    options
+}
+
+/// Spawns a real client daemon for partition index `index`.
+pub fn spawn_client(url: &str, index: u32, cache: &Arc<strata_client::DataCache>) -> ClientHandle {
+    tokio::spawn(strata_client::run(client_options(url, index, cache), std::future::pending()))
+}
+
+/// Waits for the first server event that `pick` maps to something.
+pub async fn next_event<T>(
+    events: &mut broadcast::Receiver<ServerEvent>,
+    mut pick: impl FnMut(&ServerEvent) -> Option<T>,
+) -> T {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => panic!("the server's events ended"),
+        }
+    }
+}
+
+pub type Rpc = pb::federation_client::FederationClient<tonic::transport::Channel>;
+
+/// A client that speaks raw gRPC: it joins, polls and downloads like a real one, and sends
+/// whatever result a test builds.
+pub struct RawClient {
+    pub rpc: Rpc,
+    pub run_id: String,
+    pub client_id: String,
+    /// Sent with every poll, as a real client does once its data is loaded; `None` says nothing.
+    pub capabilities: Option<pb::ClientCapabilities>,
+    /// The last task received: a poll waits for another one.
+    last_task_id: String,
+}
+
+impl RawClient {
+    /// Joins the server at `url` as partition index `index`.
+    pub async fn join(url: &str, index: u32) -> Self {
+        let mut rpc = Rpc::connect(url.to_string()).await.expect("connect");
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let join = pb::JoinRequest { client_id: client_id.clone(), capabilities: None, requested_index: Some(index) };
+        let run_id = rpc.join(join).await.expect("join").into_inner().run_id;
+        Self { rpc, run_id, client_id, capabilities: None, last_task_id: String::new() }
+    }
+
+    /// Polls until a task of `kind` arrives. Evaluation tasks on the way are answered (with no
+    /// tensors, which is a valid evaluation result) so that the server does not wait on them.
+    pub async fn wait_for(&mut self, kind: pb::TaskKind) -> pb::Task {
+        loop {
+            let poll = pb::PullTaskRequest {
+                run_id: self.run_id.clone(),
+                client_id: self.client_id.clone(),
+                last_task_id: self.last_task_id.clone(),
+                wait_ms: 1000,
+                capabilities: self.capabilities.clone(),
+            };
+            let task = self.rpc.pull_task(poll).await.expect("poll").into_inner();
+            if !task.task_id.is_empty() {
+                self.last_task_id = task.task_id.clone();
+            }
+            if task.kind == kind as i32 {
+                return task;
+            }
+            if task.kind == pb::TaskKind::Evaluate as i32 {
+                let answer = result_parts(self.header(&task), TensorSet::default());
+                self.push(answer).await.expect("an evaluation result is accepted");
+            }
+        }
+    }
+
+    /// A result header for `task` from this client, with no tensors yet.
+    pub fn header(&self, task: &pb::Task) -> pb::ResultHeader {
+        pb::ResultHeader {
+            run_id: self.run_id.clone(),
+            round: task.round,
+            task_id: task.task_id.clone(),
+            client_id: self.client_id.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Downloads the task's parameters.
+    pub async fn download(&mut self, task_id: &str) -> TensorSet {
+        let request = pb::DownloadRequest {
+            run_id: self.run_id.clone(),
+            client_id: self.client_id.clone(),
+            task_id: task_id.to_string(),
+        };
+        let mut stream = self.rpc.download_parameters(request).await.expect("download").into_inner();
+        let Some(pb::ParameterPart { part: Some(pb::parameter_part::Part::Header(h)) }) =
+            stream.message().await.expect("part")
+        else {
+            panic!("no header first");
+        };
+        let mut asm = Assembler::new(&h.tensors, h.total_bytes, AssemblyLimits::default()).expect("header");
+        while let Some(part) = stream.message().await.expect("part") {
+            let Some(pb::parameter_part::Part::Tensor(slice)) = part.part else { panic!("unexpected part") };
+            asm.push(&slice).expect("slice");
+        }
+        asm.finish().expect("complete")
+    }
+
+    /// Sends one result stream; returns the server's verdict.
+    pub async fn push(&mut self, parts: Vec<pb::ResultPart>) -> Result<pb::PushAck, tonic::Status> {
+        self.rpc.push_result(tokio_stream::iter(parts)).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn heartbeat(&mut self) {
+        let beat = pb::HeartbeatRequest { run_id: self.run_id.clone(), client_id: self.client_id.clone() };
+        self.rpc.heartbeat(beat).await.expect("heartbeat");
+    }
+
+    /// Waits for `until`, heartbeating meanwhile so that the server does not take it for gone.
+    pub async fn alive_until<T>(&mut self, until: impl Future<Output = T>) -> T {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                out = &mut until => return out,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => self.heartbeat().await,
+            }
+        }
+    }
+}
+
+/// A copy of `set` with its tensors edited (renamed, reshaped, reordered, values changed).
+pub fn edit_tensors(set: &TensorSet, edit: impl FnOnce(&mut Vec<NamedTensor>)) -> TensorSet {
+    let mut tensors = set.clone().into_tensors();
+    edit(&mut tensors);
+    TensorSet::new(tensors).expect("distinct names")
+}
+
+/// A result stream: `header` (with the specs and size of `tensors` filled in), then the
+/// tensors in slices of 16 KiB.
+pub fn result_parts(mut header: pb::ResultHeader, tensors: TensorSet) -> Vec<pb::ResultPart> {
+    header.tensors = tensor_specs(&tensors);
+    header.total_bytes = tensors.byte_len() as u64;
+    let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
+    let slices = TensorSlices::new(Arc::new(tensors), 1 << 14)
+        .map(|s| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(s)) });
+    std::iter::once(first).chain(slices).collect()
 }
 
 /// Reads a JSON-lines file of records.
