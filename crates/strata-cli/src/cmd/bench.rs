@@ -24,10 +24,20 @@ pub struct Args {
     /// Where the clients train: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Run nothing: rewrite results.md, results.csv and the plots from the cells already
+    /// finished in OUT (e.g. after running part of the matrix with another spec).
+    #[arg(long)]
+    tabulate: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.spec));
+    if args.tabulate {
+        let (finished, cells) = tabulate(&args.spec, &out)?;
+        println!("{}", std::fs::read_to_string(out.join("results.md")).unwrap_or_default());
+        println!("{finished} of {cells} cells finished; results rewritten in {}", out.display());
+        return Ok(());
+    }
     let tally = run_bench(&args.spec, &out, args.parallel, &args.device).await?;
     let md = std::fs::read_to_string(out.join("results.md")).unwrap_or_default();
     println!("\n{md}");
@@ -62,12 +72,7 @@ pub struct Tally {
 
 /// Runs the spec's unfinished cells into `out` and writes the results after each.
 pub async fn run_bench(spec_path: &Path, out: &Path, parallel: Option<usize>, device: &str) -> anyhow::Result<Tally> {
-    let text = std::fs::read_to_string(spec_path)
-        .with_context(|| format!("cannot read bench spec {}", spec_path.display()))?;
-    let name = spec_path.file_stem().unwrap_or_default().to_string_lossy();
-    let spec = BenchSpec::parse(&text, &name).with_context(|| format!("in bench spec {}", spec_path.display()))?;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(out.join("spec.toml"), &text).with_context(|| format!("cannot write into {}", out.display()))?;
+    let spec = load_spec(spec_path, out)?;
 
     let cells = spec.cells();
     let mut tally = Tally::default();
@@ -123,6 +128,27 @@ pub async fn run_bench(spec_path: &Path, out: &Path, parallel: Option<usize>, de
     Ok(tally)
 }
 
+/// Rewrites `out`'s results for the spec from the cells finished there; returns how many of
+/// how many cells are finished.
+pub fn tabulate(spec_path: &Path, out: &Path) -> anyhow::Result<(usize, usize)> {
+    let spec = load_spec(spec_path, out)?;
+    write_results(&spec, out)?;
+    let cells = spec.cells();
+    let finished = cells.iter().filter(|c| finished_summary(&spec.cell_dir(out, c)).is_some()).count();
+    Ok((finished, cells.len()))
+}
+
+/// Parses the spec and copies it into `out` (the results there are this spec's).
+fn load_spec(spec_path: &Path, out: &Path) -> anyhow::Result<BenchSpec> {
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read bench spec {}", spec_path.display()))?;
+    let name = spec_path.file_stem().unwrap_or_default().to_string_lossy();
+    let spec = BenchSpec::parse(&text, &name).with_context(|| format!("in bench spec {}", spec_path.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("spec.toml"), &text).with_context(|| format!("cannot write into {}", out.display()))?;
+    Ok(spec)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -141,5 +167,14 @@ mod tests {
         let second = run_bench(&spec, &out, None, "cpu").await.unwrap();
         assert_eq!(second, Tally { skipped: 12, ..Tally::default() });
         assert!(out.join("accuracy-dirichlet-0.5.png").is_file());
+        // Tabulating runs nothing and writes the same tables; a cell gone is counted out.
+        let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+        std::fs::remove_file(out.join("results.md")).unwrap();
+        assert_eq!(tabulate(&spec, &out).unwrap(), (12, 12));
+        assert_eq!(std::fs::read_to_string(out.join("results.md")).unwrap(), table);
+        let cell = std::fs::read_dir(out.join("cells")).unwrap().next().unwrap().unwrap().path();
+        std::fs::remove_dir_all(cell).unwrap();
+        let (finished, cells) = tabulate(&spec, &out).unwrap();
+        assert!(finished < 12 && cells == 12, "{finished} of {cells}");
     }
 }
