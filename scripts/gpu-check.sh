@@ -75,13 +75,16 @@ rows = [json.loads(line) for line in open(f"{run}/metrics.jsonl")]
 trained = [r for r in rows if r.get("trained")]
 if not trained:
     sys.exit(f"gpu-check: FAILED: no client trained in {run}")
-if "device" not in trained[0]:
-    print(f"(metrics.jsonl records no device: every client ran with --device {requested}, which fails at start where that device is not usable)")
+# Each row carries the device the client reported (libtorch's name: Cpu, Cuda(0)).
+if requested.startswith("cuda"):
+    off = sorted({str(r.get("device")) for r in trained if not str(r.get("device", "")).startswith("Cuda")})
+    if off:
+        sys.exit(f"gpu-check: FAILED: asked for --device {requested}, but clients trained on {', '.join(off)}")
 print(f"{'round':>5} {'client':>6} {'device':>8} {'samples':>8} {'seconds':>8} {'samples/s':>10}")
 for r in trained:
     samples = steps * train.get("batch_size", 1) if steps else r["train_samples"] * epochs
     rate = samples / r["train_seconds"] if r["train_seconds"] > 0 else float("inf")
-    print(f"{r['round']:>5} {r['client']:>6} {r.get('device', requested):>8} {samples:>8} {r['train_seconds']:>8.3f} {rate:>10.0f}")
+    print(f"{r['round']:>5} {r['client']:>6} {r.get('device', '?'):>8} {samples:>8} {r['train_seconds']:>8.3f} {rate:>10.0f}")
 summary = json.load(open(f"{run}/summary.json"))
 print(f"rounds completed: {summary['rounds_completed']}, final global accuracy: {summary['final'].get('global_accuracy')}")
 if summary["rounds_completed"] < 2:

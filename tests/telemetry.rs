@@ -8,7 +8,7 @@ use std::time::Duration;
 use strata_server::ServerEvent;
 use strata_telemetry::exposition::find_sample;
 use strata_telemetry::http::get_once;
-use strata_tests::synthetic_config;
+use strata_tests::{read_jsonl, synthetic_config};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -95,6 +95,9 @@ async fn metrics_follow_the_run_and_health_says_serving() {
 
     let outcome = server.await.expect("server task").expect("run completes");
     assert_eq!(outcome.summary.rounds_completed, ROUNDS);
+    // Each client's row says where it trained (what scripts/gpu-check.sh prints).
+    let rows: Vec<strata_core::records::ClientRoundRecord> = read_jsonl(&out.path().join("metrics.jsonl"));
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.device.as_deref() == Some("Cpu")), "{rows:?}");
     for c in clients {
         c.await.expect("client task").expect("client ends cleanly");
     }

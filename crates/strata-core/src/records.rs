@@ -43,6 +43,9 @@ pub struct ClientRoundRecord {
     pub bytes_down: u64,
     /// Seconds the client spent training (0 when it only evaluated).
     pub train_seconds: f64,
+    /// Where the client trains, as it reported (libtorch's name: `Cpu`, `Cuda(0)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// What the server saw of one round.
@@ -163,6 +166,7 @@ mod tests {
             bytes_up: 10,
             bytes_down: 20,
             train_seconds: 1.0,
+            device: None,
         }
     }
 

@@ -49,6 +49,7 @@ pub(crate) fn client(
         bytes_up: if trained { 1_000_000 } else { 0 },
         bytes_down: 2_000_000,
         train_seconds: if trained { 1.0 } else { 0.0 },
+        device: None,
     }
 }
 
