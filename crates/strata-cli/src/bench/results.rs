@@ -147,7 +147,7 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
             "| method | seeds | final personalized | best personalized | best at round | final global \
              | global calibrated | s / round | up / round |\n|---|---|---|---|---|---|---|---|---|\n",
         );
-        for method in &spec.methods {
+        for method in spec.methods.iter().filter(|m| spec.runs_on(m, index)) {
             let cells = group(results, method, index);
             let planned = spec.seeds[method].len();
             let mut seeds = cells.iter().map(|c| c.cell.seed.to_string()).collect::<Vec<_>>().join(", ");
@@ -362,6 +362,17 @@ mod tests {
         assert!(global.contains("| fedavg | 50.00 (1) | — | — |") && !global.contains("fedcac"), "{global}");
         assert!(md.contains("| fedcac | none of 2 |"), "{md}");
         assert!(md.contains("## dir0.5 (`dirichlet:0.5`)"), "{md}");
+    }
+
+    #[test]
+    fn a_split_table_lists_only_the_methods_the_matrix_runs_on_it() {
+        let text = format!("{SPEC}[matrix.splits_by_method]\nfedbn = [\"iid\"]\n");
+        let spec = BenchSpec::parse(&text, "t").unwrap();
+        let md = render_markdown(&spec, &[result("fedbn", 0, 1, &[0.1, 0.2])]);
+        let iid = &md[md.find("## iid").unwrap()..md.find("## dir0.5").unwrap()];
+        let dir = &md[md.find("## dir0.5").unwrap()..];
+        assert!(iid.contains("| fedbn | 1 |"), "{iid}");
+        assert!(!dir.contains("| fedbn |") && dir.contains("| fedavg | none of 1 |"), "{dir}");
     }
 
     #[test]

@@ -235,14 +235,18 @@ impl BenchSpec {
         for seed in order {
             for split in 0..self.splits.len() {
                 for method in &self.methods {
-                    let on_split = self.splits_by_method.get(method).is_none_or(|s| s.contains(&split));
-                    if self.seeds[method].contains(&seed) && on_split {
+                    if self.seeds[method].contains(&seed) && self.runs_on(method, split) {
                         cells.push(Cell { method: method.clone(), split, seed });
                     }
                 }
             }
         }
         cells
+    }
+
+    /// Whether the matrix runs `method` on split `split` ([matrix.splits_by_method]).
+    pub fn runs_on(&self, method: &str, split: usize) -> bool {
+        self.splits_by_method.get(method).is_none_or(|s| s.contains(&split))
     }
 
     /// The cell's directory under the bench's output directory.
