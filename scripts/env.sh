@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the Makefile and by developers: where Strata's cached installs live.
 # Usage: source scripts/env.sh   (after scripts/setup.sh has run once)
 STRATA_TORCH_VERSION="${STRATA_TORCH_VERSION:-2.13.0}"

@@ -11,6 +11,8 @@
 # machine's memory. The clients are `strata client --virtual N` on synthetic data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/loopback-run.sh
+source scripts/lib/loopback-run.sh
 
 clients="${1:-3}"; rounds="${2:-1}"
 bin="${STRATA_BIN:-target/release/strata}"
@@ -19,43 +21,12 @@ port="${STRATA_PORT:-52$((RANDOM % 900 + 100))}"
 
 out="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-cat > "$out/large.toml" <<TOML
-rounds = $rounds
-clients = $clients
-min_clients = $clients
-fraction = 1.0
-round_timeout_secs = 3600
-seed = 1
-method = "fedavg"
-
-[data]
-dataset = "synthetic"
-split = "iid"
-
-[data.synthetic]
-samples = $((clients * 40))
-
-[model]
-name = "mlp-wide"
-
-[train]
-lr = 0.01
-batch_size = 20
-local_epochs = 1
-TOML
+loopback_config "$out/large.toml" "$rounds" "$clients" $((clients * 40)) mlp-wide 0.01
 
 started=$(date +%s)
-"$bin" server --listen "127.0.0.1:$port" --config "$out/large.toml" --out "$out/run" ${STRATA_SERVER_ARGS:-} >"$out/server.log" 2>&1 &
-server=$!
-"$bin" client --server "http://127.0.0.1:$port" --virtual "$clients" --device cpu >"$out/clients.log" 2>&1 &
-
-peak_kb=0
-while kill -0 "$server" 2>/dev/null; do
-  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$server/status" 2>/dev/null || echo 0)
-  [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-  sleep 0.5
-done
-wait "$server" || { echo "large-model: the server failed; its log:" >&2; tail -20 "$out/server.log" >&2; exit 1; }
+# shellcheck disable=SC2086 # STRATA_SERVER_ARGS holds several flags
+loopback_run "$bin" "$port" "$out/large.toml" "$out" 1 "$clients" ${STRATA_SERVER_ARGS:-} \
+  || { echo "large-model: the server failed; its log:" >&2; tail -20 "$out/server.log" >&2; exit 1; }
 wait || true
 elapsed=$(( $(date +%s) - started ))
 

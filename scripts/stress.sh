@@ -9,6 +9,8 @@
 # each); the server is a separate process, so its memory is its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/loopback-run.sh
+source scripts/lib/loopback-run.sh
 
 clients="${1:-300}"; processes="${2:-2}"; rounds="${3:-3}"
 bin="${STRATA_BIN:-target/release/strata}"
@@ -18,46 +20,11 @@ port="${STRATA_PORT:-51$((RANDOM % 900 + 100))}"
 
 out="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
-cat > "$out/stress.toml" <<TOML
-rounds = $rounds
-clients = $clients
-min_clients = $clients
-fraction = 1.0
-round_timeout_secs = 600
-seed = 1
-method = "fedavg"
-
-[data]
-dataset = "synthetic"
-split = "iid"
-
-[data.synthetic]
-samples = $((clients * 100))
-
-[model]
-name = "mlp"
-
-[train]
-lr = 0.05
-batch_size = 20
-local_epochs = 1
-TOML
+loopback_config "$out/stress.toml" "$rounds" "$clients" $((clients * 100)) mlp 0.05
 
 started=$(date +%s)
-"$bin" server --listen "127.0.0.1:$port" --config "$out/stress.toml" --out "$out/run" >"$out/server.log" 2>&1 &
-server=$!
-per=$((clients / processes))
-for p in $(seq 1 "$processes"); do
-  "$bin" client --server "http://127.0.0.1:$port" --virtual "$per" --device cpu >"$out/clients$p.log" 2>&1 &
-done
-
-peak_kb=0
-while kill -0 "$server" 2>/dev/null; do
-  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$server/status" 2>/dev/null || echo 0)
-  [ "${hwm:-0}" -gt "$peak_kb" ] && peak_kb=$hwm
-  sleep 0.5
-done
-wait "$server" || { echo "stress: the server failed; its log:" >&2; tail -20 "$out/server.log" >&2; exit 1; }
+loopback_run "$bin" "$port" "$out/stress.toml" "$out" "$processes" $((clients / processes)) \
+  || { echo "stress: the server failed; its log:" >&2; tail -20 "$out/server.log" >&2; exit 1; }
 wait || true
 elapsed=$(( $(date +%s) - started ))
 

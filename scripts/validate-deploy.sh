@@ -7,7 +7,7 @@
 #   - deploy/k8s: every overlay rendered by kustomize (`kubectl kustomize`), each checked by
 #     kubernetes-validate --strict against the Kubernetes versions below
 #   - deploy/systemd: `systemd-analyze verify` in a scratch root
-#   - the shell scripts: shellcheck
+#   - the shell scripts (the deployment's and scripts/): shellcheck
 #   - cross-checks (scripts/validate-deploy.py): clients = pods × virtual clients, Secrets the
 #     README documents, the GPU overlay, the dashboard's metric names; with STRATA_BIN, every
 #     flag the files pass to `strata` against its --help
@@ -61,9 +61,8 @@ checks=0
 pass() { checks=$((checks + 1)); echo "  ok: $*"; }
 
 # --- shell scripts ----------------------------------------------------------------------
-"$venv/bin/shellcheck" -x deploy/strata-entrypoint.sh scripts/gpu-check.sh scripts/validate-deploy.sh \
-  || fail "shellcheck"
-pass "shellcheck: deploy/strata-entrypoint.sh, scripts/gpu-check.sh, scripts/validate-deploy.sh"
+"$venv/bin/shellcheck" -x deploy/strata-entrypoint.sh scripts/*.sh scripts/lib/*.sh || fail "shellcheck"
+pass "shellcheck: deploy/strata-entrypoint.sh, scripts/*.sh, scripts/lib/*.sh"
 
 # --- Dockerfile -------------------------------------------------------------------------
 "$venv/bin/hadolint" deploy/docker/Dockerfile || fail "hadolint deploy/docker/Dockerfile"

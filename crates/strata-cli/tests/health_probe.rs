@@ -2,25 +2,12 @@
 //! health on the server's port, HTTP /healthz on --metrics-listen) and for a client that has
 //! joined (its --health-listen), and fails with a reason otherwise.
 
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use common::{Process, free_port, strata};
 
 fn health(args: &[&str]) -> Output {
     strata().arg("health").args(args).args(["--timeout", "2"]).output().expect("strata health runs")
@@ -80,4 +67,33 @@ fn the_probe_passes_for_serving_daemons_and_fails_otherwise() {
     let missing = health(&["--http", &format!("http://127.0.0.1:{metrics}/nothing")]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"), "{missing:?}");
+}
+
+/// Behind mutual TLS the probe needs what any client needs: the CA, and a client certificate.
+#[test]
+fn the_probe_dials_a_mutual_tls_server_with_the_client_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let made = strata().args(["certs", "--clients", "1", "--out"]).arg(&certs).output().expect("strata certs");
+    assert!(made.status.success(), "{made:?}");
+    let file = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let port = free_port();
+    let server = strata()
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--clients", "2", "--rounds", "1"])
+        .args(["--dataset", "synthetic", "--split", "iid", "--model", "mlp"])
+        .args(["--tls-cert", &file("server.pem"), "--tls-key", &file("server.key")])
+        .args(["--tls-client-ca", &file("ca.pem"), "--out"])
+        .arg(dir.path().join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let _server = Process(server);
+    let url = format!("https://localhost:{port}");
+    let (ca, cert, key) = (file("ca.pem"), file("client-0.pem"), file("client-0.key"));
+    assert_eq!(wait_healthy(&["--grpc", &url, "--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]), "SERVING");
+    let without_ca = health(&["--grpc", &url]);
+    assert!(String::from_utf8_lossy(&without_ca.stderr).contains("--tls-ca"), "{without_ca:?}");
+    let without_cert = health(&["--grpc", &url, "--tls-ca", &ca]);
+    assert!(!without_cert.status.success(), "a server requiring client certificates refuses the probe without one");
 }

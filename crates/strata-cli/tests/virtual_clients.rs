@@ -1,26 +1,12 @@
 //! `strata server` and two `strata client --virtual 5` processes on loopback: the server
 //! completes its rounds with 10 clients.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// Kills the process if the test ends early.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
+use common::{Process, free_port, strata};
 
 #[test]
 fn two_processes_of_five_virtual_clients_make_a_federation_of_ten() {

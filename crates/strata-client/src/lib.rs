@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 pub use data_cache::DataCache;
 pub use telemetry::ClientTelemetry;
-pub use tls::ClientTls;
+pub use tls::{ClientTls, configure as configure_endpoint};
 
 use crate::local::{Job, LocalState};
 use strata_torch::TorchError;

@@ -27,7 +27,8 @@ impl std::fmt::Debug for ClientTls {
 
 /// Applies `tls` to the endpoint for `server`; the URL's scheme must agree with it, since
 /// tonic would otherwise silently dial plain TCP (http) or fail late (https without TLS).
-pub(crate) fn configure(endpoint: Endpoint, server: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+/// Also what `strata health --grpc` dials with.
+pub fn configure(endpoint: Endpoint, server: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
     let https = endpoint.uri().scheme_str() == Some("https");
     match (tls, https) {
         (None, false) => Ok(endpoint),

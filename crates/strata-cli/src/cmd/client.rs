@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
-use super::read_pem;
-
 #[derive(clap::Args)]
 pub struct Args {
     /// The server's URL: https://HOST:PORT for a TLS server (with --tls-ca).
@@ -30,18 +28,8 @@ pub struct Args {
     /// Seconds to keep trying to reach the server.
     #[arg(long, default_value_t = 300)]
     connect_timeout: u64,
-    /// The CA that signed the server's certificate (PEM); the only one trusted.
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
-    /// This client's certificate (PEM), for a server that requires client certificates.
-    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
-    tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// The name to check the server's certificate against (default: the URL's host).
-    #[arg(long, requires = "tls_ca")]
-    tls_server_name: Option<String>,
+    #[command(flatten)]
+    tls: super::client_tls::ClientTlsArgs,
     /// File holding this client's token (from `strata token new`), sent on every call; a file
     /// keeps it out of the process list.
     #[arg(long)]
@@ -73,17 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.threads = args.threads.max(1);
     options.connect_timeout = std::time::Duration::from_secs(args.connect_timeout);
     options.state_dir = args.state_dir;
-    if let Some(ca) = &args.tls_ca {
-        let identity = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some((read_pem(cert, "--tls-cert")?, read_pem(key, "--tls-key")?)),
-            _ => None,
-        };
-        options.tls = Some(strata_client::ClientTls {
-            ca_pem: read_pem(ca, "--tls-ca")?,
-            identity,
-            domain: args.tls_server_name,
-        });
-    }
+    options.tls = args.tls.load()?;
     if let Some(path) = &args.token_file {
         options.token = Some(read_token(path)?);
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod certs;
 mod client;
+mod client_tls;
 mod health;
 mod partition;
 mod run_args;
