@@ -234,28 +234,26 @@ impl Registry {
         self.snapshot(|e| (!e.missed_deadline || e.polls_waiting > 0) && e.last_seen.elapsed() <= patience)
     }
 
-    /// Counts a long poll of the client as waiting until `end_poll`.
-    pub fn begin_poll(&self, id: &Uuid) {
-        if let Some(mut entry) = self.clients.get_mut(id) {
-            entry.polls_waiting += 1;
-        }
+    /// Counts a long poll of the client as waiting until the returned guard is dropped (the
+    /// poll answered, or its call dropped when the client went away); `None` if it left.
+    pub fn begin_poll(&self, id: &Uuid) -> Option<Counted> {
+        self.count(id, Count::PollsWaiting, u32::MAX)
     }
 
-    pub fn end_poll(&self, id: &Uuid) {
-        if let Some(mut entry) = self.clients.get_mut(id) {
-            entry.polls_waiting = entry.polls_waiting.saturating_sub(1);
-        }
+    /// Counts a download of the client as open until the returned guard is dropped; `None`
+    /// when it already has `limit` open (or left).
+    pub fn begin_download(&self, id: &Uuid, limit: u32) -> Option<Counted> {
+        self.count(id, Count::DownloadsOpen, limit)
     }
 
-    /// Counts a download of the client as open until the returned slot is dropped; `None` when
-    /// it already has `limit` open (or left).
-    pub fn begin_download(&self, id: &Uuid, limit: u32) -> Option<DownloadSlot> {
+    fn count(&self, id: &Uuid, count: Count, limit: u32) -> Option<Counted> {
         let mut entry = self.clients.get_mut(id)?;
-        if entry.downloads_open >= limit {
+        let n = count.of(&mut entry);
+        if *n >= limit {
             return None;
         }
-        entry.downloads_open += 1;
-        Some(DownloadSlot { registry: self.clone(), id: *id })
+        *n += 1;
+        Some(Counted { registry: self.clone(), id: *id, count })
     }
 
     /// Clients heard from within `patience`, and the rest: joined ones gone silent and those
@@ -306,16 +304,34 @@ impl Registry {
     }
 }
 
-/// An open download, counted against its client until dropped.
-pub struct DownloadSlot {
-    registry: Registry,
-    id: Uuid,
+/// What a [`Counted`] guard counts in its client's entry.
+#[derive(Clone, Copy, Debug)]
+enum Count {
+    PollsWaiting,
+    DownloadsOpen,
 }
 
-impl Drop for DownloadSlot {
+impl Count {
+    fn of(self, entry: &mut ClientEntry) -> &mut u32 {
+        match self {
+            Count::PollsWaiting => &mut entry.polls_waiting,
+            Count::DownloadsOpen => &mut entry.downloads_open,
+        }
+    }
+}
+
+/// A call in progress, counted in its client's entry until dropped, however the call ends.
+pub struct Counted {
+    registry: Registry,
+    id: Uuid,
+    count: Count,
+}
+
+impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(mut entry) = self.registry.clients.get_mut(&self.id) {
-            entry.downloads_open = entry.downloads_open.saturating_sub(1);
+            let n = self.count.of(&mut entry);
+            *n = n.saturating_sub(1);
         }
     }
 }
@@ -378,5 +394,27 @@ mod tests {
         assert_eq!(registry.all().len(), 1);
         registry.touch(&a, None);
         assert_eq!(registry.available(std::time::Duration::from_secs(60)).len(), 1);
+    }
+
+    #[test]
+    fn polls_and_downloads_count_until_their_guard_drops() {
+        let registry = Registry::new(2);
+        let a = Uuid::from_u128(1);
+        registry.join(a, None).unwrap();
+        registry.mark_missed(&a);
+        let patience = std::time::Duration::from_secs(60);
+        {
+            // A poll waiting: the client is alive even though it missed the last deadline.
+            let _poll = registry.begin_poll(&a).unwrap();
+            assert_eq!(registry.available(patience).len(), 1);
+        }
+        // The poll's call was dropped (the client went away): it no longer counts.
+        assert!(registry.available(patience).is_empty());
+        let first = registry.begin_download(&a, 2).unwrap();
+        let _second = registry.begin_download(&a, 2).unwrap();
+        assert!(registry.begin_download(&a, 2).is_none(), "a third download over the limit");
+        drop(first);
+        assert!(registry.begin_download(&a, 2).is_some());
+        assert!(registry.begin_poll(&Uuid::from_u128(9)).is_none(), "an unknown client");
     }
 }

@@ -181,9 +181,9 @@ impl pb::federation_server::Federation for FederationService {
             self.registry.subscribe(&id).ok_or_else(|| Status::permission_denied("client left the registry"))?;
         let wait = Duration::from_millis(req.wait_ms.into()).min(self.max_poll_wait);
         let fresh = |a: &Option<Arc<Assignment>>| a.as_ref().is_some_and(|a| a.task_id != req.last_task_id);
-        self.registry.begin_poll(&id);
+        let waiting = self.registry.begin_poll(&id);
         let waited = tokio::time::timeout(wait, mailbox.wait_for(fresh)).await;
-        self.registry.end_poll(&id);
+        drop(waiting);
         let task = match waited {
             Ok(Ok(current)) => current.clone(),
             // Timed out, or the server is shutting down: tell the client to poll again.
