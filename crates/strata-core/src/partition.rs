@@ -700,7 +700,9 @@ mod tests {
 
     #[test]
     fn the_pfllib_reference_split_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/fmnist-dir0.1-20clients-pfllib.json");
+        // At run time, not env!(): a test binary reused from another checkout must read this one.
+        let path = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+            .join("../../bench/fmnist-dir0.1-20clients-pfllib.json");
         let labels = vec![0u32; 70_000];
         let spec = PartitionSpec::File { path };
         let p = partition(&labels, 10, 20, &spec, 0.75, 1).expect("reference split");
