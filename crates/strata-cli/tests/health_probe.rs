@@ -26,21 +26,27 @@ fn wait_healthy(args: &[&str]) -> String {
     }
 }
 
-#[test]
-fn the_probe_passes_for_serving_daemons_and_fails_otherwise() {
-    let out = tempfile::tempdir().expect("tempdir");
-    let (port, metrics, client_health) = (free_port(), free_port(), free_port());
-    // Two clients expected and one coming: the run waits, serving, for as long as the test needs.
+/// A server on `port` expecting two clients, of which at most one comes: the run waits,
+/// serving, for as long as the test needs. Its run goes into `dir/run`.
+fn waiting_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Process {
     let server = strata()
         .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--clients", "2", "--rounds", "1"])
         .args(["--dataset", "synthetic", "--split", "iid", "--model", "mlp"])
-        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}"), "--out"])
-        .arg(out.path().join("run"))
+        .args(extra)
+        .arg("--out")
+        .arg(dir.join("run"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("server starts");
-    let _server = Process(server);
+    Process(server)
+}
+
+#[test]
+fn the_probe_passes_for_serving_daemons_and_fails_otherwise() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let (port, metrics, client_health) = (free_port(), free_port(), free_port());
+    let _server = waiting_server(port, out.path(), &["--metrics-listen", &format!("127.0.0.1:{metrics}")]);
     let grpc = format!("http://127.0.0.1:{port}");
     assert_eq!(wait_healthy(&["--grpc", &grpc]), "SERVING");
     assert_eq!(wait_healthy(&["--grpc", &grpc, "--service", "strata.v1.Federation"]), "SERVING");
@@ -78,17 +84,8 @@ fn the_probe_dials_a_mutual_tls_server_with_the_client_flags() {
     assert!(made.status.success(), "{made:?}");
     let file = |name: &str| certs.join(name).to_string_lossy().into_owned();
     let port = free_port();
-    let server = strata()
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--clients", "2", "--rounds", "1"])
-        .args(["--dataset", "synthetic", "--split", "iid", "--model", "mlp"])
-        .args(["--tls-cert", &file("server.pem"), "--tls-key", &file("server.key")])
-        .args(["--tls-client-ca", &file("ca.pem"), "--out"])
-        .arg(dir.path().join("run"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let _server = Process(server);
+    let tls = ["--tls-cert", &file("server.pem"), "--tls-key", &file("server.key"), "--tls-client-ca", &file("ca.pem")];
+    let _server = waiting_server(port, dir.path(), &tls);
     let url = format!("https://localhost:{port}");
     let (ca, cert, key) = (file("ca.pem"), file("client-0.pem"), file("client-0.key"));
     assert_eq!(wait_healthy(&["--grpc", &url, "--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]), "SERVING");

@@ -23,13 +23,12 @@ pub struct RunningMean {
     specs: Vec<TensorSpec>,
     sums: Vec<Vec<f64>>,
     total: f64,
-    count: usize,
 }
 
 impl RunningMean {
     pub fn new(first: &TensorSet, weight: f64) -> Self {
         let sums = first.tensors().iter().map(|t| t.values.iter().map(|&v| v as f64 * weight).collect()).collect();
-        Self { specs: first.specs(), sums, total: weight, count: 1 }
+        Self { specs: first.specs(), sums, total: weight }
     }
 
     pub fn add(&mut self, set: &TensorSet, weight: f64) {
@@ -39,12 +38,6 @@ impl RunningMean {
             }
         }
         self.total += weight;
-        self.count += 1;
-    }
-
-    /// Sets folded in so far.
-    pub fn count(&self) -> usize {
-        self.count
     }
 
     /// The mean, or `None` when the weights sum to zero.
@@ -89,7 +82,6 @@ mod tests {
         let mut m = RunningMean::new(&a, 3.0);
         m.add(&b, 1.0);
         m.add(&c, 7.0);
-        assert_eq!(m.count(), 3);
         let batch = weighted_average([(&a, 3.0), (&b, 1.0), (&c, 7.0)]).unwrap();
         assert_eq!(m.finish().unwrap(), batch);
     }
