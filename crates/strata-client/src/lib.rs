@@ -13,6 +13,7 @@
 //! - [`ClientTelemetry`]: Prometheus metrics and gRPC health of the process's clients.
 
 mod auth;
+mod backoff;
 mod data_cache;
 mod local;
 pub mod method;
@@ -41,6 +42,7 @@ pub use data_cache::DataCache;
 pub use telemetry::ClientTelemetry;
 pub use tls::{ClientTls, configure as configure_endpoint};
 
+use crate::backoff::Backoff;
 use crate::local::{Job, LocalState};
 use strata_torch::TorchError;
 
@@ -156,7 +158,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     // A join lost to a transient transport failure (a burst of connections overflowing the
     // server's accept queue resets some) is retried; a refusal or a TLS failure is not.
     let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     let reply = loop {
         match rpc.join(join.clone()).await {
             Ok(reply) => break reply.into_inner(),
@@ -165,12 +167,12 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
                     && started.elapsed() < options.connect_timeout
                     && options.tls.as_ref().and_then(|_| tls::tls_failure(&s)).is_none() =>
             {
+                let delay = backoff.next_delay();
                 debug!("join failed ({}); retrying in {delay:?}", s.message());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(s) => return Err(refused(&options, &s)),
         }
@@ -233,8 +235,8 @@ async fn work(
 ) -> Result<u64, ClientError> {
     let mut last_task = String::new();
     let mut tasks_done = 0;
-    // When the server stopped answering, if it has.
-    let mut outage: Option<tokio::time::Instant> = None;
+    // When the server stopped answering, if it has, and how long to wait before polling again.
+    let mut outage: Option<(tokio::time::Instant, Backoff)> = None;
     loop {
         let poll = pb::PullTaskRequest {
             run_id: reply.run_id.clone(),
@@ -260,14 +262,12 @@ async fn work(
                 if outage.is_none() {
                     telemetry.disconnected(index).await;
                 }
-                let since = *outage.get_or_insert_with(tokio::time::Instant::now);
+                let (since, backoff) = outage.get_or_insert_with(|| (tokio::time::Instant::now(), Backoff::new()));
                 if since.elapsed() > options.connect_timeout {
                     warn!(client = index, "server unreachable for {:?}; giving up", options.connect_timeout);
                     return Err(ClientError::Rpc(status));
                 }
-                let delay = Duration::from_millis(200)
-                    .saturating_mul(1 << since.elapsed().as_secs().min(5))
-                    .min(Duration::from_secs(5));
+                let delay = backoff.next_delay();
                 debug!(client = index, "server unavailable ({}); retrying in {delay:?}", status.message());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
@@ -425,7 +425,7 @@ async fn connect(options: &ClientOptions) -> Result<Rpc, ClientError> {
     let endpoint = tls::configure(endpoint, server, options.tls.as_ref())?;
     let bearer = auth::Bearer::new(options.token.as_deref())?;
     let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     loop {
         match endpoint.connect().await {
             Ok(channel) => return Ok(pb::federation_client::FederationClient::with_interceptor(channel, bearer)),
@@ -434,9 +434,9 @@ async fn connect(options: &ClientOptions) -> Result<Rpc, ClientError> {
                 return Err(ClientError::Tls { server: server.to_string(), reason });
             }
             Err(e) if started.elapsed() < timeout => {
+                let delay = backoff.next_delay();
                 debug!(server, "server not reachable yet ({e}); retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 return Err(ClientError::Unreachable {
