@@ -5,7 +5,7 @@
 //! through Cautiously Aggressive Collaboration", ICCV 2023; the semantics follow the author's
 //! Fling code (`fedcac_client.py`, `fedcac_group.py`), as pinned in `shared/methods/fedcac.md`.
 //! The client half calls [`sensitivity`] and [`critical_mask`]; the server half calls
-//! [`collaboration`] and [`combine`]. No libtorch here, so every rule is unit-tested on
+//! [`collaboration`], [`customize`] and [`combine`]. No libtorch here, so every rule is unit-tested on
 //! hand-computed cases.
 //!
 //! Masks run over the *covered* tensors (those a [`Selector`] keeps), concatenated in the
@@ -29,6 +29,12 @@ pub enum FedCacError {
     SizeMismatch { name: String, left: usize, right: usize },
     #[error("the mask has {mask} bits but the covered tensors hold {covered} values")]
     MaskLength { mask: usize, covered: usize },
+    #[error("{masks} masks, {sets} collaborator sets and {uploads} uploads: one of each per client")]
+    Counts { masks: usize, sets: usize, uploads: usize },
+    #[error("client {client}'s collaborator set is empty or names a client past the {clients} given")]
+    BadCollaborators { client: usize, clients: usize },
+    #[error("{values} critical values for a mask with {ones} bits set")]
+    CriticalCount { values: usize, ones: usize },
     #[error(transparent)]
     Mask(#[from] MaskError),
 }
@@ -153,25 +159,11 @@ impl Overlaps {
             return Err(MaskError::LengthMismatch(first.len(), other.len()).into());
         }
         let ones: Vec<u64> = masks.iter().map(|m| m.count_ones()).collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(k.max(1));
-        // Thread w takes rows w, w+threads, ...: row i has K−1−i pairs, so rows interleave
-        // to balance the work.
-        let rows: Vec<Vec<(usize, usize, u64)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|w| {
-                    scope.spawn(move || {
-                        let mut out = Vec::new();
-                        for i in (w..k).step_by(threads) {
-                            for j in i + 1..k {
-                                // Lengths were checked above, so hamming cannot fail.
-                                out.push((i, j, masks[i].hamming(masks[j]).unwrap_or(0)));
-                            }
-                        }
-                        out
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        // Row i holds the pairs (i, j > i): rows shrink, and threads take the next row as they go.
+        let rows: Vec<usize> = (0..k).collect();
+        let rows = crate::parallel::map(&rows, |&i| {
+            // Lengths were checked above, so hamming cannot fail.
+            (i + 1..k).map(|j| (i, j, masks[i].hamming(masks[j]).unwrap_or(0))).collect::<Vec<_>>()
         });
         let mut values = vec![f64::NAN; k * k];
         for (i, j, h) in rows.into_iter().flatten() {
@@ -251,6 +243,172 @@ pub fn combine(
         offset += g.numel();
     }
     Ok(out)
+}
+
+/// Every reporting client's next model at once: `w_i = m_i ⊙ u_i + (1 − m_i) ⊙ w̄` (as
+/// [`combine`]), where `u_i` is the unweighted mean of the uploads of `C_i` =
+/// `collaborators[i]` (positions in `uploads`, which hold at least the covered tensors).
+///
+/// This is the server's heaviest step, K·|C|·P additions, so it runs over the parameters a
+/// block at a time: each upload's block is widened to f64 once, each distinct collaborator set
+/// sums its members' blocks (plain vector adds over data in cache), and each client takes the
+/// mean at its critical entries. The sums run in f64 in the members' order, as the server's
+/// averages do, so the result is the same to the bit as averaging first. Blocks are spread
+/// over the machine's threads.
+pub fn customize(
+    masks: &[&BitMask],
+    collaborators: &[Vec<usize>],
+    uploads: &[&TensorSet],
+    global: &TensorSet,
+    covered: &Selector,
+) -> Result<Vec<TensorSet>, FedCacError> {
+    let k = uploads.len();
+    if masks.len() != k || collaborators.len() != k {
+        return Err(FedCacError::Counts { masks: masks.len(), sets: collaborators.len(), uploads: k });
+    }
+    let covered_len: usize = global.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
+    if let Some(m) = masks.iter().find(|m| m.len() != covered_len) {
+        return Err(FedCacError::MaskLength { mask: m.len(), covered: covered_len });
+    }
+    if let Some(i) = collaborators.iter().position(|set| set.is_empty() || set.iter().any(|&j| j >= k)) {
+        return Err(FedCacError::BadCollaborators { client: i, clients: k });
+    }
+    // Distinct sets, each with the clients that have it.
+    let mut groups: Vec<(&[usize], Vec<usize>)> = Vec::new();
+    for (i, set) in collaborators.iter().enumerate() {
+        match groups.iter_mut().find(|(s, _)| *s == set.as_slice()) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((set, vec![i])),
+        }
+    }
+    let mut outputs: Vec<TensorSet> = vec![global.clone(); k];
+    let mut offset = 0;
+    for (index, g) in global.tensors().iter().enumerate() {
+        if !covered.matches(&g.name) {
+            continue;
+        }
+        let values: Vec<&[f32]> = uploads.iter().map(|u| values_like(u, g)).collect::<Result<_, _>>()?;
+        let n = g.numel();
+        if n == 0 {
+            continue;
+        }
+        let outs: Vec<&mut [f32]> = outputs.iter_mut().map(|o| &mut o.tensors_mut()[index].values[..]).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.div_ceil(MIN_SHARE)).max(1);
+        let share = n.div_ceil(threads);
+        // Thread t gets positions t·share.. of every client's output.
+        let mut shares: Vec<Vec<&mut [f32]>> = (0..threads).map(|_| Vec::with_capacity(k)).collect();
+        for out in outs {
+            for (t, chunk) in out.chunks_mut(share).enumerate() {
+                shares[t].push(chunk);
+            }
+        }
+        let (values, groups, masks) = (&values, &groups, masks);
+        std::thread::scope(|scope| {
+            for (t, mut outs) in shares.into_iter().enumerate() {
+                let start = t * share;
+                scope.spawn(move || {
+                    customize_range(start, &mut outs, offset + start, values, groups, masks);
+                });
+            }
+        });
+        offset += n;
+    }
+    Ok(outputs)
+}
+
+/// Parameters per block: K blocks of f64 stay in cache (100 clients: 400 KB).
+const BLOCK: usize = 512;
+/// No thread gets fewer parameters of a tensor than this (small tensors run on one).
+const MIN_SHARE: usize = 16 * BLOCK;
+
+/// [`customize`] over one thread's positions `start..start + outs[i].len()` of one tensor;
+/// `bit` is the mask position of `start`.
+fn customize_range(
+    start: usize,
+    outs: &mut [&mut [f32]],
+    bit: usize,
+    values: &[&[f32]],
+    groups: &[(&[usize], Vec<usize>)],
+    masks: &[&BitMask],
+) {
+    let len = outs.first().map_or(0, |o| o.len());
+    let mut wide = vec![0f64; values.len() * BLOCK];
+    let mut sums = vec![0f64; BLOCK];
+    for block in (0..len).step_by(BLOCK) {
+        let b = BLOCK.min(len - block);
+        for (j, v) in values.iter().enumerate() {
+            let from = &v[start + block..start + block + b];
+            for (w, &x) in wide[j * BLOCK..j * BLOCK + b].iter_mut().zip(from) {
+                *w = f64::from(x);
+            }
+        }
+        for (set, members) in groups {
+            let sums = &mut sums[..b];
+            sums.copy_from_slice(&wide[set[0] * BLOCK..set[0] * BLOCK + b]);
+            for &j in &set[1..] {
+                for (s, &w) in sums.iter_mut().zip(&wide[j * BLOCK..j * BLOCK + b]) {
+                    *s += w;
+                }
+            }
+            let count = set.len() as f64;
+            for &i in members {
+                let from = bit + block;
+                for p in masks[i].ones_in(from..from + b) {
+                    outs[i][block + p - from] = (sums[p - from] / count) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// The entries of `model`'s covered tensors where `mask` is set, in mask order: a client's
+/// customized part, all that distinguishes its model from w̄ (see [`with_critical_values`]).
+pub fn critical_values(mask: &BitMask, model: &TensorSet, covered: &Selector) -> Result<Vec<f32>, FedCacError> {
+    let covered_len: usize = model.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
+    if covered_len != mask.len() {
+        return Err(FedCacError::MaskLength { mask: mask.len(), covered: covered_len });
+    }
+    let mut out = Vec::with_capacity(mask.count_ones() as usize);
+    let mut offset = 0;
+    for t in model.tensors().iter().filter(|t| covered.matches(&t.name)) {
+        out.extend(mask.ones_in(offset..offset + t.numel()).map(|p| t.values[p - offset]));
+        offset += t.numel();
+    }
+    Ok(out)
+}
+
+/// `global` with the entries where `mask` is set replaced by `values`, in mask order: the
+/// inverse of [`critical_values`] for a model that is w̄ outside its critical entries.
+pub fn with_critical_values(
+    mask: &BitMask,
+    values: &[f32],
+    global: &TensorSet,
+    covered: &Selector,
+) -> Result<TensorSet, FedCacError> {
+    let covered_len: usize = global.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
+    if covered_len != mask.len() {
+        return Err(FedCacError::MaskLength { mask: mask.len(), covered: covered_len });
+    }
+    let ones = mask.count_ones() as usize;
+    if values.len() != ones {
+        return Err(FedCacError::CriticalCount { values: values.len(), ones });
+    }
+    let mut out = global.clone();
+    let (mut offset, mut next) = (0, values.iter());
+    for t in out.tensors_mut().iter_mut().filter(|t| covered.matches(&t.name)) {
+        for (p, &v) in mask.ones_in(offset..offset + t.numel()).zip(&mut next) {
+            t.values[p - offset] = v;
+        }
+        offset += t.numel();
+    }
+    Ok(out)
+}
+
+/// The values of `set`'s tensor named like `like`, which must have as many.
+fn values_like<'a>(set: &'a TensorSet, like: &NamedTensor) -> Result<&'a [f32], FedCacError> {
+    let t = set.get(&like.name).ok_or_else(|| FedCacError::MissingTensor(like.name.clone()))?;
+    same_size(like, t)?;
+    Ok(&t.values)
 }
 
 fn same_size(a: &NamedTensor, b: &NamedTensor) -> Result<(), FedCacError> {
@@ -392,6 +550,63 @@ mod tests {
         let single = collaboration(&[&a], 0, 2.0).unwrap();
         assert_eq!(single.collaborators, vec![vec![0]]);
         assert!(collaboration(&[&a, &bits("1")], 0, 2.0).is_err());
+    }
+
+    #[test]
+    fn customize_averages_each_clients_collaborators_at_its_critical_entries() {
+        let global = set(&[("w", &[1.0, 2.0, 3.0]), ("bn.running_var", &[9.0]), ("h", &[4.0, 5.0])]);
+        let a = set(&[("w", &[10.0, 20.0, 30.0]), ("h", &[40.0, 50.0])]);
+        let b = set(&[("w", &[20.0, 0.0, 0.0]), ("h", &[0.0, 0.25])]);
+        let covered = Selector::all().except(["*.running_var"]);
+        let (ma, mb) = (bits("10101"), bits("01011"));
+        // a collaborates with b; b only with itself.
+        let out = customize(&[&ma, &mb], &[vec![0, 1], vec![1]], &[&a, &b], &global, &covered).unwrap();
+        assert_eq!(out[0].get("w").unwrap().values, vec![15.0, 2.0, 15.0]);
+        assert_eq!(out[0].get("bn.running_var").unwrap().values, vec![9.0]);
+        assert_eq!(out[0].get("h").unwrap().values, vec![4.0, 25.125]);
+        assert_eq!(out[1].get("w").unwrap().values, vec![1.0, 0.0, 3.0]);
+        assert_eq!(out[1].get("h").unwrap().values, vec![0.0, 0.25]);
+
+        let sets = [vec![0], vec![1]];
+        assert_eq!(
+            customize(&[&ma], &sets, &[&a, &b], &global, &covered),
+            Err(FedCacError::Counts { masks: 1, sets: 2, uploads: 2 })
+        );
+        let short = bits("1010");
+        assert_eq!(
+            customize(&[&ma, &short], &sets, &[&a, &b], &global, &covered),
+            Err(FedCacError::MaskLength { mask: 4, covered: 5 })
+        );
+        assert_eq!(
+            customize(&[&ma, &mb], &[vec![0], vec![2]], &[&a, &b], &global, &covered),
+            Err(FedCacError::BadCollaborators { client: 1, clients: 2 })
+        );
+        let small = set(&[("w", &[1.0, 2.0]), ("h", &[0.0, 0.0])]);
+        assert!(matches!(
+            customize(&[&ma, &mb], &sets, &[&a, &small], &global, &covered),
+            Err(FedCacError::SizeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn critical_values_go_out_and_back_in_mask_order() {
+        let global = set(&[("w", &[1.0, 2.0, 3.0]), ("bn.running_var", &[9.0]), ("h", &[4.0, 5.0])]);
+        let model = set(&[("w", &[10.0, 2.0, 30.0]), ("bn.running_var", &[9.0]), ("h", &[4.0, 50.0])]);
+        let covered = Selector::all().except(["*.running_var"]);
+        let mask = bits("10101");
+        let values = critical_values(&mask, &model, &covered).unwrap();
+        assert_eq!(values, vec![10.0, 30.0, 50.0]);
+        assert_eq!(with_critical_values(&mask, &values, &global, &covered).unwrap(), model);
+        assert_eq!(
+            with_critical_values(&mask, &values[..2], &global, &covered),
+            Err(FedCacError::CriticalCount { values: 2, ones: 3 })
+        );
+        assert_eq!(
+            critical_values(&bits("101"), &model, &covered),
+            Err(FedCacError::MaskLength { mask: 3, covered: 5 })
+        );
+        let none = bits("00000");
+        assert_eq!(with_critical_values(&none, &[], &global, &covered).unwrap(), global);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
 //! - [`calibration`]: settings of post-hoc classifier calibration (CCVR).
+//! - [`parallel`]: spreading independent CPU work over the machine's threads.
 //! - [`atomic_file`]: replacing a file whole or not at all.
 //! - [`safetensors`]: tensor sets on disk, written atomically.
 //! - [`setting`]: method settings carried in tasks.
@@ -24,6 +25,7 @@ pub mod data;
 pub mod fedcac;
 pub mod liveness;
 pub mod mask;
+pub mod parallel;
 pub mod partition;
 pub mod records;
 pub mod safetensors;

@@ -61,6 +61,31 @@ impl BitMask {
         }
     }
 
+    /// Positions of the set bits in `range` (clipped to the mask), ascending: a word at a
+    /// time, so that sparse and dense masks cost what their words and set bits cost.
+    pub fn ones_in(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        let (start, end) = (range.start, range.end.min(self.len));
+        let first = start / 64;
+        let last = if start < end { end.div_ceil(64) } else { first };
+        (first..last).flat_map(move |w| {
+            let low = w * 64;
+            let mut word = self.words[w];
+            if start > low {
+                word &= !0u64 << (start - low);
+            }
+            if end < low + 64 {
+                word &= (1u64 << (end - low)) - 1;
+            }
+            std::iter::from_fn(move || {
+                (word != 0).then(|| {
+                    let bit = word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    low + bit
+                })
+            })
+        })
+    }
+
     /// Number of set bits.
     pub fn count_ones(&self) -> u64 {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
@@ -124,6 +149,16 @@ mod tests {
         assert_eq!(bytes.len(), 10);
         assert_eq!(bytes[0], 0b0100_1001, "least significant bit first");
         assert_eq!(BitMask::from_bytes(77, &bytes).unwrap(), mask);
+    }
+
+    #[test]
+    fn ones_in_lists_the_set_bits_of_a_range() {
+        let bits: Vec<bool> = (0..200).map(|i| i % 7 == 0 || i == 63 || i == 64 || i == 199).collect();
+        let mask = BitMask::from_bools(bits.iter().copied());
+        for (start, end) in [(0, 200), (0, 0), (5, 5), (1, 64), (63, 65), (64, 128), (70, 71), (130, 500), (150, 100)] {
+            let expected: Vec<usize> = (start..end.min(200)).filter(|&i| bits[i]).collect();
+            assert_eq!(mask.ones_in(start..end).collect::<Vec<_>>(), expected, "{start}..{end}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! w̄ for the rest. The server stores, per client, only its last mask and its next-round model
 //! w_i: the critical entries of w_i *are* its customized part (`m ⊙ w_i = m ⊙ u_i`), so an
 //! absent client's new model is `combine(m_i, w_i, w̄_new)`, with no copy of u_i kept.
+//! Every w_i is w̄ outside its critical entries, so the state saved for `--resume` holds w̄
+//! and, per client, only the mask and those entries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -110,20 +112,11 @@ impl FedCac {
         let masks: Vec<&BitMask> = updates.iter().filter_map(|u| u.mask()).collect();
         let collab = fedcac::collaboration(&masks, round, self.beta).map_err(|e| format!("overlaps: {e}"))?;
 
-        // Clients with the same collaborators share one customized model.
-        let mut customized: HashMap<&[usize], TensorSet> = HashMap::new();
-        for set in &collab.collaborators {
-            if !customized.contains_key(set.as_slice()) {
-                let u = weighted_average(set.iter().map(|&j| (updates[j].parameters(), 1.0)))
-                    .ok_or("empty collaborator set")?;
-                customized.insert(set, u);
-            }
-        }
+        let uploads: Vec<&TensorSet> = updates.iter().map(|u| u.parameters()).collect();
+        let models = fedcac::customize(&masks, &collab.collaborators, &uploads, &global, &self.covered)
+            .map_err(|e| format!("customized models: {e}"))?;
         let mut next = HashMap::with_capacity(self.clients.len().max(updates.len()));
-        for (i, (u, mask)) in updates.iter().zip(&masks).enumerate() {
-            let custom = &customized[collab.collaborators[i].as_slice()];
-            let model = fedcac::combine(mask, custom, &global, &self.covered)
-                .map_err(|e| format!("client {}: {e}", u.client().index))?;
+        for ((u, mask), model) in updates.iter().zip(&masks).zip(models) {
             next.insert(u.client().id, Personal { mask: (*mask).clone(), model: Arc::new(model) });
         }
         // Absent clients: their critical entries of w_i are their customized part.
@@ -199,8 +192,10 @@ impl Strategy for FedCac {
         Some(Arc::clone(&self.global))
     }
 
-    /// `global/<name>` for w̄; per client `model/<uuid>/<name>` for w_i and `mask/<uuid>` for
-    /// its mask, bit-packed into f32 words (bits, not numbers; the meta has its length).
+    /// `global/<name>` for w̄; per client `critical/<uuid>`, the critical entries of w_i in mask
+    /// order (the rest of w_i is w̄: half the bytes of whole models at τ = 0.5), and
+    /// `mask/<uuid>`, its mask bit-packed into f32 words (bits, not numbers; the meta has its
+    /// length).
     fn snapshot(&self) -> Snapshot {
         let mut tensors = Vec::new();
         let prefixed = |prefix: &str, set: &TensorSet| -> Vec<NamedTensor> {
@@ -218,7 +213,9 @@ impl Strategy for FedCac {
         ids.sort();
         for id in ids {
             let p = &self.clients[id];
-            tensors.extend(prefixed(&format!("model/{id}/"), &p.model));
+            let critical = fedcac::critical_values(&p.mask, &p.model, &self.covered)
+                .expect("a client's mask runs over the covered tensors of its model");
+            tensors.push(NamedTensor { name: format!("critical/{id}"), shape: vec![critical.len()], values: critical });
             let bytes = p.mask.to_bytes();
             let words: Vec<f32> = bytes
                 .chunks(4)
@@ -249,6 +246,8 @@ impl Strategy for FedCac {
         };
         let global = part("global/")?;
         super::same_specs(&self.global, &global, "global model")?;
+        let covered_len: usize =
+            global.tensors().iter().filter(|t| self.covered.matches(&t.name)).map(|t| t.numel()).sum();
         let mut clients = HashMap::new();
         for (key, bits) in snapshot.meta.iter().filter_map(|(k, v)| k.strip_prefix("mask_bits/").map(|id| (id, v))) {
             let id = uuid::Uuid::parse_str(key).map_err(|e| format!("saved client id `{key}`: {e}"))?;
@@ -257,7 +256,18 @@ impl Strategy for FedCac {
             let bytes: Vec<u8> = words.values.iter().flat_map(|w| w.to_bits().to_le_bytes()).collect();
             let mask = BitMask::from_bytes(bits, &bytes[..bits.div_ceil(8).min(bytes.len())])
                 .map_err(|e| format!("saved mask of {id}: {e}"))?;
-            let model = part(&format!("model/{id}/"))?;
+            if mask.len() != covered_len {
+                return Err(format!(
+                    "saved mask of {id} has {} bits, the model {covered_len} covered values",
+                    mask.len()
+                ));
+            }
+            let model = match snapshot.tensors.get(&format!("critical/{id}")) {
+                Some(critical) => fedcac::with_critical_values(&mask, &critical.values, &global, &self.covered)
+                    .map_err(|e| format!("saved model of {id}: {e}"))?,
+                // States saved before 2026-11-27 hold whole models.
+                None => part(&format!("model/{id}/"))?,
+            };
             super::same_specs(&self.global, &model, "client model")?;
             clients.insert(id, Personal { mask, model: Arc::new(model) });
         }
@@ -363,9 +373,47 @@ mod tests {
         assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated));
         assert!(matches!(restored.aggregate_train(1, three_updates()), Aggregated::Updated));
         assert_eq!(restored.snapshot(), strategy.snapshot());
+        // Client 2 misses a round: its model keeps its critical part and takes the new w̄.
+        let two = || three_updates().into_iter().take(2).collect::<Vec<_>>();
+        assert!(matches!(strategy.aggregate_train(2, two()), Aggregated::Updated));
+        let mut restored = FedCac::new(initial(), 0.5, 2.0);
+        restored.restore(strategy.snapshot()).unwrap();
+        for i in 0..3 {
+            assert_eq!(sent(&mut restored, i), sent(&mut strategy, i), "client {i} after a round without client 2");
+        }
+        // The state holds w̄ (7 values), each client's 3 critical values and its mask (1 word).
+        let saved: usize = strategy.snapshot().tensors.tensors().iter().map(|t| t.numel()).sum();
+        assert_eq!(saved, 7 + 3 * (3 + 1));
 
         let mut other_model = FedCac::new(model([0.0; 4], 7.0, [0.0; 2]).select(|n| n != "head.w"), 0.5, 2.0);
         assert!(other_model.restore(snapshot).unwrap_err().contains("does not match"));
+    }
+
+    #[test]
+    fn a_state_saved_with_whole_client_models_still_restores() {
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0);
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        // The earlier layout: `model/<uuid>/<name>` for every tensor of w_i.
+        let mut snapshot = strategy.snapshot();
+        let mut tensors: Vec<NamedTensor> =
+            snapshot.tensors.tensors().iter().filter(|t| !t.name.starts_with("critical/")).cloned().collect();
+        for i in 0..3 {
+            let id = client(i).id;
+            for t in strategy.clients[&id].model.tensors() {
+                tensors.push(NamedTensor { name: format!("model/{id}/{}", t.name), ..t.clone() });
+            }
+        }
+        snapshot.tensors = TensorSet::new(tensors).unwrap();
+        let mut restored = FedCac::new(initial(), 0.5, 2.0);
+        restored.restore(snapshot.clone()).unwrap();
+        for i in 0..3 {
+            assert_eq!(sent(&mut restored, i), sent(&mut strategy, i), "client {i}");
+        }
+        // A mask that does not cover the model is refused, not trusted.
+        let id = client(0).id;
+        snapshot.meta.insert(format!("mask_bits/{id}"), "5".into());
+        let err = FedCac::new(initial(), 0.5, 2.0).restore(snapshot).unwrap_err();
+        assert!(err.contains(&format!("saved mask of {id}")), "{err}");
     }
 
     #[test]
@@ -426,6 +474,56 @@ mod tests {
         assert_eq!((body, head), (vec![3.0, 4.0, 7.25, 6.0], vec![8.25, 8.75]));
         let (body, head, ..) = sent(&mut strategy, 2); // 000|111
         assert_eq!((body, head), (vec![6.25, 6.75, 7.25, 10.0], vec![10.0, 10.0]));
+    }
+
+    /// The fold forms the customized models block by block, once per distinct collaborator set;
+    /// they must be, to the bit, `combine(m_i, mean of C_i's uploads, w̄)` formed the direct way.
+    #[test]
+    fn customized_models_equal_the_direct_formula_to_the_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let covered = Selector::all().except(RUNNING_STATS);
+        let random = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| -> Vec<f32> {
+            (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+        };
+        let big = |rng: &mut rand_chacha::ChaCha8Rng| {
+            // Over 2 × 16 blocks: several blocks, and a share for each of two threads.
+            TensorSet::new(vec![t("body.w", &random(rng, 20_003)), t("head.w", &random(rng, 7))]).unwrap()
+        };
+        let initial = {
+            let mut set = big(&mut rng).tensors().to_vec();
+            set.insert(1, t("body.bn.running_mean", &[0.5]));
+            TensorSet::new(set).unwrap()
+        };
+        // Rounds 0 and 1 give collaborator sets of several sizes; at round ≥ β all are {i};
+        // τ = 1 masks (all ones) put every client in one group that shares a whole mean.
+        for (round, density) in [(0, 0.5), (1, 0.3), (5, 0.5), (0, 1.0)] {
+            let updates: Vec<ValidUpdate> = (0..7)
+                .map(|i| {
+                    let mask = BitMask::from_bools((0..20_010).map(|_| rng.random_bool(density)));
+                    ValidUpdate::for_tests(client(i), big(&mut rng), 1 + i as u64).with_mask(mask)
+                })
+                .collect();
+            let refs: Vec<&ValidUpdate> = updates.iter().collect();
+            let strategy = FedCac::new(initial.clone(), 0.5, 5.0);
+            let (global, collab, next) = strategy.fold(round, &refs).unwrap();
+            let sizes: Vec<usize> = collab.collaborators.iter().map(Vec::len).collect();
+            for (i, u) in updates.iter().enumerate() {
+                let mean =
+                    weighted_average(collab.collaborators[i].iter().map(|&j| (updates[j].parameters(), 1.0))).unwrap();
+                let expected = fedcac::combine(u.mask().unwrap(), &mean, &global, &covered).unwrap();
+                let got = &next[&u.client().id].model;
+                for (a, b) in got.tensors().iter().zip(expected.tensors()) {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&a.values),
+                        bits(&b.values),
+                        "round {round}, client {i}, {}, sets {sizes:?}",
+                        a.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]
