@@ -125,7 +125,7 @@ impl RoundLoop {
                 self.strategy.abandon(round);
                 false
             } else {
-                match self.strategy.aggregate_train(round, updates) {
+                match off_the_runtime(|| self.strategy.aggregate_train(round, updates)) {
                     Aggregated::Updated => true,
                     Aggregated::Skipped { reason } => {
                         warn!(round, %reason, "aggregation skipped");
@@ -342,5 +342,15 @@ impl RoundLoop {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.events.send(ServerEvent::RunFinished);
+    }
+}
+
+/// Runs CPU-heavy work from the round loop (FedCAC's aggregation takes seconds with 100
+/// clients of 10M parameters) without holding up the tasks queued on this worker thread, such
+/// as heartbeats and uploads: on a multi-threaded runtime they move to another thread first.
+fn off_the_runtime<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
