@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`run`]: join (retrying with backoff while the server is not up), load data, then the
 //!   task loop: poll, download, merge/train/evaluate on a blocking thread, upload.
+//! - `task_loop`: a joined client's loop: tasks, server outages, rejoining a restarted server.
 //! - `local`: the personal model and the blocking work on it.
 //! - `method`: client halves of methods (how received parameters merge, what goes back).
 //! - `transfer`: chunked download and upload.
@@ -18,6 +19,7 @@ mod data_cache;
 mod local;
 pub mod method;
 mod persist;
+mod task_loop;
 mod telemetry;
 mod tls;
 mod transfer;
@@ -28,14 +30,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_core::config::RunConfig;
-use strata_core::selection::Selector;
-use strata_core::tensor::TensorSet;
-use strata_proto::{pb, scalar};
+use strata_proto::pb;
 use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, warn};
+use tracing::debug;
 use uuid::Uuid;
 
 pub use data_cache::DataCache;
@@ -43,8 +43,8 @@ pub use telemetry::ClientTelemetry;
 pub use tls::{ClientTls, configure as configure_endpoint};
 
 use crate::backoff::Backoff;
-use crate::local::{Job, LocalState};
-use strata_torch::TorchError;
+use crate::local::LocalState;
+use crate::task_loop::Joined;
 
 type Rpc = pb::federation_client::FederationClient<InterceptedService<Channel, auth::Bearer>>;
 
@@ -214,138 +214,20 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     let local = Arc::new(Mutex::new(local));
     let telemetry = options.telemetry.clone().unwrap_or_default();
     telemetry.connected(index, &capabilities.device).await;
-    let outcome = work(rpc, &options, &config, &reply, index, &capabilities, &local, &telemetry, &mut shutdown).await;
+    let joined = Joined {
+        rpc,
+        options: &options,
+        config,
+        run_id: reply.run_id,
+        index,
+        capabilities,
+        local,
+        telemetry: &telemetry,
+    };
+    let outcome = joined.work(&mut shutdown).await;
     telemetry.disconnected(index).await;
     let tasks_done = outcome?;
     Ok(ClientOutcome { index, tasks_done, restored })
-}
-
-/// The task loop: polls, does each task, and waits out server outages, until the run is over.
-#[allow(clippy::too_many_arguments)]
-async fn work(
-    mut rpc: Rpc,
-    options: &ClientOptions,
-    config: &RunConfig,
-    reply: &pb::JoinReply,
-    index: u32,
-    capabilities: &pb::ClientCapabilities,
-    local: &Arc<Mutex<LocalState>>,
-    telemetry: &ClientTelemetry,
-    mut shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Result<u64, ClientError> {
-    let mut last_task = String::new();
-    let mut tasks_done = 0;
-    // When the server stopped answering, if it has, and how long to wait before polling again.
-    let mut outage: Option<(tokio::time::Instant, Backoff)> = None;
-    loop {
-        let poll = pb::PullTaskRequest {
-            run_id: reply.run_id.clone(),
-            client_id: options.client_id.to_string(),
-            last_task_id: last_task.clone(),
-            wait_ms: 10_000,
-            capabilities: Some(capabilities.clone()),
-        };
-        let task = tokio::select! {
-            task = rpc.pull_task(poll) => task,
-            _ = &mut shutdown => break,
-        };
-        let task = match task {
-            Ok(t) => {
-                if outage.take().is_some() {
-                    telemetry.connected(index, &capabilities.device).await;
-                }
-                t.into_inner()
-            }
-            // The server went away (a restart, a network cut): when it finished the run, it said
-            // so with FINISH first. Wait for it with backoff; the channel reconnects by itself.
-            Err(status) if is_outage(&status) => {
-                if outage.is_none() {
-                    telemetry.disconnected(index).await;
-                }
-                let (since, backoff) = outage.get_or_insert_with(|| (tokio::time::Instant::now(), Backoff::new()));
-                if since.elapsed() > options.connect_timeout {
-                    warn!(client = index, "server unreachable for {:?}; giving up", options.connect_timeout);
-                    return Err(ClientError::Rpc(status));
-                }
-                let delay = backoff.next_delay();
-                debug!(client = index, "server unavailable ({}); retrying in {delay:?}", status.message());
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => continue,
-                    _ = &mut shutdown => break,
-                }
-            }
-            // A restarted server (`--resume`) knows the run but not this connection yet: join
-            // again with the same identity and index, keeping the local state.
-            Err(status) if status.code() == Code::PermissionDenied && status.message().contains("has not joined") => {
-                let join = pb::JoinRequest {
-                    client_id: options.client_id.to_string(),
-                    capabilities: Some(capabilities.clone()),
-                    requested_index: Some(index),
-                };
-                let again =
-                    rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
-                if again.run_id != reply.run_id {
-                    return Err(ClientError::Refused(format!(
-                        "the server now runs `{}`, not this client's run `{}`",
-                        again.run_id, reply.run_id
-                    )));
-                }
-                warn!(client = index, "rejoined the run after a server restart");
-                continue;
-            }
-            Err(status) => return Err(ClientError::Rpc(status)),
-        };
-        match pb::TaskKind::try_from(task.kind).unwrap_or(pb::TaskKind::Unspecified) {
-            pb::TaskKind::Wait => continue,
-            pb::TaskKind::Finish => {
-                debug!(client = index, tasks_done, "run finished");
-                break;
-            }
-            kind @ (pb::TaskKind::Train | pb::TaskKind::Evaluate) => {
-                last_task = task.task_id.clone();
-                let training = kind == pb::TaskKind::Train;
-                let result = tokio::select! {
-                    r = do_task(&mut rpc, options, config, index, local, task, training) => r,
-                    _ = &mut shutdown => break,
-                };
-                match result {
-                    Ok(trained) => {
-                        tasks_done += 1;
-                        telemetry.task_done(index, trained);
-                        if let Some(dir) = &options.state_dir {
-                            let identity =
-                                persist::Identity { client_id: options.client_id, index, run_id: reply.run_id.clone() };
-                            save_state(dir, identity, local).await;
-                        }
-                    }
-                    // A refused or failed task costs this round, not the client.
-                    Err(e) => {
-                        telemetry.task_failed(index);
-                        warn!(client = index, task = %last_task, "task failed: {e}")
-                    }
-                }
-            }
-            pb::TaskKind::FeatureStats => {
-                last_task = task.task_id.clone();
-                let result = tokio::select! {
-                    r = do_stats_task(&mut rpc, options, local, task) => r,
-                    _ = &mut shutdown => break,
-                };
-                match result {
-                    Ok(()) => {
-                        tasks_done += 1;
-                        telemetry.task_done(index, None);
-                    }
-                    Err(e) => {
-                        telemetry.task_failed(index);
-                        warn!(client = index, task = %last_task, "feature statistics failed: {e}")
-                    }
-                }
-            }
-            other => warn!(client = index, kind = ?other, "ignoring a task kind this client does not know"),
-        }
-    }
-    Ok(tasks_done)
 }
 
 /// Aborts the heartbeat task when the client's run ends, however it ends.
@@ -366,22 +248,6 @@ async fn heartbeats(mut rpc: Rpc, run_id: String, client_id: String, every: Dura
         if let Err(status) = rpc.heartbeat(beat).await {
             debug!("heartbeat not delivered: {}", status.message());
         }
-    }
-}
-
-/// Writes the identity and personal model on a blocking thread; a failure is logged (the
-/// client goes on; only a restart would lose its state).
-async fn save_state(dir: &std::path::Path, identity: persist::Identity, local: &Arc<Mutex<LocalState>>) {
-    let (dir, state) = (dir.to_path_buf(), Arc::clone(local));
-    let saved = tokio::task::spawn_blocking(move || {
-        let model = state.lock().unwrap_or_else(|e| e.into_inner()).model.export();
-        persist::save(&dir, &identity, &model)
-    })
-    .await;
-    match saved {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("cannot save the client state: {e}"),
-        Err(e) => warn!("saving the client state panicked: {e}"),
     }
 }
 
@@ -473,90 +339,4 @@ async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> 
     })
     .await
     .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
-}
-
-async fn do_task(
-    rpc: &mut Rpc,
-    options: &ClientOptions,
-    config: &RunConfig,
-    index: u32,
-    local: &Arc<Mutex<LocalState>>,
-    task: pb::Task,
-    training: bool,
-) -> Result<Option<(u64, f64)>, ClientError> {
-    let request = pb::DownloadRequest {
-        run_id: task.run_id.clone(),
-        client_id: options.client_id.to_string(),
-        task_id: task.task_id.clone(),
-    };
-    let (received, _bytes_down) = transfer::download(rpc, request).await?;
-    // Each round and client shuffles differently, and the same run reshuffles the same way.
-    let seed = config.seed ^ (u64::from(index) << 32) ^ task.round.wrapping_mul(0x9E37_79B9);
-    let settings = scalar::settings_from_wire(task.config.clone()).map_err(ClientError::Protocol)?;
-    let job = Job {
-        round: task.round,
-        received,
-        train: training.then(|| (config.train.clone(), seed)),
-        parameters_are_global: task.parameters_are_global,
-        upload: task.upload.clone().map(scalar::selection_from_wire).unwrap_or_else(Selector::none),
-        mask_over: task.mask.clone().map(scalar::selection_from_wire),
-        settings,
-    };
-    let output = on_worker(options, local, "training", move |state| state.run(job)).await?;
-    let header = pb::ResultHeader {
-        run_id: task.run_id,
-        round: task.round,
-        task_id: task.task_id,
-        client_id: options.client_id.to_string(),
-        num_samples: output.num_samples,
-        metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
-        ..Default::default()
-    };
-    let tensors = output.upload.unwrap_or_default();
-    transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
-    Ok(output.trained)
-}
-
-/// Runs libtorch work on the local state on a blocking thread (so that it never stalls the
-/// runtime), holding a training permit when the process shares its cores (`--parallel`, `--virtual`).
-async fn on_worker<T: Send + 'static>(
-    options: &ClientOptions,
-    local: &Arc<Mutex<LocalState>>,
-    what: &str,
-    work: impl FnOnce(&mut LocalState) -> Result<T, TorchError> + Send + 'static,
-) -> Result<T, ClientError> {
-    let _permit = match &options.train_permits {
-        Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
-        None => None,
-    };
-    let state = Arc::clone(local);
-    let output = tokio::task::spawn_blocking(move || work(&mut state.lock().unwrap_or_else(|e| e.into_inner())))
-        .await
-        .map_err(|e| ClientError::Protocol(format!("{what} panicked: {e}")))??;
-    Ok(output)
-}
-
-/// CCVR's client half: statistics of the classifier's input under the received global model.
-async fn do_stats_task(
-    rpc: &mut Rpc,
-    options: &ClientOptions,
-    local: &Arc<Mutex<LocalState>>,
-    task: pb::Task,
-) -> Result<(), ClientError> {
-    let request = pb::DownloadRequest {
-        run_id: task.run_id.clone(),
-        client_id: options.client_id.to_string(),
-        task_id: task.task_id.clone(),
-    };
-    let (global, _bytes_down) = transfer::download(rpc, request).await?;
-    let stats = on_worker(options, local, "feature statistics", move |state| state.feature_stats(&global)).await?;
-    let header = pb::ResultHeader {
-        run_id: task.run_id,
-        round: task.round,
-        task_id: task.task_id,
-        client_id: options.client_id.to_string(),
-        ..Default::default()
-    };
-    transfer::upload(rpc, header, TensorSet::default(), None, Some(stats), strata_proto::DEFAULT_CHUNK_BYTES).await?;
-    Ok(())
 }

@@ -1,0 +1,249 @@
+//! The loop of a client that has joined a run: poll for a task, do it, report it; wait out
+//! server outages and rejoin a restarted server; until the server says the run is over.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use strata_core::config::RunConfig;
+use strata_core::selection::Selector;
+use strata_core::tensor::TensorSet;
+use strata_proto::{pb, scalar};
+use strata_torch::TorchError;
+use tonic::Code;
+use tracing::{debug, warn};
+
+use crate::backoff::Backoff;
+use crate::local::{Job, LocalState};
+use crate::{ClientError, ClientOptions, ClientTelemetry, Rpc, is_outage, persist, transfer};
+
+/// A client that has joined a run: what its task loop works with.
+pub(crate) struct Joined<'a> {
+    pub rpc: Rpc,
+    pub options: &'a ClientOptions,
+    pub config: RunConfig,
+    pub run_id: String,
+    pub index: u32,
+    /// Sent again when rejoining a restarted server.
+    pub capabilities: pb::ClientCapabilities,
+    /// Shared with the blocking thread that trains; never locked across an await.
+    pub local: Arc<Mutex<LocalState>>,
+    pub telemetry: &'a ClientTelemetry,
+}
+
+impl Joined<'_> {
+    /// Polls, does each task, and waits out server outages, until the run is over or
+    /// `shutdown` resolves. Returns the number of tasks done.
+    pub async fn work(mut self, mut shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Result<u64, ClientError> {
+        let index = self.index;
+        let mut last_task = String::new();
+        let mut tasks_done = 0;
+        // When the server stopped answering, if it has, and how long to wait before polling again.
+        let mut outage: Option<(tokio::time::Instant, Backoff)> = None;
+        loop {
+            let poll = pb::PullTaskRequest {
+                run_id: self.run_id.clone(),
+                client_id: self.options.client_id.to_string(),
+                last_task_id: last_task.clone(),
+                wait_ms: 10_000,
+                capabilities: Some(self.capabilities.clone()),
+            };
+            let task = tokio::select! {
+                task = self.rpc.pull_task(poll) => task,
+                _ = &mut shutdown => break,
+            };
+            let task = match task {
+                Ok(t) => {
+                    if outage.take().is_some() {
+                        self.telemetry.connected(index, &self.capabilities.device).await;
+                    }
+                    t.into_inner()
+                }
+                // The server went away (a restart, a network cut): when it finished the run, it
+                // said so with FINISH first. Wait for it with backoff; the channel reconnects by itself.
+                Err(status) if is_outage(&status) => {
+                    if outage.is_none() {
+                        self.telemetry.disconnected(index).await;
+                    }
+                    let (since, backoff) = outage.get_or_insert_with(|| (tokio::time::Instant::now(), Backoff::new()));
+                    if since.elapsed() > self.options.connect_timeout {
+                        warn!(client = index, "server unreachable for {:?}; giving up", self.options.connect_timeout);
+                        return Err(ClientError::Rpc(status));
+                    }
+                    let delay = backoff.next_delay();
+                    debug!(client = index, "server unavailable ({}); retrying in {delay:?}", status.message());
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = &mut shutdown => break,
+                    }
+                }
+                // A restarted server (`--resume`) knows the run but not this connection yet.
+                Err(status)
+                    if status.code() == Code::PermissionDenied && status.message().contains("has not joined") =>
+                {
+                    self.rejoin().await?;
+                    continue;
+                }
+                Err(status) => return Err(ClientError::Rpc(status)),
+            };
+            match pb::TaskKind::try_from(task.kind).unwrap_or(pb::TaskKind::Unspecified) {
+                pb::TaskKind::Wait => continue,
+                pb::TaskKind::Finish => {
+                    debug!(client = index, tasks_done, "run finished");
+                    break;
+                }
+                kind @ (pb::TaskKind::Train | pb::TaskKind::Evaluate) => {
+                    last_task = task.task_id.clone();
+                    let result = tokio::select! {
+                        r = self.train_or_evaluate(task, kind == pb::TaskKind::Train) => r,
+                        _ = &mut shutdown => break,
+                    };
+                    match result {
+                        Ok(trained) => {
+                            tasks_done += 1;
+                            self.telemetry.task_done(index, trained);
+                            self.save_state().await;
+                        }
+                        // A refused or failed task costs this round, not the client.
+                        Err(e) => {
+                            self.telemetry.task_failed(index);
+                            warn!(client = index, task = %last_task, "task failed: {e}")
+                        }
+                    }
+                }
+                pb::TaskKind::FeatureStats => {
+                    last_task = task.task_id.clone();
+                    let result = tokio::select! {
+                        r = self.feature_stats(task) => r,
+                        _ = &mut shutdown => break,
+                    };
+                    match result {
+                        Ok(()) => {
+                            tasks_done += 1;
+                            self.telemetry.task_done(index, None);
+                        }
+                        Err(e) => {
+                            self.telemetry.task_failed(index);
+                            warn!(client = index, task = %last_task, "feature statistics failed: {e}")
+                        }
+                    }
+                }
+                other => warn!(client = index, kind = ?other, "ignoring a task kind this client does not know"),
+            }
+        }
+        Ok(tasks_done)
+    }
+
+    /// Joins again with the same identity and index, keeping the local state; refuses a
+    /// server that now runs another run.
+    async fn rejoin(&mut self) -> Result<(), ClientError> {
+        let join = pb::JoinRequest {
+            client_id: self.options.client_id.to_string(),
+            capabilities: Some(self.capabilities.clone()),
+            requested_index: Some(self.index),
+        };
+        let again = self.rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
+        if again.run_id != self.run_id {
+            return Err(ClientError::Refused(format!(
+                "the server now runs `{}`, not this client's run `{}`",
+                again.run_id, self.run_id
+            )));
+        }
+        warn!(client = self.index, "rejoined the run after a server restart");
+        Ok(())
+    }
+
+    /// A train or evaluate task: download, merge (and train) on a blocking thread, upload.
+    /// Returns what training reported, if it trained.
+    async fn train_or_evaluate(&mut self, task: pb::Task, training: bool) -> Result<Option<(u64, f64)>, ClientError> {
+        let request = self.download_request(&task);
+        let (received, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
+        // Each round and client shuffles differently, and the same run reshuffles the same way.
+        let seed = self.config.seed ^ (u64::from(self.index) << 32) ^ task.round.wrapping_mul(0x9E37_79B9);
+        let settings = scalar::settings_from_wire(task.config.clone()).map_err(ClientError::Protocol)?;
+        let job = Job {
+            round: task.round,
+            received,
+            train: training.then(|| (self.config.train.clone(), seed)),
+            parameters_are_global: task.parameters_are_global,
+            upload: task.upload.clone().map(scalar::selection_from_wire).unwrap_or_else(Selector::none),
+            mask_over: task.mask.clone().map(scalar::selection_from_wire),
+            settings,
+        };
+        let output = self.on_worker("training", move |state| state.run(job)).await?;
+        let header = pb::ResultHeader {
+            run_id: task.run_id,
+            round: task.round,
+            task_id: task.task_id,
+            client_id: self.options.client_id.to_string(),
+            num_samples: output.num_samples,
+            metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
+            ..Default::default()
+        };
+        let tensors = output.upload.unwrap_or_default();
+        transfer::upload(&mut self.rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+        Ok(output.trained)
+    }
+
+    /// CCVR's client half: statistics of the classifier's input under the received global model.
+    async fn feature_stats(&mut self, task: pb::Task) -> Result<(), ClientError> {
+        let request = self.download_request(&task);
+        let (global, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
+        let stats = self.on_worker("feature statistics", move |state| state.feature_stats(&global)).await?;
+        let header = pb::ResultHeader {
+            run_id: task.run_id,
+            round: task.round,
+            task_id: task.task_id,
+            client_id: self.options.client_id.to_string(),
+            ..Default::default()
+        };
+        let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
+        transfer::upload(&mut self.rpc, header, TensorSet::default(), None, Some(stats), chunk).await?;
+        Ok(())
+    }
+
+    fn download_request(&self, task: &pb::Task) -> pb::DownloadRequest {
+        pb::DownloadRequest {
+            run_id: task.run_id.clone(),
+            client_id: self.options.client_id.to_string(),
+            task_id: task.task_id.clone(),
+        }
+    }
+
+    /// Runs libtorch work on the local state on a blocking thread (so that it never stalls the
+    /// runtime), holding a training permit when the process shares its cores (`--parallel`,
+    /// `--virtual`).
+    async fn on_worker<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce(&mut LocalState) -> Result<T, TorchError> + Send + 'static,
+    ) -> Result<T, ClientError> {
+        let _permit = match &self.options.train_permits {
+            Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
+            None => None,
+        };
+        let state = Arc::clone(&self.local);
+        let output = tokio::task::spawn_blocking(move || work(&mut state.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("{what} panicked: {e}")))??;
+        Ok(output)
+    }
+
+    /// With `--state-dir`, writes the identity and personal model on a blocking thread; a
+    /// failure is logged (the client goes on; only a restart would lose its state).
+    async fn save_state(&self) {
+        let Some(dir) = &self.options.state_dir else { return };
+        let identity =
+            persist::Identity { client_id: self.options.client_id, index: self.index, run_id: self.run_id.clone() };
+        let (dir, state) = (dir.to_path_buf(), Arc::clone(&self.local));
+        let saved = tokio::task::spawn_blocking(move || {
+            let model = state.lock().unwrap_or_else(|e| e.into_inner()).model.export();
+            persist::save(&dir, &identity, &model)
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("cannot save the client state: {e}"),
+            Err(e) => warn!("saving the client state panicked: {e}"),
+        }
+    }
+}
