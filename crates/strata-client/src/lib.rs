@@ -32,6 +32,7 @@ use std::time::Duration;
 use strata_core::config::RunConfig;
 use strata_proto::pb;
 use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -186,7 +187,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     debug!(client = index, run_id = %reply.run_id, "joined");
 
     // Heartbeats from now on, so that loading the data or a long training is not taken for a death.
-    let _heartbeat = Heartbeat(tokio::spawn(heartbeats(
+    let _heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeats(
         rpc.clone(),
         reply.run_id.clone(),
         options.client_id.to_string(),
@@ -228,15 +229,6 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     telemetry.disconnected(index).await;
     let tasks_done = outcome?;
     Ok(ClientOutcome { index, tasks_done, restored })
-}
-
-/// Aborts the heartbeat task when the client's run ends, however it ends.
-struct Heartbeat(tokio::task::JoinHandle<()>);
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 async fn heartbeats(mut rpc: Rpc, run_id: String, client_id: String, every: Duration) {

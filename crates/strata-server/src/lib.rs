@@ -46,6 +46,7 @@ use strata_report::RunSummary;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
 pub use events::ServerEvent;
@@ -217,7 +218,7 @@ pub async fn run(
             let _ = stop_rx.await;
         });
     // Dropping `run` (a crash test aborting it, a caller giving up) takes the listener down too.
-    let mut server = AbortOnDrop(Some(tokio::spawn(server)));
+    let server = AbortOnDropHandle::new(tokio::spawn(server));
 
     let rounds = round::RoundLoop {
         config: config.clone(),
@@ -238,11 +239,10 @@ pub async fn run(
     let _ = stop_tx.send(());
     let _ = metrics_stop.send(());
     // Serving ends once open calls finish; long polls answer within their wait.
-    let server = server.0.take().expect("the gRPC task is still held");
     match tokio::time::timeout(Duration::from_secs(35), server).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => return Err(ServerError::Setup(format!("gRPC server task failed: {join}"))),
-        Err(_) => tracing::warn!("gRPC server did not stop in time; leaving it"),
+        Err(_) => tracing::warn!("gRPC server did not stop in time; aborting it"),
     }
     let summary = output.finish(&config, started.elapsed().as_secs_f64())?;
     info!(dir = %output.dir().display(), ?ending, "run outputs written");
@@ -262,17 +262,6 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 /// Builds the method's starting point from the seed, so the server knows the model's spec
 /// (what every upload is checked against) without trusting any client for it.
-/// Aborts the task it holds when dropped.
-struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        if let Some(handle) = &self.0 {
-            handle.abort();
-        }
-    }
-}
-
 async fn initial_model(
     config: &RunConfig,
 ) -> Result<(Vec<strata_core::tensor::TensorSpec>, strata_core::tensor::TensorSet), ServerError> {
