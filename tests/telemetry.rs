@@ -78,7 +78,8 @@ async fn metrics_follow_the_run_and_health_says_serving() {
             .expect("health check");
     assert_eq!(status, "SERVING");
 
-    // After each training round, the counter has reached it and every client is online.
+    // After each training round, the counter has reached it (waiting for the scrape to show
+    // it) and every client is online.
     let mut seen = Vec::new();
     while seen.len() < ROUNDS as usize {
         if let ServerEvent::RoundFinished(record) = heard.recv().await.expect("events") {
@@ -91,7 +92,9 @@ async fn metrics_follow_the_run_and_health_says_serving() {
             assert!(find_sample(&text, "strata_bytes_received_total", &[]).is_some_and(|b| b > 0.0), "{text}");
         }
     }
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "the round counter rose: {seen:?}");
+    // Rounds can finish faster than their events are read, so two events may see one value.
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "the round counter never went back: {seen:?}");
+    assert_eq!(seen.last(), Some(&(ROUNDS as f64)), "the round counter counted every round: {seen:?}");
 
     let outcome = server.await.expect("server task").expect("run completes");
     assert_eq!(outcome.summary.rounds_completed, ROUNDS);
