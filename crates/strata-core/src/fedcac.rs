@@ -226,10 +226,7 @@ pub fn combine(
     global: &TensorSet,
     covered: &Selector,
 ) -> Result<TensorSet, FedCacError> {
-    let covered_len: usize = global.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
-    if covered_len != mask.len() {
-        return Err(FedCacError::MaskLength { mask: mask.len(), covered: covered_len });
-    }
+    mask_covers(mask, global, covered)?;
     let mut out = global.clone();
     let mut offset = 0;
     for g in out.tensors_mut().iter_mut().filter(|t| covered.matches(&t.name)) {
@@ -266,9 +263,8 @@ pub fn customize(
     if masks.len() != k || collaborators.len() != k {
         return Err(FedCacError::Counts { masks: masks.len(), sets: collaborators.len(), uploads: k });
     }
-    let covered_len: usize = global.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
-    if let Some(m) = masks.iter().find(|m| m.len() != covered_len) {
-        return Err(FedCacError::MaskLength { mask: m.len(), covered: covered_len });
+    for mask in masks {
+        mask_covers(mask, global, covered)?;
     }
     if let Some(i) = collaborators.iter().position(|set| set.is_empty() || set.iter().any(|&j| j >= k)) {
         return Err(FedCacError::BadCollaborators { client: i, clients: k });
@@ -364,10 +360,7 @@ fn customize_range(
 /// The entries of `model`'s covered tensors where `mask` is set, in mask order: a client's
 /// customized part, all that distinguishes its model from w̄ (see [`with_critical_values`]).
 pub fn critical_values(mask: &BitMask, model: &TensorSet, covered: &Selector) -> Result<Vec<f32>, FedCacError> {
-    let covered_len: usize = model.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
-    if covered_len != mask.len() {
-        return Err(FedCacError::MaskLength { mask: mask.len(), covered: covered_len });
-    }
+    mask_covers(mask, model, covered)?;
     let mut out = Vec::with_capacity(mask.count_ones() as usize);
     let mut offset = 0;
     for t in model.tensors().iter().filter(|t| covered.matches(&t.name)) {
@@ -385,10 +378,7 @@ pub fn with_critical_values(
     global: &TensorSet,
     covered: &Selector,
 ) -> Result<TensorSet, FedCacError> {
-    let covered_len: usize = global.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum();
-    if covered_len != mask.len() {
-        return Err(FedCacError::MaskLength { mask: mask.len(), covered: covered_len });
-    }
+    mask_covers(mask, global, covered)?;
     let ones = mask.count_ones() as usize;
     if values.len() != ones {
         return Err(FedCacError::CriticalCount { values: values.len(), ones });
@@ -402,6 +392,20 @@ pub fn with_critical_values(
         offset += t.numel();
     }
     Ok(out)
+}
+
+/// How many values the covered tensors of `set` hold: the length of a mask over them.
+pub fn covered_len(set: &TensorSet, covered: &Selector) -> usize {
+    set.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum()
+}
+
+/// A mask must have one bit per covered value of `set`.
+fn mask_covers(mask: &BitMask, set: &TensorSet, covered: &Selector) -> Result<(), FedCacError> {
+    let covered_len = covered_len(set, covered);
+    if mask.len() != covered_len {
+        return Err(FedCacError::MaskLength { mask: mask.len(), covered: covered_len });
+    }
+    Ok(())
 }
 
 /// The values of `set`'s tensor named like `like`, which must have as many.

@@ -5,9 +5,11 @@
 //!
 //! Run: `cargo run --release -p strata-server --example fedcac_overlap [clients] [bits]`
 
+mod common;
+
 use std::time::Instant;
 
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use strata_core::fedcac;
 use strata_core::mask::BitMask;
@@ -20,18 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut bytes = vec![0u8; bits.div_ceil(8)];
-    let masks: Vec<BitMask> = (0..clients)
-        .map(|_| {
-            rng.fill_bytes(&mut bytes);
-            if !bits.is_multiple_of(8)
-                && let Some(last) = bytes.last_mut()
-            {
-                *last &= (1u8 << (bits % 8)) - 1;
-            }
-            BitMask::from_bytes(bits, &bytes)
-        })
-        .collect::<Result<_, _>>()?;
+    let masks: Vec<BitMask> = (0..clients).map(|_| common::random_mask(&mut rng, bits)).collect();
     let generated = started.elapsed().as_secs_f64();
     let refs: Vec<&BitMask> = masks.iter().collect();
     let density = masks[0].count_ones() as f64 / bits as f64;

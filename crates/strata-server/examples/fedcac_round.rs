@@ -6,12 +6,13 @@
 //! Run: `cargo run --release -p strata-server --example fedcac_round [clients] [parameters]`
 //! (defaults 100 and 10,000,000: about 12 GB of memory at the peak).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use strata_core::mask::BitMask;
 use strata_core::tensor::{NamedTensor, TensorSet};
 use strata_server::strategy::{Aggregated, ClientInfo, FedCac, Strategy};
 use strata_server::validate;
@@ -33,17 +34,6 @@ fn model(rng: &mut ChaCha8Rng, parameters: usize) -> TensorSet {
     .expect("distinct names")
 }
 
-fn random_mask(rng: &mut ChaCha8Rng, bits: usize) -> BitMask {
-    let mut bytes = vec![0u8; bits.div_ceil(8)];
-    rng.fill_bytes(&mut bytes);
-    if !bits.is_multiple_of(8)
-        && let Some(last) = bytes.last_mut()
-    {
-        *last &= (1u8 << (bits % 8)) - 1;
-    }
-    BitMask::from_bytes(bits, &bytes).expect("enough bytes")
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let clients: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100);
@@ -60,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let updates = ids
             .iter()
             .map(|c| {
-                let mask = random_mask(&mut rng, parameters);
+                let mask = common::random_mask(&mut rng, parameters);
                 validate::update(c.clone(), 100 + c.index as u64, model(&mut rng, parameters), Some(mask))
             })
             .collect::<Result<Vec<_>, _>>()?;

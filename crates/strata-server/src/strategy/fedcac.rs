@@ -145,8 +145,7 @@ impl Strategy for FedCac {
     }
 
     fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
-        let covered_len: usize =
-            self.global.tensors().iter().filter(|t| self.covered.matches(&t.name)).map(|t| t.numel()).sum();
+        let covered_len = fedcac::covered_len(&self.global, &self.covered);
         let usable: Vec<&ValidUpdate> = updates
             .iter()
             .filter(|u| match u.mask() {
@@ -246,8 +245,7 @@ impl Strategy for FedCac {
         };
         let global = part("global/")?;
         super::same_specs(&self.global, &global, "global model")?;
-        let covered_len: usize =
-            global.tensors().iter().filter(|t| self.covered.matches(&t.name)).map(|t| t.numel()).sum();
+        let covered_len = fedcac::covered_len(&global, &self.covered);
         let mut clients = HashMap::new();
         for (key, bits) in snapshot.meta.iter().filter_map(|(k, v)| k.strip_prefix("mask_bits/").map(|id| (id, v))) {
             let id = uuid::Uuid::parse_str(key).map_err(|e| format!("saved client id `{key}`: {e}"))?;
