@@ -310,7 +310,7 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
 }
 
 /// Round, client, trained, samples, loss, accuracy before and after training, global accuracy.
-type Row = (u64, u32, bool, u64, Option<f64>, f64, Option<f64>, Option<f64>);
+type Row = (u64, u32, bool, u64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
 
 /// The honest clients' rows: what they measured and how they trained, round by round.
 fn honest_rows(dir: &Path) -> Vec<Row> {

@@ -33,8 +33,12 @@ async fn run_with_a_silent_client(liveness: LivenessConfig) -> (Vec<RoundRecord>
         }
     }
     let mut rpc = Rpc::connect(server.url.clone()).await.expect("connect");
-    let join =
-        pb::JoinRequest { client_id: uuid::Uuid::new_v4().to_string(), capabilities: None, requested_index: Some(2) };
+    let join = pb::JoinRequest {
+        client_id: uuid::Uuid::new_v4().to_string(),
+        capabilities: None,
+        requested_index: Some(2),
+        host_id: String::new(),
+    };
     rpc.join(join).await.expect("join");
     let outcome = server.handle.await.expect("server task").expect("run completes");
     for c in good {

@@ -66,7 +66,7 @@ async fn a_killed_server_resumes_and_the_run_completes_with_each_round_once() {
     }
     // FedCAC's customized models survived: after the restart clients still get models of their own.
     let last = rows.iter().filter(|r| r.round == 5).map(|r| r.accuracy).collect::<Vec<_>>();
-    assert!(last.iter().all(|&a| a > 0.2), "{last:?}");
+    assert!(last.iter().all(|a| a.is_some_and(|a| a > 0.2)), "{last:?}");
 }
 
 #[tokio::test]

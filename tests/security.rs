@@ -144,7 +144,12 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_a_deleted_line_revo
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca.cert_pem));
     let channel = Endpoint::from_shared(url.clone()).expect("url").tls_config(tls).expect("tls").connect().await;
     let mut rpc = Rpc::new(channel.expect("TLS connection"));
-    let join = |id: &str| pb::JoinRequest { client_id: id.into(), capabilities: None, requested_index: None };
+    let join = |id: &str| pb::JoinRequest {
+        client_id: id.into(),
+        capabilities: None,
+        requested_index: None,
+        host_id: String::new(),
+    };
     let (alice_id, bob_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
 
     let status = rpc.join(with_auth(join(&alice_id), None)).await.expect_err("no token");

@@ -102,7 +102,12 @@ impl RawClient {
     pub async fn join(url: &str, index: u32) -> Self {
         let mut rpc = Rpc::connect(url.to_string()).await.expect("connect");
         let client_id = uuid::Uuid::new_v4().to_string();
-        let join = pb::JoinRequest { client_id: client_id.clone(), capabilities: None, requested_index: Some(index) };
+        let join = pb::JoinRequest {
+            client_id: client_id.clone(),
+            capabilities: None,
+            requested_index: Some(index),
+            host_id: String::new(),
+        };
         let run_id = rpc.join(join).await.expect("join").into_inner().run_id;
         Self { rpc, run_id, client_id, capabilities: None, last_task_id: String::new() }
     }

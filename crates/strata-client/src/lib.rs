@@ -5,6 +5,8 @@
 //! - [`run`]: join (retrying with backoff while the server is not up), load data, then the
 //!   task loop: poll, download, merge/train/evaluate on a blocking thread, upload.
 //! - `task_loop`: a joined client's loop: tasks, server outages, rejoining a restarted server.
+//! - [`run_population`]: many virtual clients behind one host, each materialized only for
+//!   its task; `personal_store` keeps their personal state between tasks (memory, then disk).
 //! - `local`: the personal model and the blocking work on it.
 //! - `method`: client halves of methods (how received parameters merge, what goes back).
 //! - `transfer`: chunked download and upload.
@@ -19,6 +21,8 @@ mod data_cache;
 mod local;
 pub mod method;
 mod persist;
+mod personal_store;
+mod population;
 mod task_loop;
 mod telemetry;
 mod tls;
@@ -40,6 +44,8 @@ use tracing::debug;
 use uuid::Uuid;
 
 pub use data_cache::DataCache;
+pub use personal_store::{PersonalStore, StoreStats};
+pub use population::{PopulationOptions, PopulationOutcome, run_population};
 pub use telemetry::ClientTelemetry;
 pub use tls::{ClientTls, configure as configure_endpoint};
 
@@ -148,13 +154,14 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         options.requested_index = Some(id.index);
     }
     let mut rpc = tokio::select! {
-        rpc = connect(&options) => rpc?,
+        rpc = connect(&options.server, options.tls.as_ref(), options.token.as_deref(), options.connect_timeout) => rpc?,
         _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
     };
     let join = pb::JoinRequest {
         client_id: options.client_id.to_string(),
         capabilities: None,
         requested_index: options.requested_index,
+        host_id: String::new(),
     };
     // A join lost to a transient transport failure (a burst of connections overflowing the
     // server's accept queue resets some) is retried; a refusal or a TLS failure is not.
@@ -175,7 +182,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
                     _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
                 }
             }
-            Err(s) => return Err(refused(&options, &s)),
+            Err(s) => return Err(refused(options.tls.as_ref(), &options.server, &s)),
         }
     };
     let mut config =
@@ -250,16 +257,16 @@ fn is_outage(status: &tonic::Status) -> bool {
 
 /// Why a call was refused, in words: a server that requires client certificates refuses a
 /// client's during the handshake, which a call sees as a transport error.
-fn refused(options: &ClientOptions, status: &tonic::Status) -> ClientError {
-    if let Some(reason) = options.tls.as_ref().and_then(|_| tls::tls_failure(status)) {
-        return ClientError::Tls { server: options.server.clone(), reason };
+fn refused(tls: Option<&ClientTls>, server: &str, status: &tonic::Status) -> ClientError {
+    if let Some(reason) = tls.and_then(|_| tls::tls_failure(status)) {
+        return ClientError::Tls { server: server.to_string(), reason };
     }
     // A transport failure's message alone is "transport error": its causes say what happened.
     let mut text = status.message().to_string();
     if let Some(source) = std::error::Error::source(status) {
         text.push_str(": ");
         text.push_str(&tls::error_chain(source));
-        if options.tls.is_some() {
+        if tls.is_some() {
             // The server's alert can be lost when it closes the connection right after it.
             text.push_str(
                 " (the connection failed after the TLS handshake: a server that requires client \
@@ -274,14 +281,18 @@ fn refused(options: &ClientOptions, status: &tonic::Status) -> ClientError {
 
 /// Connects with exponential backoff until the server answers or the connect timeout passes.
 /// A TLS failure ends it at once: a certificate problem does not go away by waiting.
-async fn connect(options: &ClientOptions) -> Result<Rpc, ClientError> {
-    let (server, timeout) = (options.server.as_str(), options.connect_timeout);
+async fn connect(
+    server: &str,
+    tls: Option<&ClientTls>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Rpc, ClientError> {
     let endpoint = Endpoint::from_shared(server.to_string())
         .map_err(|e| ClientError::Settings(format!("bad server URL `{server}`: {e}")))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
-    let endpoint = tls::configure(endpoint, server, options.tls.as_ref())?;
-    let bearer = auth::Bearer::new(options.token.as_deref())?;
+    let endpoint = tls::configure(endpoint, server, tls)?;
+    let bearer = auth::Bearer::new(token)?;
     let started = tokio::time::Instant::now();
     let mut backoff = Backoff::new();
     loop {
@@ -315,20 +326,33 @@ async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> 
     let threads = options.threads;
     tokio::task::spawn_blocking(move || {
         let (dataset, partition) = cache.get(&config).map_err(ClientError::Data)?;
-        let share = partition.clients.get(index as usize).ok_or_else(|| {
-            ClientError::Data(format!("the partition has {} clients, no index {index}", partition.clients.len()))
-        })?;
-        let data = strata_torch::ClientTensors::from_share(&dataset, share, device)?;
-        let model = strata_torch::LocalModel::with_feature_norm(
-            &config.model.name,
-            &dataset.shape,
-            device,
-            config.seed,
-            config.model.feature_norm,
-        )?;
-        let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
-        Ok(LocalState { model, data, method, threads, dataset_fingerprint: dataset.fingerprint() })
+        local_state(&config, &dataset, &partition, index, device, threads)
     })
     .await
     .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
+}
+
+/// Client `index`'s share of the data as tensors, its model as the run starts, and its
+/// method's client half. Blocking.
+fn local_state(
+    config: &RunConfig,
+    dataset: &strata_core::data::Dataset,
+    partition: &strata_core::partition::Partition,
+    index: u32,
+    device: tch::Device,
+    threads: usize,
+) -> Result<LocalState, ClientError> {
+    let share = partition.clients.get(index as usize).ok_or_else(|| {
+        ClientError::Data(format!("the partition has {} clients, no index {index}", partition.clients.len()))
+    })?;
+    let data = strata_torch::ClientTensors::from_share(dataset, share, device)?;
+    let model = strata_torch::LocalModel::with_feature_norm(
+        &config.model.name,
+        &dataset.shape,
+        device,
+        config.seed,
+        config.model.feature_norm,
+    )?;
+    let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
+    Ok(LocalState { model, data, method, threads, dataset_fingerprint: dataset.fingerprint() })
 }

@@ -39,6 +39,9 @@ pub struct Job {
     pub upload: Selector,
     pub mask_over: Option<Selector>,
     pub settings: Settings,
+    /// Whether to report the personal model's accuracy as merged, and after training.
+    pub evaluate_received: bool,
+    pub evaluate_trained: bool,
 }
 
 pub struct JobOutput {
@@ -55,17 +58,20 @@ impl LocalState {
         // at::set_num_threads applies to the calling thread's pool: set it on every job.
         set_threads(self.threads);
         self.method.merge(&mut self.model, &job.received, job.round)?;
-        let merged = self.evaluate(&self.model);
         let mut metrics = vec![
-            (metric::ACCURACY, merged),
             (metric::TRAIN_SAMPLES, self.data.train_len() as f64),
             (metric::TEST_SAMPLES, self.data.test_len() as f64),
         ];
-        if job.parameters_are_global {
-            match self.method.global_view() {
-                GlobalView::Personal => metrics.push((metric::GLOBAL_ACCURACY, merged)),
-                GlobalView::Separate(global) => metrics.push((metric::GLOBAL_ACCURACY, self.evaluate(global))),
-                GlobalView::None => {}
+        // An evaluation task always measures the merged model; a training task when asked.
+        if job.evaluate_received || job.train.is_none() {
+            let merged = self.evaluate(&self.model);
+            metrics.push((metric::ACCURACY, merged));
+            if job.parameters_are_global {
+                match self.method.global_view() {
+                    GlobalView::Personal => metrics.push((metric::GLOBAL_ACCURACY, merged)),
+                    GlobalView::Separate(global) => metrics.push((metric::GLOBAL_ACCURACY, self.evaluate(global))),
+                    GlobalView::None => {}
+                }
             }
         }
         let Some((config, seed)) = job.train else {
@@ -75,11 +81,10 @@ impl LocalState {
         let started = Instant::now();
         let stats = self.method.train(&mut self.model, &self.data, &ctx)?;
         let seconds = started.elapsed().as_secs_f64();
-        metrics.extend([
-            (metric::ACCURACY_TRAINED, self.evaluate(&self.model)),
-            (metric::TRAIN_LOSS, stats.mean_loss),
-            (metric::TRAIN_SECONDS, seconds),
-        ]);
+        metrics.extend([(metric::TRAIN_LOSS, stats.mean_loss), (metric::TRAIN_SECONDS, seconds)]);
+        if job.evaluate_trained {
+            metrics.push((metric::ACCURACY_TRAINED, self.evaluate(&self.model)));
+        }
         let upload = self.method.upload(&self.model, &job.upload);
         let mask = match &job.mask_over {
             Some(covered) => self.method.mask(&upload, covered, &ctx)?,

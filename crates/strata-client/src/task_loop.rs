@@ -13,7 +13,10 @@ use tonic::Code;
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
-use crate::local::{Job, LocalState};
+use uuid::Uuid;
+
+use crate::local::{Job, JobOutput, LocalState};
+use crate::transfer::FeatureStats;
 use crate::{ClientError, ClientOptions, ClientTelemetry, Rpc, is_outage, persist, transfer};
 
 /// A client that has joined a run: what its task loop works with.
@@ -140,6 +143,7 @@ impl Joined<'_> {
             client_id: self.options.client_id.to_string(),
             capabilities: Some(self.capabilities.clone()),
             requested_index: Some(self.index),
+            host_id: String::new(),
         };
         let again = self.rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
         if again.run_id != self.run_id {
@@ -155,58 +159,21 @@ impl Joined<'_> {
     /// A train or evaluate task: download, merge (and train) on a blocking thread, upload.
     /// Returns what training reported, if it trained.
     async fn train_or_evaluate(&mut self, task: pb::Task, training: bool) -> Result<Option<(u64, f64)>, ClientError> {
-        let request = self.download_request(&task);
+        let request = download_request(&task, &self.options.client_id);
         let (received, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
-        // Each round and client shuffles differently, and the same run reshuffles the same way.
-        let seed = self.config.seed ^ (u64::from(self.index) << 32) ^ task.round.wrapping_mul(0x9E37_79B9);
-        let settings = scalar::settings_from_wire(task.config.clone()).map_err(ClientError::Protocol)?;
-        let job = Job {
-            round: task.round,
-            received,
-            train: training.then(|| (self.config.train.clone(), seed)),
-            parameters_are_global: task.parameters_are_global,
-            upload: task.upload.clone().map(scalar::selection_from_wire).unwrap_or_else(Selector::none),
-            mask_over: task.mask.clone().map(scalar::selection_from_wire),
-            settings,
-        };
+        let job = job_for(&task, &self.config, self.index, received, training)?;
         let output = self.on_worker("training", move |state| state.run(job)).await?;
-        let header = pb::ResultHeader {
-            run_id: task.run_id,
-            round: task.round,
-            task_id: task.task_id,
-            client_id: self.options.client_id.to_string(),
-            num_samples: output.num_samples,
-            metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
-            ..Default::default()
-        };
-        let tensors = output.upload.unwrap_or_default();
-        transfer::upload(&mut self.rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
-        Ok(output.trained)
+        let trained = output.trained;
+        upload_output(&mut self.rpc, task, &self.options.client_id, output).await?;
+        Ok(trained)
     }
 
     /// CCVR's client half: statistics of the classifier's input under the received global model.
     async fn feature_stats(&mut self, task: pb::Task) -> Result<(), ClientError> {
-        let request = self.download_request(&task);
+        let request = download_request(&task, &self.options.client_id);
         let (global, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
         let stats = self.on_worker("feature statistics", move |state| state.feature_stats(&global)).await?;
-        let header = pb::ResultHeader {
-            run_id: task.run_id,
-            round: task.round,
-            task_id: task.task_id,
-            client_id: self.options.client_id.to_string(),
-            ..Default::default()
-        };
-        let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
-        transfer::upload(&mut self.rpc, header, TensorSet::default(), None, Some(stats), chunk).await?;
-        Ok(())
-    }
-
-    fn download_request(&self, task: &pb::Task) -> pb::DownloadRequest {
-        pb::DownloadRequest {
-            run_id: task.run_id.clone(),
-            client_id: self.options.client_id.to_string(),
-            task_id: task.task_id.clone(),
-        }
+        upload_stats(&mut self.rpc, task, &self.options.client_id, stats).await
     }
 
     /// Runs libtorch work on the local state on a blocking thread (so that it never stalls the
@@ -246,4 +213,73 @@ impl Joined<'_> {
             Err(e) => warn!("saving the client state panicked: {e}"),
         }
     }
+}
+
+/// The download of `task`'s parameters, for client `client_id`.
+pub(crate) fn download_request(task: &pb::Task, client_id: &Uuid) -> pb::DownloadRequest {
+    pb::DownloadRequest { run_id: task.run_id.clone(), client_id: client_id.to_string(), task_id: task.task_id.clone() }
+}
+
+/// What the worker does for a train or evaluate task, once its parameters are received.
+pub(crate) fn job_for(
+    task: &pb::Task,
+    config: &RunConfig,
+    index: u32,
+    received: TensorSet,
+    training: bool,
+) -> Result<Job, ClientError> {
+    // Each round and client shuffles differently, and the same run reshuffles the same way.
+    let seed = config.seed ^ (u64::from(index) << 32) ^ task.round.wrapping_mul(0x9E37_79B9);
+    let settings = scalar::settings_from_wire(task.config.clone()).map_err(ClientError::Protocol)?;
+    Ok(Job {
+        round: task.round,
+        received,
+        train: training.then(|| (config.train.clone(), seed)),
+        parameters_are_global: task.parameters_are_global,
+        upload: task.upload.clone().map(scalar::selection_from_wire).unwrap_or_else(Selector::none),
+        mask_over: task.mask.clone().map(scalar::selection_from_wire),
+        settings,
+        evaluate_received: task.evaluate_received,
+        evaluate_trained: task.evaluate_trained,
+    })
+}
+
+/// Sends a train or evaluate task's result: its metrics, and the update when it trained.
+pub(crate) async fn upload_output(
+    rpc: &mut Rpc,
+    task: pb::Task,
+    client_id: &Uuid,
+    output: JobOutput,
+) -> Result<(), ClientError> {
+    let header = pb::ResultHeader {
+        run_id: task.run_id,
+        round: task.round,
+        task_id: task.task_id,
+        client_id: client_id.to_string(),
+        num_samples: output.num_samples,
+        metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
+        ..Default::default()
+    };
+    let tensors = output.upload.unwrap_or_default();
+    transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    Ok(())
+}
+
+/// Sends CCVR's per-class feature statistics for `task`.
+pub(crate) async fn upload_stats(
+    rpc: &mut Rpc,
+    task: pb::Task,
+    client_id: &Uuid,
+    stats: FeatureStats,
+) -> Result<(), ClientError> {
+    let header = pb::ResultHeader {
+        run_id: task.run_id,
+        round: task.round,
+        task_id: task.task_id,
+        client_id: client_id.to_string(),
+        ..Default::default()
+    };
+    let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
+    transfer::upload(rpc, header, TensorSet::default(), None, Some(stats), chunk).await?;
+    Ok(())
 }

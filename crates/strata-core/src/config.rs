@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::CalibrationConfig;
+use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
 use crate::partition::PartitionSpec;
 
@@ -19,10 +20,15 @@ pub struct RunConfig {
     pub rounds: u64,
     /// Number of clients in the federation (size of the partition).
     pub clients: u32,
-    /// Clients that must have joined before round 0 starts, and results a round needs to count.
+    /// Clients that must have joined before round 0 starts; also the training results a round
+    /// needs to count (at most the cohort) unless `min_results` says otherwise.
     pub min_clients: u32,
-    /// Fraction of the joined clients picked each round (at least `min_clients`).
+    /// Fraction of the available clients picked to train each round (the cohort).
     pub fraction: f64,
+    /// Training results a round needs to aggregate (and, with `liveness.round_closes =
+    /// "min-results"`, to close early); default: `min_clients`, at most the cohort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_results: Option<u32>,
     /// Seconds a round waits for results before going on without the missing clients.
     pub round_timeout_secs: u64,
     /// Seed of every random choice: partition, client sampling, model init, shuffling.
@@ -41,6 +47,9 @@ pub struct RunConfig {
     /// Heartbeats, when a client counts as offline, and when a round closes.
     #[serde(default, skip_serializing_if = "LivenessConfig::is_default")]
     pub liveness: LivenessConfig,
+    /// Which clients evaluate, how often, and at which moment.
+    #[serde(default, skip_serializing_if = "EvaluationConfig::is_default")]
+    pub evaluation: EvaluationConfig,
 }
 
 /// Every method's hyper-parameters, with the defaults of the papers' reference code.
@@ -237,6 +246,7 @@ impl RunConfig {
             clients: 20,
             min_clients: 20,
             fraction: 1.0,
+            min_results: None,
             round_timeout_secs: 600,
             seed: 1,
             method: "fedavg".into(),
@@ -259,7 +269,18 @@ impl RunConfig {
             methods: MethodParams::default(),
             calibration: CalibrationConfig::default(),
             liveness: LivenessConfig::default(),
+            evaluation: EvaluationConfig::default(),
         }
+    }
+
+    /// Clients that train in a round when `available` clients can be picked.
+    pub fn cohort_size(&self, available: usize) -> usize {
+        ((self.fraction * available as f64).ceil() as usize).clamp(available.min(1), available)
+    }
+
+    /// Training results a round of `training` clients needs to aggregate.
+    pub fn results_needed(&self, training: usize) -> usize {
+        (self.min_results.unwrap_or(self.min_clients) as usize).min(training)
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -290,6 +311,16 @@ impl RunConfig {
         }
         if !(self.fraction > 0.0 && self.fraction <= 1.0) {
             return bad(format!("fraction must be in (0, 1], got {}", self.fraction));
+        }
+        if let Some(needed) = self.min_results {
+            let cohort = self.cohort_size(self.clients as usize);
+            if needed == 0 || needed as usize > cohort {
+                return bad(format!(
+                    "min_results ({needed}) must be between 1 and the cohort: fraction {} of {} clients trains {cohort} \
+                     a round; lower min_results or raise fraction",
+                    self.fraction, self.clients
+                ));
+            }
         }
         if self.round_timeout_secs == 0 {
             return bad("round_timeout_secs must be at least 1".into());
@@ -324,6 +355,7 @@ impl RunConfig {
         }
         self.calibration.validate().map_err(ConfigError::Invalid)?;
         self.liveness.validate().map_err(ConfigError::Invalid)?;
+        self.evaluation.validate().map_err(ConfigError::Invalid)?;
         let s = &self.data.synthetic;
         if self.data.dataset == DatasetKind::Synthetic
             && (s.samples == 0 || s.dim == 0 || s.classes < 2 || s.groups == 0)
@@ -406,6 +438,23 @@ mod tests {
         }
         let err = "layernorm".parse::<FeatureNorm>().unwrap_err();
         assert!(err.contains("layer-norm"), "{err}");
+    }
+
+    #[test]
+    fn fraction_sets_the_cohort_and_min_clients_does_not_override_it() {
+        let mut config = RunConfig { clients: 1000, min_clients: 1000, fraction: 0.1, ..RunConfig::reference_fmnist() };
+        assert!(config.validate().is_ok());
+        assert_eq!(config.cohort_size(1000), 100);
+        assert_eq!(config.cohort_size(7), 1, "at least one client trains");
+        assert_eq!(config.cohort_size(0), 0);
+        assert_eq!(config.results_needed(100), 100, "min_clients is capped at the cohort");
+        config.min_results = Some(80);
+        assert_eq!(config.results_needed(100), 80);
+        config.min_results = Some(101);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("min_results (101)") && err.contains("trains 100"), "{err}");
+        config.min_results = Some(0);
+        assert!(config.validate().is_err());
     }
 
     #[test]

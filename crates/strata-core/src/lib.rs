@@ -7,6 +7,7 @@
 //! - [`partition`]: splitting samples over clients (iid, Dirichlet, pathological, file).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
+//! - [`evaluation`]: which clients evaluate, how often, at which moment.
 //! - [`records`]: per-client, per-round metrics and their summaries.
 //! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
@@ -22,6 +23,7 @@ pub mod calibration;
 pub mod ccvr;
 pub mod config;
 pub mod data;
+pub mod evaluation;
 pub mod fedcac;
 pub mod liveness;
 pub mod mask;

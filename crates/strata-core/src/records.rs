@@ -31,8 +31,10 @@ pub struct ClientRoundRecord {
     /// Mean training loss over the local steps, when the client trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_loss: Option<f64>,
-    /// Personalized model as received and merged, before local training, on the client's test split.
-    pub accuracy: f64,
+    /// Personalized model as received and merged, before local training, on the client's test
+    /// split; `None` when the client was not asked to evaluate it (`[evaluation]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
     /// Personalized model right after local training, when the client trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy_trained: Option<f64>,
@@ -80,7 +82,7 @@ impl RoundRecord {
             aggregated,
             seconds,
             global_accuracy: weighted_mean(rows.iter().filter_map(|r| Some((r.global_accuracy?, r.test_samples)))),
-            personalized_accuracy: weighted_mean(rows.iter().map(|r| (r.accuracy, r.test_samples))),
+            personalized_accuracy: weighted_mean(rows.iter().filter_map(|r| Some((r.accuracy?, r.test_samples)))),
             personalized_accuracy_trained: weighted_mean(
                 rows.iter().filter_map(|r| Some((r.accuracy_trained?, r.test_samples))),
             ),
@@ -160,7 +162,7 @@ mod tests {
             train_samples: 3 * test_samples,
             test_samples,
             train_loss: Some(1.0),
-            accuracy,
+            accuracy: Some(accuracy),
             accuracy_trained: Some(accuracy + 0.1),
             global_accuracy: Some(accuracy),
             bytes_up: 10,

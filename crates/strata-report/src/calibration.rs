@@ -44,8 +44,8 @@ pub struct CalibrationPoint {
     pub global_after: Option<f64>,
 }
 
-fn global_or_personal(c: &ClientRoundRecord) -> f64 {
-    c.global_accuracy.unwrap_or(c.accuracy)
+fn global_or_personal(c: &ClientRoundRecord) -> Option<f64> {
+    c.global_accuracy.or(c.accuracy)
 }
 
 /// `None` when the run calibrated nothing.
@@ -62,8 +62,12 @@ pub fn summarize_calibration(
         .map(|after| ClientCalibration {
             client: after.client,
             test_samples: after.test_samples,
-            before: clients.iter().find(|c| c.round == last.round && c.client == after.client).map(global_or_personal),
-            after: global_or_personal(after),
+            before: clients
+                .iter()
+                .find(|c| c.round == last.round && c.client == after.client)
+                .and_then(global_or_personal),
+            // Evaluation tasks always report the merged model's accuracy.
+            after: global_or_personal(after).unwrap_or_default(),
         })
         .collect();
     per_client.sort_by_key(|c| c.client);

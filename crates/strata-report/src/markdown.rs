@@ -31,6 +31,8 @@ fn header(out: &mut String, s: &RunSummary) {
         ("split", cell(&s.split)),
         ("model", cell(&s.model)),
         ("clients", s.clients.to_string()),
+        ("cohort", format!("{} of the available clients each round", s.fraction)),
+        ("evaluation", cell(&s.evaluation)),
         ("seed", s.seed.to_string()),
         ("rounds aggregated", format!("{} of {}", s.rounds_completed, s.rounds)),
         ("wall time", format!("{:.1} s ({} s per round)", s.wall_seconds, num(s.seconds_per_round, 2))),
@@ -131,7 +133,7 @@ fn client_table(out: &mut String, s: &RunSummary, clients: &[ClientRoundRecord])
             "| {id} | {} | {} | {} | {trained} | {} | {} |",
             row.train_samples,
             row.test_samples,
-            pct(Some(row.accuracy)),
+            pct(row.accuracy),
             mb(t.bytes_up),
             mb(t.bytes_down),
         );

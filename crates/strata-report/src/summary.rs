@@ -20,6 +20,12 @@ pub struct RunSummary {
     pub seed: u64,
     /// Training rounds the run was configured for.
     pub rounds: u64,
+    /// Share of the available clients that trained each round.
+    #[serde(default = "one")]
+    pub fraction: f64,
+    /// Who evaluated, when, and how often, in words.
+    #[serde(default)]
+    pub evaluation: String,
     /// Training rounds whose updates were aggregated.
     pub rounds_completed: u64,
     /// The last evaluation (normally the evaluation-only row `r = rounds`).
@@ -88,6 +94,8 @@ pub fn summarize(
         clients: config.clients,
         seed: config.seed,
         rounds: config.rounds,
+        fraction: config.fraction,
+        evaluation: config.evaluation.describe(),
         rounds_completed: training.iter().filter(|r| r.aggregated).count() as u64,
         final_eval: final_metrics(rounds, clients),
         best: BestMetrics {
@@ -101,6 +109,10 @@ pub fn summarize(
         seconds_per_round,
         calibration: None,
     }
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The row with the highest round number.
@@ -120,10 +132,10 @@ fn final_metrics(rounds: &[RoundRecord], clients: &[ClientRoundRecord]) -> Final
         global_accuracy: last.global_accuracy,
         personalized_accuracy: last
             .personalized_accuracy
-            .or_else(|| weighted_mean(rows.iter().map(|c| (c.accuracy, c.test_samples)))),
+            .or_else(|| weighted_mean(rows.iter().filter_map(|c| Some((c.accuracy?, c.test_samples))))),
         personalized_accuracy_trained: trained.map(|(_, a)| a),
         trained_round: trained.map(|(r, _)| r),
-        personalized_spread: Spread::of(rows.iter().map(|c| c.accuracy)),
+        personalized_spread: Spread::of(rows.iter().filter_map(|c| c.accuracy)),
     }
 }
 

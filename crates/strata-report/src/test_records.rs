@@ -43,7 +43,7 @@ pub(crate) fn client(
         train_samples: 3 * test_samples,
         test_samples,
         train_loss: trained.then_some(0.5),
-        accuracy,
+        accuracy: Some(accuracy),
         accuracy_trained,
         global_accuracy: None,
         bytes_up: if trained { 1_000_000 } else { 0 },

@@ -37,6 +37,10 @@ pub struct Assignment {
     /// What the feature statistics must fit (FeatureStats tasks).
     pub feature_stats: Option<StatsExpectation>,
     pub deadline: Instant,
+    /// Which evaluations the client reports: the model as received (always, for EVALUATE
+    /// tasks), and after training.
+    pub evaluate_received: bool,
+    pub evaluate_trained: bool,
     /// Bytes streamed to the client for this task, counted by the download handler.
     bytes_down: AtomicU64,
 }
@@ -70,6 +74,8 @@ impl Assignment {
             settings: Settings::new(),
             feature_stats: None,
             deadline,
+            evaluate_received: true,
+            evaluate_trained: false,
             bytes_down: AtomicU64::new(0),
         }
     }

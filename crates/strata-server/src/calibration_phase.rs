@@ -106,7 +106,7 @@ impl RoundLoop {
             virtual_features: calibrated.virtual_features as u64,
             seconds: started.elapsed().as_secs_f64(),
             global_accuracy: weighted_mean(rows.iter().filter_map(|r| Some((r.global_accuracy?, r.test_samples)))),
-            personalized_accuracy: weighted_mean(rows.iter().map(|r| (r.accuracy, r.test_samples))),
+            personalized_accuracy: weighted_mean(rows.iter().filter_map(|r| Some((r.accuracy?, r.test_samples)))),
             bytes_up: bytes_up + rows.iter().map(|r| r.bytes_up).sum::<u64>(),
             bytes_down: stats_bytes_down + rows.iter().map(|r| r.bytes_down).sum::<u64>(),
             clients: rows,

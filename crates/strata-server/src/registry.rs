@@ -3,13 +3,18 @@
 //!
 //! A cheap-clone handle over a concurrent map, shared by the gRPC service (which joins and
 //! polls) and the round loop (which picks and posts).
+//!
+//! A client may join through a host (a simulation's population of virtual clients): its
+//! tasks are queued for the host's polls, and the host's polls keep it alive, so an idle
+//! virtual client costs its entry here and nothing else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::assignment::Assignment;
@@ -43,6 +48,62 @@ pub struct ClientEntry {
     pub polls_waiting: u32,
     /// Parameter downloads of this client open right now.
     pub downloads_open: u32,
+    /// The host this client joined through, whose polls collect its tasks and keep it alive.
+    pub host: Option<Arc<Host>>,
+}
+
+/// A host of virtual clients, as the server sees it.
+#[derive(Debug)]
+pub struct Host {
+    last_seen: Mutex<Instant>,
+    /// Clients of this host with a task posted since the host's last poll.
+    pending: Mutex<VecDeque<Uuid>>,
+    posted: Notify,
+    /// The run is over: the host's next poll says so once its queue is empty.
+    finishing: AtomicBool,
+    told_finish: AtomicBool,
+}
+
+impl Host {
+    fn new() -> Self {
+        Self {
+            last_seen: Mutex::new(Instant::now()),
+            pending: Mutex::new(VecDeque::new()),
+            posted: Notify::new(),
+            finishing: AtomicBool::new(false),
+            told_finish: AtomicBool::new(false),
+        }
+    }
+
+    fn last_seen(&self) -> Instant {
+        *self.last_seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        *self.last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn push(&self, id: Uuid) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push_back(id);
+        self.posted.notify_one();
+    }
+}
+
+/// What a host's poll collects.
+#[derive(Debug, Default)]
+pub struct HostPoll {
+    pub tasks: Vec<(Uuid, Arc<Assignment>)>,
+    pub finished: bool,
+}
+
+impl ClientEntry {
+    /// When the client was last heard from, itself or through its host.
+    fn seen(&self) -> Instant {
+        match &self.host {
+            Some(host) => host.last_seen().max(self.last_seen),
+            None => self.last_seen,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -55,21 +116,61 @@ pub enum JoinError {
     Full { capacity: u32 },
     #[error("client {id} already joined with index {index}, not {requested}")]
     IndexChanged { id: Uuid, index: u32, requested: u32 },
+    #[error("client {id} joined through another host")]
+    HostChanged { id: Uuid },
+}
+
+/// Which client holds each index, so that joining costs the same at any federation size.
+#[derive(Debug, Default)]
+struct Indices {
+    holders: Vec<Option<Uuid>>,
+    /// No index below this one is free.
+    lowest_free: usize,
+    /// Indices held for clients of a resumed run until they rejoin with their UUID.
+    reserved: HashMap<u32, Uuid>,
+    reserved_by_id: HashMap<Uuid, u32>,
+}
+
+impl Indices {
+    fn new(capacity: u32) -> Self {
+        Self { holders: vec![None; capacity as usize], ..Default::default() }
+    }
+
+    fn holder(&self, index: u32) -> Option<Uuid> {
+        self.holders.get(index as usize).copied().flatten().or_else(|| self.reserved.get(&index).copied())
+    }
+
+    fn lowest_free(&mut self) -> Option<u32> {
+        while self.lowest_free < self.holders.len() {
+            let i = self.lowest_free as u32;
+            if self.holder(i).is_none() {
+                return Some(i);
+            }
+            self.lowest_free += 1;
+        }
+        None
+    }
+
+    fn take(&mut self, index: u32, id: Uuid) {
+        if let Some(holder) = self.reserved.remove(&index) {
+            self.reserved_by_id.remove(&holder);
+        }
+        self.holders[index as usize] = Some(id);
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Registry {
     clients: Arc<DashMap<Uuid, ClientEntry>>,
     capacity: u32,
-    /// Serializes index allocation so two joins cannot take the same index.
-    join_lock: Arc<Mutex<()>>,
+    /// Who holds which index; its lock serializes joins so two cannot take the same index.
+    indices: Arc<Mutex<Indices>>,
+    hosts: Arc<DashMap<Uuid, Arc<Host>>>,
     /// Count of joined clients, for the round loop to wait on.
     joined: watch::Sender<usize>,
     /// The dataset fingerprint the first client reported; every other client must match it,
     /// so that nobody trains on different data than the split assumes.
     fingerprint: Arc<Mutex<Option<String>>>,
-    /// Indices held for clients of a resumed run until they rejoin with their UUID.
-    reserved: Arc<Mutex<HashMap<u32, Uuid>>>,
 }
 
 impl Registry {
@@ -77,10 +178,10 @@ impl Registry {
         Self {
             clients: Arc::new(DashMap::new()),
             capacity,
-            join_lock: Arc::new(Mutex::new(())),
+            indices: Arc::new(Mutex::new(Indices::new(capacity))),
+            hosts: Arc::new(DashMap::new()),
             joined: watch::channel(0).0,
             fingerprint: Arc::new(Mutex::new(None)),
-            reserved: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -88,38 +189,45 @@ impl Registry {
     /// dataset fingerprint stays the one the run started with.
     pub fn resumed(capacity: u32, clients: &[(Uuid, u32)], fingerprint: Option<String>) -> Self {
         let registry = Self::new(capacity);
-        *registry.reserved.lock().unwrap_or_else(|e| e.into_inner()) =
-            clients.iter().map(|&(id, index)| (index, id)).collect();
+        {
+            let mut indices = registry.lock_indices();
+            indices.reserved = clients.iter().map(|&(id, index)| (index, id)).collect();
+            indices.reserved_by_id = clients.iter().copied().collect();
+        }
         *registry.fingerprint.lock().unwrap_or_else(|e| e.into_inner()) = fingerprint;
         registry
     }
 
     /// Every joined client's UUID and index, and the reserved ones not back yet.
     pub fn identities(&self) -> Vec<(Uuid, u32)> {
-        let mut all: HashMap<u32, Uuid> = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        all.extend(self.clients.iter().map(|e| (e.index, *e.key())));
-        let mut v: Vec<(Uuid, u32)> = all.into_iter().map(|(index, id)| (id, index)).collect();
-        v.sort_by_key(|&(_, index)| index);
-        v
+        let indices = self.lock_indices();
+        (0..indices.holders.len() as u32).filter_map(|i| Some((indices.holder(i)?, i))).collect()
+    }
+
+    fn lock_indices(&self) -> std::sync::MutexGuard<'_, Indices> {
+        self.indices.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn fingerprint(&self) -> Option<String> {
         self.fingerprint.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Admits a client, or re-admits one with the same UUID at its old index.
-    pub fn join(&self, id: Uuid, requested: Option<u32>) -> Result<u32, JoinError> {
-        let _guard = self.join_lock.lock().unwrap_or_else(|e| e.into_inner());
+    /// Admits a client, or re-admits one with the same UUID at its old index; `host` names
+    /// the host that serves it as a virtual client.
+    pub fn join(&self, id: Uuid, requested: Option<u32>, host: Option<Uuid>) -> Result<u32, JoinError> {
+        let mut indices = self.lock_indices();
         if let Some(mut entry) = self.clients.get_mut(&id) {
             if let Some(r) = requested.filter(|&r| r != entry.index) {
                 return Err(JoinError::IndexChanged { id, index: entry.index, requested: r });
+            }
+            if entry.host.is_some() != host.is_some() {
+                return Err(JoinError::HostChanged { id });
             }
             entry.last_seen = Instant::now();
             entry.missed_deadline = false;
             return Ok(entry.index);
         }
-        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        let own = reserved.iter().find(|(_, holder)| **holder == id).map(|(&index, _)| index);
+        let own = indices.reserved_by_id.get(&id).copied();
         let index = match (requested, own) {
             (Some(r), _) if r >= self.capacity => {
                 return Err(JoinError::IndexOutOfRange { requested: r, capacity: self.capacity });
@@ -127,22 +235,19 @@ impl Registry {
             (Some(r), Some(own)) if r != own => return Err(JoinError::IndexChanged { id, index: own, requested: r }),
             (_, Some(own)) => own,
             (Some(r), None) => {
-                if let Some(holder) = self.clients.iter().find(|e| e.index == r) {
-                    return Err(JoinError::IndexTaken { index: r, holder: *holder.key() });
-                }
-                if let Some(holder) = reserved.get(&r) {
-                    return Err(JoinError::IndexTaken { index: r, holder: *holder });
+                if let Some(holder) = indices.holder(r) {
+                    return Err(JoinError::IndexTaken { index: r, holder });
                 }
                 r
             }
-            (None, None) => {
-                let taken: std::collections::HashSet<u32> =
-                    self.clients.iter().map(|e| e.index).chain(reserved.keys().copied()).collect();
-                (0..self.capacity).find(|i| !taken.contains(i)).ok_or(JoinError::Full { capacity: self.capacity })?
-            }
+            (None, None) => indices.lowest_free().ok_or(JoinError::Full { capacity: self.capacity })?,
         };
-        reserved.remove(&index);
-        drop(reserved);
+        indices.take(index, id);
+        let host = host.map(|h| Arc::clone(&self.hosts.entry(h).or_insert_with(|| Arc::new(Host::new()))));
+        if let Some(host) = &host {
+            // A host joining clients is alive: clients it joined a while ago stay available.
+            host.touch();
+        }
         self.clients.insert(
             id,
             ClientEntry {
@@ -154,8 +259,10 @@ impl Registry {
                 told_finish: false,
                 polls_waiting: 0,
                 downloads_open: 0,
+                host,
             },
         );
+        drop(indices);
         self.joined.send_replace(self.clients.len());
         Ok(index)
     }
@@ -208,9 +315,63 @@ impl Registry {
         }
     }
 
-    /// How many clients were told the run is over.
-    pub fn finished_count(&self) -> usize {
-        self.clients.iter().filter(|e| e.told_finish).count()
+    /// Clients that poll for themselves and hosts that were not yet told the run is over.
+    pub fn not_told_finish(&self) -> usize {
+        let clients = self.clients.iter().filter(|e| e.host.is_none() && !e.told_finish).count();
+        clients + self.hosts.iter().filter(|h| !h.told_finish.load(Ordering::Relaxed)).count()
+    }
+
+    /// Tells every host the run is over, from its next poll on; returns the clients that poll
+    /// for themselves, which need a FINISH task each.
+    pub fn finish_hosts(&self) -> Vec<ClientInfo> {
+        for host in self.hosts.iter() {
+            host.finishing.store(true, Ordering::Relaxed);
+            host.posted.notify_one();
+        }
+        self.snapshot(|e| e.host.is_none())
+    }
+
+    /// A host's long poll: the tasks posted to its clients (at most `max`), waiting up to
+    /// `wait` for one; `None` for a host nobody joined through.
+    pub async fn poll_host(&self, host: &Uuid, wait: Duration, max: usize) -> Option<HostPoll> {
+        let host = Arc::clone(self.hosts.get(host)?.value());
+        host.touch();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let posted = host.posted.notified();
+            let poll = self.collect_host(&host, max.max(1));
+            if !poll.tasks.is_empty() || poll.finished {
+                host.touch();
+                return Some(poll);
+            }
+            if tokio::time::timeout_at(deadline, posted).await.is_err() {
+                host.touch();
+                return Some(HostPoll::default());
+            }
+        }
+    }
+
+    fn collect_host(&self, host: &Host, max: usize) -> HostPoll {
+        let mut pending = host.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = HashSet::new();
+        let mut tasks = Vec::new();
+        while tasks.len() < max {
+            let Some(id) = pending.pop_front() else { break };
+            if seen.insert(id)
+                && let Some(task) = self.current(&id)
+            {
+                tasks.push((id, task));
+            }
+        }
+        if !pending.is_empty() {
+            // Another poll (or this host's next one) takes the rest at once.
+            host.posted.notify_one();
+        }
+        let finished = pending.is_empty() && tasks.is_empty() && host.finishing.load(Ordering::Relaxed);
+        if finished {
+            host.told_finish.store(true, Ordering::Relaxed);
+        }
+        HostPoll { tasks, finished }
     }
 
     pub fn capabilities(&self, id: &Uuid) -> Option<Capabilities> {
@@ -223,15 +384,14 @@ impl Registry {
         }
     }
 
-    /// Every client, by index.
-    pub fn all(&self) -> Vec<ClientInfo> {
-        self.snapshot(|_| true)
-    }
-
     /// Clients that may be picked: those that did not miss the last deadline without polling
     /// since, and were heard from within `patience` (a poll, a heartbeat, a result).
+    /// A hosted client that missed a deadline stays available while its host polls: the host
+    /// answering proves it alive, and it is materialized afresh for its next task.
     pub fn available(&self, patience: std::time::Duration) -> Vec<ClientInfo> {
-        self.snapshot(|e| (!e.missed_deadline || e.polls_waiting > 0) && e.last_seen.elapsed() <= patience)
+        self.snapshot(|e| {
+            (!e.missed_deadline || e.polls_waiting > 0 || e.host.is_some()) && e.seen().elapsed() <= patience
+        })
     }
 
     /// Counts a long poll of the client as waiting until the returned guard is dropped (the
@@ -259,14 +419,14 @@ impl Registry {
     /// Clients heard from within `patience`, and the rest: joined ones gone silent and those
     /// of a resumed run not back yet.
     pub fn liveness(&self, patience: std::time::Duration) -> (usize, usize) {
-        let online = self.clients.iter().filter(|e| e.last_seen.elapsed() <= patience).count();
-        let waiting = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let online = self.clients.iter().filter(|e| e.seen().elapsed() <= patience).count();
+        let waiting = self.lock_indices().reserved.len();
         (online, self.clients.len() - online + waiting)
     }
 
     /// Whether the client was last heard from longer than `patience` ago (or left).
     pub fn is_offline(&self, id: &Uuid, patience: std::time::Duration) -> bool {
-        self.clients.get(id).is_none_or(|e| e.last_seen.elapsed() > patience)
+        self.clients.get(id).is_none_or(|e| e.seen().elapsed() > patience)
     }
 
     fn snapshot(&self, keep: impl Fn(&ClientEntry) -> bool) -> Vec<ClientInfo> {
@@ -284,6 +444,9 @@ impl Registry {
     pub fn post(&self, id: &Uuid, assignment: Arc<Assignment>) {
         if let Some(entry) = self.clients.get(id) {
             entry.mailbox.send_replace(Some(assignment));
+            if let Some(host) = &entry.host {
+                host.push(*id);
+            }
         }
     }
 
@@ -345,11 +508,11 @@ mod tests {
     fn indices_are_assigned_lowest_first_and_kept_on_rejoin() {
         let registry = Registry::new(3);
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        assert_eq!(registry.join(a, None), Ok(0));
-        assert_eq!(registry.join(b, Some(2)), Ok(2));
-        assert_eq!(registry.join(a, None), Ok(0));
-        assert_eq!(registry.join(Uuid::from_u128(3), None), Ok(1));
-        assert_eq!(registry.join(Uuid::from_u128(4), None), Err(JoinError::Full { capacity: 3 }));
+        assert_eq!(registry.join(a, None, None), Ok(0));
+        assert_eq!(registry.join(b, Some(2), None), Ok(2));
+        assert_eq!(registry.join(a, None, None), Ok(0));
+        assert_eq!(registry.join(Uuid::from_u128(3), None, None), Ok(1));
+        assert_eq!(registry.join(Uuid::from_u128(4), None, None), Err(JoinError::Full { capacity: 3 }));
         assert_eq!(registry.joined_count(), 3);
     }
 
@@ -357,11 +520,14 @@ mod tests {
     fn a_resumed_registry_keeps_each_saved_client_its_index() {
         let (a, b, stranger) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         let registry = Registry::resumed(3, &[(a, 2), (b, 0)], Some("fp".into()));
-        assert_eq!(registry.join(stranger, None), Ok(1), "the free index, not a reserved one");
-        assert!(matches!(registry.join(Uuid::from_u128(4), Some(2)), Err(JoinError::IndexTaken { index: 2, .. })));
-        assert_eq!(registry.join(a, None), Ok(2));
-        assert!(matches!(registry.join(b, Some(1)), Err(JoinError::IndexChanged { index: 0, .. })));
-        assert_eq!(registry.join(b, Some(0)), Ok(0));
+        assert_eq!(registry.join(stranger, None, None), Ok(1), "the free index, not a reserved one");
+        assert!(matches!(
+            registry.join(Uuid::from_u128(4), Some(2), None),
+            Err(JoinError::IndexTaken { index: 2, .. })
+        ));
+        assert_eq!(registry.join(a, None, None), Ok(2));
+        assert!(matches!(registry.join(b, Some(1), None), Err(JoinError::IndexChanged { index: 0, .. })));
+        assert_eq!(registry.join(b, Some(0), None), Ok(0));
         assert_eq!(registry.identities(), vec![(b, 0), (stranger, 1), (a, 2)]);
         assert!(registry.check_fingerprint("other").is_err(), "the saved fingerprint still holds");
     }
@@ -369,10 +535,13 @@ mod tests {
     #[test]
     fn taken_and_out_of_range_indices_are_refused() {
         let registry = Registry::new(2);
-        registry.join(Uuid::from_u128(1), Some(1)).unwrap();
-        assert!(matches!(registry.join(Uuid::from_u128(2), Some(1)), Err(JoinError::IndexTaken { index: 1, .. })));
-        assert!(matches!(registry.join(Uuid::from_u128(2), Some(5)), Err(JoinError::IndexOutOfRange { .. })));
-        assert!(matches!(registry.join(Uuid::from_u128(1), Some(0)), Err(JoinError::IndexChanged { .. })));
+        registry.join(Uuid::from_u128(1), Some(1), None).unwrap();
+        assert!(matches!(
+            registry.join(Uuid::from_u128(2), Some(1), None),
+            Err(JoinError::IndexTaken { index: 1, .. })
+        ));
+        assert!(matches!(registry.join(Uuid::from_u128(2), Some(5), None), Err(JoinError::IndexOutOfRange { .. })));
+        assert!(matches!(registry.join(Uuid::from_u128(1), Some(0), None), Err(JoinError::IndexChanged { .. })));
     }
 
     #[test]
@@ -388,10 +557,10 @@ mod tests {
     fn a_client_that_missed_a_deadline_is_not_available_until_it_polls() {
         let registry = Registry::new(2);
         let a = Uuid::from_u128(1);
-        registry.join(a, None).unwrap();
+        registry.join(a, None, None).unwrap();
         registry.mark_missed(&a);
         assert!(registry.available(std::time::Duration::from_secs(60)).is_empty());
-        assert_eq!(registry.all().len(), 1);
+        assert_eq!(registry.joined_count(), 1);
         registry.touch(&a, None);
         assert_eq!(registry.available(std::time::Duration::from_secs(60)).len(), 1);
     }
@@ -400,7 +569,7 @@ mod tests {
     fn polls_and_downloads_count_until_their_guard_drops() {
         let registry = Registry::new(2);
         let a = Uuid::from_u128(1);
-        registry.join(a, None).unwrap();
+        registry.join(a, None, None).unwrap();
         registry.mark_missed(&a);
         let patience = std::time::Duration::from_secs(60);
         {
@@ -416,5 +585,60 @@ mod tests {
         drop(first);
         assert!(registry.begin_download(&a, 2).is_some());
         assert!(registry.begin_poll(&Uuid::from_u128(9)).is_none(), "an unknown client");
+    }
+
+    #[tokio::test]
+    async fn a_host_collects_its_clients_tasks_and_keeps_them_alive() {
+        let registry = Registry::new(4);
+        let (host, other_host) = (Uuid::from_u128(100), Uuid::from_u128(101));
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        assert_eq!(registry.join(a, Some(0), Some(host)), Ok(0));
+        assert_eq!(registry.join(b, Some(1), Some(host)), Ok(1));
+        assert_eq!(registry.join(c, Some(2), Some(other_host)), Ok(2));
+        assert_eq!(registry.join(a, Some(0), None), Err(JoinError::HostChanged { id: a }));
+        let wait = Duration::from_millis(20);
+        assert!(registry.poll_host(&Uuid::from_u128(7), wait, 10).await.is_none(), "an unknown host");
+        let idle = registry.poll_host(&host, wait, 10).await.unwrap();
+        assert!(idle.tasks.is_empty() && !idle.finished);
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let task = |i| Arc::new(Assignment::new(0, crate::assignment::TaskKind::Train, i, deadline));
+        registry.post(&a, task(0));
+        registry.post(&b, task(1));
+        registry.post(&a, task(0));
+        registry.post(&c, task(2));
+        let first = registry.poll_host(&host, wait, 1).await.unwrap();
+        assert_eq!(first.tasks.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![a], "at most max_tasks");
+        let rest = registry.poll_host(&host, wait, 10).await.unwrap();
+        assert_eq!(rest.tasks.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b, a]);
+        assert!(registry.poll_host(&host, wait, 10).await.unwrap().tasks.is_empty(), "each post is served once");
+
+        // Hosted clients that never poll themselves stay available while their host polls,
+        // even after a missed deadline.
+        registry.mark_missed(&a);
+        assert_eq!(registry.available(Duration::from_secs(60)).len(), 3);
+        std::thread::sleep(Duration::from_millis(30));
+        registry.poll_host(&host, Duration::ZERO, 10).await.unwrap();
+        let fresh = registry.available(Duration::from_millis(25));
+        assert_eq!(fresh.iter().map(|c| c.id).collect::<Vec<_>>(), vec![a, b], "the silent host's client is not");
+
+        assert_eq!(registry.not_told_finish(), 2);
+        assert!(registry.finish_hosts().is_empty(), "no client polls for itself");
+        let done = registry.poll_host(&other_host, wait, 10).await.unwrap();
+        assert!(!done.finished && done.tasks.len() == 1, "queued tasks go out before the end");
+        assert!(registry.poll_host(&other_host, wait, 10).await.unwrap().finished);
+        assert!(registry.poll_host(&host, wait, 10).await.unwrap().finished);
+        assert_eq!(registry.not_told_finish(), 0);
+    }
+
+    #[test]
+    fn joining_a_large_federation_costs_the_same_per_client() {
+        // Every index taken in turn: quadratic index searches would take minutes here.
+        let registry = Registry::new(200_000);
+        for i in 0..200_000u128 {
+            registry.join(Uuid::from_u128(i + 1), None, None).unwrap();
+        }
+        assert_eq!(registry.join(Uuid::from_u128(0), None, None), Err(JoinError::Full { capacity: 200_000 }));
+        assert_eq!(registry.identities().len(), 200_000);
     }
 }

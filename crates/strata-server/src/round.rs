@@ -2,18 +2,19 @@
 //!
 //! Each round it picks clients, asks the strategy what each one gets, posts the tasks, waits
 //! for results until every task is answered or the deadline passes, and hands the valid
-//! updates to the strategy. Clients not picked evaluate the model they would hold, so every
-//! round reports every client. A last evaluation-only round measures the final model.
+//! updates to the strategy. Which clients evaluate, when and how often follows `[evaluation]`:
+//! by default the cohort measures the model it receives, so a round costs what its cohort
+//! costs. A last evaluation-only round measures the final model.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use strata_core::config::RunConfig;
+use strata_core::evaluation::EvalClients;
 use strata_core::liveness::RoundCloses;
 use strata_core::records::{ClientRoundRecord, RoundRecord, metric};
 use strata_core::tensor::{TensorSet, TensorSpec};
@@ -95,16 +96,27 @@ impl RoundLoop {
 
     async fn round(&mut self, round: u64, evaluation_only: bool) {
         let started = Instant::now();
-        let (picked, others) =
-            if evaluation_only { (Vec::new(), self.registry.available(self.patience())) } else { self.pick(round) };
+        let available = self.registry.available(self.patience());
+        let picked = if evaluation_only { Vec::new() } else { self.pick(round, &available) };
+        let evaluating = self.evaluators(round, &available, &picked, evaluation_only);
+        let training: HashSet<uuid::Uuid> = picked.iter().map(|c| c.id).collect();
+        let others: Vec<ClientInfo> =
+            available.into_iter().filter(|c| !training.contains(&c.id) && evaluating(c)).collect();
         let train = self.strategy.configure_train(round, &picked);
         let evaluate = self.strategy.configure_evaluate(round, &others);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.round_timeout_secs);
+        let moment = self.config.evaluation.moment;
         let mut tasks = HashMap::new();
         let instructions = train.into_iter().map(|i| (i, TaskKind::Train));
         for (instruction, kind) in instructions.chain(evaluate.into_iter().map(|i| (i, TaskKind::Evaluate))) {
             let id = instruction.client.id;
-            tasks.insert(id, Arc::new(self.assignment(round, kind, instruction, deadline)));
+            let evaluates = evaluating(&instruction.client);
+            let mut assignment = self.assignment(round, kind, instruction, deadline);
+            if kind == TaskKind::Train {
+                assignment.evaluate_received = evaluates && moment.merged();
+                assignment.evaluate_trained = evaluates && moment.trained();
+            }
+            tasks.insert(id, Arc::new(assignment));
         }
         let n_train = tasks.values().filter(|a| a.kind == TaskKind::Train).count();
         info!(round, training = n_train, evaluating = tasks.len() - n_train, "round started");
@@ -119,7 +131,7 @@ impl RoundLoop {
             // What the strategy did not absorb on arrival (FedCAC keeps every client's model).
             let updates: Vec<_> = reports.values_mut().filter_map(|r| r.update.take()).collect();
             let received = reports.values().filter(|r| r.trained).count();
-            let needed = (self.config.min_clients as usize).min(n_train);
+            let needed = self.config.results_needed(n_train);
             if received < needed {
                 warn!(round, received, needed, "too few results: keeping the previous model");
                 self.strategy.abandon(round);
@@ -173,21 +185,43 @@ impl RoundLoop {
         reports
     }
 
-    /// Picks `max(ceil(fraction * n), min_clients)` of the available clients, seeded by round;
-    /// the other available clients evaluate. Clients that missed a deadline and have not
-    /// polled since get nothing, so a dead client costs one deadline, not one per round.
-    fn pick(&self, round: u64) -> (Vec<ClientInfo>, Vec<ClientInfo>) {
-        let all_available = self.registry.available(self.patience());
-        let mut available = all_available.clone();
-        let wanted = ((self.config.fraction * available.len() as f64).ceil() as usize)
-            .max(self.config.min_clients as usize)
-            .min(available.len());
-        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        available.shuffle(&mut rng);
-        let mut picked = available[..wanted].to_vec();
-        picked.sort_by_key(|c| c.index);
-        let others = all_available.into_iter().filter(|c| !picked.contains(c)).collect();
-        (picked, others)
+    /// Picks the cohort, `ceil(fraction * n)` of the `n` available clients, seeded by round.
+    /// Clients that missed a deadline and have not polled since are not available, so a dead
+    /// client costs one deadline, not one per round.
+    fn pick(&self, round: u64, available: &[ClientInfo]) -> Vec<ClientInfo> {
+        let wanted = self.config.cohort_size(available.len());
+        sample(available, wanted, self.config.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// Which clients report an evaluation this round (`[evaluation]`): the cohort, everyone,
+    /// or a sample drawn apart from the cohort; in the final evaluation, the cohort is a
+    /// sample of the cohort's size. Nobody in a round that `every` skips.
+    fn evaluators(
+        &self,
+        round: u64,
+        available: &[ClientInfo],
+        picked: &[ClientInfo],
+        evaluation_only: bool,
+    ) -> impl Fn(&ClientInfo) -> bool + use<> {
+        let evaluation = &self.config.evaluation;
+        let seed = self.config.seed ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0xE7A1;
+        let chosen: Option<HashSet<uuid::Uuid>> = if !evaluation.evaluates_in(round, self.config.rounds) {
+            Some(HashSet::new())
+        } else {
+            match evaluation.clients {
+                EvalClients::All => None,
+                EvalClients::Cohort if evaluation_only => {
+                    let n = self.config.cohort_size(available.len());
+                    Some(sample(available, n, seed).iter().map(|c| c.id).collect())
+                }
+                EvalClients::Cohort => Some(picked.iter().map(|c| c.id).collect()),
+                EvalClients::Fraction(f) => {
+                    let n = ((f * available.len() as f64).ceil() as usize).min(available.len());
+                    Some(sample(available, n, seed).iter().map(|c| c.id).collect())
+                }
+            }
+        };
+        move |c: &ClientInfo| chosen.as_ref().is_none_or(|set| set.contains(&c.id))
     }
 
     fn assignment(&self, round: u64, kind: TaskKind, i: Instruction, deadline: tokio::time::Instant) -> Assignment {
@@ -220,7 +254,7 @@ impl RoundLoop {
         let training = tasks.values().filter(|t| t.kind == TaskKind::Train).count();
         if self.config.liveness.round_closes == RoundCloses::MinResults
             && training > 0
-            && trained >= (self.config.min_clients as usize).min(training)
+            && trained >= self.config.results_needed(training)
         {
             return true;
         }
@@ -277,7 +311,7 @@ impl RoundLoop {
                     train_samples: m(metric::TRAIN_SAMPLES).unwrap_or(0.0) as u64,
                     test_samples: m(metric::TEST_SAMPLES).unwrap_or(0.0) as u64,
                     train_loss: m(metric::TRAIN_LOSS).filter(|_| trained),
-                    accuracy: m(metric::ACCURACY).unwrap_or(0.0),
+                    accuracy: m(metric::ACCURACY),
                     accuracy_trained: m(metric::ACCURACY_TRAINED).filter(|_| trained),
                     global_accuracy: m(metric::GLOBAL_ACCURACY),
                     bytes_up: r.bytes_up,
@@ -329,21 +363,32 @@ impl RoundLoop {
         }
     }
 
-    /// Tells every client the run is over and gives them a moment to hear it.
+    /// Tells every client (and every host of virtual clients) the run is over and gives them
+    /// a moment to hear it.
     async fn finish(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let clients = self.registry.all();
-        for c in &clients {
+        for c in &self.registry.finish_hosts() {
             let finish =
                 Assignment::in_phase(self.config.rounds + 2, &self.session, TaskKind::Finish, c.index, deadline);
             self.registry.post(&c.id, Arc::new(finish));
         }
         info!("run finished; telling clients to stop");
-        while tokio::time::Instant::now() < deadline && self.registry.finished_count() < clients.len() {
+        while tokio::time::Instant::now() < deadline && self.registry.not_told_finish() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.events.send(ServerEvent::RunFinished);
     }
+}
+
+/// `n` of `clients`, drawn with `seed`, in index order.
+fn sample(clients: &[ClientInfo], n: usize, seed: u64) -> Vec<ClientInfo> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut chosen: Vec<ClientInfo> = rand::seq::index::sample(&mut rng, clients.len(), n.min(clients.len()))
+        .into_iter()
+        .map(|i| clients[i])
+        .collect();
+    chosen.sort_by_key(|c| c.index);
+    chosen
 }
 
 /// Runs CPU-heavy work from the round loop (FedCAC's aggregation and snapshot take seconds

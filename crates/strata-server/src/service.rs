@@ -62,6 +62,9 @@ pub struct FederationService {
 /// Downloads one client may have open at once.
 const MAX_DOWNLOADS_PER_CLIENT: u32 = 2;
 
+/// Tasks one host poll returns at most (a few hundred bytes each, well under gRPC's 4 MiB).
+const MAX_TASKS_PER_HOST_POLL: usize = 1000;
+
 fn parse_client_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id).map_err(|e| Status::invalid_argument(format!("client_id `{id}` is not a UUID: {e}")))
 }
@@ -71,7 +74,7 @@ impl From<JoinError> for Status {
         match e {
             JoinError::Full { .. } => Status::resource_exhausted(e.to_string()),
             JoinError::IndexTaken { .. } => Status::already_exists(e.to_string()),
-            JoinError::IndexOutOfRange { .. } | JoinError::IndexChanged { .. } => {
+            JoinError::IndexOutOfRange { .. } | JoinError::IndexChanged { .. } | JoinError::HostChanged { .. } => {
                 Status::invalid_argument(e.to_string())
             }
         }
@@ -130,9 +133,7 @@ impl FederationService {
         }
         let received = receiver.finish()?;
         let update = match task.kind {
-            TaskKind::Train => {
-                Some(validate::update(info.clone(), received.num_samples, received.parameters, received.mask)?)
-            }
+            TaskKind::Train => Some(validate::update(info, received.num_samples, received.parameters, received.mask)?),
             _ => None,
         };
         Ok(Report {
@@ -156,11 +157,26 @@ impl pb::federation_server::Federation for FederationService {
         let token = request.extensions().get::<crate::auth::TokenLabel>().map(|l| l.0.clone());
         let req = request.into_inner();
         let id = parse_client_id(&req.client_id)?;
-        let index = self.registry.join(id, req.requested_index)?;
+        let host = match req.host_id.as_str() {
+            "" => None,
+            h => Some(
+                Uuid::parse_str(h)
+                    .map_err(|e| Status::invalid_argument(format!("host_id `{h}` is not a UUID: {e}")))?,
+            ),
+        };
+        if let Some(c) = &req.capabilities {
+            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(Status::failed_precondition)?;
+        }
+        let index = self.registry.join(id, req.requested_index, host)?;
         if let Some(c) = req.capabilities {
             self.registry.touch(&id, Some(capabilities_from_wire(c)));
         }
-        info!(client = index, %id, token = token.as_deref(), "client joined");
+        if host.is_some() {
+            // A population joins by the thousand: one line per virtual client would drown the log.
+            tracing::debug!(client = index, %id, token = token.as_deref(), "virtual client joined");
+        } else {
+            info!(client = index, %id, token = token.as_deref(), "client joined");
+        }
         let _ = self.events.send(ServerEvent::ClientJoined { index, joined: self.registry.joined_count() });
         Ok(Response::new(pb::JoinReply {
             run_id: self.run_id.clone(),
@@ -204,6 +220,25 @@ impl pb::federation_server::Federation for FederationService {
         let id = self.known_client(&req.client_id)?;
         self.registry.touch(&id, None);
         Ok(Response::new(pb::HeartbeatReply {}))
+    }
+
+    async fn pull_host_tasks(&self, request: Request<pb::HostPollRequest>) -> RpcResult<pb::HostTasks> {
+        let req = request.into_inner();
+        self.check_run(&req.run_id)?;
+        let host = Uuid::parse_str(&req.host_id)
+            .map_err(|e| Status::invalid_argument(format!("host_id `{}` is not a UUID: {e}", req.host_id)))?;
+        let wait = Duration::from_millis(req.wait_ms.into()).min(self.max_poll_wait);
+        let max = (req.max_tasks as usize).clamp(1, MAX_TASKS_PER_HOST_POLL);
+        let poll =
+            self.registry.poll_host(&host, wait, max).await.ok_or_else(|| {
+                Status::permission_denied(format!("no client has joined this run through host {host}"))
+            })?;
+        let tasks = poll
+            .tasks
+            .iter()
+            .map(|(id, a)| pb::HostTask { client_id: id.to_string(), task: Some(task_to_wire(&self.run_id, a)) })
+            .collect();
+        Ok(Response::new(pb::HostTasks { tasks, finished: poll.finished }))
     }
 
     type DownloadParametersStream = ReceiverStream<Result<pb::ParameterPart, Status>>;
@@ -325,6 +360,8 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         parameters_are_global: a.parameters_are_global,
         mask: a.mask_over.as_ref().map(scalar::selection_to_wire),
         deadline_ms: a.deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
+        evaluate_received: a.evaluate_received,
+        evaluate_trained: a.evaluate_trained,
     }
 }
 
@@ -376,7 +413,7 @@ mod tests {
         let set = Arc::new(big_set([50_000_000, 25_000_000, 3]));
         let registry = Registry::new(1);
         let id = Uuid::new_v4();
-        registry.join(id, Some(0)).expect("join");
+        registry.join(id, Some(0), None).expect("join");
         let mut task = Assignment::new(0, TaskKind::Train, 0, tokio::time::Instant::now() + Duration::from_secs(600));
         task.parameters = Some(Arc::clone(&set));
         task.upload = Selector::all();

@@ -73,7 +73,7 @@ mod tests {
     fn non_finite_values_are_refused() {
         let client = ClientInfo { id: uuid::Uuid::nil(), index: 0 };
         let bad = TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![1.0, f32::INFINITY]).unwrap()]).unwrap();
-        let err = update(client.clone(), 5, bad, None).unwrap_err();
+        let err = update(client, 5, bad, None).unwrap_err();
         assert_eq!(err.code, RefusalCode::InvalidArgument);
         assert!(err.message.contains("`w`") && err.message.contains("index 1"), "{err}");
         let good = TensorSet::new(vec![NamedTensor::new("w", vec![1], vec![1.0]).unwrap()]).unwrap();

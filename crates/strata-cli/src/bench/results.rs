@@ -310,6 +310,8 @@ mod tests {
                 clients: 3,
                 seed,
                 rounds: accs.len() as u64 - 1,
+                fraction: 1.0,
+                evaluation: String::new(),
                 rounds_completed: accs.len() as u64 - 1,
                 final_eval: FinalMetrics {
                     round: Some(accs.len() as u64 - 1),

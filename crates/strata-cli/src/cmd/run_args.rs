@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use strata_core::calibration::CalibrationMethod;
 use strata_core::config::{DatasetKind, FeatureNorm, RunConfig};
+use strata_core::evaluation::{EvalClients, EvalMoment};
 use strata_core::partition::PartitionSpec;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -18,12 +19,25 @@ pub struct RunArgs {
     /// Clients in the federation (the partition's size).
     #[arg(long)]
     pub clients: Option<u32>,
-    /// Clients needed to start, and results a round needs (default: all clients).
+    /// Clients that must join before the first round (default: all clients); also the results
+    /// a round needs, at most the cohort, unless --min-results is given.
     #[arg(long)]
     pub min_clients: Option<u32>,
-    /// Fraction of clients picked to train each round.
+    /// Fraction of the available clients picked to train each round (the cohort).
     #[arg(long)]
     pub fraction: Option<f64>,
+    /// Training results a round needs to aggregate (at most the cohort).
+    #[arg(long)]
+    pub min_results: Option<u32>,
+    /// Who evaluates: cohort (the clients that train), all, or a fraction such as 0.1.
+    #[arg(long)]
+    pub eval_clients: Option<EvalClients>,
+    /// Evaluate every N rounds (the final evaluation always runs).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// When clients evaluate: merged (as received, before training), trained, or both.
+    #[arg(long)]
+    pub eval_moment: Option<EvalMoment>,
     /// Seconds a round waits for results.
     #[arg(long)]
     pub round_timeout: Option<u64>,
@@ -87,6 +101,18 @@ impl RunArgs {
              seed => c.seed, method => c.method, dataset => c.data.dataset, split => c.data.split,
              model => c.model.name, feature_norm => c.model.feature_norm, lr => c.train.lr, batch_size => c.train.batch_size,
              local_epochs => c.train.local_epochs, momentum => c.train.momentum);
+        if let Some(n) = self.min_results {
+            c.min_results = Some(n);
+        }
+        if let Some(who) = self.eval_clients {
+            c.evaluation.clients = who;
+        }
+        if let Some(n) = self.eval_every {
+            c.evaluation.every = n;
+        }
+        if let Some(moment) = self.eval_moment {
+            c.evaluation.moment = moment;
+        }
         if let Some(m) = self.calibrate {
             c.calibration.method = m;
         }
@@ -165,6 +191,19 @@ mod tests {
         assert_eq!(c.model.feature_norm, FeatureNorm::LayerNorm);
         let err = resolve(&["--feature-norm", "ln"]).err().unwrap().to_string();
         assert!(err.contains("layer-norm"), "{err}");
+    }
+
+    #[test]
+    fn fraction_alone_trains_that_fraction_and_contradictions_stop_the_run() {
+        let c = resolve(&["--clients", "1000", "--fraction", "0.1"]).unwrap();
+        assert_eq!((c.min_clients, c.cohort_size(1000), c.results_needed(100)), (1000, 100, 100));
+        let err = resolve(&["--clients", "1000", "--fraction", "0.1", "--min-results", "200"]).err().unwrap();
+        assert!(format!("{err:#}").contains("min_results (200)"), "{err:#}");
+        let c = resolve(&["--eval-clients", "0.2", "--eval-every", "5", "--eval-moment", "both"]).unwrap();
+        assert_eq!(c.evaluation.clients, EvalClients::Fraction(0.2));
+        assert_eq!((c.evaluation.every, c.evaluation.moment), (5, EvalMoment::Both));
+        let err = resolve(&["--eval-clients", "some"]).err().unwrap().to_string();
+        assert!(err.contains("cohort, all"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! `strata simulate`: a server and N clients in one process, each client with its own gRPC
-//! channel over loopback — the daemons' code paths, with no shortcut around the network.
+//! `strata simulate`: a server and N clients in one process, talking gRPC over loopback.
+//!
+//! By default the clients are a population of virtual clients behind one host
+//! (`strata_client::run_population`): each joins and works through the same gRPC service as a
+//! daemon, but between its tasks it is only an identity and its personal state, so a round
+//! costs what its cohort costs. `--daemons` runs each client as a whole daemon instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,12 +27,43 @@ pub struct Args {
     /// Directory for the run's files (default: runs/<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run every client as a whole daemon for the whole run (its own model, channel and
+    /// polls), as `strata client` does, instead of a population of virtual clients.
+    #[arg(long)]
+    daemons: bool,
+    /// MiB of clients' personal state kept in memory between their tasks; past it, the least
+    /// recently used spill to disk.
+    #[arg(long, default_value_t = 1024)]
+    personal_memory: u64,
+    /// Where spilled personal state goes (kept after the run); default: a temporary directory.
+    #[arg(long)]
+    personal_dir: Option<PathBuf>,
+}
+
+/// How a simulation holds its clients.
+#[derive(Clone, Debug)]
+pub enum Clients {
+    /// Virtual clients materialized for their tasks, with this much personal state in memory.
+    Population { personal_memory_bytes: u64, personal_dir: Option<PathBuf> },
+    /// A whole daemon per client.
+    Daemons,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients::Population { personal_memory_bytes: 1 << 30, personal_dir: None }
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
     let out = args.out.unwrap_or_else(default_out_dir);
-    let outcome = simulate(config, out, args.parallel, &args.device).await?;
+    let clients = if args.daemons {
+        Clients::Daemons
+    } else {
+        Clients::Population { personal_memory_bytes: args.personal_memory << 20, personal_dir: args.personal_dir }
+    };
+    let outcome = simulate(config, out, args.parallel, &args.device, clients).await?;
     println!("\n{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
     println!("Run files (report.md, summary.json, metrics.jsonl, accuracy.png) are in {}", outcome.out_dir.display());
     Ok(())
@@ -42,6 +77,7 @@ pub async fn simulate(
     out: PathBuf,
     parallel: Option<usize>,
     device: &str,
+    clients: Clients,
 ) -> anyhow::Result<strata_server::RunOutcome> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let parallel = parallel.unwrap_or(cores).clamp(1, config.clients as usize);
@@ -53,37 +89,89 @@ pub async fn simulate(
 
     let (events, _) = broadcast::channel(4096);
     let progress = tokio::spawn(crate::progress::follow(events.subscribe(), config.rounds));
-    let permits = Arc::new(Semaphore::new(parallel));
-    let cache = Arc::new(strata_client::DataCache::default());
     let (stop_clients, _) = broadcast::channel::<()>(1);
-    let mut clients = tokio::task::JoinSet::new();
-    for index in 0..config.clients {
-        let mut options = strata_client::ClientOptions::new(server_url.clone());
-        options.requested_index = Some(index);
-        options.device = device.to_string();
-        options.threads = threads;
-        options.train_permits = Some(Arc::clone(&permits));
-        options.data_cache = Arc::clone(&cache);
-        let mut stop = stop_clients.subscribe();
-        clients.spawn(async move {
-            strata_client::run(options, async move {
-                let _ = stop.recv().await;
-            })
-            .await
-        });
+    let mut tasks = tokio::task::JoinSet::new();
+    match clients {
+        Clients::Population { personal_memory_bytes, personal_dir } => {
+            let mut options = strata_client::PopulationOptions::new(server_url.clone(), config.clients);
+            options.device = device.to_string();
+            options.threads = threads;
+            options.parallel = parallel;
+            options.personal_memory_bytes = personal_memory_bytes;
+            options.personal_dir = personal_dir;
+            let mut stop = stop_clients.subscribe();
+            tasks.spawn(async move {
+                let outcome = strata_client::run_population(options, async move {
+                    let _ = stop.recv().await;
+                })
+                .await?;
+                Ok(Some(outcome))
+            });
+        }
+        Clients::Daemons => {
+            let permits = Arc::new(Semaphore::new(parallel));
+            let cache = Arc::new(strata_client::DataCache::default());
+            for index in 0..config.clients {
+                let mut options = strata_client::ClientOptions::new(server_url.clone());
+                options.requested_index = Some(index);
+                options.device = device.to_string();
+                options.threads = threads;
+                options.train_permits = Some(Arc::clone(&permits));
+                options.data_cache = Arc::clone(&cache);
+                let mut stop = stop_clients.subscribe();
+                tasks.spawn(async move {
+                    strata_client::run(options, async move {
+                        let _ = stop.recv().await;
+                    })
+                    .await
+                    .map(|_| None)
+                });
+            }
+        }
     }
 
     let mut server_options = strata_server::ServerOptions::new(config, out);
     server_options.events = Some(events);
     let outcome = strata_server::run(server_options, listener, crate::shutdown::signal()).await;
     let _ = stop_clients.send(());
-    while let Some(joined) = clients.join_next().await {
-        if let Ok(Err(e)) = joined {
-            tracing::warn!("a client ended with an error: {e}");
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Err(e)) => tracing::warn!("a client ended with an error: {e}"),
+            Ok(Ok(Some(population))) => {
+                if let Ok(outcome) = &outcome {
+                    write_population(&outcome.out_dir, &population);
+                }
+            }
+            _ => {}
         }
     }
     let _ = progress.await;
     Ok(outcome?)
+}
+
+/// What the population did, beside the run's records (`population.json`): join time,
+/// tasks, and where the clients' personal state lived.
+fn write_population(dir: &std::path::Path, p: &strata_client::PopulationOutcome) {
+    let s = &p.personal;
+    let json = serde_json::json!({
+        "clients": p.joined,
+        "join_seconds": p.join_seconds,
+        "tasks_done": p.tasks_done,
+        "tasks_failed": p.tasks_failed,
+        "personal_state": {
+            "in_memory": s.in_memory,
+            "memory_bytes": s.memory_bytes,
+            "peak_memory_bytes": s.peak_memory_bytes,
+            "on_disk": s.on_disk,
+            "disk_bytes": s.disk_bytes,
+            "spilled": s.spilled,
+            "reloaded": s.reloaded,
+        },
+    });
+    tracing::info!(%json, "population finished");
+    if let Err(e) = std::fs::write(dir.join("population.json"), format!("{json:#}\n")) {
+        tracing::warn!("cannot write population.json: {e}");
+    }
 }
 
 /// `runs/<UTC timestamp>`, so that runs never overwrite each other.

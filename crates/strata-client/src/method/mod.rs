@@ -72,6 +72,12 @@ pub trait ClientMethod: Send {
 
     /// Where the client can evaluate the method's global model.
     fn global_view(&self) -> GlobalView<'_>;
+
+    /// Whether the personal model holds anything the next task's download does not replace:
+    /// a virtual client's state is kept between its tasks only when it does.
+    fn keeps_personal_state(&self) -> bool {
+        true
+    }
 }
 
 /// Names of the methods this client implements.

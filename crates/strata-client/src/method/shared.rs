@@ -64,4 +64,9 @@ impl ClientMethod for Shared {
     fn global_view(&self) -> GlobalView<'_> {
         if self.whole_model { GlobalView::Personal } else { GlobalView::None }
     }
+
+    fn keeps_personal_state(&self) -> bool {
+        // FedAvg and FedProx receive the whole model with every task.
+        !self.whole_model
+    }
 }

@@ -63,8 +63,7 @@ impl FedAvg {
         clients
             .iter()
             .map(|c| {
-                let mut i =
-                    Instruction::new(c.clone(), Arc::clone(&self.global), self.whole_model, self.shared.clone());
+                let mut i = Instruction::new(*c, Arc::clone(&self.global), self.whole_model, self.shared.clone());
                 i.settings = self.settings.clone();
                 i
             })

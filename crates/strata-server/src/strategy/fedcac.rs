@@ -89,7 +89,7 @@ impl FedCac {
                     // running statistics are the initial ones, and clients train on their own.
                     None => (Arc::clone(&self.global), !self.aggregated),
                 };
-                let mut i = Instruction::new(c.clone(), parameters, is_global, self.covered.clone());
+                let mut i = Instruction::new(*c, parameters, is_global, self.covered.clone());
                 i.mask_over = Some(self.covered.clone());
                 i.settings.insert(TAU_SETTING.into(), Setting::Number(self.tau));
                 i

@@ -23,7 +23,7 @@ pub use fedcac::FedCac;
 use crate::validate::ValidUpdate;
 
 /// A client as a strategy sees it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ClientInfo {
     pub id: uuid::Uuid,
     pub index: u32,

@@ -1,0 +1,432 @@
+//! A population of virtual clients behind one host: the way a simulation holds many more
+//! clients than it could run as daemons.
+//!
+//! Every virtual client joins under its own UUID and index and does its tasks through the
+//! same gRPC calls as a daemon (download, upload), but it polls through its host
+//! (`PullHostTasks`), whose polls also keep it alive. Between tasks a virtual client is its
+//! identity and, for methods with personal state, that state in a [`PersonalStore`]: no
+//! model, tensors or open call. For a task it is materialized (its share of the data as
+//! tensors, its model restored, its method's client half), does the task, and is dropped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_core::config::RunConfig;
+use strata_core::data::Dataset;
+use strata_core::partition::Partition;
+use strata_proto::pb;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::personal_store::{PersonalStore, StoreStats};
+use crate::task_loop::{download_request, job_for, upload_output, upload_stats};
+use crate::{ClientError, ClientTls, DataCache, Rpc, connect, is_outage, local_state, refused, tls, transfer};
+
+/// How a population runs.
+pub struct PopulationOptions {
+    pub server: String,
+    /// Virtual clients, indices `0..clients`.
+    pub clients: u32,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch threads of each materialized client's work.
+    pub threads: usize,
+    /// Clients that train (or evaluate) at once; as many more may download or upload meanwhile.
+    pub parallel: usize,
+    pub data_cache: Arc<DataCache>,
+    pub connect_timeout: Duration,
+    pub tls: Option<ClientTls>,
+    pub token: Option<String>,
+    /// Bytes of personal state kept in memory; past it, state spills to `personal_dir`.
+    pub personal_memory_bytes: u64,
+    /// Where spilled personal state goes; `None` takes a temporary directory removed at the end.
+    pub personal_dir: Option<PathBuf>,
+    /// gRPC connections the virtual clients share.
+    pub channels: usize,
+    /// Joins in flight at once.
+    pub joins_in_flight: usize,
+}
+
+impl PopulationOptions {
+    pub fn new(server: impl Into<String>, clients: u32) -> Self {
+        Self {
+            server: server.into(),
+            clients,
+            device: "auto".into(),
+            threads: 1,
+            parallel: 1,
+            data_cache: Arc::new(DataCache::default()),
+            connect_timeout: Duration::from_secs(300),
+            tls: None,
+            token: None,
+            personal_memory_bytes: 1 << 30,
+            personal_dir: None,
+            channels: 4,
+            joins_in_flight: 256,
+        }
+    }
+}
+
+/// How a population's run went.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PopulationOutcome {
+    pub joined: u32,
+    pub join_seconds: f64,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+    /// The most clients materialized (holding a model and data tensors) at once.
+    pub peak_materialized: usize,
+    pub personal: StoreStats,
+}
+
+/// What every task of the population works with.
+struct Shared {
+    config: RunConfig,
+    dataset: Arc<Dataset>,
+    partition: Arc<Partition>,
+    device: tch::Device,
+    threads: usize,
+    store: PersonalStore,
+    /// Each client's UUID by index, and back: ids are drawn at random, unguessable.
+    ids: Vec<Uuid>,
+    index_of: HashMap<Uuid, u32>,
+    /// Clients materialized at once (downloading, working or uploading).
+    live: Semaphore,
+    /// Clients working (training or evaluating) at once.
+    working: Semaphore,
+    materialized: AtomicUsize,
+    peak_materialized: AtomicUsize,
+}
+
+/// Joins `options.clients` virtual clients and serves their tasks until the server says the
+/// run is over, or `shutdown` resolves.
+pub async fn run_population(
+    options: PopulationOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<PopulationOutcome, ClientError> {
+    tokio::pin!(shutdown);
+    let connecting = async {
+        let mut channels = Vec::new();
+        for _ in 0..options.channels.max(1) {
+            channels.push(
+                connect(&options.server, options.tls.as_ref(), options.token.as_deref(), options.connect_timeout)
+                    .await?,
+            );
+        }
+        Ok::<_, ClientError>(channels)
+    };
+    let channels = tokio::select! {
+        c = connecting => c?,
+        _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
+    };
+    let host = Uuid::new_v4();
+    let ids: Vec<Uuid> = (0..options.clients).map(|_| Uuid::new_v4()).collect();
+    let started = Instant::now();
+
+    // The first join brings the run's config, which says what data to load.
+    let first = pb::JoinRequest {
+        client_id: ids.first().map(Uuid::to_string).unwrap_or_default(),
+        capabilities: None,
+        requested_index: Some(0),
+        host_id: host.to_string(),
+    };
+    let reply = tokio::select! {
+        r = join_with_retry(channels[0].clone(), first, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
+        _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
+    };
+    let config =
+        RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
+    if config.clients < options.clients {
+        return Err(ClientError::Settings(format!(
+            "the server's federation has {} clients; this population has {}",
+            config.clients, options.clients
+        )));
+    }
+    let cache = Arc::clone(&options.data_cache);
+    let loading = config.clone();
+    let (dataset, partition) = tokio::task::spawn_blocking(move || cache.get(&loading))
+        .await
+        .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
+        .map_err(ClientError::Data)?;
+    let device = strata_torch::parse_device(&options.device)?;
+    let dir = match &options.personal_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("strata-personal-")
+                .tempdir()
+                .map_err(|e| ClientError::Settings(format!("cannot make a personal-state directory: {e}")))?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let (dir, _removed_at_end) = dir;
+    let store =
+        PersonalStore::new(options.personal_memory_bytes, &dir).map_err(|e| ClientError::Settings(e.to_string()))?;
+    let parallel = options.parallel.max(1);
+    let shared = Arc::new(Shared {
+        config,
+        dataset,
+        partition,
+        device,
+        threads: options.threads,
+        store,
+        index_of: ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect(),
+        ids,
+        live: Semaphore::new(2 * parallel),
+        working: Semaphore::new(parallel),
+        materialized: AtomicUsize::new(0),
+        peak_materialized: AtomicUsize::new(0),
+    });
+
+    let joining = join_all(&channels, &shared, host, &options, &reply.run_id);
+    tokio::select! {
+        r = joining => r?,
+        _ = &mut shutdown => return Err(ClientError::Refused("stopped while joining".into())),
+    }
+    let join_seconds = started.elapsed().as_secs_f64();
+    debug!(clients = options.clients, seconds = join_seconds, "population joined");
+
+    let (done, failed) = serve(&channels, &shared, host, &reply.run_id, &options, &mut shutdown).await?;
+    Ok(PopulationOutcome {
+        joined: options.clients,
+        join_seconds,
+        tasks_done: done,
+        tasks_failed: failed,
+        peak_materialized: shared.peak_materialized.load(Ordering::Relaxed),
+        personal: shared.store.stats(),
+    })
+}
+
+/// Joins once, retrying a transient transport failure (a burst of joins can overflow the
+/// server's accept queue) until the connect timeout.
+async fn join_with_retry(
+    mut rpc: Rpc,
+    join: pb::JoinRequest,
+    server: &str,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<pb::JoinReply, ClientError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::new();
+    loop {
+        match rpc.join(join.clone()).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(s)
+                if is_outage(&s) && started.elapsed() < timeout && tls.and_then(|_| tls::tls_failure(&s)).is_none() =>
+            {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(s) => return Err(refused(tls, server, &s)),
+        }
+    }
+}
+
+/// Joins every virtual client with its capabilities, `joins_in_flight` at a time over the
+/// shared channels.
+async fn join_all(
+    channels: &[Rpc],
+    shared: &Arc<Shared>,
+    host: Uuid,
+    options: &PopulationOptions,
+    run_id: &str,
+) -> Result<(), ClientError> {
+    let fingerprint = shared.dataset.fingerprint();
+    let device = format!("{:?}", shared.device);
+    let in_flight = Arc::new(Semaphore::new(options.joins_in_flight.max(1)));
+    let dial = Arc::new((options.server.clone(), options.tls.clone(), options.connect_timeout));
+    let mut joins = JoinSet::new();
+    for (index, id) in shared.ids.iter().enumerate() {
+        let share = shared.partition.clients.get(index).ok_or_else(|| {
+            ClientError::Data(format!("the partition has {} clients, no index {index}", shared.partition.clients.len()))
+        })?;
+        let join = pb::JoinRequest {
+            client_id: id.to_string(),
+            capabilities: Some(pb::ClientCapabilities {
+                device: device.clone(),
+                train_samples: share.train.len() as u64,
+                test_samples: share.test.len() as u64,
+                dataset_fingerprint: fingerprint.clone(),
+                partition: shared.config.data.split.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+            requested_index: Some(index as u32),
+            host_id: host.to_string(),
+        };
+        let permit =
+            Arc::clone(&in_flight).acquire_owned().await.map_err(|_| ClientError::Protocol("joins closed".into()))?;
+        let rpc = channels[index % channels.len()].clone();
+        let dial = Arc::clone(&dial);
+        joins.spawn(async move {
+            let _permit = permit;
+            join_with_retry(rpc, join, &dial.0, dial.1.as_ref(), dial.2).await
+        });
+        while let Some(joined) = joins.try_join_next() {
+            check_join(joined, run_id)?;
+        }
+    }
+    while let Some(joined) = joins.join_next().await {
+        check_join(joined, run_id)?;
+    }
+    Ok(())
+}
+
+fn check_join(
+    joined: Result<Result<pb::JoinReply, ClientError>, tokio::task::JoinError>,
+    run_id: &str,
+) -> Result<(), ClientError> {
+    let reply = joined.map_err(|e| ClientError::Protocol(format!("a join panicked: {e}")))??;
+    if reply.run_id != run_id {
+        return Err(ClientError::Refused(format!("the server changed runs while the population joined ({run_id})")));
+    }
+    Ok(())
+}
+
+/// The host's loop: polls for its clients' tasks and runs each on a materialized client,
+/// until the server says the run is over. Returns the tasks done and failed.
+async fn serve(
+    channels: &[Rpc],
+    shared: &Arc<Shared>,
+    host: Uuid,
+    run_id: &str,
+    options: &PopulationOptions,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<(u64, u64), ClientError> {
+    let mut rpc = channels[0].clone();
+    // Polls are the population's heartbeat: answer well within the server's patience.
+    let wait_ms = (shared.config.liveness.heartbeat_secs.max(1) * 1000).min(10_000) as u32;
+    let mut running = JoinSet::new();
+    let (mut done, mut failed) = (0u64, 0u64);
+    let mut outage: Option<(tokio::time::Instant, Backoff)> = None;
+    let mut next_channel = 0usize;
+    loop {
+        while let Some(finished) = running.try_join_next() {
+            tally(finished, &mut done, &mut failed);
+        }
+        let poll =
+            pb::HostPollRequest { run_id: run_id.to_string(), host_id: host.to_string(), wait_ms, max_tasks: 1000 };
+        let polled = tokio::select! {
+            p = rpc.pull_host_tasks(poll) => p,
+            _ = &mut *shutdown => break,
+        };
+        let reply = match polled {
+            Ok(reply) => {
+                outage = None;
+                reply.into_inner()
+            }
+            Err(status) if is_outage(&status) => {
+                let (since, backoff) = outage.get_or_insert_with(|| (tokio::time::Instant::now(), Backoff::new()));
+                if since.elapsed() > options.connect_timeout {
+                    return Err(ClientError::Rpc(status));
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            Err(status) => return Err(ClientError::Rpc(status)),
+        };
+        for host_task in reply.tasks {
+            let (Ok(id), Some(task)) = (Uuid::parse_str(&host_task.client_id), host_task.task) else {
+                warn!("ignoring a host task without a valid client id or task");
+                continue;
+            };
+            let Some(&index) = shared.index_of.get(&id) else {
+                warn!(%id, "ignoring a task for a client this host does not serve");
+                continue;
+            };
+            let channel = channels[next_channel % channels.len()].clone();
+            next_channel += 1;
+            running.spawn(run_task(Arc::clone(shared), channel, index, id, task));
+        }
+        if reply.finished {
+            break;
+        }
+    }
+    while let Some(finished) = running.join_next().await {
+        tally(finished, &mut done, &mut failed);
+    }
+    Ok((done, failed))
+}
+
+fn tally(finished: Result<Result<(), ClientError>, tokio::task::JoinError>, done: &mut u64, failed: &mut u64) {
+    match finished {
+        Ok(Ok(())) => *done += 1,
+        Ok(Err(e)) => {
+            *failed += 1;
+            warn!("a virtual client's task failed: {e}");
+        }
+        Err(e) => {
+            *failed += 1;
+            warn!("a virtual client's task panicked: {e}");
+        }
+    }
+}
+
+/// One task of one virtual client: materialize, download, work, keep its state, upload.
+async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task: pb::Task) -> Result<(), ClientError> {
+    let kind = pb::TaskKind::try_from(task.kind).unwrap_or(pb::TaskKind::Unspecified);
+    if !matches!(kind, pb::TaskKind::Train | pb::TaskKind::Evaluate | pb::TaskKind::FeatureStats) {
+        return Ok(());
+    }
+    let _live = shared.live.acquire().await.map_err(|_| ClientError::Protocol("population closed".into()))?;
+    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &id)).await?;
+    let _working = shared.working.acquire().await.map_err(|_| ClientError::Protocol("population closed".into()))?;
+    let worker = Arc::clone(&shared);
+    if kind == pb::TaskKind::FeatureStats {
+        let stats = tokio::task::spawn_blocking(move || {
+            let client = worker.materialize(index)?;
+            client.state.feature_stats(&received).map_err(ClientError::from)
+        })
+        .await
+        .map_err(|e| ClientError::Protocol(format!("feature statistics panicked: {e}")))??;
+        drop(_working);
+        return upload_stats(&mut rpc, task, &id, stats).await;
+    }
+    let job = job_for(&task, &shared.config, index, received, kind == pb::TaskKind::Train)?;
+    let output = tokio::task::spawn_blocking(move || {
+        let mut client = worker.materialize(index)?;
+        let output = client.state.run(job)?;
+        if client.state.method.keeps_personal_state() {
+            worker.store.put(index, client.state.model.export()).map_err(|e| ClientError::Settings(e.to_string()))?;
+        }
+        Ok::<_, ClientError>(output)
+    })
+    .await
+    .map_err(|e| ClientError::Protocol(format!("training panicked: {e}")))??;
+    drop(_working);
+    upload_output(&mut rpc, task, &id, output).await
+}
+
+impl Shared {
+    /// Client `index` as it stood after its last task (or as the run starts), counted as
+    /// materialized until the returned guard drops. Blocking.
+    fn materialize(&self, index: u32) -> Result<Materialized<'_>, ClientError> {
+        let live = self.materialized.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_materialized.fetch_max(live, Ordering::Relaxed);
+        let counted = Counted(&self.materialized);
+        let mut state = local_state(&self.config, &self.dataset, &self.partition, index, self.device, self.threads)?;
+        if let Some(saved) = self.store.get(index).map_err(|e| ClientError::Settings(e.to_string()))? {
+            state.model.import(&saved)?;
+        }
+        Ok(Materialized { state, _counted: counted })
+    }
+}
+
+/// A materialized client: its state, dropped (and uncounted) with it.
+struct Materialized<'a> {
+    state: crate::local::LocalState,
+    _counted: Counted<'a>,
+}
+
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
