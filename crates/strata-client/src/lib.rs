@@ -290,7 +290,9 @@ async fn connect(
     let endpoint = Endpoint::from_shared(server.to_string())
         .map_err(|e| ClientError::Settings(format!("bad server URL `{server}`: {e}")))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(strata_proto::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(strata_proto::CONNECTION_WINDOW_BYTES);
     let endpoint = tls::configure(endpoint, server, tls)?;
     let bearer = auth::Bearer::new(token)?;
     let started = tokio::time::Instant::now();
@@ -326,33 +328,33 @@ async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> 
     let threads = options.threads;
     tokio::task::spawn_blocking(move || {
         let (dataset, partition) = cache.get(&config).map_err(ClientError::Data)?;
-        local_state(&config, &dataset, &partition, index, device, threads)
+        let model = strata_torch::LocalModel::with_feature_norm(
+            &config.model.name,
+            &dataset.shape,
+            device,
+            config.seed,
+            config.model.feature_norm,
+        )?;
+        local_state(&config, &dataset, &partition, index, model, threads)
     })
     .await
     .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
 }
 
-/// Client `index`'s share of the data as tensors, its model as the run starts, and its
-/// method's client half. Blocking.
+/// Client `index`'s share of the data as tensors, with `model`, and its method's client half.
+/// Blocking.
 fn local_state(
     config: &RunConfig,
     dataset: &strata_core::data::Dataset,
     partition: &strata_core::partition::Partition,
     index: u32,
-    device: tch::Device,
+    model: strata_torch::LocalModel,
     threads: usize,
 ) -> Result<LocalState, ClientError> {
     let share = partition.clients.get(index as usize).ok_or_else(|| {
         ClientError::Data(format!("the partition has {} clients, no index {index}", partition.clients.len()))
     })?;
-    let data = strata_torch::ClientTensors::from_share(dataset, share, device)?;
-    let model = strata_torch::LocalModel::with_feature_norm(
-        &config.model.name,
-        &dataset.shape,
-        device,
-        config.seed,
-        config.model.feature_norm,
-    )?;
+    let data = strata_torch::ClientTensors::from_share(dataset, share, model.device())?;
     let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
     Ok(LocalState { model, data, method, threads, dataset_fingerprint: dataset.fingerprint() })
 }

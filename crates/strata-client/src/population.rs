@@ -11,14 +11,16 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_core::config::RunConfig;
 use strata_core::data::Dataset;
 use strata_core::partition::Partition;
+use strata_core::tensor::TensorSet;
 use strata_proto::pb;
+use strata_torch::LocalModel;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
@@ -103,6 +105,11 @@ struct Shared {
     working: Semaphore,
     materialized: AtomicUsize,
     peak_materialized: AtomicUsize,
+    /// The run's initial model (what a daemon starts from), and models no client holds right
+    /// now: a materialized client takes one and overwrites all of it, which costs a copy
+    /// where building one costs a seeded initialization.
+    initial: TensorSet,
+    spare_models: Mutex<Vec<LocalModel>>,
 }
 
 /// Joins `options.clients` virtual clients and serves their tasks until the server says the
@@ -170,6 +177,14 @@ pub async fn run_population(
     let store =
         PersonalStore::new(options.personal_memory_bytes, &dir).map_err(|e| ClientError::Settings(e.to_string()))?;
     let parallel = options.parallel.max(1);
+    let built = config.clone();
+    let shape = dataset.shape.clone();
+    let initial = tokio::task::spawn_blocking(move || {
+        LocalModel::with_feature_norm(&built.model.name, &shape, device, built.seed, built.model.feature_norm)
+            .map(|m| m.export())
+    })
+    .await
+    .map_err(|e| ClientError::Data(format!("building the model panicked: {e}")))??;
     let shared = Arc::new(Shared {
         config,
         dataset,
@@ -179,10 +194,14 @@ pub async fn run_population(
         store,
         index_of: ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect(),
         ids,
-        live: Semaphore::new(2 * parallel),
+        // Room for as many clients downloading or uploading as working, and two more, so that
+        // a worker finds its next client's parameters already there.
+        live: Semaphore::new(2 * parallel + 2),
         working: Semaphore::new(parallel),
         materialized: AtomicUsize::new(0),
         peak_materialized: AtomicUsize::new(0),
+        initial,
+        spare_models: Mutex::new(Vec::new()),
     });
 
     let joining = join_all(&channels, &shared, host, &options, &reply.run_id);
@@ -379,8 +398,8 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     let worker = Arc::clone(&shared);
     if kind == pb::TaskKind::FeatureStats {
         let stats = tokio::task::spawn_blocking(move || {
-            let client = worker.materialize(index)?;
-            client.state.feature_stats(&received).map_err(ClientError::from)
+            let mut client = worker.materialize(index)?;
+            client.state().feature_stats(&received).map_err(ClientError::from)
         })
         .await
         .map_err(|e| ClientError::Protocol(format!("feature statistics panicked: {e}")))??;
@@ -390,9 +409,10 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     let job = job_for(&task, &shared.config, index, received, kind == pb::TaskKind::Train)?;
     let output = tokio::task::spawn_blocking(move || {
         let mut client = worker.materialize(index)?;
-        let output = client.state.run(job)?;
-        if client.state.method.keeps_personal_state() {
-            worker.store.put(index, client.state.model.export()).map_err(|e| ClientError::Settings(e.to_string()))?;
+        let state = client.state();
+        let output = state.run(job)?;
+        if state.method.keeps_personal_state() {
+            worker.store.put(index, state.model.export()).map_err(|e| ClientError::Settings(e.to_string()))?;
         }
         Ok::<_, ClientError>(output)
     })
@@ -409,18 +429,50 @@ impl Shared {
         let live = self.materialized.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_materialized.fetch_max(live, Ordering::Relaxed);
         let counted = Counted(&self.materialized);
-        let mut state = local_state(&self.config, &self.dataset, &self.partition, index, self.device, self.threads)?;
-        if let Some(saved) = self.store.get(index).map_err(|e| ClientError::Settings(e.to_string()))? {
-            state.model.import(&saved)?;
+        let spare = self.spare_models.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut model = match spare {
+            Some(model) => model,
+            None => LocalModel::with_feature_norm(
+                &self.config.model.name,
+                &self.dataset.shape,
+                self.device,
+                self.config.seed,
+                self.config.model.feature_norm,
+            )?,
+        };
+        // Every tensor is overwritten: with the client's own state, or the initial model.
+        match self.store.get(index).map_err(|e| ClientError::Settings(e.to_string()))? {
+            Some(saved) => {
+                model.import(&self.initial)?;
+                model.import(&saved)?;
+            }
+            None => model.import(&self.initial)?,
         }
-        Ok(Materialized { state, _counted: counted })
+        let state = local_state(&self.config, &self.dataset, &self.partition, index, model, self.threads)?;
+        Ok(Materialized { state: Some(state), shared: self, _counted: counted })
     }
 }
 
-/// A materialized client: its state, dropped (and uncounted) with it.
+/// A materialized client: its state, dropped (and uncounted) with it; its model goes back to
+/// the spares.
 struct Materialized<'a> {
-    state: crate::local::LocalState,
+    state: Option<crate::local::LocalState>,
+    shared: &'a Shared,
     _counted: Counted<'a>,
+}
+
+impl Materialized<'_> {
+    fn state(&mut self) -> &mut crate::local::LocalState {
+        self.state.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Materialized<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            self.shared.spare_models.lock().unwrap_or_else(|e| e.into_inner()).push(state.model);
+        }
+    }
 }
 
 struct Counted<'a>(&'a AtomicUsize);

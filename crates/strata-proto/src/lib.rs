@@ -25,4 +25,6 @@ pub mod pb {
 }
 
 pub use assemble::{Assembler, WireError};
-pub use chunk::{DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, TensorSlices, tensor_specs};
+pub use chunk::{
+    CONNECTION_WINDOW_BYTES, DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, STREAM_WINDOW_BYTES, TensorSlices, tensor_specs,
+};

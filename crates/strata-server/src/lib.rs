@@ -204,7 +204,11 @@ pub async fn run(
     }
     info!(?addr, run_id = %service.run_id, tls = tls.is_some(), mutual, tokens = tokens.is_some(), "serving");
 
-    let mut builder = tonic::transport::Server::builder();
+    // HTTP/2's default 64 KiB windows make a model download a long exchange of window updates.
+    let mut builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(strata_proto::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(strata_proto::CONNECTION_WINDOW_BYTES);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(|e| ServerError::Setup(format!("TLS settings: {}", chain(&e))))?;
     }
