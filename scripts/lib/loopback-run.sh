@@ -40,8 +40,11 @@ loopback_run() {
   shift 6
   "$bin" server --listen "127.0.0.1:$port" --config "$config" --out "$out/run" "$@" >"$out/server.log" 2>&1 &
   local server=$!
+  local hosted=()
   for p in $(seq 1 "$processes"); do
-    "$bin" client --server "http://127.0.0.1:$port" --virtual "$per" --device cpu >"$out/clients$p.log" 2>&1 &
+    # LOOPBACK_POPULATION=1: each process is one host of virtual clients, not N daemons.
+    if [ "${LOOPBACK_POPULATION:-0}" = 1 ]; then hosted=(--population --first-index $(((p - 1) * per))); fi
+    "$bin" client --server "http://127.0.0.1:$port" --virtual "$per" --device cpu "${hosted[@]}" >"$out/clients$p.log" 2>&1 &
   done
   peak_kb=0
   local hwm

@@ -1,5 +1,5 @@
-//! `strata server` and two `strata client --virtual 5` processes on loopback: the server
-//! completes its rounds with 10 clients.
+//! `strata server` and two `strata client --virtual 5` processes on loopback (five daemons
+//! each, or one population host of five each): the server completes its rounds with 10 clients.
 
 mod common;
 
@@ -10,6 +10,16 @@ use common::{Process, free_port, strata};
 
 #[test]
 fn two_processes_of_five_virtual_clients_make_a_federation_of_ten() {
+    federation_of_ten(|_| Vec::new());
+}
+
+#[test]
+fn two_population_hosts_of_five_make_a_federation_of_ten() {
+    federation_of_ten(|p| vec!["--population".into(), "--first-index".into(), (5 * p).to_string()]);
+}
+
+/// Runs the federation with two client processes, process `p` given `extra(p)` flags.
+fn federation_of_ten(extra: impl Fn(usize) -> Vec<String>) {
     let out = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let run = out.path().join("run");
@@ -24,9 +34,10 @@ fn two_processes_of_five_virtual_clients_make_a_federation_of_ten() {
         .expect("server starts");
     let mut server = Process(server);
     let clients: Vec<Process> = (0..2)
-        .map(|_| {
+        .map(|p| {
             let child = strata()
                 .args(["client", "--server", &format!("http://127.0.0.1:{port}"), "--virtual", "5", "--device", "cpu"])
+                .args(extra(p))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

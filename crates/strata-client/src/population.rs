@@ -34,10 +34,14 @@ use crate::{ClientError, ClientTls, DataCache, Rpc, connect, is_outage, local_st
 /// How a population runs.
 pub struct PopulationOptions {
     pub server: String,
-    /// Virtual clients, indices `0..clients`.
+    /// Virtual clients, indices `first_index..first_index + clients`.
     pub clients: u32,
+    /// The partition index of the first virtual client (several hosts can share a federation).
+    pub first_index: u32,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// Overrides the dataset directory from the server's config (the data is local).
+    pub data_path: Option<PathBuf>,
     /// libtorch threads of each materialized client's work.
     pub threads: usize,
     /// Clients that train (or evaluate) at once; as many more may download or upload meanwhile.
@@ -61,7 +65,9 @@ impl PopulationOptions {
         Self {
             server: server.into(),
             clients,
+            first_index: 0,
             device: "auto".into(),
+            data_path: None,
             threads: 1,
             parallel: 1,
             data_cache: Arc::new(DataCache::default()),
@@ -110,6 +116,9 @@ struct Shared {
     /// where building one costs a seeded initialization.
     initial: TensorSet,
     spare_models: Mutex<Vec<LocalModel>>,
+    /// Whether the method's personal model outlives a download; when it does not (FedAvg,
+    /// FedProx), every task's parameters replace the whole model and nothing needs restoring.
+    keeps_personal_state: bool,
 }
 
 /// Joins `options.clients` virtual clients and serves their tasks until the server says the
@@ -141,19 +150,23 @@ pub async fn run_population(
     let first = pb::JoinRequest {
         client_id: ids.first().map(Uuid::to_string).unwrap_or_default(),
         capabilities: None,
-        requested_index: Some(0),
+        requested_index: Some(options.first_index),
         host_id: host.to_string(),
     };
     let reply = tokio::select! {
         r = join_with_retry(channels[0].clone(), first, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
         _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
     };
-    let config =
+    let mut config =
         RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
-    if config.clients < options.clients {
+    if let Some(path) = &options.data_path {
+        config.data.path = Some(path.clone());
+    }
+    let last = u64::from(options.first_index) + u64::from(options.clients);
+    if u64::from(config.clients) < last {
         return Err(ClientError::Settings(format!(
-            "the server's federation has {} clients; this population has {}",
-            config.clients, options.clients
+            "the server's federation has {} clients (indices 0..{}); this population would take indices {}..{last}",
+            config.clients, config.clients, options.first_index
         )));
     }
     let cache = Arc::clone(&options.data_cache);
@@ -179,9 +192,11 @@ pub async fn run_population(
     let parallel = options.parallel.max(1);
     let built = config.clone();
     let shape = dataset.shape.clone();
-    let initial = tokio::task::spawn_blocking(move || {
-        LocalModel::with_feature_norm(&built.model.name, &shape, device, built.seed, built.model.feature_norm)
-            .map(|m| m.export())
+    let (initial, keeps_personal_state) = tokio::task::spawn_blocking(move || {
+        let model =
+            LocalModel::with_feature_norm(&built.model.name, &shape, device, built.seed, built.model.feature_norm)?;
+        let method = crate::method::build(&built.method, &built.methods, &model).map_err(ClientError::Refused)?;
+        Ok::<_, ClientError>((model.export(), method.keeps_personal_state()))
     })
     .await
     .map_err(|e| ClientError::Data(format!("building the model panicked: {e}")))??;
@@ -192,7 +207,7 @@ pub async fn run_population(
         device,
         threads: options.threads,
         store,
-        index_of: ids.iter().enumerate().map(|(i, id)| (*id, i as u32)).collect(),
+        index_of: ids.iter().enumerate().map(|(i, id)| (*id, options.first_index + i as u32)).collect(),
         ids,
         // Room for as many clients downloading or uploading as working, and two more, so that
         // a worker finds its next client's parameters already there.
@@ -202,6 +217,7 @@ pub async fn run_population(
         peak_materialized: AtomicUsize::new(0),
         initial,
         spare_models: Mutex::new(Vec::new()),
+        keeps_personal_state,
     });
 
     let joining = join_all(&channels, &shared, host, &options, &reply.run_id);
@@ -261,7 +277,8 @@ async fn join_all(
     let in_flight = Arc::new(Semaphore::new(options.joins_in_flight.max(1)));
     let dial = Arc::new((options.server.clone(), options.tls.clone(), options.connect_timeout));
     let mut joins = JoinSet::new();
-    for (index, id) in shared.ids.iter().enumerate() {
+    for (position, id) in shared.ids.iter().enumerate() {
+        let index = options.first_index as usize + position;
         let share = shared.partition.clients.get(index).ok_or_else(|| {
             ClientError::Data(format!("the partition has {} clients, no index {index}", shared.partition.clients.len()))
         })?;
@@ -280,7 +297,7 @@ async fn join_all(
         };
         let permit =
             Arc::clone(&in_flight).acquire_owned().await.map_err(|_| ClientError::Protocol("joins closed".into()))?;
-        let rpc = channels[index % channels.len()].clone();
+        let rpc = channels[position % channels.len()].clone();
         let dial = Arc::clone(&dial);
         joins.spawn(async move {
             let _permit = permit;
@@ -349,6 +366,7 @@ async fn serve(
             }
             Err(status) => return Err(ClientError::Rpc(status)),
         };
+        let mut tasks = Vec::with_capacity(reply.tasks.len());
         for host_task in reply.tasks {
             let (Ok(id), Some(task)) = (Uuid::parse_str(&host_task.client_id), host_task.task) else {
                 warn!("ignoring a host task without a valid client id or task");
@@ -358,6 +376,12 @@ async fn serve(
                 warn!(%id, "ignoring a task for a client this host does not serve");
                 continue;
             };
+            tasks.push((index, id, task));
+        }
+        // Largest work first: on unequal clients (a Dirichlet split) the round then ends with
+        // small tasks on every worker instead of one big task on one while the others idle.
+        tasks.sort_by_key(|(index, _, _)| std::cmp::Reverse(shared.work(*index)));
+        for (index, id, task) in tasks {
             let channel = channels[next_channel % channels.len()].clone();
             next_channel += 1;
             running.spawn(run_task(Arc::clone(shared), channel, index, id, task));
@@ -411,7 +435,7 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         let mut client = worker.materialize(index)?;
         let state = client.state();
         let output = state.run(job)?;
-        if state.method.keeps_personal_state() {
+        if worker.keeps_personal_state {
             worker.store.put(index, state.model.export()).map_err(|e| ClientError::Settings(e.to_string()))?;
         }
         Ok::<_, ClientError>(output)
@@ -423,6 +447,11 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
 }
 
 impl Shared {
+    /// How much data client `index` works on: its samples.
+    fn work(&self, index: u32) -> usize {
+        self.partition.clients.get(index as usize).map_or(0, |c| c.train.len() + c.test.len())
+    }
+
     /// Client `index` as it stood after its last task (or as the run starts), counted as
     /// materialized until the returned guard drops. Blocking.
     fn materialize(&self, index: u32) -> Result<Materialized<'_>, ClientError> {
@@ -440,13 +469,13 @@ impl Shared {
                 self.config.model.feature_norm,
             )?,
         };
-        // Every tensor is overwritten: with the client's own state, or the initial model.
-        match self.store.get(index).map_err(|e| ClientError::Settings(e.to_string()))? {
-            Some(saved) => {
-                model.import(&self.initial)?;
+        // Every tensor is overwritten: with the client's own state, or the initial model, or
+        // (for a method without personal state) with the parameters the task brings.
+        if self.keeps_personal_state {
+            model.import(&self.initial)?;
+            if let Some(saved) = self.store.get(index).map_err(|e| ClientError::Settings(e.to_string()))? {
                 model.import(&saved)?;
             }
-            None => model.import(&self.initial)?,
         }
         let state = local_state(&self.config, &self.dataset, &self.partition, index, model, self.threads)?;
         Ok(Materialized { state: Some(state), shared: self, _counted: counted })

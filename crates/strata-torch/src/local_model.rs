@@ -121,9 +121,16 @@ impl LocalModel {
     /// The order of the set is the variables' names sorted bytewise: the same for every
     /// client that builds the same model, which is what bit-packed masks rely on.
     pub fn export(&self) -> TensorSet {
+        self.export_where(|_| true)
+    }
+
+    /// Copies the variables whose names `keep` accepts, as [`export`](Self::export) does, and
+    /// only those: what is not uploaded never leaves the device.
+    pub fn export_where(&self, keep: impl Fn(&str) -> bool) -> TensorSet {
         let tensors = tch::no_grad(|| {
             self.sorted_variables()
                 .into_iter()
+                .filter(|(name, _)| keep(name))
                 .map(|(name, t)| {
                     let shape = dims(&t);
                     let flat = t.detach().to_kind(Kind::Float).reshape([-1]);

@@ -43,6 +43,17 @@ pub struct Args {
     /// core at a time). With --state-dir, client k keeps its state in DIR/client-k.
     #[arg(long, default_value_t = 1, conflicts_with_all = ["client_index", "client_id"])]
     r#virtual: u32,
+    /// Serve the --virtual clients as a population instead of N daemons: each is materialized
+    /// only for its tasks (as `simulate` does), and polls through this process. Takes
+    /// partition indices from --first-index on; no --state-dir.
+    #[arg(long, conflicts_with = "state_dir")]
+    population: bool,
+    /// With --population: the partition index of the first virtual client.
+    #[arg(long, default_value_t = 0, requires = "population")]
+    first_index: u32,
+    /// With --population: MiB of personal state kept in memory; the rest spills to disk.
+    #[arg(long, default_value_t = 1024, requires = "population")]
+    personal_memory: u64,
     /// Serve Prometheus metrics (/metrics, labelled by client index) and /healthz over HTTP here.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
@@ -77,6 +88,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
     }
     options.telemetry = Some(telemetry);
+    if args.population {
+        return run_population(options, args.r#virtual, args.first_index, args.personal_memory).await;
+    }
     if args.r#virtual <= 1 {
         let outcome = strata_client::run(options, crate::shutdown::signal()).await?;
         tracing::info!(client = outcome.index, tasks = outcome.tasks_done, "client done");
@@ -138,6 +152,35 @@ async fn run_virtual(base: strata_client::ClientOptions, n: u32) -> anyhow::Resu
     if failed > 0 {
         bail!("{failed} of {n} virtual clients failed");
     }
+    Ok(())
+}
+
+/// `--virtual N --population`: one host for N virtual clients against any server.
+async fn run_population(
+    base: strata_client::ClientOptions,
+    clients: u32,
+    first_index: u32,
+    personal_memory_mib: u64,
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let mut options = strata_client::PopulationOptions::new(base.server, clients);
+    options.first_index = first_index;
+    options.device = base.device;
+    options.data_path = base.data_path;
+    options.threads = base.threads;
+    options.parallel = (cores / base.threads).max(1);
+    options.connect_timeout = base.connect_timeout;
+    options.tls = base.tls;
+    options.token = base.token;
+    options.personal_memory_bytes = personal_memory_mib << 20;
+    let outcome = strata_client::run_population(options, crate::shutdown::signal()).await?;
+    tracing::info!(
+        clients = outcome.joined,
+        join_seconds = outcome.join_seconds,
+        tasks = outcome.tasks_done,
+        failed = outcome.tasks_failed,
+        "population done"
+    );
     Ok(())
 }
 

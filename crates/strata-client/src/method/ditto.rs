@@ -65,7 +65,7 @@ impl ClientMethod for Ditto {
     }
 
     fn upload(&self, _model: &LocalModel, upload: &Selector) -> TensorSet {
-        self.global.export().select(|name| upload.matches(name))
+        self.global.export_where(|name| upload.matches(name))
     }
 
     fn global_view(&self) -> GlobalView<'_> {

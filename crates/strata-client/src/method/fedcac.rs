@@ -32,7 +32,7 @@ impl ClientMethod for FedCacClient {
         let local_stats = Selector::new(RUNNING_STATS);
         let incoming = if round == 0 { received.clone() } else { received.select(|n| !local_stats.matches(n)) };
         model.import(&incoming)?;
-        self.before = Some(model.export().select(|n| !local_stats.matches(n)));
+        self.before = Some(model.export_where(|n| !local_stats.matches(n)));
         Ok(())
     }
 

@@ -57,7 +57,7 @@ pub trait ClientMethod: Send {
     /// The tensors to upload: those of the personal model that `upload` selects, unless the
     /// method uploads another model (Ditto uploads its global copy).
     fn upload(&self, model: &LocalModel, upload: &Selector) -> TensorSet {
-        model.export().select(|name| upload.matches(name))
+        model.export_where(|name| upload.matches(name))
     }
 
     /// A mask over the uploaded tensors that `covered` selects (FedCAC); none by default.
