@@ -96,3 +96,17 @@ async fn contradicting_settings_stop_the_run_at_start() {
     let text = err.to_string();
     assert!(text.contains("min_results (5)") && text.contains("trains 3"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn virtual_clients_send_ccvr_statistics_and_evaluate_the_calibrated_model() {
+    let mut config = synthetic_config(8, 2);
+    config.fraction = 0.5;
+    config.calibration.method = strata_core::calibration::CalibrationMethod::Ccvr;
+    let (out, outcome, population) = run(config, 1 << 30).await;
+    assert_eq!(population.tasks_failed, 0);
+    let records: Vec<strata_core::records::CalibrationRecord> = read_jsonl(&out.path().join("calibration.jsonl"));
+    let last = records.last().expect("a calibration after the last round");
+    assert_eq!(last.clients_pooled, 8, "every available client sends its statistics");
+    assert!(last.global_accuracy.is_some_and(|a| a > 0.3), "{last:?}");
+    assert!(outcome.summary.calibration.is_some());
+}

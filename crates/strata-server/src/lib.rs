@@ -235,6 +235,7 @@ pub async fn run(
         output,
         run_id,
         start_round,
+        clients_saved: None,
         session: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
     };
     strata_telemetry::health::set(&health, strata_telemetry::health::ServingStatus::Serving).await;

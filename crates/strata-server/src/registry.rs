@@ -97,6 +97,12 @@ pub struct HostPoll {
 }
 
 impl ClientEntry {
+    /// Whether the client may be picked: heard from within `patience`, and not silent since
+    /// a missed deadline (a hosted client's host answering proves it alive).
+    fn is_available(&self, patience: Duration) -> bool {
+        (!self.missed_deadline || self.polls_waiting > 0 || self.host.is_some()) && self.seen().elapsed() <= patience
+    }
+
     /// When the client was last heard from, itself or through its host.
     fn seen(&self) -> Instant {
         match &self.host {
@@ -168,6 +174,9 @@ pub struct Registry {
     hosts: Arc<DashMap<Uuid, Arc<Host>>>,
     /// Count of joined clients, for the round loop to wait on.
     joined: watch::Sender<usize>,
+    /// Bumped whenever an identity is added, so that the saved identities are rewritten only
+    /// when they changed.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// The dataset fingerprint the first client reported; every other client must match it,
     /// so that nobody trains on different data than the split assumes.
     fingerprint: Arc<Mutex<Option<String>>>,
@@ -181,6 +190,7 @@ impl Registry {
             indices: Arc::new(Mutex::new(Indices::new(capacity))),
             hosts: Arc::new(DashMap::new()),
             joined: watch::channel(0).0,
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             fingerprint: Arc::new(Mutex::new(None)),
         }
     }
@@ -206,6 +216,11 @@ impl Registry {
 
     fn lock_indices(&self) -> std::sync::MutexGuard<'_, Indices> {
         self.indices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes whenever a client joins for the first time.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     pub fn fingerprint(&self) -> Option<String> {
@@ -243,6 +258,7 @@ impl Registry {
             (None, None) => indices.lowest_free().ok_or(JoinError::Full { capacity: self.capacity })?,
         };
         indices.take(index, id);
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let host = host.map(|h| Arc::clone(&self.hosts.entry(h).or_insert_with(|| Arc::new(Host::new()))));
         if let Some(host) = &host {
             // A host joining clients is alive: clients it joined a while ago stay available.
@@ -389,9 +405,40 @@ impl Registry {
     /// A hosted client that missed a deadline stays available while its host polls: the host
     /// answering proves it alive, and it is materialized afresh for its next task.
     pub fn available(&self, patience: std::time::Duration) -> Vec<ClientInfo> {
-        self.snapshot(|e| {
-            (!e.missed_deadline || e.polls_waiting > 0 || e.host.is_some()) && e.seen().elapsed() <= patience
-        })
+        self.snapshot(|e| e.is_available(patience))
+    }
+
+    /// `n` available clients drawn uniformly with `rng`, in index order (fewer when fewer are
+    /// available). Candidates are drawn among all indices and kept while available, so the
+    /// cost follows `n` when most clients are available; only when too few of the candidates
+    /// are does it fall back to listing every available client.
+    pub fn sample_available(&self, n: usize, patience: Duration, rng: &mut impl rand::Rng) -> Vec<ClientInfo> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let (candidates, every_index) = {
+            let indices = self.lock_indices();
+            let capacity = indices.holders.len();
+            let draws = capacity.min(2 * n + 64);
+            let drawn: Vec<(u32, Uuid)> = rand::seq::index::sample(rng, capacity, draws)
+                .into_iter()
+                .filter_map(|i| Some((i as u32, indices.holders[i]?)))
+                .collect();
+            (drawn, draws == capacity)
+        };
+        // The first `n` available in a uniformly random order are a uniform sample of them.
+        let mut picked: Vec<ClientInfo> = candidates
+            .into_iter()
+            .filter(|(_, id)| self.clients.get(id).is_some_and(|e| e.is_available(patience)))
+            .take(n)
+            .map(|(index, id)| ClientInfo { id, index })
+            .collect();
+        if picked.len() < n && !every_index {
+            let all = self.available(patience);
+            picked = rand::seq::index::sample(rng, all.len(), n.min(all.len())).into_iter().map(|i| all[i]).collect();
+        }
+        picked.sort_by_key(|c| c.index);
+        picked
     }
 
     /// Counts a long poll of the client as waiting until the returned guard is dropped (the

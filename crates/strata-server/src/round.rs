@@ -42,6 +42,8 @@ pub struct RoundLoop {
     pub run_id: String,
     /// The first round to run: 0, or where a resumed run left off.
     pub start_round: u64,
+    /// The registry's generation whose identities the last saved state refers to, and their file.
+    pub clients_saved: Option<(u64, String)>,
     /// Unique to this server process, in every task id: a client that took task `r2-train-c0`
     /// from a server that then died must not mistake the resumed server's round 2 for it.
     pub session: String,
@@ -96,12 +98,8 @@ impl RoundLoop {
 
     async fn round(&mut self, round: u64, evaluation_only: bool) {
         let started = Instant::now();
-        let available = self.registry.available(self.patience());
-        let picked = if evaluation_only { Vec::new() } else { self.pick(round, &available) };
-        let evaluating = self.evaluators(round, &available, &picked, evaluation_only);
-        let training: HashSet<uuid::Uuid> = picked.iter().map(|c| c.id).collect();
-        let others: Vec<ClientInfo> =
-            available.into_iter().filter(|c| !training.contains(&c.id) && evaluating(c)).collect();
+        let picked = if evaluation_only { Vec::new() } else { self.pick(round) };
+        let (others, evaluating) = self.evaluators(round, &picked, evaluation_only);
         let train = self.strategy.configure_train(round, &picked);
         let evaluate = self.strategy.configure_evaluate(round, &others);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.round_timeout_secs);
@@ -185,43 +183,54 @@ impl RoundLoop {
         reports
     }
 
-    /// Picks the cohort, `ceil(fraction * n)` of the `n` available clients, seeded by round.
-    /// Clients that missed a deadline and have not polled since are not available, so a dead
-    /// client costs one deadline, not one per round.
-    fn pick(&self, round: u64, available: &[ClientInfo]) -> Vec<ClientInfo> {
-        let wanted = self.config.cohort_size(available.len());
-        sample(available, wanted, self.config.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    /// Picks the cohort, `ceil(fraction * n)` of the `n` joined clients, drawn among those
+    /// available, seeded by round. Clients that missed a deadline and have not polled since
+    /// are not available, so a dead client costs one deadline, not one per round. Drawing
+    /// costs what the cohort costs, not what the population does.
+    fn pick(&self, round: u64) -> Vec<ClientInfo> {
+        let wanted = self.config.cohort_size(self.registry.joined_count());
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.registry.sample_available(wanted, self.patience(), &mut rng)
     }
 
-    /// Which clients report an evaluation this round (`[evaluation]`): the cohort, everyone,
-    /// or a sample drawn apart from the cohort; in the final evaluation, the cohort is a
-    /// sample of the cohort's size. Nobody in a round that `every` skips.
+    /// Who reports an evaluation this round (`[evaluation]`): the clients that evaluate without
+    /// training, and which of the training ones evaluate. The cohort, everyone available, or
+    /// a sample drawn apart from the cohort; in the final evaluation, the cohort is a sample
+    /// of the cohort's size. Nobody in a round that `every` skips.
     fn evaluators(
         &self,
         round: u64,
-        available: &[ClientInfo],
         picked: &[ClientInfo],
         evaluation_only: bool,
-    ) -> impl Fn(&ClientInfo) -> bool + use<> {
+    ) -> (Vec<ClientInfo>, impl Fn(&ClientInfo) -> bool + use<>) {
         let evaluation = &self.config.evaluation;
-        let seed = self.config.seed ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0xE7A1;
-        let chosen: Option<HashSet<uuid::Uuid>> = if !evaluation.evaluates_in(round, self.config.rounds) {
-            Some(HashSet::new())
-        } else {
-            match evaluation.clients {
-                EvalClients::All => None,
-                EvalClients::Cohort if evaluation_only => {
-                    let n = self.config.cohort_size(available.len());
-                    Some(sample(available, n, seed).iter().map(|c| c.id).collect())
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0xE7A1);
+        let joined = self.registry.joined_count();
+        let (others, chosen): (Vec<ClientInfo>, Option<HashSet<uuid::Uuid>>) =
+            if !evaluation.evaluates_in(round, self.config.rounds) {
+                (Vec::new(), Some(HashSet::new()))
+            } else {
+                match evaluation.clients {
+                    EvalClients::All => {
+                        let training: HashSet<uuid::Uuid> = picked.iter().map(|c| c.id).collect();
+                        let all = self.registry.available(self.patience());
+                        (all.into_iter().filter(|c| !training.contains(&c.id)).collect(), None)
+                    }
+                    EvalClients::Cohort if evaluation_only => {
+                        let n = self.config.cohort_size(joined);
+                        (self.registry.sample_available(n, self.patience(), &mut rng), None)
+                    }
+                    EvalClients::Cohort => (Vec::new(), None),
+                    EvalClients::Fraction(f) => {
+                        let n = ((f * joined as f64).ceil() as usize).min(joined);
+                        let drawn = self.registry.sample_available(n, self.patience(), &mut rng);
+                        let set: HashSet<uuid::Uuid> = drawn.iter().map(|c| c.id).collect();
+                        let training: HashSet<uuid::Uuid> = picked.iter().map(|c| c.id).collect();
+                        (drawn.into_iter().filter(|c| !training.contains(&c.id)).collect(), Some(set))
+                    }
                 }
-                EvalClients::Cohort => Some(picked.iter().map(|c| c.id).collect()),
-                EvalClients::Fraction(f) => {
-                    let n = ((f * available.len() as f64).ceil() as usize).min(available.len());
-                    Some(sample(available, n, seed).iter().map(|c| c.id).collect())
-                }
-            }
-        };
-        move |c: &ClientInfo| chosen.as_ref().is_none_or(|set| set.contains(&c.id))
+            };
+        (others, move |c: &ClientInfo| chosen.as_ref().is_none_or(|set| set.contains(&c.id)))
     }
 
     fn assignment(&self, round: u64, kind: TaskKind, i: Instruction, deadline: tokio::time::Instant) -> Assignment {
@@ -330,7 +339,16 @@ impl RoundLoop {
     async fn save_state(&mut self, next_round: u64) {
         // FedCAC's gathers every client's critical entries: seconds at 100 clients × 10M.
         let snapshot = off_the_runtime(|| self.strategy.snapshot());
-        let clients = self.registry.identities().into_iter().map(|(id, index)| SavedClient { id, index }).collect();
+        // The identities are written again only when someone joined since the last save.
+        let generation = self.registry.generation();
+        let clients = match &self.clients_saved {
+            Some((saved, file)) if *saved == generation => state::ClientList::Written(file.clone()),
+            _ => {
+                let clients =
+                    self.registry.identities().into_iter().map(|(id, index)| SavedClient { id, index }).collect();
+                state::ClientList::New { generation, clients }
+            }
+        };
         let (dir, run_id, fingerprint) =
             (self.output.dir().to_path_buf(), self.run_id.clone(), self.registry.fingerprint());
         let saved = tokio::task::spawn_blocking(move || {
@@ -338,7 +356,7 @@ impl RoundLoop {
         })
         .await;
         match saved {
-            Ok(Ok(())) => {}
+            Ok(Ok(file)) => self.clients_saved = Some((generation, file)),
             Ok(Err(e)) => warn!(next_round, "cannot save the server state: {e}"),
             Err(e) => warn!(next_round, "saving the server state panicked: {e}"),
         }
@@ -378,17 +396,6 @@ impl RoundLoop {
         }
         let _ = self.events.send(ServerEvent::RunFinished);
     }
-}
-
-/// `n` of `clients`, drawn with `seed`, in index order.
-fn sample(clients: &[ClientInfo], n: usize, seed: u64) -> Vec<ClientInfo> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut chosen: Vec<ClientInfo> = rand::seq::index::sample(&mut rng, clients.len(), n.min(clients.len()))
-        .into_iter()
-        .map(|i| clients[i])
-        .collect();
-    chosen.sort_by_key(|c| c.index);
-    chosen
 }
 
 /// Runs CPU-heavy work from the round loop (FedCAC's aggregation and snapshot take seconds

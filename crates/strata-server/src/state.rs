@@ -22,8 +22,13 @@ pub struct SavedState {
     /// The first round still to run: rounds before it are aggregated and recorded.
     pub next_round: u64,
     /// Who holds which partition index, so that clients rejoining with their UUID get theirs
-    /// back (FedCAC keeps per-client state under these ids).
+    /// back (FedCAC keeps per-client state under these ids). On disk they are in
+    /// `clients_file` (written only when someone joined since the last save: a million
+    /// identities are 87 MB of JSON); states written before that hold them here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<SavedClient>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub clients_file: String,
     /// The dataset fingerprint every client must match.
     pub fingerprint: Option<String>,
     pub strategy_file: String,
@@ -50,15 +55,27 @@ pub fn state_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("state")
 }
 
+/// The clients' identities for a save: a new list, or the file an earlier save wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientList {
+    /// Written to `clients-g<generation>.json`.
+    New {
+        generation: u64,
+        clients: Vec<SavedClient>,
+    },
+    Written(String),
+}
+
 /// Writes the state after a completed round; see the module's comment for the order.
+/// Returns the name of the clients file the state refers to.
 pub fn save(
     run_dir: &Path,
     run_id: &str,
     next_round: u64,
-    clients: Vec<SavedClient>,
+    clients: ClientList,
     fingerprint: Option<String>,
     snapshot: &Snapshot,
-) -> Result<(), StateError> {
+) -> Result<String, StateError> {
     let dir = state_dir(run_dir);
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -67,11 +84,22 @@ pub fn save(
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let strategy_file = format!("strategy-r{next_round}.safetensors");
     strata_core::safetensors::write(&dir.join(&strategy_file), &snapshot.tensors, &BTreeMap::new())?;
+    let clients_file = match clients {
+        ClientList::Written(file) => file,
+        ClientList::New { generation, clients } => {
+            let file = format!("clients-g{generation}.json");
+            let json = serde_json::to_vec(&clients).expect("JSON of plain data");
+            let path = dir.join(&file);
+            strata_core::atomic_file::write(&path, &json).map_err(io(&path))?;
+            file
+        }
+    };
     let state = SavedState {
         version: VERSION,
         run_id: run_id.to_string(),
         next_round,
-        clients,
+        clients: Vec::new(),
+        clients_file: clients_file.clone(),
         fingerprint,
         strategy_file: strategy_file.clone(),
         strategy_meta: snapshot.meta.clone(),
@@ -83,12 +111,14 @@ pub fn save(
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("strategy-") && name != strategy_file {
+            let stale = (name.starts_with("strategy-") && name != strategy_file)
+                || (name.starts_with("clients-") && name != clients_file);
+            if stale {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
     }
-    Ok(())
+    Ok(clients_file)
 }
 
 /// Reads the last saved state of the run in `run_dir`.
@@ -106,6 +136,16 @@ pub fn load(run_dir: &Path) -> Result<(SavedState, Snapshot), StateError> {
     }
     if state.strategy_file.contains(['/', '\\']) {
         return Err(StateError::Bad { path, reason: "strategy_file must be a file name in state/".into() });
+    }
+    let mut state = state;
+    if !state.clients_file.is_empty() {
+        if state.clients_file.contains(['/', '\\']) {
+            return Err(StateError::Bad { path, reason: "clients_file must be a file name in state/".into() });
+        }
+        let path = dir.join(&state.clients_file);
+        let text = std::fs::read(&path).map_err(|source| StateError::Io { path: path.clone(), source })?;
+        state.clients = serde_json::from_slice(&text)
+            .map_err(|e| StateError::Bad { path: path.clone(), reason: format!("not a list of clients: {e}") })?;
     }
     let (tensors, _) = strata_core::safetensors::read(&dir.join(&state.strategy_file))?;
     let snapshot = Snapshot { tensors, meta: state.strategy_meta.clone() };
@@ -128,21 +168,40 @@ mod tests {
     fn the_last_saved_round_is_what_loads_and_old_tensor_files_go() {
         let dir = tempfile::tempdir().unwrap();
         let clients = vec![SavedClient { id: Uuid::from_u128(5), index: 2 }];
-        save(dir.path(), "run-1", 1, clients.clone(), Some("fp".into()), &snapshot(1.0)).unwrap();
-        save(dir.path(), "run-1", 2, clients.clone(), Some("fp".into()), &snapshot(2.0)).unwrap();
+        let list = ClientList::New { generation: 1, clients: clients.clone() };
+        let file = save(dir.path(), "run-1", 1, list, Some("fp".into()), &snapshot(1.0)).unwrap();
+        // Nobody joined since: the clients file is not written again.
+        let written = ClientList::Written(file.clone());
+        assert_eq!(save(dir.path(), "run-1", 2, written, Some("fp".into()), &snapshot(2.0)).unwrap(), file);
         let (state, snap) = load(dir.path()).unwrap();
-        assert_eq!((state.next_round, state.run_id.as_str(), state.clients), (2, "run-1", clients));
+        assert_eq!((state.next_round, state.run_id.as_str(), &state.clients), (2, "run-1", &clients));
         assert_eq!(snap, snapshot(2.0));
+        let more = vec![clients[0], SavedClient { id: Uuid::from_u128(6), index: 0 }];
+        save(dir.path(), "run-1", 3, ClientList::New { generation: 2, clients: more.clone() }, None, &snapshot(3.0))
+            .unwrap();
+        assert_eq!(load(dir.path()).unwrap().0.clients, more);
         let files: Vec<_> =
             std::fs::read_dir(state_dir(dir.path())).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(files.len(), 2, "state.json and one tensor file: {files:?}");
+        assert_eq!(files.len(), 3, "state.json, one clients file and one tensor file: {files:?}");
+    }
+
+    #[test]
+    fn a_state_with_its_clients_inline_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), "r", 1, ClientList::New { generation: 0, clients: vec![] }, None, &snapshot(1.0)).unwrap();
+        let path = state_dir(dir.path()).join("state.json");
+        let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        state["clients"] = serde_json::json!([{ "id": Uuid::from_u128(9), "index": 1 }]);
+        state.as_object_mut().unwrap().remove("clients_file");
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(load(dir.path()).unwrap().0.clients, vec![SavedClient { id: Uuid::from_u128(9), index: 1 }]);
     }
 
     #[test]
     fn missing_or_damaged_state_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap_err().to_string().contains("state.json"));
-        save(dir.path(), "r", 1, vec![], None, &snapshot(1.0)).unwrap();
+        save(dir.path(), "r", 1, ClientList::New { generation: 0, clients: vec![] }, None, &snapshot(1.0)).unwrap();
         std::fs::write(state_dir(dir.path()).join("state.json"), "{").unwrap();
         assert!(load(dir.path()).unwrap_err().to_string().contains("not a Strata server state"));
     }
