@@ -200,7 +200,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         options.client_id.to_string(),
         Duration::from_secs(config.liveness.heartbeat_secs.max(1)),
     )));
-    let mut local = load_local(&options, &config, index).await?;
+    let (mut local, dataset_fingerprint) = load_local(&options, &config, index).await?;
     let mut restored = false;
     if let (Some(dir), Some(id)) = (&options.state_dir, &saved)
         && id.run_id == reply.run_id
@@ -214,7 +214,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         device: format!("{:?}", local.model.device()),
         train_samples: local.data.train_len() as u64,
         test_samples: local.data.test_len() as u64,
-        dataset_fingerprint: local.dataset_fingerprint.clone(),
+        dataset_fingerprint,
         partition: config.data.split.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -321,7 +321,12 @@ async fn connect(
 }
 
 /// Loads the data, cuts this client's share and builds its model, on a blocking thread.
-async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> Result<LocalState, ClientError> {
+/// Also returns the data's fingerprint (name, size, label hash), reported to the server.
+async fn load_local(
+    options: &ClientOptions,
+    config: &RunConfig,
+    index: u32,
+) -> Result<(LocalState, String), ClientError> {
     let device = strata_torch::parse_device(&options.device)?;
     let cache = Arc::clone(&options.data_cache);
     let config = config.clone();
@@ -335,7 +340,7 @@ async fn load_local(options: &ClientOptions, config: &RunConfig, index: u32) -> 
             config.seed,
             config.model.feature_norm,
         )?;
-        local_state(&config, &dataset, &partition, index, model, threads)
+        Ok((local_state(&config, &dataset, &partition, index, model, threads)?, dataset.fingerprint()))
     })
     .await
     .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
@@ -356,5 +361,5 @@ fn local_state(
     })?;
     let data = strata_torch::ClientTensors::from_share(dataset, share, model.device())?;
     let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
-    Ok(LocalState { model, data, method, threads, dataset_fingerprint: dataset.fingerprint() })
+    Ok(LocalState { model, data, method, threads })
 }

@@ -26,8 +26,6 @@ pub struct LocalState {
     pub method: Box<dyn ClientMethod>,
     /// libtorch threads for this client's work.
     pub threads: usize,
-    /// Identity of the loaded data (name, size, label hash), reported to the server.
-    pub dataset_fingerprint: String,
 }
 
 /// What the worker asks of the local state.
