@@ -66,7 +66,7 @@ run_simulate() {
   local n=${#order[@]} t0
   echo "bench-overhead: [$n] simulate --parallel $PARALLEL" >&2
   t0=$(now)
-  RUST_LOG=info "${pin[@]}" "$strata" simulate "${settings[@]}" --parallel "$PARALLEL" --device cpu --out "$tmp/run$n.simulate" \
+  RUST_LOG=info "${pin[@]}" "$strata" simulate "${settings[@]}" --eval-clients all --eval-moment both --parallel "$PARALLEL" --device cpu --out "$tmp/run$n.simulate" \
     >"$tmp/run$n.simulate.out" 2>"$tmp/run$n.simulate.log"
   awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }' >"$tmp/run$n.wall"
   order+=("simulate")
