@@ -156,20 +156,28 @@ fn cell(text: &str) -> String {
 /// The compact table a CLI prints when a run ends: one aligned line per round, then the
 /// headline numbers.
 pub fn results_table(summary: &RunSummary, rounds: &[RoundRecord]) -> String {
-    let head = ["round", "global %", "personalized %", "trained %", "loss", "seconds"];
     let mut sorted: Vec<&RoundRecord> = rounds.iter().collect();
     sorted.sort_by_key(|r| r.round);
-    let rows: Vec<[String; 6]> = sorted
+    // The trained model's accuracy is a column only when the run measured it (`[evaluation]`).
+    let trained = sorted.iter().any(|r| r.personalized_accuracy_trained.is_some());
+    let mut head = vec!["round", "global %", "personalized %", "trained %", "loss", "seconds"];
+    let keep = |cells: Vec<String>| -> Vec<String> {
+        cells.into_iter().enumerate().filter(|(i, _)| trained || *i != 3).map(|(_, c)| c).collect()
+    };
+    if !trained {
+        head.remove(3);
+    }
+    let rows: Vec<Vec<String>> = sorted
         .iter()
         .map(|r| {
-            [
+            keep(vec![
                 r.round.to_string(),
                 pct(r.global_accuracy),
                 pct(r.personalized_accuracy),
                 pct(r.personalized_accuracy_trained),
                 num(r.train_loss, 4),
                 format!("{:.1}", r.seconds),
-            ]
+            ])
         })
         .collect();
     let widths: Vec<usize> = (0..head.len())
@@ -193,12 +201,10 @@ pub fn results_table(summary: &RunSummary, rounds: &[RoundRecord]) -> String {
 /// One line with the numbers a person remembers from the run.
 fn headline_line(s: &RunSummary) -> String {
     let f = &s.final_eval;
-    let mut line = format!(
-        "final: personalized {}% (after training {}%), global {}%",
-        pct(f.personalized_accuracy),
-        pct(f.personalized_accuracy_trained),
-        pct(f.global_accuracy)
-    );
+    let trained =
+        f.personalized_accuracy_trained.map_or_else(String::new, |a| format!(" (after training {}%)", pct(Some(a))));
+    let mut line =
+        format!("final: personalized {}%{trained}, global {}%", pct(f.personalized_accuracy), pct(f.global_accuracy));
     if let Some(spread) = f.personalized_spread {
         let _ = write!(
             line,
@@ -260,5 +266,15 @@ mod tests {
         assert_eq!(lines[1].len(), lines[3].len(), "{table}");
         assert!(lines[4].starts_with("final: personalized 70.00% (after training 65.00%), global 55.00%"), "{table}");
         assert!(lines[4].contains("2/2 rounds aggregated"), "{table}");
+    }
+
+    #[test]
+    fn a_run_that_never_measured_the_trained_model_has_no_column_for_it() {
+        let (mut s, mut rounds, _) = run();
+        rounds.iter_mut().for_each(|r| r.personalized_accuracy_trained = None);
+        s.final_eval.personalized_accuracy_trained = None;
+        let table = results_table(&s, &rounds);
+        assert!(!table.contains("trained %") && table.lines().next().is_some_and(|h| h.contains("loss")), "{table}");
+        assert!(table.contains("final: personalized 70.00%, global 55.00%"), "{table}");
     }
 }
