@@ -384,7 +384,19 @@ async fn serve(
         for (index, id, task) in tasks {
             let channel = channels[next_channel % channels.len()].clone();
             next_channel += 1;
-            running.spawn(run_task(Arc::clone(shared), channel, index, id, task));
+            let (shared, again) = (Arc::clone(shared), rejoin_request(host, index, id));
+            running.spawn(async move {
+                let mut rpc = channel.clone();
+                let result = run_task(shared, channel, index, id, task).await;
+                if result.is_err() {
+                    // The server stops picking a client that missed a deadline until it is heard
+                    // from again: the host says this one is still here.
+                    if let Err(status) = rpc.join(again).await {
+                        warn!(client = index, "cannot rejoin after a failed task: {}", status.message());
+                    }
+                }
+                result
+            });
         }
         if reply.finished {
             break;
@@ -394,6 +406,16 @@ async fn serve(
         tally(finished, &mut done, &mut failed);
     }
     Ok((done, failed))
+}
+
+/// The join that says a virtual client is still served by this host (joins are idempotent).
+fn rejoin_request(host: Uuid, index: u32, id: Uuid) -> pb::JoinRequest {
+    pb::JoinRequest {
+        client_id: id.to_string(),
+        capabilities: None,
+        requested_index: Some(index),
+        host_id: host.to_string(),
+    }
 }
 
 fn tally(finished: Result<Result<(), ClientError>, tokio::task::JoinError>, done: &mut u64, failed: &mut u64) {

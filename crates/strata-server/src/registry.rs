@@ -98,9 +98,10 @@ pub struct HostPoll {
 
 impl ClientEntry {
     /// Whether the client may be picked: heard from within `patience`, and not silent since
-    /// a missed deadline (a hosted client's host answering proves it alive).
+    /// a missed deadline (a hosted client comes back when its host joins it again, so a host
+    /// that polls but does not work costs each of its clients one deadline, not one a round).
     fn is_available(&self, patience: Duration) -> bool {
-        (!self.missed_deadline || self.polls_waiting > 0 || self.host.is_some()) && self.seen().elapsed() <= patience
+        (!self.missed_deadline || self.polls_waiting > 0) && self.seen().elapsed() <= patience
     }
 
     /// When the client was last heard from, itself or through its host.
@@ -402,8 +403,6 @@ impl Registry {
 
     /// Clients that may be picked: those that did not miss the last deadline without polling
     /// since, and were heard from within `patience` (a poll, a heartbeat, a result).
-    /// A hosted client that missed a deadline stays available while its host polls: the host
-    /// answering proves it alive, and it is materialized afresh for its next task.
     pub fn available(&self, patience: std::time::Duration) -> Vec<ClientInfo> {
         self.snapshot(|e| e.is_available(patience))
     }
@@ -660,9 +659,13 @@ mod tests {
         assert_eq!(rest.tasks.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![b, a]);
         assert!(registry.poll_host(&host, wait, 10).await.unwrap().tasks.is_empty(), "each post is served once");
 
-        // Hosted clients that never poll themselves stay available while their host polls,
-        // even after a missed deadline.
+        // Hosted clients that never poll themselves stay available while their host polls; one
+        // that missed a deadline comes back when its host joins it again.
         registry.mark_missed(&a);
+        assert_eq!(registry.available(Duration::from_secs(60)).len(), 2);
+        registry.poll_host(&host, Duration::ZERO, 10).await.unwrap();
+        assert_eq!(registry.available(Duration::from_secs(60)).len(), 2, "a poll alone does not bring it back");
+        assert_eq!(registry.join(a, Some(0), Some(host)), Ok(0));
         assert_eq!(registry.available(Duration::from_secs(60)).len(), 3);
         std::thread::sleep(Duration::from_millis(30));
         registry.poll_host(&host, Duration::ZERO, 10).await.unwrap();
