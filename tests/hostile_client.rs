@@ -27,10 +27,21 @@ async fn malformed_results_are_refused_and_the_run_goes_on() {
     let cache = Arc::new(strata_client::DataCache::default());
     let good: Vec<_> = (0..2).map(|i| spawn_client(&server.url, i, &cache)).collect();
 
+    // It says what a client says once its data is loaded: its sample counts.
+    rogue.capabilities = Some(pb::ClientCapabilities { train_samples: 100, test_samples: 30, ..Default::default() });
     let task = rogue.wait_for(pb::TaskKind::Train).await;
     assert_eq!(task.round, 0);
     let params = rogue.download(&task.task_id).await;
     let header = pb::ResultHeader { num_samples: 100, ..rogue.header(&task) };
+
+    // Metrics out of their range never reach the records (an accuracy of 500 %, a test count
+    // that would outweigh every honest client, a negative loss).
+    for (name, value) in [("accuracy", 5.0), ("test_samples", 1.8e19), ("train_loss", -1.0)] {
+        let bad = pb::ResultHeader { metrics: vec![strata_proto::scalar::metric(name, value)], ..header.clone() };
+        let status = push(&mut rogue, bad, params.clone()).await.expect_err(name);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains(&format!("metric `{name}`")), "{}", status.message());
+    }
 
     let wrong_shape = edit_tensors(&params, |t| {
         let head = t.iter_mut().find(|x| x.name == "head.weight").expect("head");
@@ -83,6 +94,11 @@ async fn malformed_results_are_refused_and_the_run_goes_on() {
     let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
     assert_eq!((rounds[1].picked, rounds[1].reported), (3, 2), "round 1 went on without the silent client");
     assert!(rounds[1].aggregated);
+    for r in &rounds {
+        for a in [r.global_accuracy, r.personalized_accuracy].into_iter().flatten() {
+            assert!((0.0..=1.0).contains(&a), "round {}: accuracy {a}", r.round);
+        }
+    }
 }
 
 /// Pushes CCVR statistics (an empty tensor set, the given stats header and payload).

@@ -38,6 +38,7 @@ impl Task {
             upload: &self.upload,
             training: self.training,
             train_samples: self.train_samples,
+            test_samples: None,
             mask_bits: self.mask_bits,
             feature_stats: self.feature_stats,
             limits: AssemblyLimits { max_total_bytes: MAX_BYTES },

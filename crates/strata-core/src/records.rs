@@ -121,10 +121,11 @@ pub struct CalibrationRecord {
 
 /// Sample-weighted mean of (value, weight) pairs; `None` when there is no weight.
 pub fn weighted_mean(pairs: impl IntoIterator<Item = (f64, u64)>) -> Option<f64> {
-    let (mut sum, mut weight) = (0.0, 0u64);
+    // Weights add up in u128: a count a client made up cannot wrap the total around.
+    let (mut sum, mut weight) = (0.0, 0u128);
     for (value, w) in pairs {
         sum += value * w as f64;
-        weight += w;
+        weight += u128::from(w);
     }
     (weight > 0).then(|| sum / weight as f64)
 }
@@ -194,5 +195,12 @@ mod tests {
         let r = row(3, 0.5, 8);
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ClientRoundRecord>(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn weights_made_up_by_a_client_do_not_wrap_around() {
+        let mean = weighted_mean([(0.5, u64::MAX), (1.0, u64::MAX), (0.0, 10)]).unwrap();
+        assert!((mean - 0.75).abs() < 1e-9, "{mean}");
+        assert_eq!(weighted_mean([(0.3, 0)]), None);
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use strata_core::ccvr::ClassStats;
 use strata_core::mask::BitMask;
+use strata_core::records::metric;
 use strata_core::tensor::{TensorSet, TensorSpec};
 
 use crate::assemble::{Assembler, AssemblyLimits, spec_from_wire};
@@ -67,6 +68,8 @@ pub struct Expected<'a> {
     pub training: bool,
     /// The training samples the client reported about itself, if it did (0: not reported).
     pub train_samples: Option<u64>,
+    /// The test samples the client reported about itself, if it did (0: not reported).
+    pub test_samples: Option<u64>,
     /// The length of the mask the result must carry, if the task asks for one.
     pub mask_bits: Option<usize>,
     /// What the feature statistics must fit, if the task asks for them (`max_samples` is
@@ -108,9 +111,7 @@ impl ResultReceiver {
         if expected.training {
             num_samples(header.num_samples, expected.train_samples)?;
         }
-        if let Some(m) = header.metrics.iter().find(|m| !m.value.is_finite()) {
-            return Err(Refusal::invalid(format!("metric `{}` is not finite ({})", m.name, m.value)));
-        }
+        metrics(&header.metrics, &expected)?;
         let mask = match (expected.mask_bits, header.mask.as_ref()) {
             (Some(bits), Some(spec)) if spec.num_bits == bits as u64 => Some(MaskAssembler::new(bits)),
             (Some(bits), Some(spec)) => {
@@ -244,6 +245,49 @@ pub fn num_samples(declared: u64, known_train_samples: Option<u64>) -> Result<()
     Ok(())
 }
 
+/// Checks the metrics a result reports against what they can be, before any is recorded:
+/// finite; accuracies in [0, 1]; losses and seconds not negative; sample counts whole and at
+/// most what the client reported about itself. Unknown names are let through (and unused).
+pub fn metrics(metrics: &[pb::Metric], expected: &Expected<'_>) -> Result<(), Refusal> {
+    for m in metrics {
+        let (name, v) = (shown(&m.name), m.value);
+        let refuse = |why: String| Err(Refusal::invalid(format!("metric `{name}` is {v}: {why}")));
+        if !v.is_finite() {
+            return Err(Refusal::invalid(format!("metric `{name}` is not finite ({v})")));
+        }
+        let reported = match m.name.as_str() {
+            metric::TRAIN_SAMPLES => expected.train_samples,
+            metric::TEST_SAMPLES => expected.test_samples,
+            _ => None,
+        };
+        match m.name.as_str() {
+            metric::ACCURACY | metric::ACCURACY_TRAINED | metric::GLOBAL_ACCURACY if !(0.0..=1.0).contains(&v) => {
+                return refuse("an accuracy is in [0, 1]".into());
+            }
+            metric::TRAIN_LOSS | metric::TRAIN_SECONDS if v < 0.0 => return refuse("it cannot be negative".into()),
+            metric::TRAIN_SAMPLES | metric::TEST_SAMPLES if v < 0.0 || v.fract() != 0.0 => {
+                return refuse("a sample count is a whole number".into());
+            }
+            metric::TRAIN_SAMPLES | metric::TEST_SAMPLES => {
+                if let Some(known) = reported.filter(|&k| k > 0 && v > k as f64) {
+                    return refuse(format!("this client reported {known} when it joined"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A client-sent name as a message shows it: escaped, and cut to 100 characters.
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().take(100).flat_map(char::escape_debug).collect();
+    if text.chars().nth(100).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Checks that every value of an assembled set is finite.
 pub fn finite(parameters: &TensorSet) -> Result<(), Refusal> {
     for t in parameters.tensors() {
@@ -320,6 +364,7 @@ mod tests {
             upload,
             training: true,
             train_samples: Some(7),
+            test_samples: Some(3),
             mask_bits: None,
             feature_stats: None,
             limits: AssemblyLimits::default(),
@@ -397,5 +442,30 @@ mod tests {
         assert!(refused(&header(&set), &parts[..parts.len() - 1], expected(&specs)).contains("incomplete"));
         let short = pb::ResultHeader { total_bytes: 4, ..header(&set) };
         assert!(refused(&short, &parts, expected(&specs)).contains("declares 4 bytes"));
+    }
+
+    #[test]
+    fn metrics_out_of_their_range_are_refused_by_name() {
+        let specs = model().specs();
+        let check = |name: &str, value: f64| metrics(&[scalar::metric(name, value)], &expected(&specs));
+        assert!(
+            check("accuracy", 0.75).is_ok() && check("train_samples", 7.0).is_ok() && check("custom", -1e9).is_ok()
+        );
+        for (name, value, why) in [
+            ("accuracy", 1.5, "[0, 1]"),
+            ("global_accuracy", -0.1, "[0, 1]"),
+            ("train_loss", -2.0, "negative"),
+            ("accuracy_trained", f64::NAN, "not finite"),
+            ("test_samples", 2.5, "whole number"),
+            ("test_samples", 1.8e19, "reported 3"),
+            ("train_samples", 8.0, "reported 7"),
+        ] {
+            let refusal = check(name, value).expect_err(name);
+            let status = tonic::Status::from(refusal);
+            assert!(status.message().contains(name) && status.message().contains(why), "{}", status.message());
+        }
+        let long = "m".repeat(100_000);
+        let status = tonic::Status::from(check(&format!("{long}\n"), f64::INFINITY).unwrap_err());
+        assert!(status.message().len() < 200, "a client's name is cut: {} bytes", status.message().len());
     }
 }

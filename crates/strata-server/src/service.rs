@@ -120,6 +120,7 @@ impl FederationService {
             upload: &task.expected_upload,
             training: task.kind == TaskKind::Train,
             train_samples: self.registry.capabilities(&client).map(|c| c.train_samples),
+            test_samples: self.registry.capabilities(&client).map(|c| c.test_samples),
             mask_bits: task.mask_bits,
             feature_stats: task.feature_stats,
             limits: self.limits,
