@@ -115,7 +115,7 @@ async fn push_stats(
 }
 
 /// During CCVR's statistics phase a rogue sends statistics of the wrong dimension, with a NaN,
-/// or cut short: each is refused with InvalidArgument naming the problem,
+/// cut short, or with a negative variance: each is refused with InvalidArgument naming the problem,
 /// and the classifier is calibrated from the two honest clients alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_feature_statistics_are_refused_and_calibration_uses_the_good_ones() {
@@ -153,6 +153,14 @@ async fn bad_feature_statistics_are_refused_and_calibration_uses_the_good_ones()
 
     let status = refused(push_stats(&mut rogue, header.clone(), spec(200, vec![5]), &good_payload[..400]).await);
     assert!(status.message().contains("end after"), "{}", status.message());
+
+    // A variance of −1e18 once made the pooled covariance impossible to factorize, and the
+    // panic cancelled calibration for everyone: now that client's statistics are refused.
+    let mut negative = good_payload.clone();
+    negative[4 * dim..4 * (dim + 1)].copy_from_slice(&(-1e18f32).to_le_bytes());
+    let status = refused(push_stats(&mut rogue, header.clone(), spec(200, vec![5]), &negative).await);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("variance of feature 0 is negative"), "{}", status.message());
 
     let outcome = server.handle.await.expect("server task").expect("run completes");
     for c in good {

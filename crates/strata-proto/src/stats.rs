@@ -126,10 +126,34 @@ impl StatsAssembler {
                 return Err(format!("class {class}: a {what} value is not finite ({})", all[i]));
             }
             let (mean, cov_upper) = all.split_at(self.dim);
+            covariance(class, cov_upper, self.dim)?;
             out.push(ClassStats { class, count, mean: mean.to_vec(), cov_upper: cov_upper.to_vec() });
         }
         Ok(out)
     }
+}
+
+/// Checks that an upper triangle (row-major) can be a covariance: no negative variance, and no
+/// covariance above what its two variances allow (Cauchy–Schwarz, with room for f32
+/// rounding). A made-up one could keep the pooled covariance from being factorized at all.
+fn covariance(class: u32, upper: &[f64], dim: usize) -> Result<(), String> {
+    let row = |i: usize| i * dim - i * i.saturating_sub(1) / 2;
+    let var = |i: usize| upper[row(i)];
+    for i in 0..dim {
+        if var(i) < 0.0 {
+            return Err(format!("class {class}: the variance of feature {i} is negative ({})", var(i)));
+        }
+        for j in i + 1..dim {
+            let c = upper[row(i) + j - i];
+            let bound = (var(i) * var(j)).sqrt();
+            if c.abs() > bound * (1.0 + 1e-3) + 1e-12 {
+                return Err(format!(
+                    "class {class}: the covariance of features {i} and {j} ({c}) exceeds what their variances allow ({bound})"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -145,7 +169,8 @@ mod tests {
                 class,
                 count,
                 mean: (0..dim).map(|i| f64::from(class) + i as f64 * 0.5).collect(),
-                cov_upper: (0..upper_len(dim)).map(|i| i as f64 * 0.25).collect(),
+                // A covariance some data could give: variances 1, 2, 3 and smaller covariances.
+                cov_upper: vec![1.0, 0.25, 0.5, 2.0, 0.75, 3.0 + f64::from(class)],
             })
             .collect()
     }
@@ -185,5 +210,18 @@ mod tests {
         let mut long = bytes.clone();
         long.extend_from_slice(&[0; 4]);
         assert!(refused(spec, &long).contains("runs past"));
+    }
+
+    #[test]
+    fn a_covariance_that_no_data_could_give_is_refused() {
+        // 2×2: (0,0), (0,1), (1,1).
+        assert!(covariance(1, &[4.0, 2.0, 1.0], 2).is_ok());
+        assert!(covariance(1, &[0.0, 0.0, 0.0], 2).is_ok(), "one sample: all zero");
+        assert!(covariance(1, &[-1e18, 0.0, 1.0], 2).unwrap_err().contains("variance of feature 0 is negative"));
+        assert!(covariance(1, &[4.0, 3.0, 1.0], 2).unwrap_err().contains("features 0 and 1"));
+        // 3×3: (0,0), (0,1), (0,2), (1,1), (1,2), (2,2).
+        assert!(covariance(2, &[1.0, 0.5, 0.2, 1.0, 0.3, 1.0], 3).is_ok());
+        assert!(covariance(2, &[1.0, 0.5, 0.2, 1.0, 0.3, -0.5], 3).unwrap_err().contains("feature 2"));
+        assert!(covariance(2, &[1.0, 0.5, 0.2, 1.0, 9.0, 1.0], 3).unwrap_err().contains("features 1 and 2"));
     }
 }
