@@ -71,3 +71,34 @@ async fn min_results_closes_a_round_once_enough_clients_reported() {
     assert!(rounds.iter().any(|r| r.picked == 3 && r.reported == 2), "closed on two results of three: {rounds:?}");
     assert!(rounds.iter().filter(|r| r.round < 3).all(|r| r.aggregated && r.reported == 2), "{rounds:?}");
 }
+
+/// A round with nobody available to train waits for a client instead of running empty and
+/// counting: the run's one client misses round 0's deadline, stays away, and comes back; round
+/// 1 is then its round, not an empty one that already went by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_with_nobody_available_waits_instead_of_counting() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(1, 2);
+    config.round_timeout_secs = 2;
+    config.liveness = LivenessConfig { heartbeat_secs: 1, offline_after_secs: 2, ..LivenessConfig::default() };
+    let server = start_server(config, out.path()).await;
+    let mut client = strata_tests::RawClient::join(&server.url, 0).await;
+    let round0 = client.wait_for(pb::TaskKind::Train).await;
+    assert_eq!(round0.round, 0);
+    // Silent past round 0's deadline and past the point it counts as offline.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    let back = tokio::time::timeout(Duration::from_secs(20), client.wait_for(pb::TaskKind::Train)).await;
+    let round1 = back.expect("round 1 waited for the client instead of running without it");
+    assert_eq!(round1.round, 1);
+    let params = client.download(&round1.task_id).await;
+    let header = pb::ResultHeader { num_samples: 10, ..client.header(&round1) };
+    client.push(strata_tests::result_parts(header, params)).await.expect("round 1's result is accepted");
+    tokio::time::timeout(Duration::from_secs(20), client.wait_for(pb::TaskKind::Finish)).await.expect("finish");
+
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    assert_eq!(outcome.summary.rounds_completed, 1, "round 1 aggregated; round 0 had no result");
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    let training: Vec<(u32, u32)> = rounds.iter().filter(|r| r.round < 2).map(|r| (r.picked, r.reported)).collect();
+    assert_eq!(training, vec![(1, 0), (1, 1)], "no training round ran with nobody");
+}

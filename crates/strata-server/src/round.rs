@@ -98,7 +98,7 @@ impl RoundLoop {
 
     async fn round(&mut self, round: u64, evaluation_only: bool) {
         let started = Instant::now();
-        let picked = if evaluation_only { Vec::new() } else { self.pick(round) };
+        let picked = if evaluation_only { Vec::new() } else { self.cohort(round).await };
         let (others, evaluating) = self.evaluators(round, &picked, evaluation_only);
         let train = self.strategy.configure_train(round, &picked);
         let evaluate = self.strategy.configure_evaluate(round, &others);
@@ -181,6 +181,23 @@ impl RoundLoop {
             self.registry.mark_missed(id);
         }
         reports
+    }
+
+    /// The round's cohort, waiting while nobody is available: a round that nobody could
+    /// train in is not run and not counted (the run can still be stopped meanwhile).
+    async fn cohort(&mut self, round: u64) -> Vec<ClientInfo> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let picked = self.pick(round);
+            if !picked.is_empty() {
+                return picked;
+            }
+            if waited.as_secs().is_multiple_of(30) && waited.subsec_millis() == 0 {
+                warn!(round, waited_secs = waited.as_secs(), "no client is available to train; waiting");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            waited += Duration::from_millis(500);
+        }
     }
 
     /// Picks the cohort, `ceil(fraction * n)` of the `n` joined clients, drawn among those
