@@ -76,6 +76,28 @@ async fn malformed_results_are_refused_and_the_run_goes_on() {
     let status = push(&mut rogue, wrong_run, params.clone()).await.expect_err("wrong run");
     assert_eq!(status.code(), Code::FailedPrecondition);
 
+    // What a client sends comes back cut and escaped, not whole (a megabyte once came back as
+    // a megabyte of status, and of log line, per call).
+    let long = format!("{}\nforged log line", "t".repeat(1 << 20));
+    for (what, edited) in [
+        ("task id", pb::ResultHeader { task_id: long.clone(), ..header.clone() }),
+        ("run id", pb::ResultHeader { run_id: long.clone(), ..header.clone() }),
+        ("client id", pb::ResultHeader { client_id: long.clone(), ..header.clone() }),
+    ] {
+        let status = push(&mut rogue, edited, params.clone()).await.expect_err(what);
+        assert!(
+            status.message().len() < 1000 && !status.message().contains('\n'),
+            "{what}: {} bytes",
+            status.message().len()
+        );
+    }
+    let mut odd_dtype = result_parts(header.clone(), params.clone());
+    if let Some(pb::result_part::Part::Header(h)) = &mut odd_dtype[0].part {
+        h.tensors[0].dtype = 99;
+    }
+    let status = rogue.push(odd_dtype).await.expect_err("dtype 99");
+    assert!(status.message().contains("99 (not a dtype)"), "{}", status.message());
+
     let stranger = pb::ResultHeader { client_id: uuid::Uuid::new_v4().to_string(), ..header.clone() };
     let status = push(&mut rogue, stranger, params.clone()).await.expect_err("unknown client");
     assert_eq!(status.code(), Code::PermissionDenied);

@@ -54,9 +54,11 @@ impl Default for AssemblyLimits {
 
 /// Converts a wire spec to a domain spec, refusing dtypes other than f32.
 pub fn spec_from_wire(spec: &pb::TensorSpec) -> Result<TensorSpec, WireError> {
-    let dtype = pb::Dtype::try_from(spec.dtype).unwrap_or(pb::Dtype::Unspecified);
-    if dtype != pb::Dtype::F32 {
-        return Err(WireError::UnsupportedDtype { name: spec.name.clone(), dtype: dtype.as_str_name().to_string() });
+    let dtype = pb::Dtype::try_from(spec.dtype);
+    if dtype != Ok(pb::Dtype::F32) {
+        // A number the protocol does not know is named as the number it is.
+        let dtype = dtype.map_or_else(|_| format!("{} (not a dtype)", spec.dtype), |d| d.as_str_name().to_string());
+        return Err(WireError::UnsupportedDtype { name: crate::text::shown(&spec.name), dtype });
     }
     let mut numel: u64 = 1;
     for &d in &spec.shape {

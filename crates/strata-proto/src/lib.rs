@@ -10,6 +10,7 @@
 //! - [`stats`]: CCVR's per-class feature statistics in slices, checked on arrival.
 //! - [`receive`]: one result stream checked against its task, header first, part by part.
 //! - [`scalar`]: method settings and metrics as named scalars.
+//! - [`text`]: client-sent text cut and escaped for messages and logs.
 
 pub mod assemble;
 pub mod chunk;
@@ -17,6 +18,7 @@ pub mod mask;
 pub mod receive;
 pub mod scalar;
 pub mod stats;
+pub mod text;
 
 /// Generated protocol types and tonic client/server stubs.
 #[allow(clippy::all, missing_docs)]

@@ -39,14 +39,19 @@ pub enum RefusalCode {
 }
 
 impl Refusal {
+    /// A refusal of what the result says; the message is cut to [`MAX_MESSAGE_CHARS`] (it
+    /// may quote what the client sent).
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { code: RefusalCode::InvalidArgument, message: message.into() }
+        Self { code: RefusalCode::InvalidArgument, message: crate::text::clip(&message.into(), MAX_MESSAGE_CHARS) }
     }
 
     pub fn precondition(message: impl Into<String>) -> Self {
-        Self { code: RefusalCode::FailedPrecondition, message: message.into() }
+        Self { code: RefusalCode::FailedPrecondition, message: crate::text::clip(&message.into(), MAX_MESSAGE_CHARS) }
     }
 }
+
+/// The longest refusal message: room for two quoted names and the reason.
+pub const MAX_MESSAGE_CHARS: usize = 500;
 
 impl From<Refusal> for tonic::Status {
     fn from(r: Refusal) -> Self {
@@ -195,11 +200,13 @@ pub fn header_specs(expected: &[TensorSpec], declared: &[TensorSpec]) -> Result<
                 return Err(match expected.iter().position(|x| x.name == spec.name) {
                     Some(_) => Refusal::invalid(format!(
                         "tensor `{}` is at position {i}, but the server expects `{}` there (tensors must follow the model's order)",
-                        spec.name, e.name
+                        crate::text::shown(&spec.name),
+                        e.name
                     )),
                     None => Refusal::invalid(format!(
                         "tensor `{}` is not part of this task's upload (expected `{}`)",
-                        spec.name, e.name
+                        crate::text::shown(&spec.name),
+                        e.name
                     )),
                 });
             }
@@ -213,7 +220,7 @@ pub fn header_specs(expected: &[TensorSpec], declared: &[TensorSpec]) -> Result<
             None => {
                 return Err(Refusal::invalid(format!(
                     "tensor `{}` is one more than the {} tensors this task uploads",
-                    spec.name,
+                    crate::text::shown(&spec.name),
                     expected.len()
                 )));
             }
@@ -239,7 +246,7 @@ pub fn num_samples(declared: u64, known_train_samples: Option<u64>) -> Result<()
         && declared != known
     {
         return Err(Refusal::invalid(format!(
-            "num_samples is {declared}, but this client reported {known} training samples when it joined"
+            "num_samples is {declared}, but this client reported {known} training samples about itself"
         )));
     }
     Ok(())
@@ -250,7 +257,7 @@ pub fn num_samples(declared: u64, known_train_samples: Option<u64>) -> Result<()
 /// most what the client reported about itself. Unknown names are let through (and unused).
 pub fn metrics(metrics: &[pb::Metric], expected: &Expected<'_>) -> Result<(), Refusal> {
     for m in metrics {
-        let (name, v) = (shown(&m.name), m.value);
+        let (name, v) = (crate::text::shown(&m.name), m.value);
         let refuse = |why: String| Err(Refusal::invalid(format!("metric `{name}` is {v}: {why}")));
         if !v.is_finite() {
             return Err(Refusal::invalid(format!("metric `{name}` is not finite ({v})")));
@@ -270,22 +277,13 @@ pub fn metrics(metrics: &[pb::Metric], expected: &Expected<'_>) -> Result<(), Re
             }
             metric::TRAIN_SAMPLES | metric::TEST_SAMPLES => {
                 if let Some(known) = reported.filter(|&k| k > 0 && v > k as f64) {
-                    return refuse(format!("this client reported {known} when it joined"));
+                    return refuse(format!("this client reported {known} about itself"));
                 }
             }
             _ => {}
         }
     }
     Ok(())
-}
-
-/// A client-sent name as a message shows it: escaped, and cut to 100 characters.
-fn shown(text: &str) -> String {
-    let mut out: String = text.chars().take(100).flat_map(char::escape_debug).collect();
-    if text.chars().nth(100).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 /// Checks that every value of an assembled set is finite.
@@ -466,6 +464,7 @@ mod tests {
         }
         let long = "m".repeat(100_000);
         let status = tonic::Status::from(check(&format!("{long}\n"), f64::INFINITY).unwrap_err());
+        assert!(!status.message().contains('\n'));
         assert!(status.message().len() < 200, "a client's name is cut: {} bytes", status.message().len());
     }
 }

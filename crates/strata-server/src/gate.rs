@@ -70,7 +70,8 @@ impl RoundGate {
         })?;
         if task.task_id != task_id {
             return Err(Refusal::precondition(format!(
-                "result is for task `{task_id}`, but this client's task in round {round} is `{}`",
+                "result is for task `{}`, but this client's task in round {round} is `{}`",
+                strata_proto::text::shown(task_id),
                 task.task_id
             )));
         }

@@ -10,6 +10,7 @@ use prost::Message;
 use strata_core::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::receive::{Expected, ResultReceiver};
+use strata_proto::text::shown;
 use strata_proto::{TensorSlices, pb, scalar, tensor_specs};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -66,7 +67,7 @@ const MAX_DOWNLOADS_PER_CLIENT: u32 = 2;
 const MAX_TASKS_PER_HOST_POLL: usize = 1000;
 
 fn parse_client_id(id: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(id).map_err(|e| Status::invalid_argument(format!("client_id `{id}` is not a UUID: {e}")))
+    Uuid::parse_str(id).map_err(|e| Status::invalid_argument(format!("client_id `{}` is not a UUID: {e}", shown(id))))
 }
 
 impl From<JoinError> for Status {
@@ -85,7 +86,8 @@ impl FederationService {
     fn check_run(&self, run_id: &str) -> Result<(), Status> {
         if run_id != self.run_id {
             return Err(Status::failed_precondition(format!(
-                "message is for run `{run_id}`, but this server runs `{}`: rejoin",
+                "message is for run `{}`, but this server runs `{}`: rejoin",
+                shown(run_id),
                 self.run_id
             )));
         }
@@ -162,7 +164,7 @@ impl pb::federation_server::Federation for FederationService {
             "" => None,
             h => Some(
                 Uuid::parse_str(h)
-                    .map_err(|e| Status::invalid_argument(format!("host_id `{h}` is not a UUID: {e}")))?,
+                    .map_err(|e| Status::invalid_argument(format!("host_id `{}` is not a UUID: {e}", shown(h))))?,
             ),
         };
         if let Some(c) = &req.capabilities {
@@ -227,7 +229,7 @@ impl pb::federation_server::Federation for FederationService {
         let req = request.into_inner();
         self.check_run(&req.run_id)?;
         let host = Uuid::parse_str(&req.host_id)
-            .map_err(|e| Status::invalid_argument(format!("host_id `{}` is not a UUID: {e}", req.host_id)))?;
+            .map_err(|e| Status::invalid_argument(format!("host_id `{}` is not a UUID: {e}", shown(&req.host_id))))?;
         let wait = Duration::from_millis(req.wait_ms.into()).min(self.max_poll_wait);
         let max = (req.max_tasks as usize).clamp(1, MAX_TASKS_PER_HOST_POLL);
         let poll =
@@ -252,12 +254,11 @@ impl pb::federation_server::Federation for FederationService {
         self.check_run(&req.run_id)?;
         let id = self.known_client(&req.client_id)?;
         let task = self.registry.current(&id).filter(|a| a.task_id == req.task_id).ok_or_else(|| {
-            Status::failed_precondition(format!("task `{}` is not this client's current task", req.task_id))
+            Status::failed_precondition(format!("task `{}` is not this client's current task", shown(&req.task_id)))
         })?;
-        let parameters = task
-            .parameters
-            .clone()
-            .ok_or_else(|| Status::failed_precondition(format!("task `{}` carries no parameters", req.task_id)))?;
+        let parameters = task.parameters.clone().ok_or_else(|| {
+            Status::failed_precondition(format!("task `{}` carries no parameters", shown(&req.task_id)))
+        })?;
         // A client needs one download per task; a few at once leave room for a retry.
         let stream_slot = self.registry.begin_download(&id, MAX_DOWNLOADS_PER_CLIENT).ok_or_else(|| {
             Status::resource_exhausted(format!(
