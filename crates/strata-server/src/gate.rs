@@ -75,8 +75,18 @@ impl RoundGate {
                 task.task_id
             )));
         }
-        if open.received.contains(&client) || !open.in_flight.insert(client) {
+        if open.received.contains(&client) {
             return Err(duplicate(round));
+        }
+        if !open.in_flight.insert(client) {
+            // Not sent yet: one is on its way, and a second stream would be a second copy.
+            return Err(Refusal {
+                code: RefusalCode::AlreadyExists,
+                message: format!(
+                    "this client's result for round {round} is already being received; \
+                     it can be sent again if that upload fails or is cancelled"
+                ),
+            });
         }
         Ok(Arc::clone(task))
     }
@@ -137,9 +147,13 @@ mod tests {
         assert_eq!(gate.admit(Uuid::from_u128(8), 3, "r3-train-c0").unwrap_err().code, RefusalCode::PermissionDenied);
         assert_eq!(gate.admit(client, 3, "r2-train-c0").unwrap_err().code, RefusalCode::FailedPrecondition);
         gate.admit(client, 3, "r3-train-c0").unwrap();
-        assert_eq!(gate.admit(client, 3, "r3-train-c0").unwrap_err().code, RefusalCode::AlreadyExists);
+        let in_flight = gate.admit(client, 3, "r3-train-c0").unwrap_err();
+        assert_eq!(in_flight.code, RefusalCode::AlreadyExists);
+        assert!(in_flight.message.contains("already being received"), "{}", in_flight.message);
         gate.accept(client, 3).unwrap();
-        assert_eq!(gate.admit(client, 3, "r3-train-c0").unwrap_err().code, RefusalCode::AlreadyExists);
+        let sent = gate.admit(client, 3, "r3-train-c0").unwrap_err();
+        assert_eq!(sent.code, RefusalCode::AlreadyExists);
+        assert!(sent.message.contains("already sent"), "{}", sent.message);
     }
 
     #[test]
