@@ -102,3 +102,40 @@ async fn a_round_with_nobody_available_waits_instead_of_counting() {
     let training: Vec<(u32, u32)> = rounds.iter().filter(|r| r.round < 2).map(|r| (r.picked, r.reported)).collect();
     assert_eq!(training, vec![(1, 0), (1, 1)], "no training round ran with nobody");
 }
+
+/// A client that joins and then never polls or heartbeats holds its slot only until it counts
+/// as offline: an honest client told the federation is full retries, takes the slot, and the
+/// run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_squatted_by_a_silent_join_goes_to_a_client_that_works() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(2, 2);
+    config.liveness = LivenessConfig { heartbeat_secs: 1, offline_after_secs: 2, ..LivenessConfig::default() };
+    let server = start_server(config, out.path()).await;
+    let _squatter = strata_tests::RawClient::join(&server.url, 0).await;
+    // Silent past `offline_after` since it joined.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let honest: Vec<_> = (0..2)
+        .map(|i| {
+            let mut options = strata_tests::client_options(&server.url, i, &cache);
+            options.requested_index = None;
+            tokio::spawn(strata_client::run(options, std::future::pending()))
+        })
+        .collect();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), server.handle)
+        .await
+        .expect("the run got its two working clients")
+        .expect("server task")
+        .expect("run completes");
+    assert_eq!(outcome.ending, strata_server::Ending::Completed);
+    for client in honest {
+        let done = client.await.expect("client task");
+        assert!(done.is_ok(), "an honest client failed: {done:?}");
+    }
+    // The run may start with the squatter and one honest client joined; by the last round the
+    // two honest clients train and report.
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    let last_training = rounds.iter().rfind(|r| r.round < 2).expect("round 1");
+    assert_eq!((last_training.picked, last_training.reported, last_training.aggregated), (2, 2, true));
+}

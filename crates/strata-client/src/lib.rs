@@ -164,18 +164,22 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         host_id: String::new(),
     };
     // A join lost to a transient transport failure (a burst of connections overflowing the
-    // server's accept queue resets some) is retried; a refusal or a TLS failure is not.
+    // server's accept queue resets some) is retried, and so is a full federation (the server
+    // gives away slots of clients that joined and went silent); a refusal or a TLS failure is not.
     let started = tokio::time::Instant::now();
     let mut backoff = Backoff::new();
     let reply = loop {
         match rpc.join(join.clone()).await {
             Ok(reply) => break reply.into_inner(),
             Err(s)
-                if is_outage(&s)
+                if (is_outage(&s) || s.code() == Code::ResourceExhausted)
                     && started.elapsed() < options.connect_timeout
                     && options.tls.as_ref().and_then(|_| tls::tls_failure(&s)).is_none() =>
             {
                 let delay = backoff.next_delay();
+                if s.code() == Code::ResourceExhausted {
+                    tracing::warn!("{}; retrying in {delay:?}", s.message());
+                }
                 debug!("join failed ({}); retrying in {delay:?}", s.message());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -152,12 +152,15 @@ pub async fn run(
             state::load(&options.out_dir).map_err(|e| ServerError::Setup(format!("cannot resume: {e}")))?;
         strategy.restore(snapshot).map_err(|e| ServerError::Setup(format!("cannot resume: {e}")))?;
         let clients: Vec<_> = saved.clients.iter().map(|c| (c.id, c.index)).collect();
-        let registry = registry::Registry::resumed(config.clients, &clients, saved.fingerprint.clone());
+        let registry = registry::Registry::resumed(config.clients, &clients, saved.fingerprint.clone())
+            .with_patience(Duration::from_secs(config.liveness.offline_after_secs));
         info!(run_id = %saved.run_id, next_round = saved.next_round, clients = clients.len(), "resuming");
         (output::RunOutput::resume(&options.out_dir, saved.next_round)?, registry, saved.run_id, saved.next_round)
     } else {
         let output = output::RunOutput::create(&options.out_dir, &config)?;
-        (output, registry::Registry::new(config.clients), uuid::Uuid::new_v4().to_string(), 0)
+        let registry = registry::Registry::new(config.clients)
+            .with_patience(Duration::from_secs(config.liveness.offline_after_secs));
+        (output, registry, uuid::Uuid::new_v4().to_string(), 0)
     };
     let gate = Arc::new(gate::RoundGate::default());
     let events = options.events.unwrap_or_else(|| broadcast::channel(1024).0);

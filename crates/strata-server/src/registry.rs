@@ -50,6 +50,8 @@ pub struct ClientEntry {
     pub downloads_open: u32,
     /// The host this client joined through, whose polls collect its tasks and keep it alive.
     pub host: Option<Arc<Host>>,
+    /// Whether the client was ever heard from after joining (a poll, a heartbeat, a result).
+    pub active: bool,
 }
 
 /// A host of virtual clients, as the server sees it.
@@ -102,6 +104,12 @@ impl ClientEntry {
     /// that polls but does not work costs each of its clients one deadline, not one a round).
     fn is_available(&self, patience: Duration) -> bool {
         (!self.missed_deadline || self.polls_waiting > 0) && self.seen().elapsed() <= patience
+    }
+
+    /// A client that joined, never showed a sign of life, and has been silent past `patience`:
+    /// its slot may go to someone else (hosted clients live and die with their host).
+    fn is_squatting(&self, patience: Duration) -> bool {
+        self.host.is_none() && !self.active && self.last_seen.elapsed() > patience
     }
 
     /// When the client was last heard from, itself or through its host.
@@ -158,6 +166,13 @@ impl Indices {
         None
     }
 
+    fn release(&mut self, index: u32) {
+        if let Some(slot) = self.holders.get_mut(index as usize) {
+            *slot = None;
+            self.lowest_free = self.lowest_free.min(index as usize);
+        }
+    }
+
     fn take(&mut self, index: u32, id: Uuid) {
         if let Some(holder) = self.reserved.remove(&index) {
             self.reserved_by_id.remove(&holder);
@@ -181,6 +196,8 @@ pub struct Registry {
     /// The dataset fingerprint the first client reported; every other client must match it,
     /// so that nobody trains on different data than the split assumes.
     fingerprint: Arc<Mutex<Option<String>>>,
+    /// How long a client that joined may stay silent before its slot can be given away.
+    patience: Duration,
 }
 
 impl Registry {
@@ -193,7 +210,15 @@ impl Registry {
             joined: watch::channel(0).0,
             generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             fingerprint: Arc::new(Mutex::new(None)),
+            patience: Duration::from_secs(30),
         }
+    }
+
+    /// The same registry, giving away the slots of clients silent since they joined for
+    /// longer than `patience` (the run's `offline_after`).
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
     }
 
     /// A resumed run's registry: each saved client keeps its index for its UUID, and the
@@ -251,12 +276,18 @@ impl Registry {
             (Some(r), Some(own)) if r != own => return Err(JoinError::IndexChanged { id, index: own, requested: r }),
             (_, Some(own)) => own,
             (Some(r), None) => {
-                if let Some(holder) = indices.holder(r) {
+                if let Some(holder) = indices.holder(r).filter(|h| !self.release_if_squatting(&mut indices, h)) {
                     return Err(JoinError::IndexTaken { index: r, holder });
                 }
                 r
             }
-            (None, None) => indices.lowest_free().ok_or(JoinError::Full { capacity: self.capacity })?,
+            (None, None) => match indices.lowest_free() {
+                Some(i) => i,
+                None => {
+                    self.release_squatters(&mut indices);
+                    indices.lowest_free().ok_or(JoinError::Full { capacity: self.capacity })?
+                }
+            },
         };
         indices.take(index, id);
         self.generation.fetch_add(1, Ordering::Relaxed);
@@ -277,6 +308,7 @@ impl Registry {
                 polls_waiting: 0,
                 downloads_open: 0,
                 host,
+                active: false,
             },
         );
         drop(indices);
@@ -301,9 +333,38 @@ impl Registry {
         if let Some(mut entry) = self.clients.get_mut(id) {
             entry.last_seen = Instant::now();
             entry.missed_deadline = false;
+            entry.active = true;
             if let Some(c) = capabilities {
                 entry.capabilities = c;
             }
+        }
+    }
+
+    /// Records what a client said about itself when it joined (not yet a sign that it works).
+    pub fn set_capabilities(&self, id: &Uuid, capabilities: Capabilities) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            entry.capabilities = capabilities;
+        }
+    }
+
+    /// Gives away the slot of `holder` if it is squatting; whether it did.
+    fn release_if_squatting(&self, indices: &mut Indices, holder: &Uuid) -> bool {
+        let squatting = self.clients.get(holder).is_some_and(|e| e.is_squatting(self.patience));
+        if squatting && let Some((_, entry)) = self.clients.remove(holder) {
+            indices.release(entry.index);
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            self.joined.send_replace(self.clients.len());
+            tracing::warn!(index = entry.index, "released the slot of a client silent since it joined");
+        }
+        squatting
+    }
+
+    /// Gives away the slots of every client silent since it joined (when the federation is full).
+    fn release_squatters(&self, indices: &mut Indices) {
+        let squatters: Vec<Uuid> =
+            self.clients.iter().filter(|e| e.is_squatting(self.patience)).map(|e| *e.key()).collect();
+        for id in squatters {
+            self.release_if_squatting(indices, &id);
         }
     }
 
@@ -690,5 +751,27 @@ mod tests {
         }
         assert_eq!(registry.join(Uuid::from_u128(0), None, None), Err(JoinError::Full { capacity: 200_000 }));
         assert_eq!(registry.identities().len(), 200_000);
+    }
+
+    #[test]
+    fn a_slot_held_by_a_client_silent_since_it_joined_is_given_away() {
+        let registry = Registry::new(2).with_patience(Duration::from_millis(50));
+        let (squatter, worker, newcomer) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        registry.join(squatter, Some(0), None).unwrap();
+        registry.join(worker, Some(1), None).unwrap();
+        registry.set_capabilities(&squatter, Capabilities { train_samples: 5, ..Default::default() });
+        assert_eq!(registry.join(newcomer, None, None), Err(JoinError::Full { capacity: 2 }), "not yet silent long");
+        std::thread::sleep(Duration::from_millis(80));
+        registry.touch(&worker, None);
+        std::thread::sleep(Duration::from_millis(80));
+        // The worker was heard from after joining; the squatter never was.
+        assert_eq!(registry.join(newcomer, None, None), Ok(0));
+        assert!(!registry.contains(&squatter) && registry.contains(&worker));
+        assert_eq!(registry.joined_count(), 2);
+        // A requested index held by a squatter is given away too.
+        let other = Registry::new(1).with_patience(Duration::ZERO);
+        other.join(squatter, Some(0), None).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(other.join(newcomer, Some(0), None), Ok(0));
     }
 }

@@ -172,7 +172,7 @@ impl pb::federation_server::Federation for FederationService {
         }
         let index = self.registry.join(id, req.requested_index, host)?;
         if let Some(c) = req.capabilities {
-            self.registry.touch(&id, Some(capabilities_from_wire(c)));
+            self.registry.set_capabilities(&id, capabilities_from_wire(c));
         }
         if host.is_some() {
             // A population joins by the thousand: one line per virtual client would drown the log.
