@@ -102,7 +102,8 @@ struct Shared {
     device: tch::Device,
     threads: usize,
     store: PersonalStore,
-    /// Each client's UUID by index, and back: ids are drawn at random, unguessable.
+    /// Each client's UUID by position (index − `first_index`), and its index by UUID: ids are
+    /// drawn at random, so they are looked up, not computed.
     ids: Vec<Uuid>,
     index_of: HashMap<Uuid, u32>,
     /// Clients materialized at once (downloading, working or uploading).
@@ -128,6 +129,9 @@ pub async fn run_population(
     shutdown: impl Future<Output = ()>,
 ) -> Result<PopulationOutcome, ClientError> {
     tokio::pin!(shutdown);
+    if options.clients == 0 {
+        return Err(ClientError::Settings("a population needs at least one client".into()));
+    }
     let connecting = async {
         let mut channels = Vec::new();
         for _ in 0..options.channels.max(1) {
@@ -176,7 +180,8 @@ pub async fn run_population(
         .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
         .map_err(ClientError::Data)?;
     let device = strata_torch::parse_device(&options.device)?;
-    let dir = match &options.personal_dir {
+    // A temporary directory lives (and is removed) with `_removed_at_end`.
+    let (dir, _removed_at_end) = match &options.personal_dir {
         Some(dir) => (dir.clone(), None),
         None => {
             let temp = tempfile::Builder::new()
@@ -186,7 +191,6 @@ pub async fn run_population(
             (temp.path().to_path_buf(), Some(temp))
         }
     };
-    let (dir, _removed_at_end) = dir;
     let store =
         PersonalStore::new(options.personal_memory_bytes, &dir).map_err(|e| ClientError::Settings(e.to_string()))?;
     let parallel = options.parallel.max(1);
