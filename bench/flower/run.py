@@ -49,14 +49,16 @@ def main() -> int:
     from flwr.simulation import run_simulation
 
     from strata_flower.client_app import app as client_app
+    from strata_flower.task import REPO_ROOT
     from strata_flower.server_app import Settings, make_server_app, settings_dict
 
     with open(args.split) as f:
         num_clients = len(json.load(f)["clients"])
     settings = Settings(
-        split_file=os.path.abspath(args.split),
+        split_file=os.path.relpath(os.path.abspath(args.split), REPO_ROOT),
         rounds=args.rounds,
-        rounds_out=os.path.abspath(args.rounds_out),
+        # The ServerApp runs in this process, in this directory.
+        rounds_out=args.rounds_out,
         fraction_train=args.fraction_train,
         fraction_evaluate=args.fraction_evaluate,
         num_clients=num_clients,

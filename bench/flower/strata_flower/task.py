@@ -24,6 +24,10 @@ import torch
 from torch import nn
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+# Split files are named relative to the checkout (bench/flower/strata_flower/ is three levels
+# down), so that records never carry one machine's absolute paths and Ray's workers, whatever
+# their working directory, find the same file.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 class FedAvgCNN(nn.Module):
@@ -79,8 +83,9 @@ def load_fmnist(data_dir: str = DEFAULT_DATA_DIR) -> tuple[np.ndarray, np.ndarra
 
 @functools.lru_cache(maxsize=2)
 def load_split(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The split file's clients as (train indices, test indices); once per process."""
-    with open(path) as f:
+    """The split file's clients as (train indices, test indices); once per process. A relative
+    `path` is taken from the checkout's root."""
+    with open(os.path.join(REPO_ROOT, path)) as f:
         split = json.load(f)
     return [(np.asarray(c["train"], dtype=np.int64), np.asarray(c["test"], dtype=np.int64)) for c in split["clients"]]
 
