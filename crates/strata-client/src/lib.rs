@@ -153,7 +153,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         options.client_id = id.client_id;
         options.requested_index = Some(id.index);
     }
-    let mut rpc = tokio::select! {
+    let rpc = tokio::select! {
         rpc = connect(&options.server, options.tls.as_ref(), options.token.as_deref(), options.connect_timeout) => rpc?,
         _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
     };
@@ -163,31 +163,9 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         requested_index: options.requested_index,
         host_id: String::new(),
     };
-    // A join lost to a transient transport failure (a burst of connections overflowing the
-    // server's accept queue resets some) is retried, and so is a full federation (the server
-    // gives away slots of clients that joined and went silent); a refusal or a TLS failure is not.
-    let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::new();
-    let reply = loop {
-        match rpc.join(join.clone()).await {
-            Ok(reply) => break reply.into_inner(),
-            Err(s)
-                if (is_outage(&s) || s.code() == Code::ResourceExhausted)
-                    && started.elapsed() < options.connect_timeout
-                    && options.tls.as_ref().and_then(|_| tls::tls_failure(&s)).is_none() =>
-            {
-                let delay = backoff.next_delay();
-                if s.code() == Code::ResourceExhausted {
-                    tracing::warn!("{}; retrying in {delay:?}", s.message());
-                }
-                debug!("join failed ({}); retrying in {delay:?}", s.message());
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
-                }
-            }
-            Err(s) => return Err(refused(options.tls.as_ref(), &options.server, &s)),
-        }
+    let reply = tokio::select! {
+        r = join_with_retry(rpc.clone(), join, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
+        _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
     };
     let mut config =
         RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
@@ -250,6 +228,39 @@ async fn heartbeats(mut rpc: Rpc, run_id: String, client_id: String, every: Dura
         // A missed beat is not an error: the server may be restarting; the task loop handles that.
         if let Err(status) = rpc.heartbeat(beat).await {
             debug!("heartbeat not delivered: {}", status.message());
+        }
+    }
+}
+
+/// Joins once. A join lost to a transient transport failure (a burst of connections
+/// overflowing the server's accept queue resets some) is retried until `timeout`, and so is a
+/// full federation (the server gives away slots of clients that joined and went silent); a
+/// refusal or a TLS failure is not.
+async fn join_with_retry(
+    mut rpc: Rpc,
+    join: pb::JoinRequest,
+    server: &str,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<pb::JoinReply, ClientError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::new();
+    loop {
+        match rpc.join(join.clone()).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(s)
+                if (is_outage(&s) || s.code() == Code::ResourceExhausted)
+                    && started.elapsed() < timeout
+                    && tls.and_then(|_| tls::tls_failure(&s)).is_none() =>
+            {
+                let delay = backoff.next_delay();
+                if s.code() == Code::ResourceExhausted {
+                    tracing::warn!("{}; retrying in {delay:?}", s.message());
+                }
+                debug!("join failed ({}); retrying in {delay:?}", s.message());
+                tokio::time::sleep(delay).await;
+            }
+            Err(s) => return Err(refused(tls, server, &s)),
         }
     }
 }

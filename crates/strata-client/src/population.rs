@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::personal_store::{PersonalStore, StoreStats};
 use crate::task_loop::{download_request, job_for, upload_output, upload_stats};
-use crate::{ClientError, ClientTls, DataCache, Rpc, connect, is_outage, local_state, refused, tls, transfer};
+use crate::{ClientError, ClientTls, DataCache, Rpc, connect, is_outage, join_with_retry, local_state, transfer};
 
 /// How a population runs.
 pub struct PopulationOptions {
@@ -151,12 +151,7 @@ pub async fn run_population(
     let started = Instant::now();
 
     // The first join brings the run's config, which says what data to load.
-    let first = pb::JoinRequest {
-        client_id: ids.first().map(Uuid::to_string).unwrap_or_default(),
-        capabilities: None,
-        requested_index: Some(options.first_index),
-        host_id: host.to_string(),
-    };
+    let first = join_request(host, options.first_index, ids[0], None);
     let reply = tokio::select! {
         r = join_with_retry(channels[0].clone(), first, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
         _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
@@ -243,30 +238,6 @@ pub async fn run_population(
     })
 }
 
-/// Joins once, retrying a transient transport failure (a burst of joins can overflow the
-/// server's accept queue) until the connect timeout.
-async fn join_with_retry(
-    mut rpc: Rpc,
-    join: pb::JoinRequest,
-    server: &str,
-    tls: Option<&ClientTls>,
-    timeout: Duration,
-) -> Result<pb::JoinReply, ClientError> {
-    let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::new();
-    loop {
-        match rpc.join(join.clone()).await {
-            Ok(reply) => return Ok(reply.into_inner()),
-            Err(s)
-                if is_outage(&s) && started.elapsed() < timeout && tls.and_then(|_| tls::tls_failure(&s)).is_none() =>
-            {
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(s) => return Err(refused(tls, server, &s)),
-        }
-    }
-}
-
 /// Joins every virtual client with its capabilities, `joins_in_flight` at a time over the
 /// shared channels.
 async fn join_all(
@@ -286,19 +257,15 @@ async fn join_all(
         let share = shared.partition.clients.get(index).ok_or_else(|| {
             ClientError::Data(format!("the partition has {} clients, no index {index}", shared.partition.clients.len()))
         })?;
-        let join = pb::JoinRequest {
-            client_id: id.to_string(),
-            capabilities: Some(pb::ClientCapabilities {
-                device: device.clone(),
-                train_samples: share.train.len() as u64,
-                test_samples: share.test.len() as u64,
-                dataset_fingerprint: fingerprint.clone(),
-                partition: shared.config.data.split.to_string(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            }),
-            requested_index: Some(index as u32),
-            host_id: host.to_string(),
+        let capabilities = pb::ClientCapabilities {
+            device: device.clone(),
+            train_samples: share.train.len() as u64,
+            test_samples: share.test.len() as u64,
+            dataset_fingerprint: fingerprint.clone(),
+            partition: shared.config.data.split.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
         };
+        let join = join_request(host, index as u32, *id, Some(capabilities));
         let permit =
             Arc::clone(&in_flight).acquire_owned().await.map_err(|_| ClientError::Protocol("joins closed".into()))?;
         let rpc = channels[position % channels.len()].clone();
@@ -388,7 +355,8 @@ async fn serve(
         for (index, id, task) in tasks {
             let channel = channels[next_channel % channels.len()].clone();
             next_channel += 1;
-            let (shared, again) = (Arc::clone(shared), rejoin_request(host, index, id));
+            // Joins are idempotent: joining again says the client is still served by this host.
+            let (shared, again) = (Arc::clone(shared), join_request(host, index, id, None));
             running.spawn(async move {
                 let mut rpc = channel.clone();
                 let result = run_task(shared, channel, index, id, task).await;
@@ -412,14 +380,9 @@ async fn serve(
     Ok((done, failed))
 }
 
-/// The join that says a virtual client is still served by this host (joins are idempotent).
-fn rejoin_request(host: Uuid, index: u32, id: Uuid) -> pb::JoinRequest {
-    pb::JoinRequest {
-        client_id: id.to_string(),
-        capabilities: None,
-        requested_index: Some(index),
-        host_id: host.to_string(),
-    }
+/// Virtual client `id`'s join at `index` through `host`.
+fn join_request(host: Uuid, index: u32, id: Uuid, capabilities: Option<pb::ClientCapabilities>) -> pb::JoinRequest {
+    pb::JoinRequest { client_id: id.to_string(), capabilities, requested_index: Some(index), host_id: host.to_string() }
 }
 
 fn tally(finished: Result<Result<(), ClientError>, tokio::task::JoinError>, done: &mut u64, failed: &mut u64) {

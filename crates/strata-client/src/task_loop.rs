@@ -252,13 +252,9 @@ pub(crate) async fn upload_output(
     output: JobOutput,
 ) -> Result<(), ClientError> {
     let header = pb::ResultHeader {
-        run_id: task.run_id,
-        round: task.round,
-        task_id: task.task_id,
-        client_id: client_id.to_string(),
         num_samples: output.num_samples,
         metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
-        ..Default::default()
+        ..result_header(task, client_id)
     };
     let tensors = output.upload.unwrap_or_default();
     transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
@@ -272,14 +268,18 @@ pub(crate) async fn upload_stats(
     client_id: &Uuid,
     stats: FeatureStats,
 ) -> Result<(), ClientError> {
-    let header = pb::ResultHeader {
+    let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
+    transfer::upload(rpc, result_header(task, client_id), TensorSet::default(), None, Some(stats), chunk).await?;
+    Ok(())
+}
+
+/// The header of `task`'s result from client `client_id`, before what the result carries.
+fn result_header(task: pb::Task, client_id: &Uuid) -> pb::ResultHeader {
+    pb::ResultHeader {
         run_id: task.run_id,
         round: task.round,
         task_id: task.task_id,
         client_id: client_id.to_string(),
         ..Default::default()
-    };
-    let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
-    transfer::upload(rpc, header, TensorSet::default(), None, Some(stats), chunk).await?;
-    Ok(())
+    }
 }
