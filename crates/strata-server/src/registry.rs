@@ -190,8 +190,8 @@ pub struct Registry {
     hosts: Arc<DashMap<Uuid, Arc<Host>>>,
     /// Count of joined clients, for the round loop to wait on.
     joined: watch::Sender<usize>,
-    /// Bumped whenever an identity is added, so that the saved identities are rewritten only
-    /// when they changed.
+    /// Bumped whenever an identity is added or a slot given away, so that the saved identities
+    /// are rewritten only when they changed.
     generation: Arc<std::sync::atomic::AtomicU64>,
     /// The dataset fingerprint the first client reported; every other client must match it,
     /// so that nobody trains on different data than the split assumes.

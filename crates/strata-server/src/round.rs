@@ -186,17 +186,17 @@ impl RoundLoop {
     /// The round's cohort, waiting while nobody is available: a round that nobody could
     /// train in is not run and not counted (the run can still be stopped meanwhile).
     async fn cohort(&mut self, round: u64) -> Vec<ClientInfo> {
-        let mut waited = Duration::ZERO;
+        let mut half_seconds = 0u64;
         loop {
             let picked = self.pick(round);
             if !picked.is_empty() {
                 return picked;
             }
-            if waited.as_secs().is_multiple_of(30) && waited.subsec_millis() == 0 {
-                warn!(round, waited_secs = waited.as_secs(), "no client is available to train; waiting");
+            if half_seconds.is_multiple_of(60) {
+                warn!(round, waited_secs = half_seconds / 2, "no client is available to train; waiting");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            waited += Duration::from_millis(500);
+            half_seconds += 1;
         }
     }
 
@@ -223,13 +223,13 @@ impl RoundLoop {
         let evaluation = &self.config.evaluation;
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ round.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0xE7A1);
         let joined = self.registry.joined_count();
+        let training: HashSet<uuid::Uuid> = picked.iter().map(|c| c.id).collect();
         let (others, chosen): (Vec<ClientInfo>, Option<HashSet<uuid::Uuid>>) =
             if !evaluation.evaluates_in(round, self.config.rounds) {
                 (Vec::new(), Some(HashSet::new()))
             } else {
                 match evaluation.clients {
                     EvalClients::All => {
-                        let training: HashSet<uuid::Uuid> = picked.iter().map(|c| c.id).collect();
                         let all = self.registry.available(self.patience());
                         (all.into_iter().filter(|c| !training.contains(&c.id)).collect(), None)
                     }
@@ -242,7 +242,6 @@ impl RoundLoop {
                         let n = ((f * joined as f64).ceil() as usize).min(joined);
                         let drawn = self.registry.sample_available(n, self.patience(), &mut rng);
                         let set: HashSet<uuid::Uuid> = drawn.iter().map(|c| c.id).collect();
-                        let training: HashSet<uuid::Uuid> = picked.iter().map(|c| c.id).collect();
                         (drawn.into_iter().filter(|c| !training.contains(&c.id)).collect(), Some(set))
                     }
                 }
