@@ -152,20 +152,18 @@ def main():
                 details.append(f"  - at the PSS peak ({mem.get('peak_processes', '?')} processes at most), MiB: {top}")
             if d.get("final_eval_seconds") is not None:
                 details.append(f"  - Strata's final, evaluation-only row: {d['final_eval_seconds']:.2f} s")
-        rounds = sorted(set().union(*(d["acc"] for d in data.values())))
-        details.append("\nAccuracy % of the global model after k aggregations (Flower: round k's evaluation; "
-                       "Strata: row k):\n")
-        details.append("| k | " + " | ".join(s.capitalize() for s in data) + " |")
-        details.append("|---:|" + "---:|" * len(data))
-        for k in rounds:
-            details.append(f"| {k} | " + " | ".join(fmt(d["acc"].get(k), 2, 100) for d in data.values()) + " |")
-        train_rounds = sorted(set().union(*(d["train_s"] for d in data.values())))
-        details.append("\nSeconds per training round (Flower: round i, training then evaluation; Strata: row i-1, "
-                       "evaluation then training):\n")
-        details.append("| i | " + " | ".join(s.capitalize() for s in data) + " |")
-        details.append("|---:|" + "---:|" * len(data))
-        for i in train_rounds:
-            details.append(f"| {i} | " + " | ".join(fmt(d["train_s"].get(i)) for d in data.values()) + " |")
+        def per_round(caption, column, key, *scale):
+            """One row per round, one column per side, of `key` (formatted by fmt(value, *scale))."""
+            details.append(f"\n{caption}:\n")
+            details.append(f"| {column} | " + " | ".join(s.capitalize() for s in data) + " |")
+            details.append("|---:|" + "---:|" * len(data))
+            for r in sorted(set().union(*(d[key] for d in data.values()))):
+                details.append(f"| {r} | " + " | ".join(fmt(d[key].get(r), *scale) for d in data.values()) + " |")
+
+        per_round("Accuracy % of the global model after k aggregations (Flower: round k's evaluation; "
+                  "Strata: row k)", "k", "acc", 2, 100)
+        per_round("Seconds per training round (Flower: round i, training then evaluation; Strata: row i-1, "
+                  "evaluation then training)", "i", "train_s")
     if not found:
         print(f"report.py: no {{w1,w2}}-{{flower,strata}}-rounds.jsonl in {raw}", file=sys.stderr)
         return 1
