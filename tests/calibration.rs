@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use strata_core::calibration::CalibrationMethod;
-use strata_core::partition::PartitionSpec;
+use strata_core::partition_spec::PartitionSpec;
 use strata_core::records::CalibrationRecord;
 use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config};
 

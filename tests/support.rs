@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_core::config::{DatasetKind, RunConfig, SyntheticConfig};
-use strata_core::partition::PartitionSpec;
+use strata_core::partition_spec::PartitionSpec;
 use strata_core::tensor::{NamedTensor, TensorSet};
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use prost::Message;
-use strata_core::ccvr::{ClassStats, upper_len};
+use strata_methods::ccvr::{ClassStats, upper_len};
 use strata_core::mask::BitMask;
 use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
 use strata_proto::assemble::AssemblyLimits;

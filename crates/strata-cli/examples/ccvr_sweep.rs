@@ -20,9 +20,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use strata_core::calibration::{CalibrationConfig, CalibrationMethod};
-use strata_core::ccvr::{ClassStats, client_stats};
 use strata_core::config::RunConfig;
 use strata_core::tensor::TensorSet;
+use strata_methods::ccvr::{ClassStats, client_stats};
 use strata_torch::calibrate::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, set_threads};
 

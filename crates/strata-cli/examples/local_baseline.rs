@@ -31,7 +31,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use strata_core::config::RunConfig;
-use strata_core::tensor::TensorSet;
+use strata_methods::aggregate::weighted_average;
 use strata_torch::{ClientTensors, LocalModel, evaluate, parse_device, set_threads, train_local};
 
 #[derive(Parser)]
@@ -100,7 +100,8 @@ fn main() -> anyhow::Result<()> {
             trained_sum += trained.accuracy() * test as f64;
             test_total += test;
         }
-        global = weighted_average(&updates).context("no client has training samples")?;
+        global =
+            weighted_average(updates.iter().map(|(set, w)| (set, *w))).context("no client has training samples")?;
         fedavg[r] = round_started.elapsed().as_secs_f64();
         let denom = test_total.max(1) as f64;
         acc_merged.push(merged_sum / denom);
@@ -134,32 +135,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The run's dataset and partition, with the arguments `strata_client::DataCache::get` uses.
-fn load(config: &RunConfig) -> anyhow::Result<(strata_core::data::Dataset, strata_core::partition::Partition)> {
-    let dataset = strata_core::data::load(&config.data, config.seed)?;
-    let partition = strata_core::partition::for_run(config, &dataset)?;
+fn load(config: &RunConfig) -> anyhow::Result<(strata_data::Dataset, strata_data::partition::Partition)> {
+    let dataset = strata_data::load(&config.data, config.seed)?;
+    let partition = strata_data::partition::for_run(&config.data, config.clients as usize, config.seed, &dataset)?;
     Ok((dataset, partition))
-}
-
-/// FedAvg's sample-weighted mean, accumulated in f64 as the server's `weighted_average` does.
-fn weighted_average(sets: &[(TensorSet, f64)]) -> Option<TensorSet> {
-    let (first, _) = sets.first()?;
-    let total: f64 = sets.iter().map(|(_, w)| w).sum();
-    if total <= 0.0 {
-        return None;
-    }
-    let mut acc: Vec<Vec<f64>> = first.tensors().iter().map(|t| vec![0.0; t.values.len()]).collect();
-    for (set, w) in sets {
-        for (sum, t) in acc.iter_mut().zip(set.tensors()) {
-            for (s, &v) in sum.iter_mut().zip(&t.values) {
-                *s += f64::from(v) * w;
-            }
-        }
-    }
-    let mut out = first.clone();
-    for (t, sum) in out.tensors_mut().iter_mut().zip(acc) {
-        for (v, s) in t.values.iter_mut().zip(sum) {
-            *v = (s / total) as f32;
-        }
-    }
-    Some(out)
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use strata_core::config::RunConfig;
-use strata_core::data::{self, Dataset};
-use strata_core::partition::{self, Partition};
+use strata_data::partition::{self, Partition};
+use strata_data::{self as data, Dataset};
 
 /// A loaded dataset and the run's partition of it.
 type Loaded = (Arc<Dataset>, Arc<Partition>);
@@ -26,7 +26,8 @@ impl DataCache {
             return Ok((Arc::clone(d), Arc::clone(p)));
         }
         let dataset = data::load(&config.data, config.seed).map_err(|e| e.to_string())?;
-        let split = partition::for_run(config, &dataset).map_err(|e| e.to_string())?;
+        let split = partition::for_run(&config.data, config.clients as usize, config.seed, &dataset)
+            .map_err(|e| e.to_string())?;
         let value = (Arc::new(dataset), Arc::new(split));
         entries.insert(key, value.clone());
         Ok(value)

@@ -365,8 +365,8 @@ async fn load_local(
 /// Blocking.
 fn local_state(
     config: &RunConfig,
-    dataset: &strata_core::data::Dataset,
-    partition: &strata_core::partition::Partition,
+    dataset: &strata_data::Dataset,
+    partition: &strata_data::partition::Partition,
     index: u32,
     model: strata_torch::LocalModel,
     threads: usize,

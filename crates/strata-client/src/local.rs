@@ -3,13 +3,13 @@
 
 use std::time::Instant;
 
-use strata_core::ccvr::client_stats;
 use strata_core::config::TrainConfig;
 use strata_core::mask::BitMask;
 use strata_core::records::metric;
 use strata_core::selection::Selector;
 use strata_core::setting::Settings;
 use strata_core::tensor::TensorSet;
+use strata_methods::ccvr::client_stats;
 use strata_torch::calibrate::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads};
 

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_core::config::RunConfig;
-use strata_core::data::Dataset;
-use strata_core::partition::Partition;
 use strata_core::tensor::TensorSet;
+use strata_data::Dataset;
+use strata_data::partition::Partition;
 use strata_proto::pb;
 use strata_torch::LocalModel;
 use tokio::sync::Semaphore;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use crate::{ClientError, Rpc};
 use prost::Message;
-use strata_core::ccvr::ClassStats;
 use strata_core::mask::BitMask;
 use strata_core::tensor::TensorSet;
+use strata_methods::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::mask::mask_slices;
 use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::CalibrationConfig;
 use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
-use crate::partition::PartitionSpec;
+use crate::partition_spec::PartitionSpec;
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

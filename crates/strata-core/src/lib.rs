@@ -1,17 +1,15 @@
-//! Strata's foundation: everything that needs neither libtorch nor gRPC.
+//! Strata's vocabulary: the types every other crate speaks (tensors, masks, selections, the
+//! run's configuration, records) and the small utilities they share (atomic files, threads).
 //!
 //! # Layout
 //! - [`tensor`]: parameters as plain named f32 tensors, the currency between crates.
 //! - [`config`]: the run's configuration (TOML), validated with messages that name the key.
-//! - [`data`]: dataset files on disk (IDX, CIFAR-10 binary) and the synthetic generator.
-//! - [`partition`]: splitting samples over clients (iid, Dirichlet, pathological, file).
+//! - [`partition_spec`]: the partition rule as configured (applied by `strata-data`).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
 //! - [`evaluation`]: which clients evaluate, how often, at which moment.
 //! - [`records`]: per-client, per-round metrics and their summaries.
 //! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
-//! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
-//! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
 //! - [`calibration`]: settings of post-hoc classifier calibration (CCVR).
 //! - [`parallel`]: spreading independent CPU work over the machine's threads.
 //! - [`atomic_file`]: replacing a file whole or not at all.
@@ -20,15 +18,12 @@
 
 pub mod atomic_file;
 pub mod calibration;
-pub mod ccvr;
 pub mod config;
-pub mod data;
 pub mod evaluation;
-pub mod fedcac;
 pub mod liveness;
 pub mod mask;
 pub mod parallel;
-pub mod partition;
+pub mod partition_spec;
 pub mod records;
 pub mod safetensors;
 pub mod selection;

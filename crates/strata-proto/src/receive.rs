@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use strata_core::ccvr::ClassStats;
 use strata_core::mask::BitMask;
 use strata_core::records::metric;
 use strata_core::tensor::{TensorSet, TensorSpec};
+use strata_methods::ccvr::ClassStats;
 
 use crate::assemble::{Assembler, AssemblyLimits, spec_from_wire};
 use crate::mask::MaskAssembler;

@@ -3,13 +3,13 @@
 //! mean (`dim` values) and the covariance's upper triangle (`dim·(dim+1)/2` values), as f32
 //! little-endian. The server checks everything it can before using a single value.
 
-use strata_core::ccvr::{ClassStats, upper_len};
+use strata_methods::ccvr::{ClassStats, upper_len};
 
 use crate::chunk::MAX_CHUNK_BYTES;
 use crate::pb;
 
 /// The header part and the payload of a client's statistics (classes in the given order,
-/// which [`strata_core::ccvr::client_stats`] makes ascending).
+/// which [`strata_methods::ccvr::client_stats`] makes ascending).
 pub fn encode(stats: &[ClassStats], dim: usize) -> (pb::FeatureStatsSpec, Vec<u8>) {
     let spec = pb::FeatureStatsSpec {
         dim: dim as u32,

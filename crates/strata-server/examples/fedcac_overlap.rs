@@ -1,7 +1,7 @@
 //! Times FedCAC's server-side collaboration step at scale: the overlap matrix, the threshold
 //! and the collaborator sets among 100 clients with 10M-bit critical masks (density 0.5, as
 //! with τ = 0.5), through the same function the strategy calls
-//! ([`strata_core::fedcac::collaboration`]).
+//! ([`strata_methods::fedcac::collaboration`]).
 //!
 //! Run: `cargo run --release -p strata-server --example fedcac_overlap [clients] [bits]`
 
@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use strata_core::fedcac;
 use strata_core::mask::BitMask;
+use strata_methods::fedcac;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

@@ -14,7 +14,8 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_core::tensor::{NamedTensor, TensorSet};
-use strata_server::strategy::{Aggregated, ClientInfo, FedCac, Strategy};
+use strata_server::client_info::ClientInfo;
+use strata_server::strategy::{Aggregated, FedCac, Strategy};
 use strata_server::validate;
 
 /// A model of P parameters in three tensors, roughly a CNN's proportions.

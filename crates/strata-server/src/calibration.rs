@@ -6,8 +6,8 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use strata_core::calibration::CalibrationConfig;
-use strata_core::ccvr::{self, ClassStats};
 use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
+use strata_methods::ccvr::{self, ClassStats};
 use strata_torch::calibrate::{HeadTraining, LinearHead, retrain_head};
 
 pub const HEAD_WEIGHT: &str = "head.weight";
@@ -82,7 +82,7 @@ pub fn calibrate(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use strata_core::calibration::CalibrationMethod;
-    use strata_core::ccvr::client_stats;
+    use strata_methods::ccvr::client_stats;
 
     use super::*;
 

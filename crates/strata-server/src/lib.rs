@@ -22,6 +22,7 @@ pub mod auth;
 mod budget;
 pub mod calibration;
 mod calibration_phase;
+pub mod client_info;
 pub mod events;
 mod gate;
 mod metrics;
@@ -273,7 +274,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 async fn initial_model(
     config: &RunConfig,
 ) -> Result<(Vec<strata_core::tensor::TensorSpec>, strata_core::tensor::TensorSet), ServerError> {
-    let shape = strata_core::data::describe(&config.data).map_err(|e| ServerError::Setup(e.to_string()))?;
+    let shape = strata_data::describe(&config.data).map_err(|e| ServerError::Setup(e.to_string()))?;
     let (name, seed) = (config.model.name.clone(), config.seed);
     let built = tokio::task::spawn_blocking(move || {
         strata_torch::LocalModel::new(&name, &shape, tch::Device::Cpu, seed).map(|m| m.export())

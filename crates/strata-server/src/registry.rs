@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::assignment::Assignment;
-use crate::strategy::ClientInfo;
+use crate::client_info::ClientInfo;
 
 /// What a client says about itself once it has loaded its data.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -22,13 +22,14 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::assignment::{Assignment, TaskKind};
+use crate::client_info::ClientInfo;
 use crate::events::ServerEvent;
 use crate::gate::RoundGate;
 use crate::output::RunOutput;
 use crate::registry::Registry;
 use crate::service::Report;
 use crate::state::{self, SavedClient};
-use crate::strategy::{Aggregated, ClientInfo, Instruction, Strategy, WITH_GLOBAL_MODEL, expected_upload};
+use crate::strategy::{Aggregated, Instruction, Strategy, WITH_GLOBAL_MODEL, expected_upload};
 
 pub struct RoundLoop {
     pub config: RunConfig,

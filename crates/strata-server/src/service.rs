@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use strata_core::ccvr::ClassStats;
+use strata_methods::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::receive::{Expected, ResultReceiver};
 use strata_proto::text::shown;
@@ -30,7 +30,7 @@ type RpcResult<T> = Result<Response<T>, Status>;
 /// A result that passed validation, on its way to the round loop.
 #[derive(Debug)]
 pub struct Report {
-    pub client: crate::strategy::ClientInfo,
+    pub client: crate::client_info::ClientInfo,
     pub round: u64,
     pub task_id: String,
     pub update: Option<ValidUpdate>,

@@ -10,7 +10,7 @@ use strata_core::mask::BitMask;
 use strata_core::tensor::TensorSet;
 pub use strata_proto::receive::{Refusal, RefusalCode};
 
-use crate::strategy::ClientInfo;
+use crate::client_info::ClientInfo;
 
 /// A training result that passed every check; strategies accept nothing else.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use strata_core::config::TrainConfig;
-use strata_core::data::DataShape;
+use strata_data::DataShape;
 use strata_torch::{ClientTensors, LocalModel, parse_device, set_threads, train_local};
 use tch::{Device, Kind, Tensor};
 

@@ -1,7 +1,7 @@
 //! One client's samples as tensors on its device, gathered from the merged dataset.
 
-use strata_core::data::{Dataset, Features};
-use strata_core::partition::ClientShare;
+use strata_data::partition::ClientShare;
+use strata_data::{Dataset, Features};
 use tch::{Device, Kind, Tensor};
 
 use crate::TorchError;
@@ -96,7 +96,7 @@ fn pick<T: Copy>(all: &[T], indices: &[usize], sample_len: usize) -> Vec<T> {
 
 #[cfg(test)]
 mod tests {
-    use strata_core::data::DataShape;
+    use strata_data::DataShape;
 
     use super::*;
 

@@ -29,8 +29,8 @@ pub fn with_frozen<R>(
 #[cfg(test)]
 mod tests {
     use strata_core::config::TrainConfig;
-    use strata_core::data::{DataShape, Dataset, Features};
-    use strata_core::partition::ClientShare;
+    use strata_data::partition::ClientShare;
+    use strata_data::{DataShape, Dataset, Features};
 
     use super::*;
     use crate::{ClientTensors, train_local};

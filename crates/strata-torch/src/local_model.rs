@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use strata_core::config::FeatureNorm;
-use strata_core::data::DataShape;
 use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
+use strata_data::DataShape;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::TorchError;

@@ -43,7 +43,7 @@ impl Anchor {
 
 #[cfg(test)]
 mod tests {
-    use strata_core::data::DataShape;
+    use strata_data::DataShape;
 
     use super::*;
 

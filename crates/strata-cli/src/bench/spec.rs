@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use strata_core::config::RunConfig;
-use strata_core::partition::PartitionSpec;
+use strata_core::partition_spec::PartitionSpec;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,8 +20,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = args.run.resolve()?;
-    let dataset = strata_core::data::load(&config.data, config.seed)?;
-    let split = strata_core::partition::for_run(&config, &dataset)?;
+    let dataset = strata_data::load(&config.data, config.seed)?;
+    let split = strata_data::partition::for_run(&config.data, config.clients as usize, config.seed, &dataset)?;
     let counts = split.label_counts(&dataset.labels, dataset.shape.num_classes);
     println!(
         "{} split `{}` over {} clients (seed {}):\n",

@@ -7,7 +7,7 @@ use anyhow::Context;
 use strata_core::calibration::CalibrationMethod;
 use strata_core::config::{DatasetKind, FeatureNorm, RunConfig};
 use strata_core::evaluation::{EvalClients, EvalMoment};
-use strata_core::partition::PartitionSpec;
+use strata_core::partition_spec::PartitionSpec;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {

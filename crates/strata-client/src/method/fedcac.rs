@@ -6,10 +6,10 @@
 //! normalization statistics stay local after round 0), trains, and marks as critical, tensor
 //! by tensor, the τ share of entries with the largest sensitivity |(after − before)·after|.
 
-use strata_core::fedcac::critical_mask;
 use strata_core::mask::BitMask;
 use strata_core::selection::{RUNNING_STATS, Selector};
 use strata_core::tensor::TensorSet;
+use strata_methods::fedcac::critical_mask;
 use strata_torch::{LocalModel, TorchError};
 
 use super::{ClientMethod, GlobalView, RoundContext, setting_or};

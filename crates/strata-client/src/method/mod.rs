@@ -105,8 +105,8 @@ pub fn setting_or(settings: &Settings, key: &str, default: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use strata_core::data::DataShape;
     use strata_core::selection::{NORM_LAYERS, RUNNING_STATS};
+    use strata_data::DataShape;
     use tch::Device;
 
     use super::*;

@@ -15,7 +15,10 @@ use strata_core::selection::Selector;
 use strata_core::setting::{Setting, Settings};
 use strata_core::tensor::TensorSet;
 
-use super::{Aggregated, ClientInfo, Instruction, RunningMean, Snapshot, Strategy, same_specs};
+use strata_methods::aggregate::RunningMean;
+
+use super::{Aggregated, Instruction, Snapshot, Strategy, same_specs};
+use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
 
 pub struct FedAvg {

@@ -1,7 +1,7 @@
 //! FedCAC: Wu et al., "Bold but Cautious: Unlocking the Potential of Personalized Federated
 //! Learning through Cautiously Aggressive Collaboration", ICCV 2023. The semantics follow the
 //! author's code in the Fling framework (`fedcac_client.py`, `fedcac_group.py`), pinned in
-//! `shared/methods/fedcac.md`; the arithmetic lives in [`strata_core::fedcac`].
+//! `shared/methods/fedcac.md`; the arithmetic lives in [`strata_methods::fedcac`].
 //!
 //! Each client trains its own model and sends every trainable tensor plus a bit-packed mask of
 //! its *critical* entries (per tensor, the top τ share by sensitivity). The server averages the
@@ -26,14 +26,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use strata_core::fedcac::{self, Collaboration};
 use strata_core::mask::BitMask;
 use strata_core::selection::{RUNNING_STATS, Selector};
 use strata_core::setting::Setting;
 use strata_core::tensor::{NamedTensor, TensorSet};
+use strata_methods::fedcac::{self, Collaboration};
 use tracing::{debug, warn};
 
-use super::{Aggregated, ClientInfo, Instruction, Snapshot, Strategy, weighted_average};
+use strata_methods::aggregate::weighted_average;
+
+use super::{Aggregated, Instruction, Snapshot, Strategy};
+use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
 
 /// The settings key carrying τ to the client half.

@@ -5,7 +5,6 @@
 //! deadlines and hands over only validated updates, so a strategy is unit-tested with plain
 //! data. A method registers its strategy here under the same name as its client half.
 
-mod aggregate;
 mod fedavg;
 mod fedcac;
 
@@ -16,18 +15,11 @@ use strata_core::selection::{NORM_LAYERS, Selector};
 use strata_core::setting::Settings;
 use strata_core::tensor::{TensorSet, TensorSpec};
 
-pub use aggregate::{RunningMean, weighted_average};
 pub use fedavg::FedAvg;
 pub use fedcac::FedCac;
 
+use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
-
-/// A client as a strategy sees it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ClientInfo {
-    pub id: uuid::Uuid,
-    pub index: u32,
-}
 
 /// What one client is asked to do with which parameters.
 #[derive(Clone, Debug)]

@@ -1,7 +1,7 @@
 //! Export/import round trips and seeded initialisation.
 
-use strata_core::data::DataShape;
 use strata_core::tensor::{NamedTensor, TensorSet};
+use strata_data::DataShape;
 use tch::{Device, Kind, Tensor};
 
 use super::LocalModel;

@@ -19,7 +19,7 @@ pub mod resnet;
 pub use layers::BodyNorm;
 pub use net::Net;
 
-use strata_core::data::DataShape;
+use strata_data::DataShape;
 use tch::nn;
 
 use crate::TorchError;

@@ -1,6 +1,6 @@
 //! Snapshots of every registered model's variables, and the registry's refusals.
 
-use strata_core::data::DataShape;
+use strata_data::DataShape;
 use tch::{Device, Kind, Tensor, nn};
 
 use super::{BodyNorm, Net, build, build_with_norm, names};

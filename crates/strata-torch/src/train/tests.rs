@@ -4,8 +4,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use strata_core::config::TrainConfig;
-use strata_core::data::{DataShape, Dataset, Features};
-use strata_core::partition::ClientShare;
+use strata_data::partition::ClientShare;
+use strata_data::{DataShape, Dataset, Features};
 use tch::{Device, Kind, Tensor};
 
 use super::{TrainStats, train_local, train_local_with};

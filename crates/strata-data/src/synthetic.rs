@@ -14,7 +14,7 @@ use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 
 use super::{DataError, DataShape, Dataset, Features};
-use crate::config::SyntheticConfig;
+use strata_core::config::SyntheticConfig;
 
 /// ChaCha stream for the generator, so that it never shares random numbers with a partition
 /// or any other user of the same run seed.

@@ -9,11 +9,11 @@
 //! hand-computed cases.
 //!
 //! Masks run over the *covered* tensors (those a [`Selector`] keeps), concatenated in the
-//! set's order, one bit per entry (see [`crate::mask`]).
+//! set's order, one bit per entry (see [`strata_core::mask`]).
 
-use crate::mask::{BitMask, MaskError};
-use crate::selection::Selector;
-use crate::tensor::{NamedTensor, TensorSet};
+use strata_core::mask::{BitMask, MaskError};
+use strata_core::selection::Selector;
+use strata_core::tensor::{NamedTensor, TensorSet};
 
 /// A k-th largest sensitivity at or below this is "tiny": the threshold moves up to the
 /// smallest sensitivity above [`NONZERO`].
@@ -161,7 +161,7 @@ impl Overlaps {
         let ones: Vec<u64> = masks.iter().map(|m| m.count_ones()).collect();
         // Row i holds the pairs (i, j > i): rows shrink, and threads take the next row as they go.
         let rows: Vec<usize> = (0..k).collect();
-        let rows = crate::parallel::map(&rows, |&i| {
+        let rows = strata_core::parallel::map(&rows, |&i| {
             // Lengths were checked above, so hamming cannot fail.
             (i + 1..k).map(|j| (i, j, masks[i].hamming(masks[j]).unwrap_or(0))).collect::<Vec<_>>()
         });

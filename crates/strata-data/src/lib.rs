@@ -13,11 +13,12 @@
 pub mod cifar;
 mod fingerprint;
 pub mod idx;
+pub mod partition;
 pub mod synthetic;
 
 use std::path::PathBuf;
 
-use crate::config::{DataConfig, DatasetKind};
+use strata_core::config::{DataConfig, DatasetKind};
 
 const FMNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// Debian packages no MNIST; we keep the same layout so a manual install has an obvious home.
@@ -140,8 +141,8 @@ pub enum DataError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SyntheticConfig;
-    use crate::partition::PartitionSpec;
+    use strata_core::config::SyntheticConfig;
+    use strata_core::partition_spec::PartitionSpec;
 
     fn config(dataset: DatasetKind, path: Option<PathBuf>) -> DataConfig {
         DataConfig {

@@ -1,0 +1,11 @@
+//! The methods' mathematics on plain tensors, unit-tested without libtorch or gRPC: what a
+//! server computes from clients' updates and a client computes before it uploads.
+//!
+//! # Layout
+//! - [`aggregate`]: weighted means of tensor sets, folded one update at a time in f64.
+//! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
+//! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
+
+pub mod aggregate;
+pub mod ccvr;
+pub mod fedcac;
