@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use strata_core::calibration::CalibrationMethod;
+use strata_core::method::Method;
 use strata_core::partition_spec::PartitionSpec;
 use strata_core::records::CalibrationRecord;
 use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config};
@@ -13,7 +14,7 @@ use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fedavg_with_ccvr_reports_accuracy_before_and_after_calibration() {
     let mut config = synthetic_config(3, 2);
-    config.method = "fedavg".into();
+    config.method = Method::FedAvg;
     config.data.split = PartitionSpec::Pathological { classes_per_client: 4 };
     config.calibration.method = CalibrationMethod::Ccvr;
     config.calibration.every = 1;
@@ -66,7 +67,7 @@ async fn fedavg_with_ccvr_reports_accuracy_before_and_after_calibration() {
 #[tokio::test]
 async fn calibration_with_a_method_without_a_global_model_is_refused_at_start() {
     let mut config = synthetic_config(3, 1);
-    config.method = "fedper".into();
+    config.method = Method::FedPer;
     config.calibration.method = CalibrationMethod::Ccvr;
     let out = tempfile::tempdir().expect("tempdir");
     let server = start_server(config, out.path()).await;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use strata_core::method::Method;
 use strata_core::records::ClientRoundRecord;
 use strata_server::ServerEvent;
 use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config};
@@ -21,7 +22,7 @@ async fn a_restarted_client_rejoins_as_itself_with_its_personal_model() {
     let out = tempfile::tempdir().expect("tempdir");
     let state = tempfile::tempdir().expect("state dir");
     let mut config = synthetic_config(3, 5);
-    config.method = "fedper".into();
+    config.method = Method::FedPer;
     config.min_clients = 2;
     config.round_timeout_secs = 3;
     let server = start_server(config, out.path()).await;

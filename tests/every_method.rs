@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use strata_core::config::RunConfig;
 use strata_core::evaluation::EvaluationConfig;
+use strata_core::method::Method;
 use strata_core::records::ClientRoundRecord;
 use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config, write_tiny_idx};
 
@@ -59,7 +60,7 @@ async fn each_method_trains_and_shares_what_it_should() {
     ];
     for (method, values, extra, has_global) in cases {
         let mut config = synthetic_config(3, 2);
-        config.method = method.into();
+        config.method = method.parse().expect("a method");
         let (rows, outcome) = run(config).await;
         assert_eq!(outcome.summary.rounds_completed, 2, "{method}");
         assert_upload(method, &rows, values, extra);
@@ -78,7 +79,7 @@ async fn fedbn_keeps_normalization_layers_local() {
     let data = tempfile::tempdir().expect("tempdir");
     write_tiny_idx(data.path(), 240, 60);
     let mut config = synthetic_config(3, 2);
-    config.method = "fedbn".into();
+    config.method = Method::FedBn;
     config.model.name = "cnn-bn".into();
     config.data.dataset = strata_core::config::DatasetKind::Idx;
     config.data.path = Some(data.path().to_path_buf());
@@ -95,7 +96,7 @@ async fn feature_normalization_composes_with_a_method() {
         [("fedavg", FeatureNorm::SqrtD), ("fedprox", FeatureNorm::Unit), ("fedavg", FeatureNorm::LayerNorm)]
     {
         let mut config = synthetic_config(3, 2);
-        config.method = method.into();
+        config.method = method.parse().expect("a method");
         config.model.feature_norm = norm;
         let (rows, outcome) = run(config).await;
         assert_eq!(outcome.summary.rounds_completed, 2);

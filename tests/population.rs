@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use strata_core::method::Method;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 use strata_tests::{read_jsonl, start_server, synthetic_config};
 
@@ -63,7 +64,7 @@ async fn only_the_cohort_trains_downloads_and_holds_a_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn personal_state_spilled_to_disk_comes_back_bit_for_bit() {
     let mut config = synthetic_config(6, 4);
-    config.method = "fedper".into();
+    config.method = Method::FedPer;
     config.fraction = 0.5;
     let (spilled_out, _, spilled) = run(config.clone(), 0).await;
     let (kept_out, _, kept) = run(config, 1 << 30).await;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_core::method::Method;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 use strata_server::{ServerEvent, ServerOptions};
 use strata_tests::{read_jsonl, spawn_client, synthetic_config};
@@ -25,7 +26,7 @@ async fn rebind(addr: std::net::SocketAddr) -> TcpListener {
 async fn a_killed_server_resumes_and_the_run_completes_with_each_round_once() {
     let out = tempfile::tempdir().expect("tempdir");
     let mut config = synthetic_config(3, 5);
-    config.method = "fedcac".into();
+    config.method = Method::FedCac;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (events, mut rx) = tokio::sync::broadcast::channel(4096);

@@ -375,6 +375,6 @@ fn local_state(
         ClientError::Data(format!("the partition has {} clients, no index {index}", partition.clients.len()))
     })?;
     let data = strata_torch::ClientTensors::from_share(dataset, share, model.device())?;
-    let method = method::build(&config.method, &config.methods, &model).map_err(ClientError::Refused)?;
+    let method = method::build(config.method, &config.methods, &model)?;
     Ok(LocalState { model, data, method, threads })
 }

@@ -7,7 +7,6 @@ use strata_core::config::TrainConfig;
 use strata_core::mask::BitMask;
 use strata_core::records::metric;
 use strata_core::selection::Selector;
-use strata_core::setting::Settings;
 use strata_core::tensor::TensorSet;
 use strata_methods::ccvr::client_stats;
 use strata_torch::calibrate::head_inputs;
@@ -36,7 +35,6 @@ pub struct Job {
     pub parameters_are_global: bool,
     pub upload: Selector,
     pub mask_over: Option<Selector>,
-    pub settings: Settings,
     /// Whether to report the personal model's accuracy as merged, and after training.
     pub evaluate_received: bool,
     pub evaluate_trained: bool,
@@ -75,7 +73,7 @@ impl LocalState {
         let Some((config, seed)) = job.train else {
             return Ok(JobOutput { metrics, upload: None, mask: None, num_samples: 0, trained: None });
         };
-        let ctx = RoundContext { round: job.round, settings: &job.settings, train: &config, seed };
+        let ctx = RoundContext { round: job.round, train: &config, seed };
         let started = Instant::now();
         let stats = self.method.train(&mut self.model, &self.data, &ctx)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -85,7 +83,7 @@ impl LocalState {
         }
         let upload = self.method.upload(&self.model, &job.upload);
         let mask = match &job.mask_over {
-            Some(covered) => self.method.mask(&upload, covered, &ctx)?,
+            Some(covered) => self.method.mask(&upload, covered)?,
             None => None,
         };
         let trained = Some((stats.samples, seconds));

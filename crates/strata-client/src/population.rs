@@ -194,7 +194,7 @@ pub async fn run_population(
     let (initial, keeps_personal_state) = tokio::task::spawn_blocking(move || {
         let model =
             LocalModel::with_feature_norm(&built.model.name, &shape, device, built.seed, built.model.feature_norm)?;
-        let method = crate::method::build(&built.method, &built.methods, &model).map_err(ClientError::Refused)?;
+        let method = crate::method::build(built.method, &built.methods, &model)?;
         Ok::<_, ClientError>((model.export(), method.keeps_personal_state()))
     })
     .await

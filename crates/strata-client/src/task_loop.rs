@@ -230,7 +230,6 @@ pub(crate) fn job_for(
 ) -> Result<Job, ClientError> {
     // Each round and client shuffles differently, and the same run reshuffles the same way.
     let seed = config.seed ^ (u64::from(index) << 32) ^ task.round.wrapping_mul(0x9E37_79B9);
-    let settings = scalar::settings_from_wire(task.config.clone()).map_err(ClientError::Protocol)?;
     Ok(Job {
         round: task.round,
         received,
@@ -238,7 +237,6 @@ pub(crate) fn job_for(
         parameters_are_global: task.parameters_are_global,
         upload: task.upload.clone().map(scalar::selection_from_wire).unwrap_or_else(Selector::none),
         mask_over: task.mask.clone().map(scalar::selection_from_wire),
-        settings,
         evaluate_received: task.evaluate_received,
         evaluate_trained: task.evaluate_trained,
     })

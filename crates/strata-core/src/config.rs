@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::calibration::CalibrationConfig;
 use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
+use crate::method::Method;
 use crate::partition_spec::PartitionSpec;
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
@@ -33,8 +34,8 @@ pub struct RunConfig {
     pub round_timeout_secs: u64,
     /// Seed of every random choice: partition, client sampling, model init, shuffling.
     pub seed: u64,
-    /// Name of the method (strategy plus client behaviour), e.g. `fedavg`.
-    pub method: String,
+    /// The method (strategy plus client behaviour), e.g. `fedavg`.
+    pub method: Method,
     pub data: DataConfig,
     pub model: ModelConfig,
     pub train: TrainConfig,
@@ -249,7 +250,7 @@ impl RunConfig {
             min_results: None,
             round_timeout_secs: 600,
             seed: 1,
-            method: "fedavg".into(),
+            method: Method::FedAvg,
             data: DataConfig {
                 dataset: DatasetKind::Fmnist,
                 path: None,
@@ -342,6 +343,14 @@ impl RunConfig {
         }
         if matches!(self.data.dataset, DatasetKind::Idx | DatasetKind::Cifar10) && self.data.path.is_none() {
             return bad(format!("data.path is required for dataset `{}`", self.data.dataset));
+        }
+        if !self.calibration.is_off() && !self.method.has_global_model() {
+            let with: Vec<&str> = Method::ALL.into_iter().filter(|m| m.has_global_model()).map(Method::name).collect();
+            return bad(format!(
+                "calibration needs a method with a global model that clients evaluate ({}); `{}` has none",
+                with.join(", "),
+                self.method
+            ));
         }
         let m = &self.methods;
         if !(m.fedcac_tau > 0.0 && m.fedcac_tau <= 1.0) {

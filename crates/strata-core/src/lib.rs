@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`tensor`]: parameters as plain named f32 tensors, the currency between crates.
 //! - [`config`]: the run's configuration (TOML), validated with messages that name the key.
+//! - [`method`]: the federated methods as one type, and what server and client agree on.
 //! - [`partition_spec`]: the partition rule as configured (applied by `strata-data`).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
@@ -14,7 +15,6 @@
 //! - [`parallel`]: spreading independent CPU work over the machine's threads.
 //! - [`atomic_file`]: replacing a file whole or not at all.
 //! - [`safetensors`]: tensor sets on disk, written atomically.
-//! - [`setting`]: method settings carried in tasks.
 
 pub mod atomic_file;
 pub mod calibration;
@@ -22,10 +22,10 @@ pub mod config;
 pub mod evaluation;
 pub mod liveness;
 pub mod mask;
+pub mod method;
 pub mod parallel;
 pub mod partition_spec;
 pub mod records;
 pub mod safetensors;
 pub mod selection;
-pub mod setting;
 pub mod tensor;

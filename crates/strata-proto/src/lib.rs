@@ -9,7 +9,7 @@
 //! - [`mask`]: bit-packed masks in slices.
 //! - [`stats`]: CCVR's per-class feature statistics in slices, checked on arrival.
 //! - [`receive`]: one result stream checked against its task, header first, part by part.
-//! - [`scalar`]: method settings and metrics as named scalars.
+//! - [`scalar`]: metrics and parameter selections on the wire.
 //! - [`text`]: client-sent text cut and escaped for messages and logs.
 
 pub mod assemble;

@@ -87,7 +87,7 @@ pub fn summarize(
     let seconds_per_round =
         (!training.is_empty()).then(|| training.iter().map(|r| r.seconds).sum::<f64>() / training.len() as f64);
     RunSummary {
-        method: config.method.clone(),
+        method: config.method.to_string(),
         dataset: config.data.dataset.to_string(),
         split: config.data.split.to_string(),
         model: config.model.name.clone(),

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_core::selection::Selector;
-use strata_core::setting::Settings;
 use strata_core::tensor::{TensorSet, TensorSpec};
 use strata_proto::stats::StatsExpectation;
 use tokio::time::Instant;
@@ -32,8 +31,6 @@ pub struct Assignment {
     /// the task takes no mask.
     pub mask_over: Option<Selector>,
     pub mask_bits: Option<usize>,
-    /// Settings for the client half of the method.
-    pub settings: Settings,
     /// What the feature statistics must fit (FeatureStats tasks).
     pub feature_stats: Option<StatsExpectation>,
     pub deadline: Instant,
@@ -71,7 +68,6 @@ impl Assignment {
             expected_upload: Arc::new(Vec::new()),
             mask_over: None,
             mask_bits: None,
-            settings: Settings::new(),
             feature_stats: None,
             deadline,
             evaluate_received: true,

@@ -137,14 +137,7 @@ pub async fn run(
         None => None,
     };
     let (model_spec, initial) = initial_model(&config).await?;
-    let mut strategy = strategy::build(&config.method, initial, &config.methods).map_err(ServerError::Setup)?;
-    if !config.calibration.is_off() && !strategy::WITH_GLOBAL_MODEL.contains(&config.method.as_str()) {
-        return Err(ServerError::Setup(format!(
-            "calibration needs a method with a global model that clients evaluate ({}); `{}` has none",
-            strategy::WITH_GLOBAL_MODEL.join(", "),
-            config.method
-        )));
-    }
+    let mut strategy = strategy::build(config.method, initial, &config.methods);
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }

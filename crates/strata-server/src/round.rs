@@ -29,7 +29,7 @@ use crate::output::RunOutput;
 use crate::registry::Registry;
 use crate::service::Report;
 use crate::state::{self, SavedClient};
-use crate::strategy::{Aggregated, Instruction, Strategy, WITH_GLOBAL_MODEL, expected_upload};
+use crate::strategy::{Aggregated, Instruction, Strategy, expected_upload};
 
 pub struct RoundLoop {
     pub config: RunConfig,
@@ -261,7 +261,6 @@ impl RoundLoop {
             a.expected_upload = Arc::new(upload);
             a.mask_over = i.mask_over;
             a.upload = i.upload;
-            a.settings = i.settings;
         }
         a.parameters = Some(i.parameters);
         a.parameters_are_global = i.parameters_are_global;
@@ -382,11 +381,11 @@ impl RoundLoop {
     /// Writes a global model into the run's directory, for methods whose global model is the
     /// whole model (the others' is a part, or a mean nobody evaluates).
     pub(crate) fn save_global(&self, file: &str, global: Option<&TensorSet>, row: u64) {
-        let Some(global) = global.filter(|_| WITH_GLOBAL_MODEL.contains(&self.config.method.as_str())) else {
+        let Some(global) = global.filter(|_| self.config.method.has_global_model()) else {
             return;
         };
         let metadata = BTreeMap::from([
-            ("method".to_string(), self.config.method.clone()),
+            ("method".to_string(), self.config.method.to_string()),
             ("model".to_string(), self.config.model.name.clone()),
             ("round".to_string(), row.to_string()),
             ("seed".to_string(), self.config.seed.to_string()),

@@ -356,7 +356,6 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         round: a.round,
         kind: kind as i32,
         task_id: a.task_id.clone(),
-        config: scalar::settings_to_wire(&a.settings),
         parameters,
         upload: Some(scalar::selection_to_wire(&a.upload)),
         parameters_are_global: a.parameters_are_global,

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use strata_core::config::RunConfig;
+use strata_core::method::Method;
 use strata_core::partition_spec::PartitionSpec;
 
 #[derive(Deserialize)]
@@ -96,7 +97,7 @@ pub struct BenchSpec {
 
 /// A method of the matrix: a registered method and the options after its `+`s.
 struct Variant<'a> {
-    base: &'a str,
+    base: Method,
     options: Vec<&'a str>,
 }
 
@@ -105,11 +106,8 @@ const OPTIONS: &[&str] = &["ccvr", "fn", "fn-unit", "ln"];
 impl<'a> Variant<'a> {
     fn parse(label: &'a str) -> anyhow::Result<Self> {
         let mut parts = label.split('+');
-        let base = parts.next().unwrap_or_default();
-        let known = strata_server::strategy::METHODS;
-        if !known.contains(&base) {
-            bail!("[matrix] methods: unknown method `{base}` (known: {})", known.join(", "));
-        }
+        let base: Method =
+            parts.next().unwrap_or_default().parse().map_err(|e| anyhow::anyhow!("[matrix] methods: {e}"))?;
         let options: Vec<&str> = parts.collect();
         if let Some(o) = options.iter().find(|o| !OPTIONS.contains(o)) {
             bail!("[matrix] methods: unknown option `+{o}` in `{label}` (known: +{})", OPTIONS.join(", +"));
@@ -259,7 +257,7 @@ impl BenchSpec {
         let split = &self.splits[cell.split];
         let mut table = self.settings.clone();
         let variant = Variant::parse(&cell.method)?;
-        table.insert("method".into(), variant.base.into());
+        table.insert("method".into(), variant.base.name().into());
         variant.apply(&mut table);
         let seed = i64::try_from(cell.seed).context("seeds must fit in an i64")?;
         table.insert("seed".into(), seed.into());
@@ -347,11 +345,11 @@ fedbn = "cnn-bn"
         let spec = BenchSpec::parse(SPEC, "t").unwrap();
         let cells = spec.cells();
         let c = spec.config(&cells[4]).unwrap();
-        assert_eq!((c.method.as_str(), c.seed, c.model.name.as_str()), ("fedbn", 1, "cnn-bn"));
+        assert_eq!((c.method.name(), c.seed, c.model.name.as_str()), ("fedbn", 1, "cnn-bn"));
         assert_eq!(c.data.split, PartitionSpec::Dirichlet { alpha: 0.5 });
         assert_eq!(c.data.synthetic.samples, 300);
         let c = spec.config(&cells[11]).unwrap();
-        assert_eq!((c.method.as_str(), c.seed, c.model.name.as_str()), ("fedcac", 2, "mlp"));
+        assert_eq!((c.method.name(), c.seed, c.model.name.as_str()), ("fedcac", 2, "mlp"));
     }
 
     #[test]
@@ -402,7 +400,7 @@ fedbn = "cnn-bn"
         assert_eq!(variant.len(), 1);
         assert_eq!(spec.splits[variant[0].split].label, "dir0.5");
         let c = spec.config(variant[0]).unwrap();
-        assert_eq!(c.method, "fedavg");
+        assert_eq!(c.method, Method::FedAvg);
         assert_eq!(c.calibration.method, strata_core::calibration::CalibrationMethod::Ccvr);
         assert_eq!(c.model.feature_norm, strata_core::config::FeatureNorm::SqrtD);
         let ln = cells.iter().find(|c| c.method == "fedcac+ln").unwrap();

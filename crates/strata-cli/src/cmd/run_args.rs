@@ -7,6 +7,7 @@ use anyhow::Context;
 use strata_core::calibration::CalibrationMethod;
 use strata_core::config::{DatasetKind, FeatureNorm, RunConfig};
 use strata_core::evaluation::{EvalClients, EvalMoment};
+use strata_core::method::Method;
 use strata_core::partition_spec::PartitionSpec;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -43,9 +44,9 @@ pub struct RunArgs {
     pub round_timeout: Option<u64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Method: local, fedavg, fedprox, fedper, fedrep, fedbn, ditto, fedcac.
-    #[arg(long)]
-    pub method: Option<String>,
+    /// Method (strategy and client half).
+    #[arg(long, value_parser = method_parser())]
+    pub method: Option<Method>,
     /// Dataset: fmnist, mnist, idx, cifar10, synthetic.
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
@@ -137,6 +138,12 @@ impl RunArgs {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// Methods by name, with every name listed in `--help` from [`Method::ALL`].
+fn method_parser() -> impl clap::builder::TypedValueParser<Value = Method> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Method::ALL.map(Method::name)).try_map(|name| name.parse::<Method>())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_torch::{Anchor, ClientTensors, LocalModel, TorchError, TrainStats, train_local, train_local_with};
 
-use super::{ClientMethod, GlobalView, RoundContext, setting_or};
+use super::{ClientMethod, GlobalView, RoundContext};
 
 pub struct Ditto {
     global: LocalModel,
@@ -50,7 +50,7 @@ impl ClientMethod for Ditto {
         data: &ClientTensors,
         ctx: &RoundContext,
     ) -> Result<TrainStats, TorchError> {
-        let lambda = setting_or(ctx.settings, "lambda", self.lambda);
+        let lambda = self.lambda;
         let personal_cfg = ctx.train.for_epochs(self.personal_epochs);
         let personal = match &self.anchor {
             Some(anchor) => {

@@ -12,7 +12,7 @@ use strata_core::tensor::TensorSet;
 use strata_methods::fedcac::critical_mask;
 use strata_torch::{LocalModel, TorchError};
 
-use super::{ClientMethod, GlobalView, RoundContext, setting_or};
+use super::{ClientMethod, GlobalView};
 
 pub struct FedCacClient {
     tau: f64,
@@ -36,16 +36,10 @@ impl ClientMethod for FedCacClient {
         Ok(())
     }
 
-    fn mask(
-        &self,
-        uploaded: &TensorSet,
-        covered: &Selector,
-        ctx: &RoundContext,
-    ) -> Result<Option<BitMask>, TorchError> {
+    fn mask(&self, uploaded: &TensorSet, covered: &Selector) -> Result<Option<BitMask>, TorchError> {
         let before =
             self.before.as_ref().ok_or_else(|| TorchError::Train("FedCAC: training before any merge".into()))?;
-        let tau = setting_or(ctx.settings, "tau", self.tau);
-        critical_mask(before, uploaded, covered, tau)
+        critical_mask(before, uploaded, covered, self.tau)
             .map(Some)
             .map_err(|e| TorchError::Train(format!("FedCAC mask: {e}")))
     }

@@ -8,7 +8,7 @@
 use strata_core::tensor::TensorSet;
 use strata_torch::{ClientTensors, LocalModel, TorchError, TrainStats, train_local, with_frozen};
 
-use super::{ClientMethod, GlobalView, RoundContext, setting_or};
+use super::{ClientMethod, GlobalView, RoundContext};
 
 pub struct FedRep {
     head_epochs: usize,
@@ -35,7 +35,7 @@ impl ClientMethod for FedRep {
         data: &ClientTensors,
         ctx: &RoundContext,
     ) -> Result<TrainStats, TorchError> {
-        let head_epochs = setting_or(ctx.settings, "fedrep_head_epochs", self.head_epochs as f64) as usize;
+        let head_epochs = self.head_epochs;
         let head_cfg = ctx.train.for_epochs(head_epochs);
         let head = with_frozen(model, &|n| !is_head(n), |m| train_local(m, data, &head_cfg, ctx.seed))?;
         let body = with_frozen(model, &is_head, |m| train_local(m, data, ctx.train, ctx.seed ^ 0x5EED))?;

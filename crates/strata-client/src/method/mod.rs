@@ -1,9 +1,9 @@
 //! The client half of each method: how the parameters a task brings merge into the personal
-//! model, how the client trains, and what it sends back. Registered under the same names as
-//! the server strategies (`strata_server::strategy::build`).
+//! model, how the client trains, and what it sends back. [`build`] maps each [`Method`] to its
+//! client half, exhaustively, as `strata_server::strategy::build` does to its server half.
 //!
-//! Hyper-parameters come from the task's settings when the server sends them, else from the
-//! run's config that the client received when it joined.
+//! Hyper-parameters come from the run's config that the client received when it joined (its
+//! typed `[methods]` table), and from nowhere else.
 
 mod ditto;
 mod fedcac;
@@ -12,8 +12,8 @@ mod shared;
 
 use strata_core::config::{MethodParams, TrainConfig};
 use strata_core::mask::BitMask;
+use strata_core::method::Method;
 use strata_core::selection::Selector;
-use strata_core::setting::Settings;
 use strata_core::tensor::TensorSet;
 use strata_torch::{ClientTensors, LocalModel, TorchError, TrainStats};
 
@@ -35,7 +35,6 @@ pub enum GlobalView<'a> {
 /// What one round's task gives the method besides the model and data.
 pub struct RoundContext<'a> {
     pub round: u64,
-    pub settings: &'a Settings,
     pub train: &'a TrainConfig,
     pub seed: u64,
 }
@@ -61,12 +60,7 @@ pub trait ClientMethod: Send {
     }
 
     /// A mask over the uploaded tensors that `covered` selects (FedCAC); none by default.
-    fn mask(
-        &self,
-        _uploaded: &TensorSet,
-        _covered: &Selector,
-        _ctx: &RoundContext,
-    ) -> Result<Option<BitMask>, TorchError> {
+    fn mask(&self, _uploaded: &TensorSet, _covered: &Selector) -> Result<Option<BitMask>, TorchError> {
         Ok(None)
     }
 
@@ -80,27 +74,20 @@ pub trait ClientMethod: Send {
     }
 }
 
-/// Names of the methods this client implements.
-pub const METHODS: &[&str] = &["local", "fedavg", "fedprox", "fedper", "fedrep", "fedbn", "ditto", "fedcac"];
-
-/// Builds the client half registered under `method`.
-pub fn build(method: &str, params: &MethodParams, reference: &LocalModel) -> Result<Box<dyn ClientMethod>, String> {
+/// The client half of `method`.
+pub fn build(
+    method: Method,
+    params: &MethodParams,
+    reference: &LocalModel,
+) -> Result<Box<dyn ClientMethod>, TorchError> {
     Ok(match method {
-        "local" | "fedper" | "fedbn" => Box::new(Shared::part()),
-        "fedavg" => Box::new(Shared::whole_model(None)),
-        "fedprox" => Box::new(Shared::whole_model(Some(params.proximal_mu))),
-        "fedrep" => Box::new(FedRep::new(params.fedrep_head_epochs)),
-        "ditto" => Box::new(Ditto::new(params, reference).map_err(|e| e.to_string())?),
-        "fedcac" => Box::new(FedCacClient::new(params.fedcac_tau)),
-        other => {
-            return Err(format!("this client does not implement method `{other}` (it knows {})", METHODS.join(", ")));
-        }
+        Method::Local | Method::FedPer | Method::FedBn => Box::new(Shared::part()),
+        Method::FedAvg => Box::new(Shared::whole_model(None)),
+        Method::FedProx => Box::new(Shared::whole_model(Some(params.proximal_mu))),
+        Method::FedRep => Box::new(FedRep::new(params.fedrep_head_epochs)),
+        Method::Ditto => Box::new(Ditto::new(params, reference)?),
+        Method::FedCac => Box::new(FedCacClient::new(params.fedcac_tau)),
     })
-}
-
-/// A numeric setting from the task, or `default` when the server sent none.
-pub fn setting_or(settings: &Settings, key: &str, default: f64) -> f64 {
-    settings.get(key).and_then(|s| s.as_f64()).unwrap_or(default)
 }
 
 #[cfg(test)]
@@ -125,7 +112,7 @@ mod tests {
         let mut mine = model("mlp", vec![4], 1);
         let server = model("mlp", vec![4], 2);
         let head_before = mine.export().select(|n| n.starts_with("head."));
-        let mut method = build("fedper", &MethodParams::default(), &mine).expect("fedper");
+        let mut method = build(Method::FedPer, &MethodParams::default(), &mine).expect("fedper");
         method.merge(&mut mine, &part(&server, &Selector::new(["body.*"])), 1).expect("merge");
         let after = mine.export();
         assert_eq!(after.select(|n| n.starts_with("body.")), part(&server, &Selector::new(["body.*"])));
@@ -140,7 +127,7 @@ mod tests {
         let norm_before = mine.export().select(|n| norm.matches(n));
         assert!(!norm_before.is_empty());
         let shared = Selector::all().except(NORM_LAYERS);
-        let mut method = build("fedbn", &MethodParams::default(), &mine).expect("fedbn");
+        let mut method = build(Method::FedBn, &MethodParams::default(), &mine).expect("fedbn");
         method.merge(&mut mine, &part(&server, &shared), 1).expect("merge");
         assert_eq!(mine.export().select(|n| norm.matches(n)), norm_before);
         assert_eq!(mine.export().select(|n| shared.matches(n)), part(&server, &shared));
@@ -151,7 +138,7 @@ mod tests {
         let mut personal = model("mlp", vec![4], 1);
         let server = model("mlp", vec![4], 2);
         let personal_before = personal.export();
-        let mut method = build("ditto", &MethodParams::default(), &personal).expect("ditto");
+        let mut method = build(Method::Ditto, &MethodParams::default(), &personal).expect("ditto");
         method.merge(&mut personal, &server.export(), 0).expect("merge");
         assert_eq!(personal.export(), personal_before, "the personal model is not overwritten");
         assert_eq!(method.upload(&personal, &Selector::all()), server.export(), "the global copy goes back");
@@ -168,7 +155,7 @@ mod tests {
             t.values.iter_mut().for_each(|v| *v += 1.0);
         }
         mine.import(&moved).expect("import");
-        let mut method = build("fedcac", &MethodParams::default(), &mine).expect("fedcac");
+        let mut method = build(Method::FedCac, &MethodParams::default(), &mine).expect("fedcac");
         method.merge(&mut mine, &server.export(), 1).expect("merge");
         let after = mine.export();
         assert_eq!(after.select(|n| stats.matches(n)), moved.select(|n| stats.matches(n)));

@@ -13,7 +13,7 @@
 use strata_core::tensor::TensorSet;
 use strata_torch::{Anchor, ClientTensors, LocalModel, TorchError, TrainStats};
 
-use super::{ClientMethod, GlobalView, RoundContext, setting_or};
+use super::{ClientMethod, GlobalView, RoundContext};
 
 pub struct Shared {
     /// Whether the received parameters are the whole global model.
@@ -53,7 +53,6 @@ impl ClientMethod for Shared {
     ) -> Result<TrainStats, TorchError> {
         match (self.proximal_mu, &self.anchor) {
             (Some(mu), Some(anchor)) => {
-                let mu = setting_or(ctx.settings, "proximal_mu", mu);
                 let term = |m: &LocalModel| anchor.term(m, mu);
                 strata_torch::train_local_with(model, data, ctx.train, ctx.seed, Some(&term))
             }

@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use strata_core::mask::BitMask;
 use strata_core::selection::{RUNNING_STATS, Selector};
-use strata_core::setting::Setting;
 use strata_core::tensor::{NamedTensor, TensorSet};
 use strata_methods::fedcac::{self, Collaboration};
 use tracing::{debug, warn};
@@ -38,9 +37,6 @@ use strata_methods::aggregate::weighted_average;
 use super::{Aggregated, Instruction, Snapshot, Strategy};
 use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
-
-/// The settings key carrying τ to the client half.
-pub const TAU_SETTING: &str = "tau";
 
 /// What the server keeps for a client that has trained at least once.
 struct Personal {
@@ -94,7 +90,6 @@ impl FedCac {
                 };
                 let mut i = Instruction::new(*c, parameters, is_global, self.covered.clone());
                 i.mask_over = Some(self.covered.clone());
-                i.settings.insert(TAU_SETTING.into(), Setting::Number(self.tau));
                 i
             })
             .collect()
@@ -135,10 +130,6 @@ impl FedCac {
 }
 
 impl Strategy for FedCac {
-    fn name(&self) -> &'static str {
-        "fedcac"
-    }
-
     fn configure_train(&mut self, _round: u64, picked: &[ClientInfo]) -> Vec<Instruction> {
         self.send_personal(picked)
     }
@@ -352,7 +343,6 @@ mod tests {
             assert!(task.upload.matches("body.bn.weight") && task.upload.matches("head.w"));
             assert!(!task.upload.matches("body.bn.running_mean") && !task.upload.matches("body.bn.running_var"));
             assert_eq!(task.mask_over.as_ref(), Some(&task.upload));
-            assert_eq!(task.settings.get(TAU_SETTING), Some(&Setting::Number(0.5)));
         }
         assert_eq!(strategy.summary()[1], ("tau", "0.5".into()));
         assert_eq!(strategy.summary()[2], ("beta", "100".into()));

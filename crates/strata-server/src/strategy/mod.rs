@@ -3,19 +3,19 @@
 //!
 //! Strategies do no IO and own no clock: the round loop (`round.rs`) sends tasks, waits on
 //! deadlines and hands over only validated updates, so a strategy is unit-tested with plain
-//! data. A method registers its strategy here under the same name as its client half.
+//! data. [`build`] maps each [`Method`] to its strategy, exhaustively.
 
-mod fedavg;
+mod average_shared;
 mod fedcac;
 
 use std::sync::Arc;
 
 use strata_core::config::MethodParams;
-use strata_core::selection::{NORM_LAYERS, Selector};
-use strata_core::setting::Settings;
+use strata_core::method::Method;
+use strata_core::selection::Selector;
 use strata_core::tensor::{TensorSet, TensorSpec};
 
-pub use fedavg::FedAvg;
+pub use average_shared::AverageShared;
 pub use fedcac::FedCac;
 
 use crate::client_info::ClientInfo;
@@ -33,14 +33,12 @@ pub struct Instruction {
     pub upload: Selector,
     /// Which of the uploaded tensors a bit-packed mask must cover (FedCAC); `None`: no mask.
     pub mask_over: Option<Selector>,
-    /// Settings for the client half of the method (e.g. `proximal_mu`).
-    pub settings: Settings,
 }
 
 impl Instruction {
-    /// Sends `parameters` and asks for the tensors `upload` selects back, with no mask or settings.
+    /// Sends `parameters` and asks for the tensors `upload` selects back, with no mask.
     pub fn new(client: ClientInfo, parameters: Arc<TensorSet>, parameters_are_global: bool, upload: Selector) -> Self {
-        Self { client, parameters, parameters_are_global, upload, mask_over: None, settings: Settings::new() }
+        Self { client, parameters, parameters_are_global, upload, mask_over: None }
     }
 }
 
@@ -55,7 +53,6 @@ pub enum Aggregated {
 }
 
 pub trait Strategy: Send {
-    fn name(&self) -> &'static str;
     /// Tasks for the clients picked to train this round.
     fn configure_train(&mut self, round: u64, picked: &[ClientInfo]) -> Vec<Instruction>;
     /// What the given clients evaluate (their model as the method would hand it to them).
@@ -96,29 +93,17 @@ pub(crate) fn same_specs(current: &TensorSet, incoming: &TensorSet, what: &str) 
     Ok(())
 }
 
-/// Names of the registered methods.
-pub const METHODS: &[&str] = &["local", "fedavg", "fedprox", "fedper", "fedrep", "fedbn", "ditto", "fedcac"];
-
-/// Methods whose global model is the whole model and is what clients evaluate as the global
-/// one: those a post-hoc calibration of the global classifier (CCVR) composes with.
-pub const WITH_GLOBAL_MODEL: &[&str] = &["fedavg", "fedprox", "ditto"];
-
-/// Builds the strategy registered under `method`, starting from the initial parameters.
-pub fn build(method: &str, initial: TensorSet, params: &MethodParams) -> Result<Box<dyn Strategy>, String> {
+/// The server half of `method`, starting from the initial parameters.
+pub fn build(method: Method, initial: TensorSet, params: &MethodParams) -> Box<dyn Strategy> {
     match method {
-        "fedavg" => Ok(Box::new(FedAvg::new(initial))),
-        "fedprox" => Ok(Box::new(FedAvg::new(initial).with_setting("fedprox", "proximal_mu", params.proximal_mu))),
-        "ditto" => Ok(Box::new(FedAvg::new(initial).with_setting("ditto", "lambda", params.ditto_lambda))),
-        "local" => Ok(Box::new(FedAvg::sharing("local", initial, Selector::none()))),
-        "fedper" => Ok(Box::new(FedAvg::sharing("fedper", initial, Selector::new(["body.*"])))),
-        "fedrep" => Ok(Box::new(FedAvg::sharing("fedrep", initial, Selector::new(["body.*"])).with_setting(
-            "fedrep",
-            "fedrep_head_epochs",
-            params.fedrep_head_epochs as f64,
-        ))),
-        "fedbn" => Ok(Box::new(FedAvg::sharing("fedbn", initial, Selector::all().except(NORM_LAYERS)))),
-        "fedcac" => Ok(Box::new(FedCac::new(initial, params.fedcac_tau, params.fedcac_beta))),
-        other => Err(format!("unknown method `{other}`: registered methods are {}", METHODS.join(", "))),
+        Method::Local
+        | Method::FedAvg
+        | Method::FedProx
+        | Method::FedPer
+        | Method::FedRep
+        | Method::FedBn
+        | Method::Ditto => Box::new(AverageShared::new(method, initial)),
+        Method::FedCac => Box::new(FedCac::new(initial, params.fedcac_tau, params.fedcac_beta)),
     }
 }
 

@@ -1,84 +1,57 @@
-//! FedAvg: McMahan et al., "Communication-Efficient Learning of Deep Networks from
-//! Decentralized Data", AISTATS 2017 (arXiv:1602.05629).
+//! The server half of every method that averages what it shares: FedAvg (McMahan et al.,
+//! "Communication-Efficient Learning of Deep Networks from Decentralized Data", AISTATS 2017,
+//! arXiv:1602.05629) and the methods that differ from it only on the client or in what they
+//! share ([`Method::shares`]).
 //!
 //! Every picked client receives the shared part of the global model, trains, and sends that
 //! part back; the next shared part is the average of the updates weighted by each client's
 //! training samples. Sharing the whole model is FedAvg itself (and, with a proximal term on
 //! the client, FedProx and Ditto's global model); sharing part of it is how FedPer and FedRep
 //! (the body), FedBN (all but normalization layers) and Local (nothing) differ on the server:
-//! only the shared tensors travel, both ways.
+//! only the shared tensors travel, both ways. The methods' hyper-parameters reach the client
+//! halves in the run's configuration, not from here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use strata_core::method::Method;
 use strata_core::selection::Selector;
-use strata_core::setting::{Setting, Settings};
 use strata_core::tensor::TensorSet;
-
 use strata_methods::aggregate::RunningMean;
 
 use super::{Aggregated, Instruction, Snapshot, Strategy, same_specs};
 use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
 
-pub struct FedAvg {
-    name: &'static str,
+pub struct AverageShared {
+    method: Method,
     /// The tensors that travel and are averaged.
     shared: Selector,
     /// Whether `shared` is the whole model (then it is a global model clients can evaluate).
     whole_model: bool,
     /// The shared part of the global model.
     global: Arc<TensorSet>,
-    /// Settings sent to the client half each round.
-    settings: Settings,
     /// The round's updates folded in so far: the only copy the server keeps of them.
     pending: Option<(u64, RunningMean)>,
 }
 
-impl FedAvg {
-    /// FedAvg over the whole model.
-    pub fn new(initial: TensorSet) -> Self {
-        Self {
-            name: "fedavg",
-            shared: Selector::all(),
-            whole_model: true,
-            global: Arc::new(initial),
-            settings: Settings::new(),
-            pending: None,
-        }
-    }
-
-    /// Averages only the tensors `shared` selects; the rest stay on the clients.
-    pub fn sharing(name: &'static str, initial: TensorSet, shared: Selector) -> Self {
+impl AverageShared {
+    /// Averages the tensors `method` shares, starting from `initial`; the rest stay on the clients.
+    pub fn new(method: Method, initial: TensorSet) -> Self {
+        let shared = method.shares();
         let global = initial.select(|n| shared.matches(n));
         let whole_model = global.len() == initial.len();
-        Self { name, shared, whole_model, global: Arc::new(global), settings: Settings::new(), pending: None }
-    }
-
-    /// Renames the method and adds a setting for its client half (FedProx's `proximal_mu`).
-    pub fn with_setting(mut self, name: &'static str, key: &str, value: f64) -> Self {
-        self.name = name;
-        self.settings.insert(key.to_string(), Setting::Number(value));
-        self
+        Self { method, shared, whole_model, global: Arc::new(global), pending: None }
     }
 
     fn send_global(&self, clients: &[ClientInfo]) -> Vec<Instruction> {
-        clients
-            .iter()
-            .map(|c| {
-                let mut i = Instruction::new(*c, Arc::clone(&self.global), self.whole_model, self.shared.clone());
-                i.settings = self.settings.clone();
-                i
-            })
-            .collect()
+        let global =
+            |c: &ClientInfo| Instruction::new(*c, Arc::clone(&self.global), self.whole_model, self.shared.clone());
+        clients.iter().map(global).collect()
     }
 }
 
-impl Strategy for FedAvg {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
+impl Strategy for AverageShared {
     fn configure_train(&mut self, _round: u64, picked: &[ClientInfo]) -> Vec<Instruction> {
         self.send_global(picked)
     }
@@ -122,13 +95,13 @@ impl Strategy for FedAvg {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let meta = BTreeMap::from([("method".to_string(), self.name.to_string())]);
+        let meta = BTreeMap::from([("method".to_string(), self.method.to_string())]);
         Snapshot { tensors: (*self.global).clone(), meta }
     }
 
     fn restore(&mut self, snapshot: Snapshot) -> Result<(), String> {
-        if snapshot.meta.get("method").map(String::as_str) != Some(self.name) {
-            return Err(format!("the saved state is not `{}`'s: {:?}", self.name, snapshot.meta.get("method")));
+        if snapshot.meta.get("method").map(String::as_str) != Some(self.method.name()) {
+            return Err(format!("the saved state is not `{}`'s: {:?}", self.method, snapshot.meta.get("method")));
         }
         same_specs(&self.global, &snapshot.tensors, "global model")?;
         self.global = Arc::new(snapshot.tensors);
@@ -136,10 +109,11 @@ impl Strategy for FedAvg {
     }
 
     fn summary(&self) -> Vec<(&'static str, String)> {
-        let mut s = vec![("method", self.name.to_string()), ("weighting", "training samples".into())];
-        s.push(("shared", format!("{:?} except {:?}", self.shared.patterns(), self.shared.exceptions())));
-        s.extend(self.settings.iter().map(|(k, v)| ("setting", format!("{k} = {v:?}"))));
-        s
+        vec![
+            ("method", self.method.to_string()),
+            ("weighting", "training samples".into()),
+            ("shared", format!("{:?} except {:?}", self.shared.patterns(), self.shared.exceptions())),
+        ]
     }
 }
 
@@ -160,7 +134,7 @@ mod tests {
 
     /// Runs one FedAvg round from `initial` over (values, samples) updates; returns the new global.
     fn check(initial: &[f32], updates: &[(&[f32], u64)]) -> Vec<f32> {
-        let mut strategy = FedAvg::new(set(initial));
+        let mut strategy = AverageShared::new(Method::FedAvg, set(initial));
         let updates = updates
             .iter()
             .enumerate()
@@ -172,15 +146,15 @@ mod tests {
 
     #[test]
     fn snapshots_restore_the_global_model_of_the_same_method_only() {
-        let mut strategy = FedAvg::new(set(&[0.0, 0.0]));
+        let mut strategy = AverageShared::new(Method::FedAvg, set(&[0.0, 0.0]));
         strategy.aggregate_train(0, vec![ValidUpdate::for_tests(client(0), set(&[1.0, 2.0]), 1)]);
         let snapshot = strategy.snapshot();
-        let mut restored = FedAvg::new(set(&[0.0, 0.0]));
+        let mut restored = AverageShared::new(Method::FedAvg, set(&[0.0, 0.0]));
         restored.restore(snapshot.clone()).unwrap();
         assert_eq!(restored.global(), strategy.global());
-        let mut prox = FedAvg::new(set(&[0.0, 0.0])).with_setting("fedprox", "proximal_mu", 0.1);
+        let mut prox = AverageShared::new(Method::FedProx, set(&[0.0, 0.0]));
         assert!(prox.restore(snapshot.clone()).unwrap_err().contains("fedprox"));
-        let mut bigger = FedAvg::new(set(&[0.0, 0.0, 0.0]));
+        let mut bigger = AverageShared::new(Method::FedAvg, set(&[0.0, 0.0, 0.0]));
         assert!(bigger.restore(snapshot).unwrap_err().contains("does not match"));
     }
 
@@ -192,7 +166,7 @@ mod tests {
 
     #[test]
     fn updates_absorbed_as_they_arrive_make_the_batch_mean_and_are_not_kept() {
-        let mut streamed = FedAvg::new(set(&[0.0, 0.0]));
+        let mut streamed = AverageShared::new(Method::FedAvg, set(&[0.0, 0.0]));
         // An abandoned round's sums do not leak into the next round.
         assert!(streamed.absorb(0, ValidUpdate::for_tests(client(0), set(&[100.0, 100.0]), 5)).is_none());
         streamed.abandon(0);
@@ -201,12 +175,12 @@ mod tests {
         assert!(matches!(streamed.aggregate_train(1, vec![]), Aggregated::Updated));
         assert_eq!(streamed.global().unwrap().get("w").unwrap().values, vec![2.5, 5.0]);
         // Sums left from a round that never aggregated are not the next round's.
-        let mut stale = FedAvg::new(set(&[0.0]));
+        let mut stale = AverageShared::new(Method::FedAvg, set(&[0.0]));
         stale.absorb(2, ValidUpdate::for_tests(client(0), set(&[100.0]), 5));
         stale.absorb(3, ValidUpdate::for_tests(client(0), set(&[1.0]), 1));
         assert!(matches!(stale.aggregate_train(3, vec![]), Aggregated::Updated));
         assert_eq!(stale.global().unwrap().get("w").unwrap().values, vec![1.0]);
-        let mut nothing = FedAvg::new(set(&[0.0]));
+        let mut nothing = AverageShared::new(Method::FedAvg, set(&[0.0]));
         nothing.absorb(0, ValidUpdate::for_tests(client(0), set(&[1.0]), 1));
         nothing.abandon(0);
         assert!(matches!(nothing.aggregate_train(0, vec![]), Aggregated::Skipped { .. }));
@@ -214,7 +188,7 @@ mod tests {
 
     #[test]
     fn every_client_gets_the_same_global_and_uploads_everything() {
-        let mut strategy = FedAvg::new(set(&[1.0]));
+        let mut strategy = AverageShared::new(Method::FedAvg, set(&[1.0]));
         let tasks = strategy.configure_train(0, &[client(0), client(1)]);
         assert_eq!(tasks.len(), 2);
         assert!(Arc::ptr_eq(&tasks[0].parameters, &tasks[1].parameters));
@@ -228,7 +202,7 @@ mod tests {
             NamedTensor::new("head.w", vec![1], vec![5.0]).unwrap(),
         ])
         .unwrap();
-        let mut fedper = FedAvg::sharing("fedper", initial, Selector::new(["body.*"]));
+        let mut fedper = AverageShared::new(Method::FedPer, initial);
         let tasks = fedper.configure_train(0, &[client(0)]);
         assert_eq!(tasks[0].parameters.specs().len(), 1, "only the body travels");
         assert!(
@@ -244,22 +218,14 @@ mod tests {
 
     #[test]
     fn local_shares_nothing() {
-        let mut local = FedAvg::sharing("local", set(&[1.0]), Selector::none());
+        let mut local = AverageShared::new(Method::Local, set(&[1.0]));
         let tasks = local.configure_train(0, &[client(0)]);
         assert!(tasks[0].parameters.is_empty() && !tasks[0].upload.matches("w"));
     }
 
     #[test]
-    fn fedprox_sends_its_mu() {
-        let mut prox = FedAvg::new(set(&[1.0])).with_setting("fedprox", "proximal_mu", 0.01);
-        let tasks = prox.configure_train(0, &[client(0)]);
-        assert_eq!(tasks[0].settings.get("proximal_mu"), Some(&Setting::Number(0.01)));
-        assert_eq!(prox.name(), "fedprox");
-    }
-
-    #[test]
     fn no_updates_keeps_the_previous_model() {
-        let mut strategy = FedAvg::new(set(&[1.0]));
+        let mut strategy = AverageShared::new(Method::FedAvg, set(&[1.0]));
         assert!(matches!(strategy.aggregate_train(0, vec![]), Aggregated::Skipped { .. }));
         assert_eq!(strategy.global().unwrap().get("w").unwrap().values, vec![1.0]);
     }
