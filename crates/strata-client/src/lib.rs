@@ -249,12 +249,12 @@ async fn join_with_retry(
         match rpc.join(join.clone()).await {
             Ok(reply) => return Ok(reply.into_inner()),
             Err(s)
-                if (is_outage(&s) || s.code() == Code::ResourceExhausted)
+                if (is_outage(&s) || full(&s))
                     && started.elapsed() < timeout
                     && tls.and_then(|_| tls::tls_failure(&s)).is_none() =>
             {
                 let delay = backoff.next_delay();
-                if s.code() == Code::ResourceExhausted {
+                if full(&s) {
                     tracing::warn!("{}; retrying in {delay:?}", s.message());
                 }
                 debug!("join failed ({}); retrying in {delay:?}", s.message());
@@ -263,6 +263,11 @@ async fn join_with_retry(
             Err(s) => return Err(refused(tls, server, &s)),
         }
     }
+}
+
+/// Whether a join was refused because every slot is taken (one may free up).
+fn full(status: &tonic::Status) -> bool {
+    strata_proto::reason::of(status) == Some(pb::ErrorReason::FederationFull)
 }
 
 /// Whether a failed call means the server is (for now) out of reach, rather than a refusal.

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use strata_core::config::RunConfig;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
-use strata_proto::{pb, scalar};
+use strata_proto::{pb, reason, scalar};
 use strata_torch::TorchError;
-use tonic::Code;
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
@@ -80,9 +79,7 @@ impl Joined<'_> {
                     }
                 }
                 // A restarted server (`--resume`) knows the run but not this connection yet.
-                Err(status)
-                    if status.code() == Code::PermissionDenied && status.message().contains("has not joined") =>
-                {
+                Err(status) if reason::of(&status) == Some(pb::ErrorReason::NotJoined) => {
                     self.rejoin().await?;
                     continue;
                 }

@@ -9,12 +9,14 @@
 //! - [`mask`]: bit-packed masks in slices.
 //! - [`stats`]: CCVR's per-class feature statistics in slices, checked on arrival.
 //! - [`receive`]: one result stream checked against its task, header first, part by part.
+//! - [`reason`]: refusals whose reason a program acts on, carried in the status details.
 //! - [`scalar`]: metrics and parameter selections on the wire.
 //! - [`text`]: client-sent text cut and escaped for messages and logs.
 
 pub mod assemble;
 pub mod chunk;
 pub mod mask;
+pub mod reason;
 pub mod receive;
 pub mod scalar;
 pub mod stats;

@@ -11,10 +11,10 @@ use strata_methods::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::receive::{Expected, ResultReceiver};
 use strata_proto::text::shown;
-use strata_proto::{TensorSlices, pb, scalar, tensor_specs};
+use strata_proto::{TensorSlices, pb, reason, scalar, tensor_specs};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -73,7 +73,9 @@ fn parse_client_id(id: &str) -> Result<Uuid, Status> {
 impl From<JoinError> for Status {
     fn from(e: JoinError) -> Self {
         match e {
-            JoinError::Full { .. } => Status::resource_exhausted(e.to_string()),
+            JoinError::Full { .. } => {
+                reason::status(Code::ResourceExhausted, e.to_string(), pb::ErrorReason::FederationFull)
+            }
             JoinError::IndexTaken { .. } => Status::already_exists(e.to_string()),
             JoinError::IndexOutOfRange { .. } | JoinError::IndexChanged { .. } | JoinError::HostChanged { .. } => {
                 Status::invalid_argument(e.to_string())
@@ -97,7 +99,8 @@ impl FederationService {
     fn known_client(&self, id: &str) -> Result<Uuid, Status> {
         let id = parse_client_id(id)?;
         if !self.registry.contains(&id) {
-            return Err(Status::permission_denied(format!("client {id} has not joined this run")));
+            let message = format!("client {id} has not joined this run");
+            return Err(reason::status(Code::PermissionDenied, message, pb::ErrorReason::NotJoined));
         }
         Ok(id)
     }
