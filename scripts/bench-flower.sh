@@ -171,6 +171,6 @@ python3 bench/flower/report.py --out "$out" \
 # What gets committed: tables and summaries; raw records and logs compressed; not Strata's
 # --resume state or final model.
 rm -rf "$out"/raw/*-strata/state "$out"/raw/*-strata/model.safetensors
-gzip -f "$out"/raw/*-strata/metrics.jsonl "$out"/raw/*memory.jsonl "$out"/logs/*.log 2>/dev/null || true
+gzip -nf "$out"/raw/*-strata/metrics.jsonl "$out"/raw/*memory.jsonl "$out"/logs/*.log 2>/dev/null || true
 echo "bench-flower: wrote $out/results.md (raw files in $out/raw, logs in $out/logs)" >&2
 if [ ${#failed[@]} -gt 0 ]; then die "failed: ${failed[*]}"; fi

@@ -81,7 +81,7 @@ run() {
 # the --resume state (a million identities are 60 MB) nor the model.
 slim() {
   rm -rf "$1/run/state" "$1/run/model.safetensors"
-  gzip -f "$1/run/metrics.jsonl" "$1/stderr.txt"
+  gzip -nf "$1/run/metrics.jsonl" "$1/stderr.txt"
 }
 
 run fedavg-1k 1000 5 0.1 fedavg
