@@ -128,6 +128,31 @@ mod tests {
         assert!(read(&path).unwrap().0.is_empty());
     }
 
+    /// Bytes as the hand-written writer of earlier versions laid them out: header keys in
+    /// JSON-object (sorted) order, data in the set's order, header padded with spaces.
+    #[test]
+    fn files_from_earlier_versions_still_load() {
+        let header = r#"{"__metadata__":{"round":"3"},"a.second":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"z.first":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let mut header = header.as_bytes().to_vec();
+        header.resize(header.len().div_ceil(8) * 8, b' ');
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(&header);
+        for v in [1.5f32, -2.0, 0.25] {
+            bytes.extend(v.to_le_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        let (set, meta) = read(&path).unwrap();
+        let expected = TensorSet::new(vec![
+            NamedTensor::new("z.first", vec![2], vec![1.5, -2.0]).unwrap(),
+            NamedTensor::new("a.second", vec![1], vec![0.25]).unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(set, expected, "tensors come back in the order of their data");
+        assert_eq!(meta, BTreeMap::from([("round".to_string(), "3".to_string())]));
+    }
+
     #[test]
     fn damaged_files_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
