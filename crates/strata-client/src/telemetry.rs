@@ -80,7 +80,7 @@ impl ClientTelemetry {
 }
 
 impl Collect for ClientTelemetry {
-    fn collect(&self, out: &mut Exposition) {
+    fn collect(&self, out: &mut Exposition<'_>) {
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner()).clone();
         type Field = fn(&ClientStats) -> Option<f64>;
         let families: [(&str, &str, Kind, Field); 6] = [
@@ -104,17 +104,12 @@ impl Collect for ClientTelemetry {
             }),
         ];
         for (name, help, kind, field) in families {
-            out.family(name, help, kind);
-            for (index, c) in &clients {
-                if let Some(v) = field(c) {
-                    out.sample(name, &[("client", &index.to_string())], v);
-                }
-            }
+            let samples = clients.iter().filter_map(|(index, c)| Some(([("client", index.to_string())], field(c)?)));
+            out.family(name, help, kind, samples);
         }
-        out.family("strata_client_device_info", "Where each client trains (value 1).", Kind::Gauge);
-        for (index, c) in &clients {
-            out.sample("strata_client_device_info", &[("client", &index.to_string()), ("device", &c.device)], 1.0);
-        }
+        let devices =
+            clients.iter().map(|(index, c)| ([("client", index.to_string()), ("device", c.device.clone())], 1.0));
+        out.family("strata_client_device_info", "Where each client trains (value 1).", Kind::Gauge, devices);
     }
 }
 
@@ -122,20 +117,18 @@ impl Collect for ClientTelemetry {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use strata_telemetry::exposition::find_sample;
+    use strata_telemetry::exposition::{find_sample, scrape};
 
     #[tokio::test]
     async fn clients_are_labelled_by_index() {
-        let t = ClientTelemetry::new(None);
+        let t = std::sync::Arc::new(ClientTelemetry::new(None));
         t.connected(0, "Cpu").await;
         t.connected(1, "Cuda(0)").await;
         t.task_done(0, Some((100, 2.0)));
         t.task_done(0, None);
         t.task_failed(1);
         t.disconnected(1).await;
-        let mut out = Exposition::default();
-        t.collect(&mut out);
-        let text = out.into_text();
+        let text = scrape(t);
         let get = |name, client: &str| find_sample(&text, name, &[("client", client)]);
         assert_eq!(get("strata_client_tasks_total", "0"), Some(2.0));
         assert_eq!(get("strata_client_samples_per_second", "0"), Some(50.0));

@@ -1,6 +1,9 @@
-//! Tensor sets on disk in the safetensors format (8-byte little-endian header length, a JSON
-//! header of names, dtypes, shapes and byte offsets, then the raw data), f32 only. Files are
-//! written atomically ([`crate::atomic_file`]): a crash leaves the old file or the new one.
+//! Tensor sets on disk in the safetensors format, f32 only. Files are written atomically
+//! ([`crate::atomic_file`]): a crash leaves the old file or the new one.
+//!
+//! The header (names, dtypes, shapes, offsets, `__metadata__`) is built, parsed and checked by
+//! the `safetensors` crate, Hugging Face's reference implementation, so that the format's
+//! rules (offsets back to back, sizes matching dtype and shape, the header's limits) are its.
 //!
 //! The tensors keep their set's order on disk and on reading (the format does not require an
 //! order; the offsets do it here), which matters for masks that follow that order.
@@ -8,31 +11,42 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
-use crate::tensor::{NamedTensor, TensorSet};
+use crate::tensor::{NamedTensor, TensorError, TensorSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SafetensorsError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a safetensors file of f32 tensors: {reason}")]
-    Format { path: PathBuf, reason: String },
+    #[error("{path}: not a safetensors file: {source}")]
+    Format { path: PathBuf, source: SafeTensorError },
+    #[error("{path}: tensor `{tensor}` is {dtype}, only F32 is read")]
+    Dtype { path: PathBuf, tensor: String, dtype: Dtype },
+    #[error("{path}: {source}")]
+    Tensors { path: PathBuf, source: TensorError },
 }
 
 /// Writes `set` (with string `metadata`) to `path` atomically.
+///
+/// Not `safetensors::serialize_to_file`: it lays tensors out sorted by dtype and name (losing the
+/// set's order) and syncs neither the file nor its directory.
 pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) -> Result<(), SafetensorsError> {
-    let mut header = Map::new();
-    if !metadata.is_empty() {
-        header.insert("__metadata__".into(), json!(metadata));
-    }
-    let mut offset = 0usize;
-    for t in set.tensors() {
-        let end = offset + t.values.len() * 4;
-        header.insert(t.name.clone(), json!({ "dtype": "F32", "shape": t.shape, "data_offsets": [offset, end] }));
-        offset = end;
-    }
-    let mut header = serde_json::to_vec(&Value::Object(header)).expect("JSON of plain data");
+    let mut offset = 0;
+    let infos = set
+        .tensors()
+        .iter()
+        .map(|t| {
+            let end = offset + t.values.len() * size_of::<f32>();
+            let info = TensorInfo { dtype: Dtype::F32, shape: t.shape.clone(), data_offsets: (offset, end) };
+            offset = end;
+            (t.name.clone(), info)
+        })
+        .collect();
+    let metadata = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let header = Metadata::new(metadata, infos).expect("a set's tensors fill their shapes, back to back");
+    let mut header = serde_json::to_vec(&header).expect("JSON of plain data");
     // The format pads the header with spaces to a multiple of 8 bytes.
     header.resize(header.len().div_ceil(8) * 8, b' ');
     crate::atomic_file::write_with(path, |out| {
@@ -45,56 +59,38 @@ pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) 
         }
         Ok(())
     })
-    .map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
-    Ok(())
+    .map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })
 }
 
 /// Reads a file written by [`write`] (or any safetensors file of F32 tensors), checking every
 /// offset; tensors come back in the order of their data.
 pub fn read(path: &Path) -> Result<(TensorSet, BTreeMap<String, String>), SafetensorsError> {
     let bytes = std::fs::read(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
-    parse(&bytes).map_err(|reason| SafetensorsError::Format { path: path.to_path_buf(), reason })
-}
-
-fn parse(bytes: &[u8]) -> Result<(TensorSet, BTreeMap<String, String>), String> {
-    let len_bytes: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or("shorter than 8 bytes")?;
-    let header_len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|_| "header length too large")?;
-    let data_start = 8usize.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or("header runs past the end")?;
-    let header: Map<String, Value> =
-        serde_json::from_slice(&bytes[8..data_start]).map_err(|e| format!("header is not a JSON object: {e}"))?;
-    let data = &bytes[data_start..];
-    let mut metadata = BTreeMap::new();
-    let mut entries = Vec::new();
-    for (name, entry) in header {
-        if name == "__metadata__" {
-            let map: BTreeMap<String, String> =
-                serde_json::from_value(entry).map_err(|e| format!("__metadata__ is not strings: {e}"))?;
-            metadata = map;
-            continue;
-        }
-        let dtype = entry.get("dtype").and_then(Value::as_str).unwrap_or("?");
-        if dtype != "F32" {
-            return Err(format!("tensor `{name}` is {dtype}, only F32 is read"));
-        }
-        let shape: Vec<usize> = serde_json::from_value(entry.get("shape").cloned().unwrap_or(Value::Null))
-            .map_err(|e| format!("tensor `{name}`: bad shape: {e}"))?;
-        let offsets: [usize; 2] = serde_json::from_value(entry.get("data_offsets").cloned().unwrap_or(Value::Null))
-            .map_err(|e| format!("tensor `{name}`: bad data_offsets: {e}"))?;
-        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
-        if offsets[1] < offsets[0] || offsets[1] > data.len() || offsets[1] - offsets[0] != numel * 4 {
-            return Err(format!("tensor `{name}`: data_offsets {offsets:?} do not hold {numel} f32 values"));
-        }
-        entries.push((offsets[0], name, shape, offsets));
-    }
-    entries.sort_by_key(|e| e.0);
-    let tensors = entries
+    let format = |source| SafetensorsError::Format { path: path.to_path_buf(), source };
+    let (header_len, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
+    let data = &bytes[size_of::<u64>() + header_len..];
+    let mut infos: Vec<_> = header.tensors().into_iter().collect();
+    // Zero-sized tensors can share an offset: their names order them, as before.
+    infos.sort_by(|(a, x), (b, y)| (x.data_offsets, a).cmp(&(y.data_offsets, b)));
+    let tensors = infos
         .into_iter()
-        .map(|(_, name, shape, [a, b])| {
-            let values = data[a..b].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            NamedTensor::new(name, shape, values).map_err(|e| e.to_string())
+        .map(|(name, info)| {
+            if info.dtype != Dtype::F32 {
+                return Err(SafetensorsError::Dtype { path: path.to_path_buf(), tensor: name, dtype: info.dtype });
+            }
+            // `read_metadata` checked that the offsets cover the data exactly.
+            let (start, end) = info.data_offsets;
+            let values = data[start..end]
+                .chunks_exact(size_of::<f32>())
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            NamedTensor::new(name, info.shape.clone(), values)
+                .map_err(|source| SafetensorsError::Tensors { path: path.to_path_buf(), source })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let set = TensorSet::new(tensors).map_err(|e| e.to_string())?;
+    let set =
+        TensorSet::new(tensors).map_err(|source| SafetensorsError::Tensors { path: path.to_path_buf(), source })?;
+    let metadata = header.metadata().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok((set, metadata))
 }
 
@@ -128,6 +124,31 @@ mod tests {
         assert!(read(&path).unwrap().0.is_empty());
     }
 
+    /// Bytes as the hand-written writer of earlier versions laid them out: header keys in
+    /// JSON-object (sorted) order, data in the set's order, header padded with spaces.
+    #[test]
+    fn files_from_earlier_versions_still_load() {
+        let header = r#"{"__metadata__":{"round":"3"},"a.second":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"z.first":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let mut header = header.as_bytes().to_vec();
+        header.resize(header.len().div_ceil(8) * 8, b' ');
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(&header);
+        for v in [1.5f32, -2.0, 0.25] {
+            bytes.extend(v.to_le_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.safetensors");
+        std::fs::write(&path, &bytes).unwrap();
+        let (set, meta) = read(&path).unwrap();
+        let expected = TensorSet::new(vec![
+            NamedTensor::new("z.first", vec![2], vec![1.5, -2.0]).unwrap(),
+            NamedTensor::new("a.second", vec![1], vec![0.25]).unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(set, expected, "tensors come back in the order of their data");
+        assert_eq!(meta, BTreeMap::from([("round".to_string(), "3".to_string())]));
+    }
+
     #[test]
     fn damaged_files_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
@@ -138,15 +159,19 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             read(&path).unwrap_err().to_string()
         };
-        assert!(refused(&good[..5]).contains("shorter than 8 bytes"));
-        assert!(refused(&good[..good.len() - 4]).contains("data_offsets"));
+        assert!(refused(&good[..5]).contains("header too small"));
+        assert!(refused(&good[..good.len() - 4]).contains("not fully covered"));
         let mut huge = good.clone();
         huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(refused(&huge).contains("header"));
+        // I32 has F32's size, so the file is sound and only its dtype is refused.
+        let mut i32s = good.clone();
+        let at = i32s.windows(3).position(|w| w == b"F32").unwrap();
+        i32s[at..at + 3].copy_from_slice(b"I32");
+        assert!(refused(&i32s).contains("is I32, only F32 is read"));
         let mut f16 = good.clone();
-        let at = f16.windows(3).position(|w| w == b"F32").unwrap();
         f16[at..at + 3].copy_from_slice(b"F16");
-        assert!(refused(&f16).contains("only F32"));
+        assert!(refused(&f16).contains("invalid shape, data type, or offset"));
         assert!(read(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
     }
 }

@@ -84,7 +84,7 @@ impl ServerMetrics {
 }
 
 impl Collect for ServerMetrics {
-    fn collect(&self, out: &mut Exposition) {
+    fn collect(&self, out: &mut Exposition<'_>) {
         let (online, offline) = self.registry.liveness(self.patience);
         out.counter("strata_rounds_completed_total", "Training rounds completed.", self.rounds.get())
             .gauge("strata_round", "The round in progress (or the last one).", self.round.get())
@@ -114,10 +114,11 @@ impl Collect for ServerMetrics {
                 "Sample-weighted accuracy of the global model in the last round.",
                 self.global.get(),
             );
-        out.family("strata_build_info", "The server's version.", Kind::Gauge).sample(
+        out.family(
             "strata_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1.0,
+            "The server's version.",
+            Kind::Gauge,
+            [([("version", env!("CARGO_PKG_VERSION"))], 1.0)],
         );
     }
 }
@@ -127,7 +128,7 @@ impl Collect for ServerMetrics {
 mod tests {
     use super::*;
     use strata_core::records::RoundRecord;
-    use strata_telemetry::exposition::find_sample;
+    use strata_telemetry::exposition::{find_sample, scrape};
 
     fn record(round: u64, picked: u32) -> RoundRecord {
         RoundRecord {
@@ -156,9 +157,7 @@ mod tests {
         // The final evaluation round is no training round.
         metrics.observe(&ServerEvent::RoundFinished(record(2, 0)));
         metrics.observe(&ServerEvent::ResultRefused { client: Some(1), reason: "NaN".into() });
-        let mut out = Exposition::default();
-        metrics.collect(&mut out);
-        let text = out.into_text();
+        let text = scrape(metrics);
         let value = |name| find_sample(&text, name, &[]).unwrap();
         assert_eq!(value("strata_rounds_completed_total"), 2.0);
         assert_eq!(value("strata_clients_online"), 2.0);
@@ -177,9 +176,7 @@ mod tests {
         registry.join(uuid::Uuid::new_v4(), None, None).unwrap();
         let metrics = ServerMetrics::new(registry, Duration::ZERO, 2);
         std::thread::sleep(Duration::from_millis(5));
-        let mut out = Exposition::default();
-        metrics.collect(&mut out);
-        let text = out.into_text();
+        let text = scrape(metrics);
         assert_eq!(find_sample(&text, "strata_clients_online", &[]), Some(0.0));
         assert_eq!(find_sample(&text, "strata_clients_offline", &[]), Some(1.0));
     }

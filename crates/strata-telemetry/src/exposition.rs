@@ -1,24 +1,31 @@
-//! Metric values and the Prometheus text exposition format (version 0.0.4).
+//! Metric values and their exposition in the Prometheus text format (version 0.0.4), both
+//! from `prometheus-client`, the Prometheus project's Rust client.
 //!
-//! Values are atomics updated on hot paths without locks; a [`Collect`] writes them out when
-//! the endpoint is scraped, so derived values (clients online) are computed only then.
+//! Values are atomics updated on hot paths without locks. A [`Collect`] writes them out when
+//! the endpoint is scraped (prometheus-client's collector API), so derived values (clients
+//! online) are computed only then and a gauge never set is left out.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{self, ConstCounter};
+use prometheus_client::metrics::gauge::{self, ConstGauge};
+use prometheus_client::registry::Registry;
 
 /// A value that only goes up (bytes, rounds, seconds).
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub struct Counter(counter::Counter<f64, AtomicU64>);
 
 impl Counter {
     /// Adds `by` (negative or non-finite amounts are ignored: a counter never goes down).
     pub fn add(&self, by: f64) {
-        if !(by.is_finite() && by > 0.0) {
-            return;
+        if by.is_finite() && by > 0.0 {
+            self.0.inc_by(by);
         }
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| Some((f64::from_bits(bits) + by).to_bits()));
     }
 
     pub fn inc(&self) {
@@ -26,39 +33,42 @@ impl Counter {
     }
 
     pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
+        self.0.get()
     }
 }
 
 /// A value that is set (the last round's duration, an accuracy); NaN until first set.
 #[derive(Debug)]
-pub struct Gauge(AtomicU64);
+pub struct Gauge(gauge::Gauge<f64, AtomicU64>);
 
 impl Default for Gauge {
     fn default() -> Self {
-        Self(AtomicU64::new(f64::NAN.to_bits()))
+        let gauge = gauge::Gauge::default();
+        gauge.set(f64::NAN);
+        Self(gauge)
     }
 }
 
 impl Gauge {
     pub fn set(&self, value: f64) {
-        self.0.store(value.to_bits(), Ordering::Relaxed);
+        self.0.set(value);
     }
 
     pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
+        self.0.get()
     }
 }
 
 /// Something that writes its metrics when the endpoint is scraped.
 pub trait Collect: Send + Sync + 'static {
-    fn collect(&self, out: &mut Exposition);
+    fn collect(&self, out: &mut Exposition<'_>);
 }
 
-/// One scrape's text, family by family.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    text: String,
+/// One scrape, family by family: a prometheus-client encoder that leaves NaN samples out.
+#[derive(Debug)]
+pub struct Exposition<'a> {
+    encoder: DescriptorEncoder<'a>,
+    result: fmt::Result,
 }
 
 /// A metric family's kind, as the `# TYPE` line names it.
@@ -68,69 +78,107 @@ pub enum Kind {
     Gauge,
 }
 
-impl Exposition {
-    /// Starts a family: its help and type lines. Samples follow with [`sample`](Self::sample).
-    pub fn family(&mut self, name: &str, help: &str, kind: Kind) -> &mut Self {
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        self
-    }
-
-    /// One sample of the current family; a NaN gauge (never set) is left out.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        if value.is_nan() {
-            return self;
+impl Exposition<'_> {
+    /// A family: its help and type lines, then one sample per label set; a NaN sample (a gauge
+    /// never set) is left out. A counter's `name` is its samples' name, ending in `_total`.
+    pub fn family<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) -> &mut Self {
+        if self.result.is_ok() {
+            self.result = write_family(&mut self.encoder, name, help, kind, samples);
         }
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (key, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-                let _ = write!(self.text, "{key}=\"{escaped}\"");
-            }
-            self.text.push('}');
-        }
-        let _ = writeln!(self.text, " {}", format_value(value));
         self
     }
 
     /// A family of one unlabelled counter.
     pub fn counter(&mut self, name: &str, help: &str, value: f64) -> &mut Self {
-        self.family(name, help, Kind::Counter).sample(name, &[], value)
+        self.family(name, help, Kind::Counter, [(NO_LABELS, value)])
     }
 
     /// A family of one unlabelled gauge.
     pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> &mut Self {
-        self.family(name, help, Kind::Gauge).sample(name, &[], value)
-    }
-
-    pub fn into_text(self) -> String {
-        self.text
+        self.family(name, help, Kind::Gauge, [(NO_LABELS, value)])
     }
 }
 
-/// Prometheus spells infinities `+Inf`/`-Inf`; integers print without a fraction.
-fn format_value(v: f64) -> String {
-    if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+const NO_LABELS: [(&str, &str); 0] = [];
+
+fn write_family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: Kind,
+    samples: impl IntoIterator<Item = (L, f64)>,
+) -> fmt::Result {
+    // The encoder adds `_total` to a counter's name.
+    let (name, metric_type) = match kind {
+        Kind::Counter => (name.strip_suffix("_total").unwrap_or(name), MetricType::Counter),
+        Kind::Gauge => (name, MetricType::Gauge),
+    };
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in samples {
+        if !value.is_nan() {
+            write_value(family.encode_family(&labels)?, kind, value)?;
+        }
     }
+    Ok(())
+}
+
+/// Whole numbers are written without a fraction (`3`, not `3.0`), as Prometheus's own
+/// clients write them.
+fn write_value(sample: MetricEncoder<'_>, kind: Kind, value: f64) -> fmt::Result {
+    let whole = value.fract() == 0.0 && value.abs() < 1e15;
+    match kind {
+        Kind::Counter if whole && value >= 0.0 => ConstCounter::new(value as u64).encode(sample),
+        Kind::Counter => ConstCounter::new(value).encode(sample),
+        Kind::Gauge if whole => ConstGauge::new(value as i64).encode(sample),
+        Kind::Gauge => ConstGauge::new(value).encode(sample),
+    }
+}
+
+/// A [`Collect`] as a prometheus-client collector.
+struct Source(Arc<dyn Collect>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Source")
+    }
+}
+
+impl Collector for Source {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let mut out = Exposition { encoder, result: Ok(()) };
+        self.0.collect(&mut out);
+        out.result
+    }
+}
+
+/// A registry whose metrics are `source`'s, collected at each scrape.
+pub fn registry(source: Arc<dyn Collect>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Source(source)));
+    registry
+}
+
+/// One scrape of `registry`, in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, registry).expect("a String takes any text");
+    text
+}
+
+/// One scrape of `source` (tests and one-off dumps).
+pub fn scrape(source: Arc<dyn Collect>) -> String {
+    render(&registry(source))
 }
 
 /// Reads one sample's value out of exposition text (tests and probes): `name` with exactly
-/// these labels, in any order.
+/// these labels, in any order. Hand-written: prometheus-client writes the format but does
+/// not parse it.
 pub fn find_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;
@@ -176,20 +224,31 @@ mod tests {
         c.add(-4.0);
         c.add(f64::NAN);
         assert_eq!(c.get(), 3.5);
+        assert!(Gauge::default().get().is_nan(), "a gauge is NaN until set");
+    }
+
+    struct Sample;
+
+    impl Collect for Sample {
+        fn collect(&self, out: &mut Exposition<'_>) {
+            out.counter("strata_rounds_completed_total", "Rounds completed.", 3.0);
+            out.family(
+                "strata_client_device_info",
+                "Where a client trains.",
+                Kind::Gauge,
+                [([("client", "0"), ("device", "a\"b")], 1.0)],
+            );
+            out.gauge("strata_global_accuracy", "never set", Gauge::default().get())
+                .gauge("strata_round_duration_seconds", "Last round.", 1.25)
+                .counter("strata_bytes_sent_total", "Sent, with a\nnewline.", 2.5)
+                .gauge("strata_round", "Negative and infinite.", -2.0)
+                .gauge("strata_clients_online", "Infinite.", f64::INFINITY);
+        }
     }
 
     #[test]
     fn families_are_written_in_the_text_format() {
-        let mut out = Exposition::default();
-        out.counter("strata_rounds_completed_total", "Rounds completed.", 3.0);
-        out.family("strata_client_device_info", "Where a client trains.", Kind::Gauge).sample(
-            "strata_client_device_info",
-            &[("client", "0"), ("device", "a\"b")],
-            1.0,
-        );
-        out.gauge("strata_global_accuracy", "never set", Gauge::default().get());
-        out.gauge("strata_round_duration_seconds", "Last round.", 1.25);
-        let text = out.into_text();
+        let text = scrape(Arc::new(Sample));
         assert_eq!(
             text,
             "# HELP strata_rounds_completed_total Rounds completed.\n\
@@ -202,11 +261,21 @@ mod tests {
              # TYPE strata_global_accuracy gauge\n\
              # HELP strata_round_duration_seconds Last round.\n\
              # TYPE strata_round_duration_seconds gauge\n\
-             strata_round_duration_seconds 1.25\n"
+             strata_round_duration_seconds 1.25\n\
+             # HELP strata_bytes_sent_total Sent, with a\\nnewline.\n\
+             # TYPE strata_bytes_sent_total counter\n\
+             strata_bytes_sent_total 2.5\n\
+             # HELP strata_round Negative and infinite.\n\
+             # TYPE strata_round gauge\n\
+             strata_round -2\n\
+             # HELP strata_clients_online Infinite.\n\
+             # TYPE strata_clients_online gauge\n\
+             strata_clients_online +Inf\n"
         );
         assert_eq!(find_sample(&text, "strata_rounds_completed_total", &[]), Some(3.0));
         assert_eq!(find_sample(&text, "strata_round_duration_seconds", &[]), Some(1.25));
         assert_eq!(find_sample(&text, "strata_client_device_info", &[("client", "0")]), None);
         assert_eq!(find_sample(&text, "strata_global_accuracy", &[]), None);
+        assert_eq!(find_sample(&text, "strata_clients_online", &[]), Some(f64::INFINITY));
     }
 }

@@ -14,10 +14,12 @@ use axum::routing::get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::exposition::{Collect, Exposition};
+use prometheus_client::registry::Registry;
+
+use crate::exposition::{Collect, registry, render};
 
 /// The content type of the Prometheus text format.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Serves `/metrics` from `source` and `/healthz` on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -29,14 +31,12 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(|| async { "strata: /metrics (Prometheus), /healthz\n" }))
-        .with_state(source);
+        .with_state(Arc::new(registry(source)));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-async fn metrics(State(source): State<Arc<dyn Collect>>) -> impl IntoResponse {
-    let mut out = Exposition::default();
-    source.collect(&mut out);
-    (StatusCode::OK, [(header::CONTENT_TYPE, PROMETHEUS_TEXT)], out.into_text())
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    (StatusCode::OK, [(header::CONTENT_TYPE, PROMETHEUS_TEXT)], render(&registry))
 }
 
 /// Binds `addr` and serves it in the background; the listener stops when `shutdown` resolves.
@@ -120,12 +120,12 @@ fn dechunk(mut body: &str) -> Result<String, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::exposition::{Counter, find_sample};
+    use crate::exposition::{Counter, Exposition, find_sample};
 
     struct Rounds(Counter);
 
     impl Collect for Rounds {
-        fn collect(&self, out: &mut Exposition) {
+        fn collect(&self, out: &mut Exposition<'_>) {
             out.counter("strata_rounds_completed_total", "Rounds completed.", self.0.get());
         }
     }

@@ -176,31 +176,32 @@ fn write_population(dir: &std::path::Path, p: &strata_client::PopulationOutcome)
 
 /// `runs/<UTC timestamp>`, so that runs never overwrite each other.
 pub fn default_out_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    PathBuf::from("runs").join(format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60))
+    out_dir_at(time::OffsetDateTime::now_utc())
 }
 
-/// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// `runs/YYYYMMDD-HHMMSS` for `at` (in UTC).
+fn out_dir_at(at: time::OffsetDateTime) -> PathBuf {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    let (month, day) = (u8::from(t.month()), t.day());
+    let (hour, minute, second) = t.to_hms();
+    PathBuf::from("runs").join(format!("{:04}{month:02}{day:02}-{hour:02}{minute:02}{second:02}", t.year()))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::path::Path;
+
+    use time::OffsetDateTime;
+
     #[test]
-    fn days_convert_to_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_783), (2026, 11, 26));
-        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    fn run_directories_are_named_by_utc_date_and_time() {
+        let at = |secs| super::out_dir_at(OffsetDateTime::from_unix_timestamp(secs).unwrap());
+        assert_eq!(at(0), Path::new("runs/19700101-000000"));
+        assert_eq!(at(20_783 * 86_400 + 3_723), Path::new("runs/20261126-010203"));
+        assert_eq!(at(11_016 * 86_400 + 86_399), Path::new("runs/20000229-235959"));
+        let east =
+            OffsetDateTime::from_unix_timestamp(0).unwrap().to_offset(time::UtcOffset::from_hms(2, 0, 0).unwrap());
+        assert_eq!(super::out_dir_at(east), Path::new("runs/19700101-000000"), "named in UTC whatever the offset");
     }
 }
