@@ -13,12 +13,15 @@
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
 //! - [`calibration`]: settings of post-hoc classifier calibration (CCVR).
+//! - [`backend`]: [`backend::ModelBackend`], the model computations the server leaves to a
+//!   tensor library (the initial model, classifier retraining), and their plain inputs.
 //! - [`parallel`]: spreading independent CPU work over the machine's threads.
 //! - [`atomic_file`]: replacing a file whole or not at all.
 //! - [`safetensors`]: tensor sets on disk, written atomically.
 //! - [`setting`]: method settings carried in tasks.
 
 pub mod atomic_file;
+pub mod backend;
 pub mod calibration;
 pub mod ccvr;
 pub mod config;
