@@ -2,8 +2,9 @@
 //! [`Strategy`](strategy::Strategy), and writes the run's records.
 //!
 //! # Layout
-//! - [`run`]: has the backend build the initial model, serves gRPC on a listener the caller bound, and runs
-//!   the round loop until the run completes or `shutdown` resolves.
+//! - [`run`]: has the backend ([`ModelBackend`]) build the initial model, serves gRPC on a
+//!   listener the caller bound, and runs the round loop until the run completes or `shutdown`
+//!   resolves.
 //! - `service`: the gRPC handlers (join, poll, download, upload).
 //! - `round`: the round loop, the only code that waits on clients.
 //! - `registry`: clients by UUID, their index and mailbox.
@@ -41,7 +42,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata_core::backend::ModelBackend;
 use strata_core::config::RunConfig;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::pb::federation_server::FederationServer;
@@ -54,7 +54,7 @@ use tracing::info;
 
 pub use events::ServerEvent;
 pub use round::Ending;
-pub use strata_core::backend::{BackendError, HeadTraining, LinearHead};
+pub use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
 pub use tls::ServerTls;
 
 /// What a server needs besides its listener.
