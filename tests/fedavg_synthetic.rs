@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use strata_core::records::{ClientRoundRecord, RoundRecord};
-use strata_tests::{read_jsonl, spawn_client, synthetic_config};
+use strata_tests::{read_jsonl, spawn_client, synthetic_config, torch_backend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fedavg_over_grpc_learns_and_writes_its_records() {
@@ -22,7 +22,7 @@ async fn fedavg_over_grpc_learns_and_writes_its_records() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the probed port");
-    let options = strata_server::ServerOptions::new(config.clone(), out.path().to_path_buf());
+    let options = strata_server::ServerOptions::new(config.clone(), out.path().to_path_buf(), torch_backend());
     let outcome = strata_server::run(options, listener, std::future::pending()).await.expect("run completes");
     for client in clients {
         let done = client.await.expect("client task").expect("client ends cleanly");

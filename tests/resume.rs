@@ -8,7 +8,7 @@ use std::time::Duration;
 use strata_core::method::Method;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 use strata_server::{ServerEvent, ServerOptions};
-use strata_tests::{read_jsonl, spawn_client, synthetic_config};
+use strata_tests::{read_jsonl, spawn_client, synthetic_config, torch_backend};
 use tokio::net::TcpListener;
 
 /// Binds `addr` again once the dead server's socket is gone.
@@ -30,7 +30,7 @@ async fn a_killed_server_resumes_and_the_run_completes_with_each_round_once() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (events, mut rx) = tokio::sync::broadcast::channel(4096);
-    let mut options = ServerOptions::new(config.clone(), out.path().to_path_buf());
+    let mut options = ServerOptions::new(config.clone(), out.path().to_path_buf(), torch_backend());
     options.events = Some(events);
     let first = tokio::spawn(strata_server::run(options, listener, std::future::pending()));
 
@@ -49,7 +49,7 @@ async fn a_killed_server_resumes_and_the_run_completes_with_each_round_once() {
     first.abort();
     assert!(first.await.expect_err("aborted").is_cancelled());
 
-    let mut options = ServerOptions::new(config, out.path().to_path_buf());
+    let mut options = ServerOptions::new(config, out.path().to_path_buf(), torch_backend());
     options.resume = true;
     let outcome = strata_server::run(options, rebind(addr).await, std::future::pending()).await.expect("resumed run");
     for c in clients {
@@ -74,7 +74,7 @@ async fn a_killed_server_resumes_and_the_run_completes_with_each_round_once() {
 async fn resuming_a_directory_without_state_is_a_clear_error() {
     let out = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let mut options = ServerOptions::new(synthetic_config(2, 1), out.path().to_path_buf());
+    let mut options = ServerOptions::new(synthetic_config(2, 1), out.path().to_path_buf(), torch_backend());
     options.resume = true;
     let err = strata_server::run(options, listener, std::future::pending()).await.expect_err("refused").to_string();
     assert!(err.contains("cannot resume") && err.contains("state.json"), "{err}");

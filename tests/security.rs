@@ -10,7 +10,7 @@ use strata_proto::pb;
 use strata_security::certs::{CertAndKey, LocalPki};
 use strata_security::token_file::line_for;
 use strata_server::{ServerEvent, ServerTls};
-use strata_tests::synthetic_config;
+use strata_tests::{synthetic_config, torch_backend};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -90,7 +90,8 @@ async fn mutual_tls_refuses_foreign_certificates_and_admits_a_certified_client_w
     let tokens = out.path().join("tokens");
     write_tokens(&tokens, &[line_for(&token, "client-0")]);
 
-    let mut options = strata_server::ServerOptions::new(synthetic_config(1, 2), out.path().join("run"));
+    let mut options =
+        strata_server::ServerOptions::new(synthetic_config(1, 2), out.path().join("run"), torch_backend());
     options.tls = Some(server_tls(&ours, true));
     options.tokens = Some(tokens);
     let (url, server, mut events) = start_tls_server(options).await;
@@ -136,7 +137,8 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_a_deleted_line_revo
     write_tokens(&tokens, &["# lab clients".into(), line_for(&alice, "alice"), line_for(&bob, "bob")]);
 
     // TLS without client certificates: the tokens are what identifies clients.
-    let mut options = strata_server::ServerOptions::new(synthetic_config(3, 1), out.path().join("run"));
+    let mut options =
+        strata_server::ServerOptions::new(synthetic_config(3, 1), out.path().join("run"), torch_backend());
     options.tls = Some(server_tls(&pki, false));
     options.tokens = Some(tokens.clone());
     let (url, server, _events) = start_tls_server(options).await;

@@ -32,6 +32,11 @@ pub fn synthetic_config(clients: u32, rounds: u64) -> RunConfig {
     c
 }
 
+/// The backend `strata server` gives the server: libtorch's, for the initial model and CCVR.
+pub fn torch_backend() -> Arc<dyn strata_core::backend::ModelBackend> {
+    Arc::new(strata_torch::backend::TorchBackend)
+}
+
 /// A server running on `127.0.0.1:0`; `url` is where clients reach it.
 pub struct TestServer {
     pub url: String,
@@ -43,7 +48,7 @@ pub async fn start_server(config: RunConfig, out: &Path) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let url = format!("http://{}", listener.local_addr().expect("local addr"));
     let (events, _) = broadcast::channel(4096);
-    let mut options = strata_server::ServerOptions::new(config, out.to_path_buf());
+    let mut options = strata_server::ServerOptions::new(config, out.to_path_buf(), torch_backend());
     options.events = Some(events.clone());
     let handle = tokio::spawn(strata_server::run(options, listener, std::future::pending()));
     TestServer { url, handle, events }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use strata_server::ServerEvent;
 use strata_telemetry::exposition::find_sample;
 use strata_telemetry::http::get_once;
-use strata_tests::{read_jsonl, synthetic_config};
+use strata_tests::{read_jsonl, synthetic_config, torch_backend};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -41,7 +41,8 @@ async fn metrics_follow_the_run_and_health_says_serving() {
     let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
     let server_metrics = format!("http://{}/metrics", metrics.local_addr().expect("addr"));
     let (events, mut heard) = broadcast::channel(4096);
-    let mut options = strata_server::ServerOptions::new(synthetic_config(CLIENTS, ROUNDS), out.path().to_path_buf());
+    let mut options =
+        strata_server::ServerOptions::new(synthetic_config(CLIENTS, ROUNDS), out.path().to_path_buf(), torch_backend());
     options.events = Some(events);
     options.metrics = Some(metrics);
     let server = tokio::spawn(strata_server::run(options, listener, std::future::pending()));

@@ -23,6 +23,7 @@ use strata_core::calibration::{CalibrationConfig, CalibrationMethod};
 use strata_core::config::RunConfig;
 use strata_core::tensor::TensorSet;
 use strata_methods::ccvr::{ClassStats, client_stats};
+use strata_torch::backend::TorchBackend;
 use strata_torch::calibrate::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, set_threads};
 
@@ -116,7 +117,7 @@ fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let accs: Vec<f64> = (0..cli.seeds)
                     .map(|seed| {
-                        strata_server::calibration::calibrate(&global, &stats, &calib, seed)
+                        strata_server::calibration::calibrate(&global, &stats, &calib, seed, &TorchBackend)
                             .map(|c| accuracy(&c.parameters))
                             .map_err(anyhow::Error::msg)
                     })

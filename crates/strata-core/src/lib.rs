@@ -12,11 +12,14 @@
 //! - [`records`]: per-client, per-round metrics and their summaries.
 //! - [`mask`]: bit-packed masks (FedCAC's critical parameters).
 //! - [`calibration`]: settings of post-hoc classifier calibration (CCVR).
+//! - [`backend`]: [`backend::ModelBackend`], the model computations the server leaves to a
+//!   tensor library (the initial model, classifier retraining), and their plain inputs.
 //! - [`parallel`]: spreading independent CPU work over the machine's threads.
 //! - [`atomic_file`]: replacing a file whole or not at all.
 //! - [`safetensors`]: tensor sets on disk, written atomically.
 
 pub mod atomic_file;
+pub mod backend;
 pub mod calibration;
 pub mod config;
 pub mod evaluation;

@@ -42,7 +42,8 @@ mod tests {
     #[test]
     fn a_plain_status_or_another_domain_has_no_reason() {
         assert_eq!(of(&Status::permission_denied("client x has not joined this run")), None);
-        let other = ErrorDetails::with_error_info("ERROR_REASON_NOT_JOINED", "elsewhere", std::collections::HashMap::new());
+        let other =
+            ErrorDetails::with_error_info("ERROR_REASON_NOT_JOINED", "elsewhere", std::collections::HashMap::new());
         assert_eq!(of(&Status::with_error_details(Code::PermissionDenied, "m", other)), None);
     }
 }

@@ -1,14 +1,15 @@
 //! CCVR's server half (`shared/methods/ccvr.md`): pool the clients' class statistics exactly,
 //! draw virtual features from the pooled Gaussians, and retrain the global model's classifier
-//! (`head.weight`, `head.bias`) on them, starting from its current values. No IO: the round
-//! loop gathers the statistics and sends the calibrated model out.
+//! (`head.weight`, `head.bias`) on them, starting from its current values (the retraining
+//! itself is the backend's). No IO: the round loop gathers the statistics and sends the
+//! calibrated model out.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use strata_core::backend::{HeadTraining, LinearHead, ModelBackend};
 use strata_core::calibration::CalibrationConfig;
 use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
 use strata_methods::ccvr::{self, ClassStats};
-use strata_torch::calibrate::{HeadTraining, LinearHead, retrain_head};
 
 pub const HEAD_WEIGHT: &str = "head.weight";
 pub const HEAD_BIAS: &str = "head.bias";
@@ -32,12 +33,14 @@ pub struct Calibrated {
 }
 
 /// Calibrates the classifier of `global` with every client's statistics (one list per
-/// client). `seed` makes the draws and the shuffling reproducible.
+/// client); `backend` retrains it. `seed` makes the draws and the shuffling reproducible.
+/// Blocks for as long as the retraining takes.
 pub fn calibrate(
     global: &TensorSet,
     stats: &[Vec<ClassStats>],
     config: &CalibrationConfig,
     seed: u64,
+    backend: &dyn ModelBackend,
 ) -> Result<Calibrated, String> {
     let (weight, bias) = match (global.get(HEAD_WEIGHT), global.get(HEAD_BIAS)) {
         (Some(w), Some(b)) => (w, b),
@@ -61,7 +64,7 @@ pub fn calibrate(
     let head = LinearHead { classes, dim, weight: weight.values.clone(), bias: bias.values.clone() };
     let training =
         HeadTraining { epochs: config.epochs, lr: config.lr, batch_size: config.batch_size, seed: seed ^ 0x5eed };
-    let trained = retrain_head(&head, &features, &labels, training).map_err(|e| e.to_string())?;
+    let trained = backend.retrain_head(&head, &features, &labels, training).map_err(|e| e.to_string())?;
     if trained.weight.iter().chain(&trained.bias).any(|v| !v.is_finite()) {
         return Err(format!(
             "the retrained classifier has non-finite values: lower calibration.lr (now {})",
@@ -84,7 +87,10 @@ mod tests {
     use strata_core::calibration::CalibrationMethod;
     use strata_methods::ccvr::client_stats;
 
+    use strata_core::backend::BackendError;
+
     use super::*;
+    use crate::test_backend::PlainBackend;
 
     fn global(weight: Vec<f32>) -> TensorSet {
         TensorSet::new(vec![
@@ -108,13 +114,13 @@ mod tests {
         let stats = vec![client(0, 1.0), client(1, -1.0)];
         let config = CalibrationConfig { method: CalibrationMethod::Ccvr, lr: 0.5, ..Default::default() };
         let before = global(vec![-1.0, 0.0, 1.0, 0.0]);
-        let out = calibrate(&before, &stats, &config, 1).unwrap();
+        let out = calibrate(&before, &stats, &config, 1, &PlainBackend).unwrap();
         assert_eq!((out.classes, out.virtual_features), (2, 2 * config.samples_per_class));
         assert_eq!(out.parameters.get("body.w"), before.get("body.w"));
         let w = &out.parameters.get(HEAD_WEIGHT).unwrap().values;
         // Class 0 (at +1) now scores higher on +x than class 1 does.
         assert!(w[0] > w[2], "{w:?}");
-        let again = calibrate(&before, &stats, &config, 1).unwrap();
+        let again = calibrate(&before, &stats, &config, 1, &PlainBackend).unwrap();
         assert_eq!(again.parameters, out.parameters, "seeded: reproducible");
     }
 
@@ -122,10 +128,43 @@ mod tests {
     fn statistics_that_cannot_be_sampled_or_a_missing_head_are_errors() {
         let config = CalibrationConfig { method: CalibrationMethod::Ccvr, ..Default::default() };
         let single = vec![client_stats(&[1.0, 2.0], &[0], 2)];
-        assert!(calibrate(&global(vec![0.0; 4]), &single, &config, 1).unwrap_err().contains("two or more"));
+        assert!(
+            calibrate(&global(vec![0.0; 4]), &single, &config, 1, &PlainBackend).unwrap_err().contains("two or more")
+        );
         let no_head = TensorSet::new(vec![NamedTensor::new("body.w", vec![2], vec![0.0; 2]).unwrap()]).unwrap();
-        assert!(calibrate(&no_head, &single, &config, 1).unwrap_err().contains("head.weight"));
+        assert!(calibrate(&no_head, &single, &config, 1, &PlainBackend).unwrap_err().contains("head.weight"));
         let wrong_dim = vec![client_stats(&[1.0, 2.0, 3.0, 1.0, 2.0, 4.0], &[0, 0], 3)];
-        assert!(calibrate(&global(vec![0.0; 4]), &wrong_dim, &config, 1).is_err());
+        assert!(calibrate(&global(vec![0.0; 4]), &wrong_dim, &config, 1, &PlainBackend).is_err());
+    }
+
+    /// What the backend gives back goes into the model only with the classifier's shape and
+    /// finite values.
+    #[test]
+    fn a_retrained_head_of_another_shape_or_with_non_finite_values_is_refused() {
+        struct Returns(LinearHead);
+        impl ModelBackend for Returns {
+            fn initial_model(&self, _: &strata_core::config::RunConfig) -> Result<TensorSet, BackendError> {
+                Err("unused".into())
+            }
+            fn retrain_head(
+                &self,
+                _: &LinearHead,
+                _: &[f32],
+                _: &[i64],
+                _: HeadTraining,
+            ) -> Result<LinearHead, BackendError> {
+                Ok(self.0.clone())
+            }
+        }
+        let config = CalibrationConfig { method: CalibrationMethod::Ccvr, ..Default::default() };
+        let stats = vec![client_stats(&[1.0, 2.0, 1.5, 2.5], &[0, 0], 2)];
+        let head = |weight: Vec<f32>| LinearHead { classes: 2, dim: 2, weight, bias: vec![0.0; 2] };
+        let short = Returns(head(vec![0.0; 3]));
+        assert!(calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &short).is_err());
+        let nan = Returns(head(vec![0.0, f32::NAN, 0.0, 0.0]));
+        assert!(calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &nan).unwrap_err().contains("non-finite"));
+        let fine = Returns(head(vec![1.0, 2.0, 3.0, 4.0]));
+        let out = calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &fine).unwrap();
+        assert_eq!(out.parameters.get(HEAD_WEIGHT).unwrap().values, vec![1.0, 2.0, 3.0, 4.0]);
     }
 }

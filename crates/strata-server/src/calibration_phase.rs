@@ -59,9 +59,9 @@ impl RoundLoop {
         // 2. Pool, sample, retrain the classifier (CPU work, off the runtime's threads).
         let config = self.config.calibration.clone();
         let seed = self.config.seed ^ row.wrapping_mul(0xC0FF_EE00_D15E_A5E5);
-        let base = Arc::clone(&global);
+        let (base, backend) = (Arc::clone(&global), Arc::clone(&self.backend));
         let calibrated =
-            tokio::task::spawn_blocking(move || calibration::calibrate(&base, &stats, &config, seed)).await;
+            tokio::task::spawn_blocking(move || calibration::calibrate(&base, &stats, &config, seed, &*backend)).await;
         let calibrated = match calibrated {
             Ok(Ok(c)) => c,
             Ok(Err(reason)) => {

@@ -2,8 +2,9 @@
 //! [`Strategy`](strategy::Strategy), and writes the run's records.
 //!
 //! # Layout
-//! - [`run`]: builds the initial model, serves gRPC on a listener the caller bound, and runs
-//!   the round loop until the run completes or `shutdown` resolves.
+//! - [`run`]: has the backend ([`ModelBackend`]) build the initial model, serves gRPC on a
+//!   listener the caller bound, and runs the round loop until the run completes or `shutdown`
+//!   resolves.
 //! - `service`: the gRPC handlers (join, poll, download, upload).
 //! - `round`: the round loop, the only code that waits on clients.
 //! - `registry`: clients by UUID, their index and mailbox.
@@ -32,6 +33,8 @@ mod round;
 mod service;
 mod state;
 pub mod strategy;
+#[cfg(test)]
+mod test_backend;
 mod tls;
 pub mod validate;
 
@@ -52,6 +55,7 @@ use tracing::info;
 
 pub use events::ServerEvent;
 pub use round::Ending;
+pub use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
 pub use tls::ServerTls;
 
 /// What a server needs besides its listener.
@@ -59,6 +63,9 @@ pub struct ServerOptions {
     pub config: RunConfig,
     /// Where the run's files go.
     pub out_dir: PathBuf,
+    /// Builds the initial model and retrains the classifier for calibration: the server links
+    /// no tensor library (the `strata` binary gives it `strata_torch::backend::TorchBackend`).
+    pub backend: Arc<dyn ModelBackend>,
     /// Size of parameter slices on the wire (clamped to the protocol's maximum).
     pub chunk_bytes: usize,
     /// Observers of the run; `None` creates a channel nobody listens to.
@@ -78,10 +85,11 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
-    pub fn new(config: RunConfig, out_dir: PathBuf) -> Self {
+    pub fn new(config: RunConfig, out_dir: PathBuf, backend: Arc<dyn ModelBackend>) -> Self {
         Self {
             config,
             out_dir,
+            backend,
             chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES,
             events: None,
             resume: false,
@@ -136,7 +144,7 @@ pub async fn run(
         }
         None => None,
     };
-    let (model_spec, initial) = initial_model(&config).await?;
+    let (model_spec, initial) = initial_model(&config, Arc::clone(&options.backend)).await?;
     let mut strategy = strategy::build(config.method, initial, &config.methods);
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
@@ -228,6 +236,7 @@ pub async fn run(
         reports: report_rx,
         strategy,
         model_spec,
+        backend: options.backend,
         events,
         output,
         run_id,
@@ -262,18 +271,65 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Builds the method's starting point from the seed, so the server knows the model's spec
-/// (what every upload is checked against) without trusting any client for it.
+/// Has the operator's backend build the method's starting point from the seed, so the server
+/// knows the model's spec (what every upload is checked against) without trusting any client
+/// for it. Off the runtime's threads: the backend may run libtorch.
 async fn initial_model(
     config: &RunConfig,
+    backend: Arc<dyn ModelBackend>,
 ) -> Result<(Vec<strata_core::tensor::TensorSpec>, strata_core::tensor::TensorSet), ServerError> {
-    let shape = strata_data::describe(&config.data).map_err(|e| ServerError::Setup(e.to_string()))?;
-    let (name, seed) = (config.model.name.clone(), config.seed);
-    let built = tokio::task::spawn_blocking(move || {
-        strata_torch::LocalModel::new(&name, &shape, tch::Device::Cpu, seed).map(|m| m.export())
-    })
-    .await
-    .map_err(|e| ServerError::Setup(format!("model initialization panicked: {e}")))?
-    .map_err(|e| ServerError::Setup(e.to_string()))?;
+    let config = config.clone();
+    let built = tokio::task::spawn_blocking(move || backend.initial_model(&config))
+        .await
+        .map_err(|e| ServerError::Setup(format!("model initialization panicked: {e}")))?
+        .map_err(|e| ServerError::Setup(e.to_string()))?;
     Ok((built.specs(), built))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use strata_core::backend::{BackendError, HeadTraining, LinearHead};
+    use strata_core::tensor::TensorSet;
+
+    use super::*;
+    use crate::test_backend::PlainBackend;
+
+    struct NoModel;
+
+    impl ModelBackend for NoModel {
+        fn initial_model(&self, config: &RunConfig) -> Result<TensorSet, BackendError> {
+            Err(format!("no model `{}` here", config.model.name).into())
+        }
+        fn retrain_head(
+            &self,
+            _: &LinearHead,
+            _: &[f32],
+            _: &[i64],
+            _: HeadTraining,
+        ) -> Result<LinearHead, BackendError> {
+            Err("unused".into())
+        }
+    }
+
+    /// The backend's failure to build the model is the run's, before anything is served or
+    /// written; with a model, the run serves until told to stop.
+    #[tokio::test]
+    async fn the_run_starts_from_the_backends_model_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RunConfig::reference_fmnist();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = ServerOptions::new(config.clone(), dir.path().join("failed"), Arc::new(NoModel));
+        match run(options, listener, std::future::pending()).await {
+            Err(ServerError::Setup(message)) => assert!(message.contains("no model `cnn` here"), "{message}"),
+            other => panic!("expected the backend's error, got {other:?}"),
+        }
+        assert!(!dir.path().join("failed").exists());
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = ServerOptions::new(config, dir.path().join("run"), Arc::new(PlainBackend));
+        let outcome = run(options, listener, std::future::ready(())).await.unwrap();
+        assert_eq!(outcome.ending, Ending::Interrupted);
+        assert!(dir.path().join("run/config.toml").exists());
+    }
 }

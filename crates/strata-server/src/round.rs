@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use strata_core::backend::ModelBackend;
 use strata_core::config::RunConfig;
 use strata_core::evaluation::EvalClients;
 use strata_core::liveness::RoundCloses;
@@ -38,6 +39,8 @@ pub struct RoundLoop {
     pub reports: mpsc::Receiver<Report>,
     pub strategy: Box<dyn Strategy>,
     pub model_spec: Vec<TensorSpec>,
+    /// Retrains the classifier when calibrating.
+    pub backend: Arc<dyn ModelBackend>,
     pub events: broadcast::Sender<ServerEvent>,
     pub output: RunOutput,
     pub run_id: String,

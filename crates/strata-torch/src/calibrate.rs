@@ -4,6 +4,7 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+pub use strata_core::backend::{HeadTraining, LinearHead};
 use tch::{Kind, Tensor};
 
 use crate::TorchError;
@@ -29,24 +30,6 @@ pub fn head_inputs(model: &LocalModel, x: &Tensor, batch_size: usize) -> (Vec<f3
         }
         (out, dim)
     })
-}
-
-/// How the classifier is retrained.
-#[derive(Clone, Copy, Debug)]
-pub struct HeadTraining {
-    pub epochs: usize,
-    pub lr: f64,
-    pub batch_size: usize,
-    pub seed: u64,
-}
-
-/// A linear classifier as plain values: `weight` is `[classes, dim]` row-major.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LinearHead {
-    pub classes: usize,
-    pub dim: usize,
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
 }
 
 /// Retrains `head` with plain SGD on the cross-entropy of `features` (row-major `[n, dim]`)

@@ -11,8 +11,11 @@
 //! - [`train`]: [`train_local`], SGD over seeded mini-batches.
 //! - [`eval`]: [`evaluate`], accuracy and loss.
 //! - [`calibrate`]: the classifier's input features, and its retraining (CCVR).
+//! - [`backend`]: [`backend::TorchBackend`], the server's initial model and classifier
+//!   retraining (`strata_core::backend::ModelBackend`).
 //! - [`error`]: the one error type, [`TorchError`].
 
+pub mod backend;
 pub mod calibrate;
 pub mod client_data;
 pub mod device;

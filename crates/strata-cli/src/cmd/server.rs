@@ -57,7 +57,8 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, rounds = config.rounds, clients = config.clients, method = %config.method, "server starting");
-    let mut options = strata_server::ServerOptions::new(config, out);
+    let mut options =
+        strata_server::ServerOptions::new(config, out, std::sync::Arc::new(strata_torch::backend::TorchBackend));
     options.resume = args.resume.is_some();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(strata_server::ServerTls {

@@ -130,7 +130,8 @@ pub async fn simulate(
         }
     }
 
-    let mut server_options = strata_server::ServerOptions::new(config, out);
+    let mut server_options =
+        strata_server::ServerOptions::new(config, out, Arc::new(strata_torch::backend::TorchBackend));
     server_options.events = Some(events);
     let outcome = strata_server::run(server_options, listener, crate::shutdown::signal()).await;
     let _ = stop_clients.send(());
