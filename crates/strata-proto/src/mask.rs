@@ -1,6 +1,6 @@
 //! Bit-packed masks on the wire: a `MaskSpec` in the header, then `MaskSlice`s in order.
 
-use strata_core::mask::BitMask;
+use strata_core::mask::{BitMask, MaskError};
 
 use crate::chunk::MAX_CHUNK_BYTES;
 use crate::pb;
@@ -16,6 +16,18 @@ pub fn mask_slices(mask: &BitMask, chunk_bytes: usize) -> Vec<pb::MaskSlice> {
         .collect()
 }
 
+/// Why a mask's slices were refused.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum MaskAssemblyError {
+    #[error("mask slice at byte {offset} out of order: expected byte {expected}")]
+    OutOfOrder { offset: u64, expected: usize },
+    #[error("mask slice of {len} bytes runs past the mask's {bits} bits")]
+    Overflow { len: usize, bits: usize },
+    /// The bytes received do not make a mask of the declared length (too few, or bits set past it).
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+}
+
 /// Collects in-order mask slices into a mask of a declared length.
 #[derive(Debug)]
 pub struct MaskAssembler {
@@ -28,23 +40,19 @@ impl MaskAssembler {
         Self { bits, bytes: Vec::with_capacity(bits.div_ceil(8)) }
     }
 
-    pub fn push(&mut self, slice: &pb::MaskSlice) -> Result<(), String> {
+    pub fn push(&mut self, slice: &pb::MaskSlice) -> Result<(), MaskAssemblyError> {
         if slice.byte_offset != self.bytes.len() as u64 {
-            return Err(format!(
-                "mask slice at byte {} out of order: expected byte {}",
-                slice.byte_offset,
-                self.bytes.len()
-            ));
+            return Err(MaskAssemblyError::OutOfOrder { offset: slice.byte_offset, expected: self.bytes.len() });
         }
         if slice.data.len() > MAX_CHUNK_BYTES || self.bytes.len() + slice.data.len() > self.bits.div_ceil(8) {
-            return Err(format!("mask slice of {} bytes runs past the mask's {} bits", slice.data.len(), self.bits));
+            return Err(MaskAssemblyError::Overflow { len: slice.data.len(), bits: self.bits });
         }
         self.bytes.extend_from_slice(&slice.data);
         Ok(())
     }
 
-    pub fn finish(self) -> Result<BitMask, String> {
-        BitMask::from_bytes(self.bits, &self.bytes).map_err(|e| e.to_string())
+    pub fn finish(self) -> Result<BitMask, MaskAssemblyError> {
+        Ok(BitMask::from_bytes(self.bits, &self.bytes)?)
     }
 }
 
@@ -63,9 +71,15 @@ mod tests {
         }
         assert_eq!(asm.finish().unwrap(), mask);
         let mut asm = MaskAssembler::new(1000);
-        assert!(asm.push(&slices[1]).is_err());
+        let err = asm.push(&slices[1]).unwrap_err();
+        assert_eq!(err, MaskAssemblyError::OutOfOrder { offset: 16, expected: 0 });
+        assert!(err.to_string().contains("out of order"), "{err}");
         let mut short = MaskAssembler::new(1000);
         short.push(&slices[0]).unwrap();
-        assert!(short.finish().is_err());
+        assert!(matches!(short.finish(), Err(MaskAssemblyError::Mask(MaskError::WrongByteCount { .. }))));
+        let mut long = MaskAssembler::new(8);
+        let err = long.push(&pb::MaskSlice { byte_offset: 0, data: vec![0; 2] }).unwrap_err();
+        assert_eq!(err, MaskAssemblyError::Overflow { len: 2, bits: 8 });
+        assert!(err.to_string().contains("runs past"), "{err}");
     }
 }

@@ -168,7 +168,7 @@ impl ResultReceiver {
                 Err(Refusal::invalid("a result stream carries exactly one header, first"))
             }
             Some(pb::result_part::Part::Mask(slice)) => match self.mask.as_mut() {
-                Some(m) => m.push(slice).map_err(Refusal::invalid),
+                Some(m) => m.push(slice).map_err(|e| Refusal::invalid(e.to_string())),
                 None => Err(Refusal::invalid("this task takes no mask")),
             },
             Some(pb::result_part::Part::Stats(slice)) => match self.stats.as_mut() {

@@ -46,6 +46,56 @@ pub struct StatsExpectation {
     pub max_samples: Option<u64>,
 }
 
+/// Why a client's statistics were refused: the header against the task, the slices against the
+/// header, or a value no data could give.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StatsError {
+    #[error("feature statistics of dimension {got}, but the classifier's input has {expected}")]
+    Dimension { got: usize, expected: usize },
+    #[error("{classes} classes but {counts} counts")]
+    CountsMismatch { classes: usize, counts: usize },
+    #[error("feature statistics for no class at all")]
+    NoClass,
+    #[error("classes must be ascending and distinct: {first} then {then}")]
+    NotAscending { first: u32, then: u32 },
+    #[error("class {class} does not exist: the dataset has {num_classes} classes")]
+    UnknownClass { class: u32, num_classes: u32 },
+    #[error("class {class}: a count of 0 (send only the classes you hold)")]
+    ZeroCount { class: u32 },
+    #[error("the class counts add up to {total}, more than the {max} training samples reported")]
+    TooManySamples { total: u64, max: u64 },
+    #[error("statistics slice at byte {offset} out of order: expected byte {expected}")]
+    OutOfOrder { offset: u64, expected: usize },
+    #[error("statistics slice of {len} bytes runs past the {expected} bytes the header declares")]
+    Overflow { len: usize, expected: usize },
+    #[error("statistics end after {received} of {expected} bytes")]
+    Incomplete { received: usize, expected: usize },
+    #[error("class {class}: a {part} value is not finite ({value})")]
+    NotFinite { class: u32, part: StatsPart, value: f64 },
+    #[error("class {class}: the variance of feature {feature} is negative ({value})")]
+    NegativeVariance { class: u32, feature: usize, value: f64 },
+    #[error(
+        "class {class}: the covariance of features {i} and {j} ({value}) exceeds what their variances allow ({bound})"
+    )]
+    CovarianceBound { class: u32, i: usize, j: usize, value: f64, bound: f64 },
+}
+
+/// Which part of a class's statistics a value belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsPart {
+    Mean,
+    Covariance,
+}
+
+impl std::fmt::Display for StatsPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mean => "mean",
+            Self::Covariance => "covariance",
+        })
+    }
+}
+
 /// Collects in-order slices of one client's statistics and decodes them.
 #[derive(Debug)]
 pub struct StatsAssembler {
@@ -58,63 +108,52 @@ pub struct StatsAssembler {
 
 impl StatsAssembler {
     /// Checks the header part against what the task expects.
-    pub fn new(spec: &pb::FeatureStatsSpec, expect: StatsExpectation) -> Result<Self, String> {
+    pub fn new(spec: &pb::FeatureStatsSpec, expect: StatsExpectation) -> Result<Self, StatsError> {
         let dim = spec.dim as usize;
         if dim != expect.dim {
-            return Err(format!(
-                "feature statistics of dimension {dim}, but the classifier's input has {}",
-                expect.dim
-            ));
+            return Err(StatsError::Dimension { got: dim, expected: expect.dim });
         }
         if spec.classes.len() != spec.counts.len() {
-            return Err(format!("{} classes but {} counts", spec.classes.len(), spec.counts.len()));
+            return Err(StatsError::CountsMismatch { classes: spec.classes.len(), counts: spec.counts.len() });
         }
         if spec.classes.is_empty() {
-            return Err("feature statistics for no class at all".into());
+            return Err(StatsError::NoClass);
         }
         if let Some(w) = spec.classes.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(format!("classes must be ascending and distinct: {} then {}", w[0], w[1]));
+            return Err(StatsError::NotAscending { first: w[0], then: w[1] });
         }
-        if let Some(c) = spec.classes.iter().find(|&&c| c >= expect.num_classes) {
-            return Err(format!("class {c} does not exist: the dataset has {} classes", expect.num_classes));
+        if let Some(&class) = spec.classes.iter().find(|&&c| c >= expect.num_classes) {
+            return Err(StatsError::UnknownClass { class, num_classes: expect.num_classes });
         }
         if let Some(i) = spec.counts.iter().position(|&n| n == 0) {
-            return Err(format!("class {}: a count of 0 (send only the classes you hold)", spec.classes[i]));
+            return Err(StatsError::ZeroCount { class: spec.classes[i] });
         }
         let total = spec.counts.iter().try_fold(0u64, |a, &n| a.checked_add(n)).unwrap_or(u64::MAX);
         if let Some(max) = expect.max_samples
             && total > max
         {
-            return Err(format!("the class counts add up to {total}, more than the {max} training samples reported"));
+            return Err(StatsError::TooManySamples { total, max });
         }
         let per_class = dim + upper_len(dim);
         let expected_bytes = spec.classes.len() * per_class * 4;
         Ok(Self { dim, classes: spec.classes.clone(), counts: spec.counts.clone(), expected_bytes, bytes: Vec::new() })
     }
 
-    pub fn push(&mut self, slice: &pb::StatsSlice) -> Result<(), String> {
+    pub fn push(&mut self, slice: &pb::StatsSlice) -> Result<(), StatsError> {
         if slice.byte_offset != self.bytes.len() as u64 {
-            return Err(format!(
-                "statistics slice at byte {} out of order: expected byte {}",
-                slice.byte_offset,
-                self.bytes.len()
-            ));
+            return Err(StatsError::OutOfOrder { offset: slice.byte_offset, expected: self.bytes.len() });
         }
         if slice.data.len() > MAX_CHUNK_BYTES || self.bytes.len() + slice.data.len() > self.expected_bytes {
-            return Err(format!(
-                "statistics slice of {} bytes runs past the {} bytes the header declares",
-                slice.data.len(),
-                self.expected_bytes
-            ));
+            return Err(StatsError::Overflow { len: slice.data.len(), expected: self.expected_bytes });
         }
         self.bytes.extend_from_slice(&slice.data);
         Ok(())
     }
 
     /// The decoded statistics, once every byte arrived and every value is finite.
-    pub fn finish(self) -> Result<Vec<ClassStats>, String> {
+    pub fn finish(self) -> Result<Vec<ClassStats>, StatsError> {
         if self.bytes.len() != self.expected_bytes {
-            return Err(format!("statistics end after {} of {} bytes", self.bytes.len(), self.expected_bytes));
+            return Err(StatsError::Incomplete { received: self.bytes.len(), expected: self.expected_bytes });
         }
         let per_class = self.dim + upper_len(self.dim);
         let mut values = self.bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
@@ -122,8 +161,8 @@ impl StatsAssembler {
         for (&class, &count) in self.classes.iter().zip(&self.counts) {
             let all: Vec<f64> = values.by_ref().take(per_class).collect();
             if let Some(i) = all.iter().position(|v| !v.is_finite()) {
-                let what = if i < self.dim { "mean" } else { "covariance" };
-                return Err(format!("class {class}: a {what} value is not finite ({})", all[i]));
+                let part = if i < self.dim { StatsPart::Mean } else { StatsPart::Covariance };
+                return Err(StatsError::NotFinite { class, part, value: all[i] });
             }
             let (mean, cov_upper) = all.split_at(self.dim);
             covariance(class, cov_upper, self.dim)?;
@@ -136,20 +175,18 @@ impl StatsAssembler {
 /// Checks that an upper triangle (row-major) can be a covariance: no negative variance, and no
 /// covariance above what its two variances allow (Cauchy–Schwarz, with room for f32
 /// rounding). A made-up one could keep the pooled covariance from being factorized at all.
-fn covariance(class: u32, upper: &[f64], dim: usize) -> Result<(), String> {
+fn covariance(class: u32, upper: &[f64], dim: usize) -> Result<(), StatsError> {
     let row = |i: usize| i * dim - i * i.saturating_sub(1) / 2;
     let var = |i: usize| upper[row(i)];
     for i in 0..dim {
         if var(i) < 0.0 {
-            return Err(format!("class {class}: the variance of feature {i} is negative ({})", var(i)));
+            return Err(StatsError::NegativeVariance { class, feature: i, value: var(i) });
         }
         for j in i + 1..dim {
             let c = upper[row(i) + j - i];
             let bound = (var(i) * var(j)).sqrt();
             if c.abs() > bound * (1.0 + 1e-3) + 1e-12 {
-                return Err(format!(
-                    "class {class}: the covariance of features {i} and {j} ({c}) exceeds what their variances allow ({bound})"
-                ));
+                return Err(StatsError::CovarianceBound { class, i, j, value: c, bound });
             }
         }
     }
@@ -179,7 +216,7 @@ mod tests {
         StatsExpectation { dim: 3, num_classes: 10, max_samples: Some(5) }
     }
 
-    fn assemble(spec: &pb::FeatureStatsSpec, bytes: &[u8], chunk: usize) -> Result<Vec<ClassStats>, String> {
+    fn assemble(spec: &pb::FeatureStatsSpec, bytes: &[u8], chunk: usize) -> Result<Vec<ClassStats>, StatsError> {
         let mut asm = StatsAssembler::new(spec, expect())?;
         for s in stats_slices(bytes, chunk) {
             asm.push(&s)?;
@@ -197,19 +234,39 @@ mod tests {
     #[test]
     fn bad_statistics_are_refused_with_the_reason() {
         let (spec, bytes) = encode(&stats(), 3);
-        let refused = |spec: pb::FeatureStatsSpec, bytes: &[u8]| assemble(&spec, bytes, 8).unwrap_err();
-        assert!(refused(pb::FeatureStatsSpec { dim: 4, ..spec.clone() }, &bytes).contains("dimension 4"));
-        assert!(refused(pb::FeatureStatsSpec { classes: vec![4, 1], ..spec.clone() }, &bytes).contains("ascending"));
-        assert!(refused(pb::FeatureStatsSpec { classes: vec![1, 10], ..spec.clone() }, &bytes).contains("class 10"));
-        assert!(refused(pb::FeatureStatsSpec { counts: vec![4, 0], ..spec.clone() }, &bytes).contains("count of 0"));
-        assert!(refused(pb::FeatureStatsSpec { counts: vec![4, 2], ..spec.clone() }, &bytes).contains("more than"));
-        assert!(refused(spec.clone(), &bytes[..bytes.len() - 4]).contains("end after"));
+        // Each refusal is its own variant, and its message says why.
+        let refused = |spec: pb::FeatureStatsSpec, bytes: &[u8], says: &str| {
+            let err = assemble(&spec, bytes, 8).unwrap_err();
+            assert!(err.to_string().contains(says), "`{err}` does not say `{says}`");
+            err
+        };
+        let dim = refused(pb::FeatureStatsSpec { dim: 4, ..spec.clone() }, &bytes, "dimension 4");
+        assert_eq!(dim, StatsError::Dimension { got: 4, expected: 3 });
+        let counts =
+            refused(pb::FeatureStatsSpec { counts: vec![4], ..spec.clone() }, &bytes, "2 classes but 1 counts");
+        assert_eq!(counts, StatsError::CountsMismatch { classes: 2, counts: 1 });
+        let none = pb::FeatureStatsSpec { classes: vec![], counts: vec![], ..spec.clone() };
+        assert_eq!(refused(none, &bytes, "no class"), StatsError::NoClass);
+        let order = refused(pb::FeatureStatsSpec { classes: vec![4, 1], ..spec.clone() }, &bytes, "ascending");
+        assert_eq!(order, StatsError::NotAscending { first: 4, then: 1 });
+        let unknown = refused(pb::FeatureStatsSpec { classes: vec![1, 10], ..spec.clone() }, &bytes, "class 10");
+        assert_eq!(unknown, StatsError::UnknownClass { class: 10, num_classes: 10 });
+        let zero = refused(pb::FeatureStatsSpec { counts: vec![4, 0], ..spec.clone() }, &bytes, "count of 0");
+        assert_eq!(zero, StatsError::ZeroCount { class: 4 });
+        let many = refused(pb::FeatureStatsSpec { counts: vec![4, 2], ..spec.clone() }, &bytes, "more than");
+        assert_eq!(many, StatsError::TooManySamples { total: 6, max: 5 });
+        let short = refused(spec.clone(), &bytes[..bytes.len() - 4], "end after");
+        assert_eq!(short, StatsError::Incomplete { received: 68, expected: 72 });
         let mut nan = bytes.clone();
         nan[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert!(refused(spec.clone(), &nan).contains("class 4: a mean value is not finite"));
+        let not_finite = refused(spec.clone(), &nan, "class 4: a mean value is not finite");
+        assert!(matches!(not_finite, StatsError::NotFinite { class: 4, part: StatsPart::Mean, .. }));
         let mut long = bytes.clone();
         long.extend_from_slice(&[0; 4]);
-        assert!(refused(spec, &long).contains("runs past"));
+        assert!(matches!(refused(spec.clone(), &long, "runs past"), StatsError::Overflow { .. }));
+        let mut asm = StatsAssembler::new(&spec, expect()).unwrap();
+        let late = pb::StatsSlice { byte_offset: 8, data: vec![0; 4] };
+        assert_eq!(asm.push(&late).unwrap_err(), StatsError::OutOfOrder { offset: 8, expected: 0 });
     }
 
     #[test]
@@ -217,11 +274,16 @@ mod tests {
         // 2×2: (0,0), (0,1), (1,1).
         assert!(covariance(1, &[4.0, 2.0, 1.0], 2).is_ok());
         assert!(covariance(1, &[0.0, 0.0, 0.0], 2).is_ok(), "one sample: all zero");
-        assert!(covariance(1, &[-1e18, 0.0, 1.0], 2).unwrap_err().contains("variance of feature 0 is negative"));
-        assert!(covariance(1, &[4.0, 3.0, 1.0], 2).unwrap_err().contains("features 0 and 1"));
+        let negative = covariance(1, &[-1e18, 0.0, 1.0], 2).unwrap_err();
+        assert!(matches!(negative, StatsError::NegativeVariance { class: 1, feature: 0, .. }));
+        assert!(negative.to_string().contains("variance of feature 0 is negative"), "{negative}");
+        let bound = covariance(1, &[4.0, 3.0, 1.0], 2).unwrap_err();
+        assert!(matches!(bound, StatsError::CovarianceBound { class: 1, i: 0, j: 1, .. }));
+        assert!(bound.to_string().contains("features 0 and 1"), "{bound}");
         // 3×3: (0,0), (0,1), (0,2), (1,1), (1,2), (2,2).
         assert!(covariance(2, &[1.0, 0.5, 0.2, 1.0, 0.3, 1.0], 3).is_ok());
-        assert!(covariance(2, &[1.0, 0.5, 0.2, 1.0, 0.3, -0.5], 3).unwrap_err().contains("feature 2"));
-        assert!(covariance(2, &[1.0, 0.5, 0.2, 1.0, 9.0, 1.0], 3).unwrap_err().contains("features 1 and 2"));
+        assert!(covariance(2, &[1.0, 0.5, 0.2, 1.0, 0.3, -0.5], 3).unwrap_err().to_string().contains("feature 2"));
+        let bound = covariance(2, &[1.0, 0.5, 0.2, 1.0, 9.0, 1.0], 3).unwrap_err();
+        assert!(bound.to_string().contains("features 1 and 2"), "{bound}");
     }
 }
