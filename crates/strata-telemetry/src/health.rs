@@ -9,6 +9,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::health_server::{Health, HealthServer};
 pub use tonic_health::server::HealthReporter;
 
+use crate::ListenError;
+
 /// The federation service's name, as health checks ask for it.
 pub const FEDERATION: &str = "strata.v1.Federation";
 
@@ -25,24 +27,38 @@ pub async fn set(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status(FEDERATION, status).await;
 }
 
+/// Why a health probe got no status.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("no health answer within {0:?}")]
+    Timeout(Duration),
+    /// The call failed: the service is unknown to the server (`NotFound`), or unreachable.
+    #[error("health check failed: {:?}: {}", .0.code(), .0.message())]
+    Failed(#[source] tonic::Status),
+}
+
 /// Asks a health service for `service`'s status ("" for the whole server) over `channel`.
-pub async fn check(channel: tonic::transport::Channel, service: &str, timeout: Duration) -> Result<String, String> {
+pub async fn check(channel: tonic::transport::Channel, service: &str, timeout: Duration) -> Result<String, CheckError> {
     let mut client = HealthClient::new(channel);
     let call = client.check(HealthCheckRequest { service: service.to_string() });
     let reply = tokio::time::timeout(timeout, call)
         .await
-        .map_err(|_| format!("no health answer within {timeout:?}"))?
-        .map_err(|s| format!("health check failed: {:?}: {}", s.code(), s.message()))?;
+        .map_err(|_| CheckError::Timeout(timeout))?
+        .map_err(CheckError::Failed)?;
     let status = WireStatus::try_from(reply.into_inner().status).unwrap_or(WireStatus::Unknown);
     Ok(status.as_str_name().to_string())
 }
 
 /// Serves only the health service on `addr` (plain gRPC: for a daemon with no gRPC port of its
 /// own, the client), in the background; binding fails here, not later.
-pub async fn spawn(addr: &str) -> Result<(HealthReporter, std::net::SocketAddr), String> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} for health: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+pub async fn spawn(addr: &str) -> Result<(HealthReporter, std::net::SocketAddr), ListenError> {
+    let what = "health";
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ListenError::Bind {
+        addr: addr.to_string(),
+        what,
+        source,
+    })?;
+    let local = listener.local_addr().map_err(|source| ListenError::LocalAddr { what, source })?;
     let (reporter, service) = self::service().await;
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -69,6 +85,16 @@ mod tests {
         set(&reporter, ServingStatus::Serving).await;
         assert_eq!(check(channel.clone(), FEDERATION, timeout).await.unwrap(), "SERVING");
         let e = check(channel, "no.such.Service", timeout).await.unwrap_err();
-        assert!(e.contains("NotFound"), "{e}");
+        assert!(matches!(&e, CheckError::Failed(s) if s.code() == tonic::Code::NotFound), "{e}");
+        assert!(e.to_string().contains("NotFound"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_an_error_at_start() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let e = spawn(&addr).await.unwrap_err();
+        assert!(matches!(&e, ListenError::Bind { what: "health", .. }), "{e}");
+        assert!(e.to_string().contains(&format!("cannot listen on {addr} for health")), "{e}");
     }
 }

@@ -11,3 +11,12 @@ pub mod health;
 pub mod http;
 
 pub use exposition::{Collect, Counter, Exposition, Gauge};
+
+/// Why a listener (`/metrics` and `/healthz`, or the gRPC health service) did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind { addr: String, what: &'static str, source: std::io::Error },
+    #[error("cannot read the address {what} listens on: {source}")]
+    LocalAddr { what: &'static str, source: std::io::Error },
+}
