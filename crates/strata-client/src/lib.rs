@@ -43,8 +43,9 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 use uuid::Uuid;
 
-pub use data_cache::DataCache;
-pub use personal_store::{PersonalStore, StoreStats};
+pub use data_cache::{DataCache, DataLoadError};
+pub use persist::PersistError;
+pub use personal_store::{PersonalStore, StoreError, StoreStats};
 pub use population::{PopulationOptions, PopulationOutcome, run_population};
 pub use telemetry::ClientTelemetry;
 pub use tls::{ClientTls, configure as configure_endpoint};
@@ -140,7 +141,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     tokio::pin!(shutdown);
     // A restarted daemon is the client it was: same UUID, same index.
     let saved = match &options.state_dir {
-        Some(dir) => persist::load_identity(dir).map_err(ClientError::Settings)?,
+        Some(dir) => persist::load_identity(dir).map_err(|e| ClientError::Settings(e.to_string()))?,
         None => None,
     };
     if let Some(id) = &saved {
@@ -186,7 +187,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     let mut restored = false;
     if let (Some(dir), Some(id)) = (&options.state_dir, &saved)
         && id.run_id == reply.run_id
-        && let Some(model) = persist::load_model(dir).map_err(ClientError::Settings)?
+        && let Some(model) = persist::load_model(dir).map_err(|e| ClientError::Settings(e.to_string()))?
     {
         local.model.import(&model)?;
         restored = true;
@@ -352,7 +353,7 @@ async fn load_local(
     let config = config.clone();
     let threads = options.threads;
     tokio::task::spawn_blocking(move || {
-        let (dataset, partition) = cache.get(&config).map_err(ClientError::Data)?;
+        let (dataset, partition) = cache.get(&config).map_err(|e| ClientError::Data(e.to_string()))?;
         let model = strata_torch::LocalModel::with_feature_norm(
             &config.model.name,
             &dataset.shape,

@@ -3,9 +3,10 @@
 //! variable, BatchNorm statistics included), written atomically after every task, so that a
 //! daemon restarted with the same directory rejoins as itself and goes on with the model it had.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strata_core::safetensors::SafetensorsError;
 use strata_core::tensor::TensorSet;
 use uuid::Uuid;
 
@@ -19,36 +20,47 @@ pub struct Identity {
     pub run_id: String,
 }
 
+/// Why the state directory could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// `client.json` is there but is not what this client writes.
+    #[error("{}: not a Strata client state: {source}", path.display())]
+    NotState { path: PathBuf, source: serde_json::Error },
+    /// The personal model's file (its path is in the message).
+    #[error(transparent)]
+    Model(#[from] SafetensorsError),
+}
+
 /// The saved identity, if the directory has one.
-pub fn load_identity(dir: &Path) -> Result<Option<Identity>, String> {
+pub fn load_identity(dir: &Path) -> Result<Option<Identity>, PersistError> {
     let path = dir.join(IDENTITY);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("{}: not a Strata client state: {e}", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| PersistError::NotState { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(PersistError::Io { path, source }),
     }
 }
 
 /// The saved personal model, if any.
-pub fn load_model(dir: &Path) -> Result<Option<TensorSet>, String> {
+pub fn load_model(dir: &Path) -> Result<Option<TensorSet>, PersistError> {
     let path = dir.join(MODEL);
     if !path.exists() {
         return Ok(None);
     }
-    strata_core::safetensors::read(&path).map(|(set, _)| Some(set)).map_err(|e| e.to_string())
+    Ok(strata_core::safetensors::read(&path).map(|(set, _)| Some(set))?)
 }
 
 /// Saves the model, then the identity (each atomically; the identity last, so that it never
 /// names a run whose model is not on disk).
-pub fn save(dir: &Path, identity: &Identity, model: &TensorSet) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn save(dir: &Path, identity: &Identity, model: &TensorSet) -> Result<(), PersistError> {
+    std::fs::create_dir_all(dir).map_err(|source| PersistError::Io { path: dir.to_path_buf(), source })?;
     let meta = [("run_id".to_string(), identity.run_id.clone())].into_iter().collect();
-    strata_core::safetensors::write(&dir.join(MODEL), model, &meta).map_err(|e| e.to_string())?;
+    strata_core::safetensors::write(&dir.join(MODEL), model, &meta)?;
     let path = dir.join(IDENTITY);
     let json = serde_json::to_vec_pretty(identity).expect("JSON of plain data");
-    strata_core::atomic_file::write(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+    strata_core::atomic_file::write(&path, &json).map_err(|source| PersistError::Io { path, source })?;
     Ok(())
 }
 
@@ -70,6 +82,25 @@ mod tests {
         assert_eq!(load_identity(dir.path()).unwrap(), Some(identity));
         assert_eq!(load_model(dir.path()).unwrap(), Some(model));
         std::fs::write(dir.path().join(IDENTITY), "{").unwrap();
-        assert!(load_identity(dir.path()).unwrap_err().contains("client.json"));
+        let err = load_identity(dir.path()).unwrap_err();
+        assert!(matches!(err, PersistError::NotState { .. }), "{err}");
+        assert!(err.to_string().contains("client.json") && err.to_string().contains("not a Strata client state"));
+        std::fs::write(dir.path().join(MODEL), "not safetensors").unwrap();
+        let err = load_model(dir.path()).unwrap_err();
+        assert!(matches!(err, PersistError::Model(_)), "{err}");
+        assert!(err.to_string().contains(MODEL), "{err}");
+    }
+
+    #[test]
+    fn a_state_dir_that_cannot_be_made_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let identity = Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into() };
+        let err = save(&file.join("state"), &identity, &TensorSet::default()).unwrap_err();
+        assert!(matches!(&err, PersistError::Io { path, .. } if path.ends_with("state")), "{err}");
+        assert!(err.to_string().contains("a-file"), "{err}");
+        std::fs::create_dir(dir.path().join(IDENTITY)).unwrap();
+        assert!(matches!(load_identity(dir.path()), Err(PersistError::Io { .. })));
     }
 }

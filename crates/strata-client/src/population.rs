@@ -173,7 +173,7 @@ pub async fn run_population(
     let (dataset, partition) = tokio::task::spawn_blocking(move || cache.get(&loading))
         .await
         .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
-        .map_err(ClientError::Data)?;
+        .map_err(|e| ClientError::Data(e.to_string()))?;
     let device = strata_torch::parse_device(&options.device)?;
     // A temporary directory lives (and is removed) with `_removed_at_end`.
     let (dir, _removed_at_end) = match &options.personal_dir {
