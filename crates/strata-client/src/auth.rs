@@ -4,7 +4,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use crate::ClientError;
+use crate::TokenError;
 
 /// Adds the token to each call; without a token, calls go out as they are.
 #[derive(Clone, Default)]
@@ -19,18 +19,16 @@ impl std::fmt::Debug for Bearer {
 }
 
 impl Bearer {
-    pub(crate) fn new(token: Option<&str>) -> Result<Self, ClientError> {
+    pub(crate) fn new(token: Option<&str>) -> Result<Self, TokenError> {
         let Some(token) = token else { return Ok(Self::default()) };
         let token = token.trim();
-        let bad = |why: &str| ClientError::Settings(format!("the client token {why}"));
         if token.is_empty() {
-            return Err(bad("is empty"));
+            return Err(TokenError::Empty);
         }
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(bad("must be printable ASCII without spaces (as `strata token new` prints it)"));
+            return Err(TokenError::NotPrintable);
         }
-        let mut value: MetadataValue<Ascii> =
-            format!("Bearer {token}").parse().map_err(|_| bad("cannot be sent as gRPC metadata"))?;
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}").parse().map_err(TokenError::NotMetadata)?;
         // Keeps the token out of HTTP/2 header compression tables, as for any credential.
         value.set_sensitive(true);
         Ok(Self { value: Some(value) })
@@ -64,8 +62,10 @@ mod tests {
     #[test]
     fn unsendable_tokens_are_refused_up_front() {
         for token in ["", "   \n", "two words", "tökén"] {
-            let err = Bearer::new(Some(token)).unwrap_err().to_string();
-            assert!(err.contains("client token"), "{token:?}: {err}");
+            let err = Bearer::new(Some(token)).unwrap_err();
+            let expected = if token.trim().is_empty() { "is empty" } else { "printable ASCII" };
+            assert!(matches!(err, TokenError::Empty | TokenError::NotPrintable), "{token:?}: {err}");
+            assert!(err.to_string().contains("client token") && err.to_string().contains(expected), "{token:?}: {err}");
         }
     }
 }

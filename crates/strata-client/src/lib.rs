@@ -18,6 +18,7 @@
 mod auth;
 mod backoff;
 mod data_cache;
+mod error;
 mod local;
 pub mod method;
 mod persist;
@@ -44,6 +45,7 @@ use tracing::debug;
 use uuid::Uuid;
 
 pub use data_cache::{DataCache, DataLoadError};
+pub use error::{ClientError, ProtocolError, SettingsError, TokenError};
 pub use persist::PersistError;
 pub use personal_store::{PersonalStore, StoreError, StoreStats};
 pub use population::{PopulationOptions, PopulationOutcome, run_population};
@@ -105,28 +107,6 @@ impl ClientOptions {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("server {server} unreachable after {seconds} s: {reason}")]
-    Unreachable { server: String, seconds: u64, reason: String },
-    #[error("the server refused: {0}")]
-    Refused(String),
-    /// Settings that cannot work (a URL scheme that disagrees with the TLS settings, a bad token).
-    #[error("{0}")]
-    Settings(String),
-    /// The TLS handshake failed: a certificate the other side does not accept, or a wrong name.
-    #[error("TLS with {server} failed: {reason}")]
-    Tls { server: String, reason: String },
-    #[error("gRPC call failed: {0}")]
-    Rpc(#[from] tonic::Status),
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    #[error("data: {0}")]
-    Data(String),
-    #[error(transparent)]
-    Torch(#[from] strata_torch::TorchError),
-}
-
 /// How the client's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOutcome {
@@ -141,22 +121,19 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     tokio::pin!(shutdown);
     // A restarted daemon is the client it was: same UUID, same index.
     let saved = match &options.state_dir {
-        Some(dir) => persist::load_identity(dir).map_err(|e| ClientError::Settings(e.to_string()))?,
+        Some(dir) => persist::load_identity(dir)?,
         None => None,
     };
     if let Some(id) = &saved {
-        if options.requested_index.is_some_and(|i| i != id.index) {
-            return Err(ClientError::Settings(format!(
-                "the state directory holds client index {}, not the one asked for",
-                id.index
-            )));
+        if let Some(requested) = options.requested_index.filter(|&i| i != id.index) {
+            return Err(SettingsError::StateIndex { saved: id.index, requested }.into());
         }
         options.client_id = id.client_id;
         options.requested_index = Some(id.index);
     }
     let rpc = tokio::select! {
         rpc = connect(&options.server, options.tls.as_ref(), options.token.as_deref(), options.connect_timeout) => rpc?,
-        _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
+        _ = &mut shutdown => return Err(ClientError::Stopped("before connecting")),
     };
     let join = pb::JoinRequest {
         client_id: options.client_id.to_string(),
@@ -166,10 +143,9 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     };
     let reply = tokio::select! {
         r = join_with_retry(rpc.clone(), join, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
-        _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
+        _ = &mut shutdown => return Err(ClientError::Stopped("before joining")),
     };
-    let mut config =
-        RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
+    let mut config = RunConfig::from_toml(&reply.config_toml).map_err(ProtocolError::ServerConfig)?;
     if let Some(path) = &options.data_path {
         config.data.path = Some(path.clone());
     }
@@ -187,7 +163,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     let mut restored = false;
     if let (Some(dir), Some(id)) = (&options.state_dir, &saved)
         && id.run_id == reply.run_id
-        && let Some(model) = persist::load_model(dir).map_err(|e| ClientError::Settings(e.to_string()))?
+        && let Some(model) = persist::load_model(dir)?
     {
         local.model.import(&model)?;
         restored = true;
@@ -309,13 +285,13 @@ async fn connect(
     timeout: Duration,
 ) -> Result<Rpc, ClientError> {
     let endpoint = Endpoint::from_shared(server.to_string())
-        .map_err(|e| ClientError::Settings(format!("bad server URL `{server}`: {e}")))?
+        .map_err(|source| SettingsError::ServerUrl { server: server.to_string(), source })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .initial_stream_window_size(strata_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(strata_proto::CONNECTION_WINDOW_BYTES);
     let endpoint = tls::configure(endpoint, server, tls)?;
-    let bearer = auth::Bearer::new(token)?;
+    let bearer = auth::Bearer::new(token).map_err(SettingsError::Token)?;
     let started = tokio::time::Instant::now();
     let mut backoff = Backoff::new();
     loop {
@@ -330,11 +306,11 @@ async fn connect(
                 debug!(server, "server not reachable yet ({e}); retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
             }
-            Err(e) => {
+            Err(source) => {
                 return Err(ClientError::Unreachable {
                     server: server.to_string(),
                     seconds: timeout.as_secs(),
-                    reason: e.to_string(),
+                    source,
                 });
             }
         }
@@ -353,7 +329,7 @@ async fn load_local(
     let config = config.clone();
     let threads = options.threads;
     tokio::task::spawn_blocking(move || {
-        let (dataset, partition) = cache.get(&config).map_err(|e| ClientError::Data(e.to_string()))?;
+        let (dataset, partition) = cache.get(&config)?;
         let model = strata_torch::LocalModel::with_feature_norm(
             &config.model.name,
             &dataset.shape,
@@ -364,7 +340,7 @@ async fn load_local(
         Ok((local_state(&config, &dataset, &partition, index, model, threads)?, dataset.fingerprint()))
     })
     .await
-    .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
+    .map_err(|source| ClientError::Panicked { what: "loading the data", source })?
 }
 
 /// Client `index`'s share of the data as tensors, with `model`, and its method's client half.
@@ -377,9 +353,10 @@ fn local_state(
     model: strata_torch::LocalModel,
     threads: usize,
 ) -> Result<LocalState, ClientError> {
-    let share = partition.clients.get(index as usize).ok_or_else(|| {
-        ClientError::Data(format!("the partition has {} clients, no index {index}", partition.clients.len()))
-    })?;
+    let share = partition
+        .clients
+        .get(index as usize)
+        .ok_or(ClientError::NoShare { index: index as usize, clients: partition.clients.len() })?;
     let data = strata_torch::ClientTensors::from_share(dataset, share, model.device())?;
     let method = method::build(config.method, &config.methods, &model)?;
     Ok(LocalState { model, data, method, threads })

@@ -29,7 +29,10 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::personal_store::{PersonalStore, StoreStats};
 use crate::task_loop::{download_request, job_for, upload_output, upload_stats};
-use crate::{ClientError, ClientTls, DataCache, Rpc, connect, is_outage, join_with_retry, local_state, transfer};
+use crate::{
+    ClientError, ClientTls, DataCache, ProtocolError, Rpc, SettingsError, connect, is_outage, join_with_retry,
+    local_state, transfer,
+};
 
 /// How a population runs.
 pub struct PopulationOptions {
@@ -130,7 +133,7 @@ pub async fn run_population(
 ) -> Result<PopulationOutcome, ClientError> {
     tokio::pin!(shutdown);
     if options.clients == 0 {
-        return Err(ClientError::Settings("a population needs at least one client".into()));
+        return Err(SettingsError::NoClients.into());
     }
     let connecting = async {
         let mut channels = Vec::new();
@@ -144,7 +147,7 @@ pub async fn run_population(
     };
     let channels = tokio::select! {
         c = connecting => c?,
-        _ = &mut shutdown => return Err(ClientError::Refused("stopped before connecting".into())),
+        _ = &mut shutdown => return Err(ClientError::Stopped("before connecting")),
     };
     let host = Uuid::new_v4();
     let ids: Vec<Uuid> = (0..options.clients).map(|_| Uuid::new_v4()).collect();
@@ -154,40 +157,32 @@ pub async fn run_population(
     let first = join_request(host, options.first_index, ids[0], None);
     let reply = tokio::select! {
         r = join_with_retry(channels[0].clone(), first, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
-        _ = &mut shutdown => return Err(ClientError::Refused("stopped before joining".into())),
+        _ = &mut shutdown => return Err(ClientError::Stopped("before joining")),
     };
-    let mut config =
-        RunConfig::from_toml(&reply.config_toml).map_err(|e| ClientError::Protocol(format!("server config: {e}")))?;
+    let mut config = RunConfig::from_toml(&reply.config_toml).map_err(ProtocolError::ServerConfig)?;
     if let Some(path) = &options.data_path {
         config.data.path = Some(path.clone());
     }
     let last = u64::from(options.first_index) + u64::from(options.clients);
     if u64::from(config.clients) < last {
-        return Err(ClientError::Settings(format!(
-            "the server's federation has {} clients (indices 0..{}); this population would take indices {}..{last}",
-            config.clients, config.clients, options.first_index
-        )));
+        return Err(SettingsError::PopulationRange { clients: config.clients, first: options.first_index, last }.into());
     }
     let cache = Arc::clone(&options.data_cache);
     let loading = config.clone();
     let (dataset, partition) = tokio::task::spawn_blocking(move || cache.get(&loading))
         .await
-        .map_err(|e| ClientError::Data(format!("loading panicked: {e}")))?
-        .map_err(|e| ClientError::Data(e.to_string()))?;
+        .map_err(|source| ClientError::Panicked { what: "loading the data", source })??;
     let device = strata_torch::parse_device(&options.device)?;
     // A temporary directory lives (and is removed) with `_removed_at_end`.
     let (dir, _removed_at_end) = match &options.personal_dir {
         Some(dir) => (dir.clone(), None),
         None => {
-            let temp = tempfile::Builder::new()
-                .prefix("strata-personal-")
-                .tempdir()
-                .map_err(|e| ClientError::Settings(format!("cannot make a personal-state directory: {e}")))?;
+            let temp =
+                tempfile::Builder::new().prefix("strata-personal-").tempdir().map_err(SettingsError::PersonalDir)?;
             (temp.path().to_path_buf(), Some(temp))
         }
     };
-    let store =
-        PersonalStore::new(options.personal_memory_bytes, &dir).map_err(|e| ClientError::Settings(e.to_string()))?;
+    let store = PersonalStore::new(options.personal_memory_bytes, &dir)?;
     let parallel = options.parallel.max(1);
     let built = config.clone();
     let shape = dataset.shape.clone();
@@ -198,7 +193,7 @@ pub async fn run_population(
         Ok::<_, ClientError>((model.export(), method.keeps_personal_state()))
     })
     .await
-    .map_err(|e| ClientError::Data(format!("building the model panicked: {e}")))??;
+    .map_err(|source| ClientError::Panicked { what: "building the model", source })??;
     let shared = Arc::new(Shared {
         config,
         dataset,
@@ -222,7 +217,7 @@ pub async fn run_population(
     let joining = join_all(&channels, &shared, host, &options, &reply.run_id);
     tokio::select! {
         r = joining => r?,
-        _ = &mut shutdown => return Err(ClientError::Refused("stopped while joining".into())),
+        _ = &mut shutdown => return Err(ClientError::Stopped("while joining")),
     }
     let join_seconds = started.elapsed().as_secs_f64();
     debug!(clients = options.clients, seconds = join_seconds, "population joined");
@@ -254,9 +249,11 @@ async fn join_all(
     let mut joins = JoinSet::new();
     for (position, id) in shared.ids.iter().enumerate() {
         let index = options.first_index as usize + position;
-        let share = shared.partition.clients.get(index).ok_or_else(|| {
-            ClientError::Data(format!("the partition has {} clients, no index {index}", shared.partition.clients.len()))
-        })?;
+        let share = shared
+            .partition
+            .clients
+            .get(index)
+            .ok_or(ClientError::NoShare { index, clients: shared.partition.clients.len() })?;
         let capabilities = pb::ClientCapabilities {
             device: device.clone(),
             train_samples: share.train.len() as u64,
@@ -266,8 +263,10 @@ async fn join_all(
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let join = join_request(host, index as u32, *id, Some(capabilities));
-        let permit =
-            Arc::clone(&in_flight).acquire_owned().await.map_err(|_| ClientError::Protocol("joins closed".into()))?;
+        let permit = Arc::clone(&in_flight)
+            .acquire_owned()
+            .await
+            .map_err(|source| ClientError::Closed { what: "joins", source })?;
         let rpc = channels[position % channels.len()].clone();
         let dial = Arc::clone(&dial);
         joins.spawn(async move {
@@ -288,9 +287,9 @@ fn check_join(
     joined: Result<Result<pb::JoinReply, ClientError>, tokio::task::JoinError>,
     run_id: &str,
 ) -> Result<(), ClientError> {
-    let reply = joined.map_err(|e| ClientError::Protocol(format!("a join panicked: {e}")))??;
+    let reply = joined.map_err(|source| ClientError::Panicked { what: "a join", source })??;
     if reply.run_id != run_id {
-        return Err(ClientError::Refused(format!("the server changed runs while the population joined ({run_id})")));
+        return Err(ClientError::RunChanged { now: reply.run_id, joined: run_id.to_string() });
     }
     Ok(())
 }
@@ -405,9 +404,10 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     if !matches!(kind, pb::TaskKind::Train | pb::TaskKind::Evaluate | pb::TaskKind::FeatureStats) {
         return Ok(());
     }
-    let _live = shared.live.acquire().await.map_err(|_| ClientError::Protocol("population closed".into()))?;
+    let closed = |source| ClientError::Closed { what: "the population", source };
+    let _live = shared.live.acquire().await.map_err(closed)?;
     let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &id)).await?;
-    let _working = shared.working.acquire().await.map_err(|_| ClientError::Protocol("population closed".into()))?;
+    let _working = shared.working.acquire().await.map_err(closed)?;
     let worker = Arc::clone(&shared);
     if kind == pb::TaskKind::FeatureStats {
         let stats = tokio::task::spawn_blocking(move || {
@@ -415,7 +415,7 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
             client.state().feature_stats(&received).map_err(ClientError::from)
         })
         .await
-        .map_err(|e| ClientError::Protocol(format!("feature statistics panicked: {e}")))??;
+        .map_err(|source| ClientError::Panicked { what: "feature statistics", source })??;
         drop(_working);
         return upload_stats(&mut rpc, task, &id, stats).await;
     }
@@ -425,12 +425,12 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         let state = client.state();
         let output = state.run(job)?;
         if worker.keeps_personal_state {
-            worker.store.put(index, state.model.export()).map_err(|e| ClientError::Settings(e.to_string()))?;
+            worker.store.put(index, state.model.export())?;
         }
         Ok::<_, ClientError>(output)
     })
     .await
-    .map_err(|e| ClientError::Protocol(format!("training panicked: {e}")))??;
+    .map_err(|source| ClientError::Panicked { what: "training", source })??;
     drop(_working);
     upload_output(&mut rpc, task, &id, output).await
 }
@@ -462,7 +462,7 @@ impl Shared {
         // (for a method without personal state) with the parameters the task brings.
         if self.keeps_personal_state {
             model.import(&self.initial)?;
-            if let Some(saved) = self.store.get(index).map_err(|e| ClientError::Settings(e.to_string()))? {
+            if let Some(saved) = self.store.get(index)? {
                 model.import(&saved)?;
             }
         }

@@ -144,10 +144,7 @@ impl Joined<'_> {
         };
         let again = self.rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
         if again.run_id != self.run_id {
-            return Err(ClientError::Refused(format!(
-                "the server now runs `{}`, not this client's run `{}`",
-                again.run_id, self.run_id
-            )));
+            return Err(ClientError::RunChanged { now: again.run_id, joined: self.run_id.clone() });
         }
         warn!(client = self.index, "rejoined the run after a server restart");
         Ok(())
@@ -178,17 +175,19 @@ impl Joined<'_> {
     /// `--virtual`).
     async fn on_worker<T: Send + 'static>(
         &self,
-        what: &str,
+        what: &'static str,
         work: impl FnOnce(&mut LocalState) -> Result<T, TorchError> + Send + 'static,
     ) -> Result<T, ClientError> {
         let _permit = match &self.options.train_permits {
-            Some(permits) => Some(permits.acquire().await.map_err(|_| ClientError::Protocol("permits closed".into()))?),
+            Some(permits) => Some(
+                permits.acquire().await.map_err(|source| ClientError::Closed { what: "training permits", source })?,
+            ),
             None => None,
         };
         let state = Arc::clone(&self.local);
         let output = tokio::task::spawn_blocking(move || work(&mut state.lock().unwrap_or_else(|e| e.into_inner())))
             .await
-            .map_err(|e| ClientError::Protocol(format!("{what} panicked: {e}")))??;
+            .map_err(|source| ClientError::Panicked { what, source })??;
         Ok(output)
     }
 

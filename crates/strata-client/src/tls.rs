@@ -3,7 +3,7 @@
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::ClientError;
+use crate::{ClientError, SettingsError};
 
 /// PEM files' contents, as the client was given them.
 #[derive(Clone)]
@@ -32,12 +32,8 @@ pub fn configure(endpoint: Endpoint, server: &str, tls: Option<&ClientTls>) -> R
     let https = endpoint.uri().scheme_str() == Some("https");
     match (tls, https) {
         (None, false) => Ok(endpoint),
-        (None, true) => Err(ClientError::Settings(format!(
-            "`{server}` is https: give the CA that signed the server's certificate (--tls-ca)"
-        ))),
-        (Some(_), false) => {
-            Err(ClientError::Settings(format!("TLS settings were given but `{server}` is not https: use https://")))
-        }
+        (None, true) => Err(SettingsError::HttpsWithoutCa { server: server.to_string() }.into()),
+        (Some(_), false) => Err(SettingsError::TlsWithoutHttps { server: server.to_string() }.into()),
         (Some(tls), true) => {
             let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
             if let Some((cert, key)) = &tls.identity {
@@ -46,7 +42,7 @@ pub fn configure(endpoint: Endpoint, server: &str, tls: Option<&ClientTls>) -> R
             if let Some(domain) = &tls.domain {
                 config = config.domain_name(domain.clone());
             }
-            endpoint.tls_config(config).map_err(|e| ClientError::Settings(format!("TLS settings: {}", error_chain(&e))))
+            Ok(endpoint.tls_config(config).map_err(SettingsError::Tls)?)
         }
     }
 }
@@ -103,11 +99,12 @@ mod tests {
     fn the_scheme_must_agree_with_the_settings() {
         let endpoint = |url: &'static str| Endpoint::from_static(url);
         assert!(configure(endpoint("http://127.0.0.1:1"), "http://127.0.0.1:1", None).is_ok());
-        let err = configure(endpoint("https://localhost:1"), "https://localhost:1", None).unwrap_err().to_string();
-        assert!(err.contains("--tls-ca"), "{err}");
-        let err =
-            configure(endpoint("http://localhost:1"), "http://localhost:1", Some(&tls())).unwrap_err().to_string();
-        assert!(err.contains("https://"), "{err}");
+        let err = configure(endpoint("https://localhost:1"), "https://localhost:1", None).unwrap_err();
+        assert!(matches!(err, ClientError::Settings(SettingsError::HttpsWithoutCa { .. })), "{err}");
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
+        let err = configure(endpoint("http://localhost:1"), "http://localhost:1", Some(&tls())).unwrap_err();
+        assert!(matches!(err, ClientError::Settings(SettingsError::TlsWithoutHttps { .. })), "{err}");
+        assert!(err.to_string().contains("https://"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{ClientError, Rpc};
+use crate::{ClientError, ProtocolError, Rpc};
 use prost::Message;
 use strata_core::mask::BitMask;
 use strata_core::tensor::TensorSet;
@@ -22,23 +22,23 @@ pub struct FeatureStats {
 /// Streams a task's parameters; returns them with the bytes received.
 pub async fn download(rpc: &mut Rpc, request: pb::DownloadRequest) -> Result<(TensorSet, u64), ClientError> {
     let mut stream = rpc.download_parameters(request).await?.into_inner();
-    let first = stream.message().await?.ok_or_else(|| ClientError::Protocol("empty parameter stream".into()))?;
+    let first = stream.message().await?.ok_or(ProtocolError::EmptyStream)?;
     let mut bytes = first.encoded_len() as u64;
     let Some(pb::parameter_part::Part::Header(header)) = first.part else {
-        return Err(ClientError::Protocol("parameter stream did not start with its header".into()));
+        return Err(ProtocolError::NoHeader.into());
     };
     let mut assembler = Assembler::new(&header.tensors, header.total_bytes, AssemblyLimits::default())
-        .map_err(|e| ClientError::Protocol(format!("parameter header: {e}")))?;
+        .map_err(ProtocolError::ParameterHeader)?;
     while let Some(part) = stream.message().await? {
         bytes += part.encoded_len() as u64;
         match part.part {
             Some(pb::parameter_part::Part::Tensor(slice)) => {
-                assembler.push(&slice).map_err(|e| ClientError::Protocol(format!("parameters: {e}")))?
+                assembler.push(&slice).map_err(ProtocolError::Parameters)?
             }
-            _ => return Err(ClientError::Protocol("unexpected part in a parameter stream".into())),
+            _ => return Err(ProtocolError::UnexpectedPart.into()),
         }
     }
-    let set = assembler.finish().map_err(|e| ClientError::Protocol(format!("parameters: {e}")))?;
+    let set = assembler.finish().map_err(ProtocolError::Parameters)?;
     Ok((set, bytes))
 }
 
