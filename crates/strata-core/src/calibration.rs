@@ -5,6 +5,7 @@
 //! implementations (100, 200 or 2000 virtual features per class; 1 or 10 epochs): they are
 //! keys here, and the defaults come from a sweep (`bench/results/2026-11-26-ccvr-sweep.md`).
 
+use crate::config_error::{ConfigError, InvalidValue};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,13 +17,13 @@ pub enum CalibrationMethod {
 }
 
 impl std::str::FromStr for CalibrationMethod {
-    type Err = String;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "off" => Ok(CalibrationMethod::Off),
             "ccvr" => Ok(CalibrationMethod::Ccvr),
-            other => Err(format!("unknown calibration `{other}`: expected off or ccvr")),
+            other => Err(InvalidValue(format!("unknown calibration `{other}`: expected off or ccvr"))),
         }
     }
 }
@@ -64,21 +65,21 @@ impl CalibrationConfig {
     }
 
     /// Checks the keys; the message names the one to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.is_off() {
             return Ok(());
         }
         if self.samples_per_class == 0 {
-            return Err("calibration.samples_per_class must be at least 1".into());
+            return Err(ConfigError::Invalid("calibration.samples_per_class must be at least 1".into()));
         }
         if self.epochs == 0 {
-            return Err("calibration.epochs must be at least 1".into());
+            return Err(ConfigError::Invalid("calibration.epochs must be at least 1".into()));
         }
         if self.batch_size == 0 {
-            return Err("calibration.batch_size must be at least 1".into());
+            return Err(ConfigError::Invalid("calibration.batch_size must be at least 1".into()));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("calibration.lr must be a positive number, got {}", self.lr));
+            return Err(ConfigError::Invalid(format!("calibration.lr must be a positive number, got {}", self.lr)));
         }
         Ok(())
     }
@@ -101,10 +102,10 @@ mod tests {
     #[test]
     fn bad_keys_are_named() {
         let c = CalibrationConfig { method: CalibrationMethod::Ccvr, lr: 0.0, ..Default::default() };
-        assert!(c.validate().unwrap_err().contains("calibration.lr"));
+        assert!(c.validate().unwrap_err().to_string().contains("calibration.lr"));
         let c = CalibrationConfig { method: CalibrationMethod::Ccvr, samples_per_class: 0, ..Default::default() };
-        assert!(c.validate().unwrap_err().contains("samples_per_class"));
+        assert!(c.validate().unwrap_err().to_string().contains("samples_per_class"));
         assert_eq!("ccvr".parse::<CalibrationMethod>(), Ok(CalibrationMethod::Ccvr));
-        assert!("cvr".parse::<CalibrationMethod>().unwrap_err().contains("expected off or ccvr"));
+        assert!("cvr".parse::<CalibrationMethod>().unwrap_err().to_string().contains("expected off or ccvr"));
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::CalibrationConfig;
+use crate::config_error::{ConfigError, InvalidValue};
 use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
 use crate::method::Method;
@@ -196,7 +197,7 @@ pub enum FeatureNorm {
 }
 
 impl std::str::FromStr for FeatureNorm {
-    type Err = String;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -204,7 +205,9 @@ impl std::str::FromStr for FeatureNorm {
             "unit" => Ok(FeatureNorm::Unit),
             "sqrt-d" => Ok(FeatureNorm::SqrtD),
             "layer-norm" => Ok(FeatureNorm::LayerNorm),
-            other => Err(format!("unknown feature norm `{other}`: expected off, unit, sqrt-d or layer-norm")),
+            other => {
+                Err(InvalidValue(format!("unknown feature norm `{other}`: expected off, unit, sqrt-d or layer-norm")))
+            }
         }
     }
 }
@@ -362,9 +365,9 @@ impl RunConfig {
         if !(m.proximal_mu >= 0.0 && m.ditto_lambda >= 0.0) {
             return bad("methods.proximal_mu and methods.ditto_lambda must be >= 0".into());
         }
-        self.calibration.validate().map_err(ConfigError::Invalid)?;
-        self.liveness.validate().map_err(ConfigError::Invalid)?;
-        self.evaluation.validate().map_err(ConfigError::Invalid)?;
+        self.calibration.validate()?;
+        self.liveness.validate()?;
+        self.evaluation.validate()?;
         let s = &self.data.synthetic;
         if self.data.dataset == DatasetKind::Synthetic
             && (s.samples == 0 || s.dim == 0 || s.classes < 2 || s.groups == 0)
@@ -373,14 +376,6 @@ impl RunConfig {
         }
         Ok(())
     }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
-    #[error("cannot parse config: {0}")]
-    Parse(String),
-    #[error("invalid config: {0}")]
-    Invalid(String),
 }
 
 #[cfg(test)]
@@ -446,7 +441,7 @@ mod tests {
             assert_eq!(RunConfig::from_toml(&toml).unwrap(), config);
         }
         let err = "layernorm".parse::<FeatureNorm>().unwrap_err();
-        assert!(err.contains("layer-norm"), "{err}");
+        assert!(err.to_string().contains("layer-norm"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::config_error::{ConfigError, InvalidValue};
 use serde::{Deserialize, Serialize};
 
 /// Who evaluates in a round.
@@ -26,7 +27,7 @@ pub enum EvalClients {
 }
 
 impl FromStr for EvalClients {
-    type Err = String;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -34,7 +35,9 @@ impl FromStr for EvalClients {
             "all" => Ok(Self::All),
             number => match number.parse::<f64>() {
                 Ok(f) if f > 0.0 && f <= 1.0 => Ok(Self::Fraction(f)),
-                _ => Err(format!("evaluation clients `{s}` is not cohort, all or a fraction in (0, 1] (such as 0.1)")),
+                _ => Err(InvalidValue(format!(
+                    "evaluation clients `{s}` is not cohort, all or a fraction in (0, 1] (such as 0.1)"
+                ))),
             },
         }
     }
@@ -51,7 +54,7 @@ impl fmt::Display for EvalClients {
 }
 
 impl TryFrom<String> for EvalClients {
-    type Error = String;
+    type Error = InvalidValue;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
@@ -88,14 +91,16 @@ impl EvalMoment {
 }
 
 impl FromStr for EvalMoment {
-    type Err = String;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "merged" => Ok(Self::Merged),
             "trained" => Ok(Self::Trained),
             "both" => Ok(Self::Both),
-            other => Err(format!("unknown evaluation moment `{other}`: expected merged, trained or both")),
+            other => {
+                Err(InvalidValue(format!("unknown evaluation moment `{other}`: expected merged, trained or both")))
+            }
         }
     }
 }
@@ -130,14 +135,16 @@ impl EvaluationConfig {
         round >= rounds || round.is_multiple_of(self.every)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.every == 0 {
-            return Err("evaluation.every must be at least 1".into());
+            return Err(ConfigError::Invalid("evaluation.every must be at least 1".into()));
         }
         if let EvalClients::Fraction(f) = self.clients
             && !(f > 0.0 && f <= 1.0)
         {
-            return Err(format!("evaluation.clients must be cohort, all or a fraction in (0, 1], got {f}"));
+            return Err(ConfigError::Invalid(format!(
+                "evaluation.clients must be cohort, all or a fraction in (0, 1], got {f}"
+            )));
         }
         Ok(())
     }
@@ -170,7 +177,7 @@ mod tests {
         assert_eq!("all".parse::<EvalClients>(), Ok(EvalClients::All));
         assert_eq!("0.1".parse::<EvalClients>(), Ok(EvalClients::Fraction(0.1)));
         for bad in ["0", "1.5", "some", "-0.2"] {
-            assert!(bad.parse::<EvalClients>().unwrap_err().contains("cohort, all"), "{bad}");
+            assert!(bad.parse::<EvalClients>().unwrap_err().to_string().contains("cohort, all"), "{bad}");
         }
     }
 
@@ -179,7 +186,9 @@ mod tests {
         let c = EvaluationConfig { every: 3, ..Default::default() };
         let evaluated: Vec<u64> = (0..=7).filter(|&r| c.evaluates_in(r, 7)).collect();
         assert_eq!(evaluated, vec![0, 3, 6, 7]);
-        assert!(EvaluationConfig { every: 0, ..Default::default() }.validate().unwrap_err().contains("every"));
+        assert!(
+            EvaluationConfig { every: 0, ..Default::default() }.validate().unwrap_err().to_string().contains("every")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`tensor`]: parameters as plain named f32 tensors, the currency between crates.
 //! - [`config`]: the run's configuration (TOML), validated with messages that name the key.
+//! - [`config_error`]: what is wrong with a configuration or one of its values.
 //! - [`method`]: the federated methods as one type, and what server and client agree on.
 //! - [`partition_spec`]: the partition rule as configured (applied by `strata-data`).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
@@ -22,6 +23,7 @@ pub mod atomic_file;
 pub mod backend;
 pub mod calibration;
 pub mod config;
+pub mod config_error;
 pub mod evaluation;
 pub mod liveness;
 pub mod mask;

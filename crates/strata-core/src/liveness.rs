@@ -6,6 +6,7 @@
 //! (`all`, the default) or as soon as it has `min_clients` training results (`min-results`),
 //! and in any case at its deadline (`round_timeout_secs`).
 
+use crate::config_error::ConfigError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,15 +38,15 @@ impl LivenessConfig {
         *self == Self::default()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_secs == 0 {
-            return Err("liveness.heartbeat_secs must be at least 1".into());
+            return Err(ConfigError::Invalid("liveness.heartbeat_secs must be at least 1".into()));
         }
         if self.offline_after_secs <= self.heartbeat_secs {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "liveness.offline_after_secs ({}) must be longer than liveness.heartbeat_secs ({})",
                 self.offline_after_secs, self.heartbeat_secs
-            ));
+            )));
         }
         Ok(())
     }
@@ -60,8 +61,8 @@ mod tests {
     fn patience_must_outlast_the_heartbeat() {
         assert!(LivenessConfig::default().validate().is_ok());
         let c = LivenessConfig { heartbeat_secs: 5, offline_after_secs: 5, ..Default::default() };
-        assert!(c.validate().unwrap_err().contains("offline_after_secs"));
+        assert!(c.validate().unwrap_err().to_string().contains("offline_after_secs"));
         let c = LivenessConfig { heartbeat_secs: 0, ..Default::default() };
-        assert!(c.validate().unwrap_err().contains("heartbeat_secs"));
+        assert!(c.validate().unwrap_err().to_string().contains("heartbeat_secs"));
     }
 }

@@ -1,6 +1,7 @@
 //! A partition rule as the configuration and the CLI write it (`iid`, `dirichlet:0.1`, ...).
 //! The rule is configuration; applying it to a dataset is `strata-data`'s job.
 
+use crate::config_error::InvalidValue;
 use serde::{Deserialize, Serialize};
 
 /// A partition rule, written as in the CLI: `iid`, `dirichlet:0.1`, `pathological:2`, `file:PATH`.
@@ -23,7 +24,7 @@ pub enum PartitionSpec {
 }
 
 impl std::str::FromStr for PartitionSpec {
-    type Err = String;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (kind, arg) = match s.split_once(':') {
@@ -34,14 +35,18 @@ impl std::str::FromStr for PartitionSpec {
             ("iid", None) => Ok(PartitionSpec::Iid),
             ("dirichlet", Some(a)) => match a.parse::<f64>() {
                 Ok(alpha) if alpha.is_finite() && alpha > 0.0 => Ok(PartitionSpec::Dirichlet { alpha }),
-                _ => Err(format!("split `{s}`: dirichlet needs a positive alpha, e.g. dirichlet:0.1")),
+                _ => Err(InvalidValue(format!("split `{s}`: dirichlet needs a positive alpha, e.g. dirichlet:0.1"))),
             },
             ("pathological", Some(a)) => match a.parse::<usize>() {
                 Ok(k) if k >= 1 => Ok(PartitionSpec::Pathological { classes_per_client: k }),
-                _ => Err(format!("split `{s}`: pathological needs a class count >= 1, e.g. pathological:2")),
+                _ => Err(InvalidValue(format!(
+                    "split `{s}`: pathological needs a class count >= 1, e.g. pathological:2"
+                ))),
             },
             ("file", Some(p)) if !p.is_empty() => Ok(PartitionSpec::File { path: p.into() }),
-            _ => Err(format!("unknown split `{s}`: expected iid, dirichlet:ALPHA, pathological:K or file:PATH")),
+            _ => Err(InvalidValue(format!(
+                "unknown split `{s}`: expected iid, dirichlet:ALPHA, pathological:K or file:PATH"
+            ))),
         }
     }
 }
@@ -58,7 +63,7 @@ impl std::fmt::Display for PartitionSpec {
 }
 
 impl TryFrom<String> for PartitionSpec {
-    type Error = String;
+    type Error = InvalidValue;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
     }

@@ -1,4 +1,4 @@
-//! Tensor sets on disk in the safetensors format, f32 only. Files are written atomically
+//! Tensor sets on disk in the safetensors format: f32 tensors, and byte strings beside them. Files are written atomically
 //! ([`crate::atomic_file`]): a crash leaves the old file or the new one.
 //!
 //! The header (names, dtypes, shapes, offsets, `__metadata__`) is built, parsed and checked by
@@ -26,26 +26,44 @@ pub enum SafetensorsError {
     Dtype { path: PathBuf, tensor: String, dtype: Dtype },
     #[error("{path}: {source}")]
     Tensors { path: PathBuf, source: TensorError },
+    #[error("{path}: `{name}` names both a tensor and a blob")]
+    NameClash { path: PathBuf, name: String },
 }
 
+/// Named byte strings stored beside the f32 tensors, as one-dimensional U8 tensors (bit-packed
+/// masks, for instance, which are bits and not numbers).
+pub type Blobs = BTreeMap<String, Vec<u8>>;
+
 /// Writes `set` (with string `metadata`) to `path` atomically.
+pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) -> Result<(), SafetensorsError> {
+    write_with_blobs(path, set, &Blobs::new(), metadata)
+}
+
+/// Writes `set`, then `blobs` as U8 tensors, with string `metadata`, to `path` atomically.
 ///
 /// Not `safetensors::serialize_to_file`: it lays tensors out sorted by dtype and name (losing the
 /// set's order) and syncs neither the file nor its directory.
-pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) -> Result<(), SafetensorsError> {
+pub fn write_with_blobs(
+    path: &Path,
+    set: &TensorSet,
+    blobs: &Blobs,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), SafetensorsError> {
+    if let Some(name) = blobs.keys().find(|name| set.get(name).is_some()) {
+        return Err(SafetensorsError::NameClash { path: path.to_path_buf(), name: name.clone() });
+    }
     let mut offset = 0;
-    let infos = set
-        .tensors()
-        .iter()
-        .map(|t| {
-            let end = offset + t.values.len() * size_of::<f32>();
-            let info = TensorInfo { dtype: Dtype::F32, shape: t.shape.clone(), data_offsets: (offset, end) };
-            offset = end;
-            (t.name.clone(), info)
-        })
-        .collect();
+    let mut info = |name: &str, dtype: Dtype, shape: Vec<usize>, bytes: usize| {
+        let info = TensorInfo { dtype, shape, data_offsets: (offset, offset + bytes) };
+        offset += bytes;
+        (name.to_string(), info)
+    };
+    let mut infos: Vec<(String, TensorInfo)> =
+        set.tensors().iter().map(|t| info(&t.name, Dtype::F32, t.shape.clone(), t.values.len() * 4)).collect();
+    infos.extend(blobs.iter().map(|(name, bytes)| info(name, Dtype::U8, vec![bytes.len()], bytes.len())));
     let metadata = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    let header = Metadata::new(metadata, infos).expect("a set's tensors fill their shapes, back to back");
+    let header = Metadata::new(metadata, infos)
+        .map_err(|source| SafetensorsError::Format { path: path.to_path_buf(), source })?;
     let mut header = serde_json::to_vec(&header).expect("JSON of plain data");
     // The format pads the header with spaces to a multiple of 8 bytes.
     header.resize(header.len().div_ceil(8) * 8, b' ');
@@ -57,6 +75,9 @@ pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) 
                 out.write_all(&v.to_le_bytes())?;
             }
         }
+        for bytes in blobs.values() {
+            out.write_all(bytes)?;
+        }
         Ok(())
     })
     .map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })
@@ -65,6 +86,16 @@ pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) 
 /// Reads a file written by [`write`] (or any safetensors file of F32 tensors), checking every
 /// offset; tensors come back in the order of their data.
 pub fn read(path: &Path) -> Result<(TensorSet, BTreeMap<String, String>), SafetensorsError> {
+    let (set, blobs, metadata) = read_with_blobs(path)?;
+    match blobs.into_keys().next() {
+        Some(tensor) => Err(SafetensorsError::Dtype { path: path.to_path_buf(), tensor, dtype: Dtype::U8 }),
+        None => Ok((set, metadata)),
+    }
+}
+
+/// Reads a file written by [`write_with_blobs`]: its F32 tensors in the order of their data,
+/// and its one-dimensional U8 tensors as blobs.
+pub fn read_with_blobs(path: &Path) -> Result<(TensorSet, Blobs, BTreeMap<String, String>), SafetensorsError> {
     let bytes = std::fs::read(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
     let format = |source| SafetensorsError::Format { path: path.to_path_buf(), source };
     let (header_len, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
@@ -72,26 +103,30 @@ pub fn read(path: &Path) -> Result<(TensorSet, BTreeMap<String, String>), Safete
     let mut infos: Vec<_> = header.tensors().into_iter().collect();
     // Zero-sized tensors can share an offset: their names order them, as before.
     infos.sort_by(|(a, x), (b, y)| (x.data_offsets, a).cmp(&(y.data_offsets, b)));
-    let tensors = infos
-        .into_iter()
-        .map(|(name, info)| {
-            if info.dtype != Dtype::F32 {
-                return Err(SafetensorsError::Dtype { path: path.to_path_buf(), tensor: name, dtype: info.dtype });
+    let (mut tensors, mut blobs) = (Vec::new(), Blobs::new());
+    for (name, info) in infos {
+        // `read_metadata` checked that the offsets cover the data exactly.
+        let (start, end) = info.data_offsets;
+        match info.dtype {
+            Dtype::F32 => {
+                let values = data[start..end]
+                    .chunks_exact(size_of::<f32>())
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let tensor = NamedTensor::new(name, info.shape.clone(), values)
+                    .map_err(|source| SafetensorsError::Tensors { path: path.to_path_buf(), source })?;
+                tensors.push(tensor);
             }
-            // `read_metadata` checked that the offsets cover the data exactly.
-            let (start, end) = info.data_offsets;
-            let values = data[start..end]
-                .chunks_exact(size_of::<f32>())
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            NamedTensor::new(name, info.shape.clone(), values)
-                .map_err(|source| SafetensorsError::Tensors { path: path.to_path_buf(), source })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            Dtype::U8 if info.shape.len() == 1 => {
+                blobs.insert(name, data[start..end].to_vec());
+            }
+            dtype => return Err(SafetensorsError::Dtype { path: path.to_path_buf(), tensor: name, dtype }),
+        }
+    }
     let set =
         TensorSet::new(tensors).map_err(|source| SafetensorsError::Tensors { path: path.to_path_buf(), source })?;
     let metadata = header.metadata().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
-    Ok((set, metadata))
+    Ok((set, blobs, metadata))
 }
 
 #[cfg(test)]
@@ -173,5 +208,19 @@ mod tests {
         f16[at..at + 3].copy_from_slice(b"F16");
         assert!(refused(&f16).contains("invalid shape, data type, or offset"));
         assert!(read(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+    }
+
+    #[test]
+    fn blobs_travel_beside_the_tensors_and_plain_reads_refuse_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.safetensors");
+        let blobs = Blobs::from([("mask/a".to_string(), vec![0b1010_0101, 0xff, 0]), ("mask/b".into(), vec![])]);
+        let meta = BTreeMap::from([("mask_bits/a".to_string(), "17".to_string())]);
+        write_with_blobs(&path, &set(), &blobs, &meta).unwrap();
+        assert_eq!(read_with_blobs(&path).unwrap(), (set(), blobs, meta));
+        assert!(read(&path).unwrap_err().to_string().contains("is U8, only F32 is read"));
+        // A name used twice (tensor and blob) is the format's error, not a silent overwrite.
+        let clash = Blobs::from([("z.first".to_string(), vec![1])]);
+        assert!(write_with_blobs(&path, &set(), &clash, &BTreeMap::new()).is_err());
     }
 }

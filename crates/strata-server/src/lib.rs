@@ -55,8 +55,9 @@ use tracing::info;
 
 pub use events::ServerEvent;
 pub use round::Ending;
+pub use state::StateError;
 pub use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
-pub use tls::ServerTls;
+pub use tls::{ServerTls, TlsError};
 
 /// What a server needs besides its listener.
 pub struct ServerOptions {
@@ -110,16 +111,30 @@ pub struct RunOutcome {
     pub out_dir: PathBuf,
 }
 
+/// Why a run could not start or could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Config(#[from] strata_core::config::ConfigError),
+    Config(#[from] strata_core::config_error::ConfigError),
+    /// The TLS files do not hold what they should, or rustls refuses them.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Tokens(#[from] strata_security::token_store::TokenFileError),
+    #[error("cannot resume: {0}")]
+    Resume(#[from] StateError),
+    #[error("cannot resume: {0}")]
+    Restore(#[from] strategy::RestoreError),
+    /// The model backend could not build the initial model.
     #[error("{0}")]
-    Setup(String),
+    Model(strata_core::backend::BackendError),
+    /// A task the run depends on panicked or was cancelled (a bug, reported rather than hidden).
+    #[error("{what} failed: {source}")]
+    Task { what: &'static str, source: tokio::task::JoinError },
     #[error("cannot write {path}: {source}")]
     Output { path: PathBuf, source: std::io::Error },
     #[error("cannot write the run's report: {0}")]
-    Report(String),
+    Report(#[from] strata_report::ReportError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -137,11 +152,9 @@ pub async fn run(
     let config = options.config;
     config.validate()?;
     // Security settings are checked before the model is built, so a typo fails at once.
-    let tls = options.tls.as_ref().map(ServerTls::to_tonic).transpose().map_err(ServerError::Setup)?;
+    let tls = options.tls.as_ref().map(ServerTls::to_tonic).transpose()?;
     let tokens = match &options.tokens {
-        Some(path) => {
-            Some(Arc::new(strata_security::TokenStore::open(path).map_err(|e| ServerError::Setup(e.to_string()))?))
-        }
+        Some(path) => Some(Arc::new(strata_security::TokenStore::open(path)?)),
         None => None,
     };
     let (model_spec, initial) = initial_model(&config, Arc::clone(&options.backend)).await?;
@@ -150,9 +163,8 @@ pub async fn run(
         info!(key, %value, "strategy setting");
     }
     let (output, registry, run_id, start_round) = if options.resume {
-        let (saved, snapshot) =
-            state::load(&options.out_dir).map_err(|e| ServerError::Setup(format!("cannot resume: {e}")))?;
-        strategy.restore(snapshot).map_err(|e| ServerError::Setup(format!("cannot resume: {e}")))?;
+        let (saved, snapshot) = state::load(&options.out_dir)?;
+        strategy.restore(snapshot)?;
         let clients: Vec<_> = saved.clients.iter().map(|c| (c.id, c.index)).collect();
         let registry = registry::Registry::resumed(config.clients, &clients, saved.fingerprint.clone())
             .with_patience(Duration::from_secs(config.liveness.offline_after_secs));
@@ -215,7 +227,7 @@ pub async fn run(
         .initial_stream_window_size(strata_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(strata_proto::CONNECTION_WINDOW_BYTES);
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(|e| ServerError::Setup(format!("TLS settings: {}", chain(&e))))?;
+        builder = builder.tls_config(tls).map_err(|e| TlsError::Rustls(chain(&e)))?;
     }
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     // Health checks need no token (probes carry none); with mutual TLS they still need a certificate.
@@ -252,7 +264,7 @@ pub async fn run(
     // Serving ends once open calls finish; long polls answer within their wait.
     match tokio::time::timeout(Duration::from_secs(35), server).await {
         Ok(Ok(result)) => result?,
-        Ok(Err(join)) => return Err(ServerError::Setup(format!("gRPC server task failed: {join}"))),
+        Ok(Err(join)) => return Err(ServerError::Task { what: "the gRPC server task", source: join }),
         Err(_) => tracing::warn!("gRPC server did not stop in time; aborting it"),
     }
     let summary = output.finish(&config, started.elapsed().as_secs_f64())?;
@@ -281,8 +293,8 @@ async fn initial_model(
     let config = config.clone();
     let built = tokio::task::spawn_blocking(move || backend.initial_model(&config))
         .await
-        .map_err(|e| ServerError::Setup(format!("model initialization panicked: {e}")))?
-        .map_err(|e| ServerError::Setup(e.to_string()))?;
+        .map_err(|source| ServerError::Task { what: "model initialization", source })?
+        .map_err(ServerError::Model)?;
     Ok((built.specs(), built))
 }
 
@@ -321,7 +333,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let options = ServerOptions::new(config.clone(), dir.path().join("failed"), Arc::new(NoModel));
         match run(options, listener, std::future::pending()).await {
-            Err(ServerError::Setup(message)) => assert!(message.contains("no model `cnn` here"), "{message}"),
+            Err(ServerError::Model(e)) => assert!(e.to_string().contains("no model `cnn` here"), "{e}"),
             other => panic!("expected the backend's error, got {other:?}"),
         }
         assert!(!dir.path().join("failed").exists());

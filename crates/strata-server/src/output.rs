@@ -126,7 +126,7 @@ impl RunOutput {
             &self.calibrations,
             wall_seconds,
         )
-        .map_err(|e| ServerError::Report(e.to_string()))
+        .map_err(ServerError::from)
     }
 }
 

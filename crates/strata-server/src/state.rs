@@ -1,5 +1,6 @@
 //! The server's state on disk, for `--resume`: after every completed round the round loop
-//! writes `state/strategy-r<N>.safetensors` (the strategy's [`Snapshot`] tensors) and then
+//! writes `state/strategy-r<N>.safetensors` (the strategy's [`Snapshot`] tensors, and its bit
+//! masks as U8 tensors with their lengths in the file's metadata) and then
 //! `state/state.json` (the round to resume at, the run id, the clients' identities, the
 //! strategy's strings, and which tensor file goes with them). Both are written atomically and
 //! `state.json` is renamed last, so it always names a complete tensor file: a crash at any
@@ -9,11 +10,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strata_core::mask::BitMask;
 use uuid::Uuid;
 
 use crate::strategy::Snapshot;
 
 const VERSION: u32 = 1;
+/// Names of a snapshot's masks in the tensor file, and of their lengths in its metadata.
+const MASK_PREFIX: &str = "mask/";
+const MASK_BITS_PREFIX: &str = "mask_bits/";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
@@ -83,7 +88,13 @@ pub fn save(
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let strategy_file = format!("strategy-r{next_round}.safetensors");
-    strata_core::safetensors::write(&dir.join(&strategy_file), &snapshot.tensors, &BTreeMap::new())?;
+    let blobs = snapshot.masks.iter().map(|(name, mask)| (format!("{MASK_PREFIX}{name}"), mask.to_bytes())).collect();
+    let lengths = snapshot
+        .masks
+        .iter()
+        .map(|(name, mask)| (format!("{MASK_BITS_PREFIX}{name}"), mask.len().to_string()))
+        .collect();
+    strata_core::safetensors::write_with_blobs(&dir.join(&strategy_file), &snapshot.tensors, &blobs, &lengths)?;
     let clients_file = match clients {
         ClientList::Written(file) => file,
         ClientList::New { generation, clients } => {
@@ -147,8 +158,18 @@ pub fn load(run_dir: &Path) -> Result<(SavedState, Snapshot), StateError> {
         state.clients = serde_json::from_slice(&text)
             .map_err(|e| StateError::Bad { path: path.clone(), reason: format!("not a list of clients: {e}") })?;
     }
-    let (tensors, _) = strata_core::safetensors::read(&dir.join(&state.strategy_file))?;
-    let snapshot = Snapshot { tensors, meta: state.strategy_meta.clone() };
+    let tensor_path = dir.join(&state.strategy_file);
+    let (tensors, blobs, lengths) = strata_core::safetensors::read_with_blobs(&tensor_path)?;
+    let mut masks = BTreeMap::new();
+    for (blob, bytes) in blobs {
+        let bad = |reason: String| StateError::Bad { path: tensor_path.clone(), reason };
+        let name = blob.strip_prefix(MASK_PREFIX).ok_or_else(|| bad(format!("`{blob}` is not a mask")))?;
+        let bits = lengths.get(&format!("{MASK_BITS_PREFIX}{name}")).and_then(|b| b.parse().ok());
+        let bits = bits.ok_or_else(|| bad(format!("mask `{name}` has no length")))?;
+        let mask = BitMask::from_bytes(bits, &bytes).map_err(|e| bad(format!("mask `{name}`: {e}")))?;
+        masks.insert(name.to_string(), mask);
+    }
+    let snapshot = Snapshot { tensors, masks, meta: state.strategy_meta.clone() };
     Ok((state, snapshot))
 }
 
@@ -161,7 +182,8 @@ mod tests {
 
     fn snapshot(v: f32) -> Snapshot {
         let tensors = TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![v, v + 1.0]).unwrap()]).unwrap();
-        Snapshot { tensors, meta: BTreeMap::from([("method".into(), "fedavg".into())]) }
+        let masks = BTreeMap::from([("c".to_string(), BitMask::from_bools([true, false, true]))]);
+        Snapshot { tensors, masks, meta: BTreeMap::from([("method".into(), "fedavg".into())]) }
     }
 
     #[test]

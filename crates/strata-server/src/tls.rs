@@ -28,7 +28,7 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Checks the PEMs hold what they should (tonic would skip a bad CA silently) and builds
     /// tonic's settings.
-    pub(crate) fn to_tonic(&self) -> Result<ServerTlsConfig, String> {
+    pub(crate) fn to_tonic(&self) -> Result<ServerTlsConfig, TlsError> {
         expect_pem(&self.cert_pem, "CERTIFICATE", "the server certificate (--tls-cert)")?;
         expect_pem(&self.key_pem, "PRIVATE KEY", "the server key (--tls-key)")?;
         let mut config = ServerTlsConfig::new()
@@ -42,12 +42,23 @@ impl ServerTls {
     }
 }
 
+/// Why the server's TLS settings cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file given for a certificate or key is not PEM of that kind.
+    #[error("{what} is not PEM with a `{label}` block")]
+    NotPem { what: &'static str, label: &'static str },
+    /// rustls refused the certificate or key (the error and its causes on one line).
+    #[error("TLS settings: {0}")]
+    Rustls(String),
+}
+
 /// A file given for a certificate or key must at least be PEM of that kind.
-fn expect_pem(pem: &[u8], label: &str, what: &str) -> Result<(), String> {
+fn expect_pem(pem: &[u8], label: &'static str, what: &'static str) -> Result<(), TlsError> {
     let text = String::from_utf8_lossy(pem);
     // "PRIVATE KEY" also matches "EC PRIVATE KEY" and "RSA PRIVATE KEY", which rustls reads.
     let found = text.lines().any(|l| l.starts_with("-----BEGIN ") && l.contains(label));
-    if found { Ok(()) } else { Err(format!("{what} is not PEM with a `{label}` block")) }
+    if found { Ok(()) } else { Err(TlsError::NotPem { what, label }) }
 }
 
 /// Plain TCP is fine on loopback (tests, `strata simulate`); anywhere else it carries the
@@ -87,10 +98,10 @@ mod tests {
         };
         assert!(good.to_tonic().is_ok());
         let swapped = ServerTls { cert_pem: good.key_pem.clone(), key_pem: good.cert_pem.clone(), ..good.clone() };
-        assert!(swapped.to_tonic().unwrap_err().contains("--tls-cert"));
+        assert!(swapped.to_tonic().unwrap_err().to_string().contains("--tls-cert"));
         let key_as_ca = ServerTls { client_ca_pem: Some(good.key_pem.clone()), ..good.clone() };
-        assert!(key_as_ca.to_tonic().unwrap_err().contains("--tls-client-ca"));
+        assert!(key_as_ca.to_tonic().unwrap_err().to_string().contains("--tls-client-ca"));
         let empty_key = ServerTls { key_pem: Vec::new(), ..good };
-        assert!(empty_key.to_tonic().unwrap_err().contains("--tls-key"));
+        assert!(empty_key.to_tonic().unwrap_err().to_string().contains("--tls-key"));
     }
 }

@@ -19,7 +19,7 @@ use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::aggregate::RunningMean;
 
-use super::{Aggregated, Instruction, Snapshot, Strategy, same_specs};
+use super::{Aggregated, Instruction, RestoreError, Snapshot, Strategy, same_method, same_specs};
 use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
 
@@ -96,13 +96,11 @@ impl Strategy for AverageShared {
 
     fn snapshot(&self) -> Snapshot {
         let meta = BTreeMap::from([("method".to_string(), self.method.to_string())]);
-        Snapshot { tensors: (*self.global).clone(), meta }
+        Snapshot { tensors: (*self.global).clone(), masks: BTreeMap::new(), meta }
     }
 
-    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String> {
-        if snapshot.meta.get("method").map(String::as_str) != Some(self.method.name()) {
-            return Err(format!("the saved state is not `{}`'s: {:?}", self.method, snapshot.meta.get("method")));
-        }
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), RestoreError> {
+        same_method(&snapshot, self.method)?;
         same_specs(&self.global, &snapshot.tensors, "global model")?;
         self.global = Arc::new(snapshot.tensors);
         Ok(())
@@ -153,9 +151,9 @@ mod tests {
         restored.restore(snapshot.clone()).unwrap();
         assert_eq!(restored.global(), strategy.global());
         let mut prox = AverageShared::new(Method::FedProx, set(&[0.0, 0.0]));
-        assert!(prox.restore(snapshot.clone()).unwrap_err().contains("fedprox"));
+        assert!(prox.restore(snapshot.clone()).unwrap_err().to_string().contains("fedprox"));
         let mut bigger = AverageShared::new(Method::FedAvg, set(&[0.0, 0.0, 0.0]));
-        assert!(bigger.restore(snapshot).unwrap_err().contains("does not match"));
+        assert!(bigger.restore(snapshot).unwrap_err().to_string().contains("does not match"));
     }
 
     #[test]

@@ -27,14 +27,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use strata_core::mask::BitMask;
+use strata_core::method::Method;
 use strata_core::selection::{RUNNING_STATS, Selector};
-use strata_core::tensor::{NamedTensor, TensorSet};
+use strata_core::tensor::{NamedTensor, TensorError, TensorSet};
 use strata_methods::fedcac::{self, Collaboration};
+use strata_proto::text::shown;
 use tracing::{debug, warn};
 
 use strata_methods::aggregate::weighted_average;
 
-use super::{Aggregated, Instruction, Snapshot, Strategy};
+use super::{Aggregated, Instruction, RestoreError, Snapshot, Strategy};
 use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
 
@@ -186,9 +188,8 @@ impl Strategy for FedCac {
     }
 
     /// `global/<name>` for w̄; per client `critical/<uuid>`, the critical entries of w_i in mask
-    /// order (the rest of w_i is w̄: half the bytes of whole models at τ = 0.5), and
-    /// `mask/<uuid>`, its mask bit-packed into f32 words (bits, not numbers; the meta has its
-    /// length).
+    /// order (the rest of w_i is w̄: half the bytes of whole models at τ = 0.5), and its mask
+    /// under `<uuid>` in the snapshot's masks (the meta has its length).
     fn snapshot(&self) -> Snapshot {
         let mut tensors = Vec::new();
         let prefixed = |prefix: &str, set: &TensorSet| -> Vec<NamedTensor> {
@@ -202,6 +203,7 @@ impl Strategy for FedCac {
         if let Some(t) = self.last_threshold {
             meta.insert("last_threshold".into(), t.to_string());
         }
+        let mut masks = BTreeMap::new();
         let mut ids: Vec<&uuid::Uuid> = self.clients.keys().collect();
         ids.sort();
         for id in ids {
@@ -209,54 +211,49 @@ impl Strategy for FedCac {
             let critical = fedcac::critical_values(&p.mask, &p.model, &self.covered)
                 .expect("a client's mask runs over the covered tensors of its model");
             tensors.push(NamedTensor { name: format!("critical/{id}"), shape: vec![critical.len()], values: critical });
-            let bytes = p.mask.to_bytes();
-            let words: Vec<f32> = bytes
-                .chunks(4)
-                .map(|c| {
-                    let mut w = [0u8; 4];
-                    w[..c.len()].copy_from_slice(c);
-                    f32::from_bits(u32::from_le_bytes(w))
-                })
-                .collect();
-            tensors.push(NamedTensor { name: format!("mask/{id}"), shape: vec![words.len()], values: words });
+            masks.insert(id.to_string(), p.mask.clone());
             meta.insert(format!("mask_bits/{id}"), p.mask.len().to_string());
         }
-        Snapshot { tensors: TensorSet::new(tensors).expect("prefixed names are distinct"), meta }
+        Snapshot { tensors: TensorSet::new(tensors).expect("prefixed names are distinct"), masks, meta }
     }
 
-    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String> {
-        if snapshot.meta.get("method").map(String::as_str) != Some("fedcac") {
-            return Err(format!("the saved state is not FedCAC's: {:?}", snapshot.meta.get("method")));
-        }
-        let part = |prefix: &str| -> Result<TensorSet, String> {
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), RestoreError> {
+        super::same_method(&snapshot, Method::FedCac)?;
+        let part = |prefix: &str| -> Result<TensorSet, TensorError> {
             let tensors = snapshot
                 .tensors
                 .tensors()
                 .iter()
                 .filter_map(|t| t.name.strip_prefix(prefix).map(|n| NamedTensor { name: n.to_string(), ..t.clone() }))
                 .collect();
-            TensorSet::new(tensors).map_err(|e| e.to_string())
+            TensorSet::new(tensors)
         };
         let global = part("global/")?;
         super::same_specs(&self.global, &global, "global model")?;
         let covered_len = fedcac::covered_len(&global, &self.covered);
         let mut clients = HashMap::new();
         for (key, bits) in snapshot.meta.iter().filter_map(|(k, v)| k.strip_prefix("mask_bits/").map(|id| (id, v))) {
-            let id = uuid::Uuid::parse_str(key).map_err(|e| format!("saved client id `{key}`: {e}"))?;
-            let bits: usize = bits.parse().map_err(|e| format!("mask length of {id}: {e}"))?;
-            let words = snapshot.tensors.get(&format!("mask/{id}")).ok_or(format!("no saved mask for {id}"))?;
-            let bytes: Vec<u8> = words.values.iter().flat_map(|w| w.to_bits().to_le_bytes()).collect();
-            let mask = BitMask::from_bytes(bits, &bytes[..bits.div_ceil(8).min(bytes.len())])
-                .map_err(|e| format!("saved mask of {id}: {e}"))?;
-            if mask.len() != covered_len {
-                return Err(format!(
-                    "saved mask of {id} has {} bits, the model {covered_len} covered values",
-                    mask.len()
-                ));
+            let bad = |problem: String| RestoreError::Client { client: shown(key), problem };
+            let id = uuid::Uuid::parse_str(key).map_err(|e| bad(format!("not a client id: {e}")))?;
+            let bits: usize = bits.parse().map_err(|e| bad(format!("mask length: {e}")))?;
+            let mask = match snapshot.masks.get(key) {
+                Some(mask) => mask.clone(),
+                // States saved before 2026-12-02 hold the mask's bytes as the bits of f32 words.
+                None => {
+                    let words =
+                        snapshot.tensors.get(&format!("mask/{id}")).ok_or_else(|| bad("no saved mask".into()))?;
+                    let bytes: Vec<u8> = words.values.iter().flat_map(|w| w.to_bits().to_le_bytes()).collect();
+                    BitMask::from_bytes(bits, &bytes[..bits.div_ceil(8).min(bytes.len())])
+                        .map_err(|e| bad(format!("mask: {e}")))?
+                }
+            };
+            if mask.len() != covered_len || mask.len() != bits {
+                let problem = format!("its mask has {} bits, the model {covered_len} covered values", mask.len());
+                return Err(bad(problem));
             }
             let model = match snapshot.tensors.get(&format!("critical/{id}")) {
                 Some(critical) => fedcac::with_critical_values(&mask, &critical.values, &global, &self.covered)
-                    .map_err(|e| format!("saved model of {id}: {e}"))?,
+                    .map_err(|e| bad(format!("model: {e}")))?,
                 // States saved before 2026-11-27 hold whole models.
                 None => part(&format!("model/{id}/"))?,
             };
@@ -377,7 +374,7 @@ mod tests {
         assert_eq!(saved, 7 + 3 * (3 + 1));
 
         let mut other_model = FedCac::new(model([0.0; 4], 7.0, [0.0; 2]).select(|n| n != "head.w"), 0.5, 2.0);
-        assert!(other_model.restore(snapshot).unwrap_err().contains("does not match"));
+        assert!(other_model.restore(snapshot).unwrap_err().to_string().contains("does not match"));
     }
 
     #[test]
@@ -404,7 +401,32 @@ mod tests {
         let id = client(0).id;
         snapshot.meta.insert(format!("mask_bits/{id}"), "5".into());
         let err = FedCac::new(initial(), 0.5, 2.0).restore(snapshot).unwrap_err();
-        assert!(err.contains(&format!("saved mask of {id}")), "{err}");
+        assert!(matches!(&err, RestoreError::Client { client, .. } if *client == id.to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_state_saved_with_masks_as_f32_words_still_restores() {
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0);
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        // The earlier layout: `mask/<uuid>`, the mask's bytes as the bits of f32 words.
+        let mut snapshot = strategy.snapshot();
+        let mut tensors = snapshot.tensors.tensors().to_vec();
+        for (id, mask) in std::mem::take(&mut snapshot.masks) {
+            let words: Vec<f32> = mask
+                .to_bytes()
+                .chunks(4)
+                .map(|c| {
+                    let mut w = [0u8; 4];
+                    w[..c.len()].copy_from_slice(c);
+                    f32::from_bits(u32::from_le_bytes(w))
+                })
+                .collect();
+            tensors.push(NamedTensor::new(format!("mask/{id}"), vec![words.len()], words).unwrap());
+        }
+        snapshot.tensors = TensorSet::new(tensors).unwrap();
+        let mut restored = FedCac::new(initial(), 0.5, 2.0);
+        restored.restore(snapshot).unwrap();
+        assert_eq!(restored.snapshot(), strategy.snapshot());
     }
 
     #[test]

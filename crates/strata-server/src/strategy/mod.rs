@@ -8,12 +8,14 @@
 mod average_shared;
 mod fedcac;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_core::config::MethodParams;
+use strata_core::mask::BitMask;
 use strata_core::method::Method;
 use strata_core::selection::Selector;
-use strata_core::tensor::{TensorSet, TensorSpec};
+use strata_core::tensor::{TensorError, TensorSet, TensorSpec};
 
 pub use average_shared::AverageShared;
 pub use fedcac::FedCac;
@@ -75,20 +77,44 @@ pub trait Strategy: Send {
     fn snapshot(&self) -> Snapshot;
     /// Takes back a [`Strategy::snapshot`] of the same method and model; on error the
     /// strategy is unchanged.
-    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String>;
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), RestoreError>;
 }
 
-/// A strategy's state as plain data: tensors by name, and strings.
+/// A strategy's state as plain data: tensors by name, bit masks by name, and strings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub tensors: TensorSet,
-    pub meta: std::collections::BTreeMap<String, String>,
+    pub masks: BTreeMap<String, BitMask>,
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Why a saved state cannot be taken back by this run's strategy.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the saved state is not `{expected}`'s: {found:?}")]
+    OtherMethod { expected: Method, found: Option<String> },
+    #[error("the saved {what} does not match this run's model (names or shapes differ)")]
+    ModelMismatch { what: &'static str },
+    /// One client's saved state is unreadable (what is wrong with it, for a person).
+    #[error("saved state of client `{client}`: {problem}")]
+    Client { client: String, problem: String },
+    #[error("saved tensors: {0}")]
+    Tensors(#[from] TensorError),
+}
+
+/// Checks that a snapshot was taken by `method`'s strategy.
+pub(crate) fn same_method(snapshot: &Snapshot, method: Method) -> Result<(), RestoreError> {
+    let found = snapshot.meta.get("method");
+    if found.map(String::as_str) != Some(method.name()) {
+        return Err(RestoreError::OtherMethod { expected: method, found: found.cloned() });
+    }
+    Ok(())
 }
 
 /// Checks that `incoming` has exactly the names and shapes of `current`.
-pub(crate) fn same_specs(current: &TensorSet, incoming: &TensorSet, what: &str) -> Result<(), String> {
+pub(crate) fn same_specs(current: &TensorSet, incoming: &TensorSet, what: &'static str) -> Result<(), RestoreError> {
     if current.specs() != incoming.specs() {
-        return Err(format!("the saved {what} does not match this run's model (names or shapes differ)"));
+        return Err(RestoreError::ModelMismatch { what });
     }
     Ok(())
 }
