@@ -23,10 +23,11 @@ demo: build
 
 # The README's test command (CI runs it through .ci/run).
 test: setup
-	@log=$$(mktemp); $(ENV) cargo test --workspace 2>&1 | tee "$$log"; \
+	@log=$$(mktemp); $(ENV) scripts/check-layers.sh; \
+	$(ENV) cargo test --workspace 2>&1 | tee "$$log"; \
 	$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --quick; \
 	STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/validate-deploy.sh; \
-	passed=$$(grep -oE '^test result: ok\. [0-9]+ passed' "$$log" | awk '{s += $$4} END {print s + 2}'); \
+	passed=$$(grep -oE '^test result: ok\. [0-9]+ passed' "$$log" | awk '{s += $$4} END {print s + 3}'); \
 	rm -f "$$log"; echo; echo "tests: $$passed passed, 0 failed"
 
 # The deployment files (Dockerfile, compose, Kubernetes, systemd), validated without running

@@ -121,6 +121,15 @@ impl ClientEntry {
     }
 }
 
+/// A client whose dataset is not the federation's.
+#[derive(Debug, thiserror::Error)]
+#[error("this client loaded dataset `{got}`, but the federation trains on `{expected}`: check --data-path")]
+pub struct FingerprintMismatch {
+    pub expected: String,
+    /// The client's fingerprint, cut and escaped for messages.
+    pub got: String,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum JoinError {
     #[error("client index {requested} is out of range: the federation has {capacity} clients (0..{capacity})")]
@@ -369,15 +378,15 @@ impl Registry {
     }
 
     /// Checks a client's dataset fingerprint against the federation's (the first one reported).
-    pub fn check_fingerprint(&self, fingerprint: &str) -> Result<(), String> {
+    pub fn check_fingerprint(&self, fingerprint: &str) -> Result<(), FingerprintMismatch> {
         if fingerprint.is_empty() {
             return Ok(());
         }
         let mut reference = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
         match reference.as_deref() {
-            Some(r) if r != fingerprint => Err(format!(
-                "this client loaded dataset `{fingerprint}`, but the federation trains on `{r}`: check --data-path"
-            )),
+            Some(r) if r != fingerprint => {
+                Err(FingerprintMismatch { expected: r.to_string(), got: strata_proto::text::shown(fingerprint) })
+            }
             Some(_) => Ok(()),
             None => {
                 *reference = Some(fingerprint.to_string());
@@ -657,7 +666,7 @@ mod tests {
         assert!(registry.check_fingerprint("").is_ok());
         assert!(registry.check_fingerprint("fmnist/70000/abc").is_ok());
         assert!(registry.check_fingerprint("fmnist/70000/abc").is_ok());
-        assert!(registry.check_fingerprint("fmnist/69999/xyz").unwrap_err().contains("fmnist/70000/abc"));
+        assert!(registry.check_fingerprint("fmnist/69999/xyz").unwrap_err().to_string().contains("fmnist/70000/abc"));
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl pb::federation_server::Federation for FederationService {
             ),
         };
         if let Some(c) = &req.capabilities {
-            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(Status::failed_precondition)?;
+            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
         let index = self.registry.join(id, req.requested_index, host)?;
         if let Some(c) = req.capabilities {
@@ -196,7 +196,7 @@ impl pb::federation_server::Federation for FederationService {
         self.check_run(&req.run_id)?;
         let id = self.known_client(&req.client_id)?;
         if let Some(c) = &req.capabilities {
-            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(Status::failed_precondition)?;
+            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
         self.registry.touch(&id, req.capabilities.map(capabilities_from_wire));
         let mut mailbox =
