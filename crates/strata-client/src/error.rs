@@ -1,7 +1,7 @@
 //! Why a client stopped: one variant per cause, with the typed error underneath where there
 //! is one, so that a caller tells causes apart by matching, never by reading the message.
 
-use strata_core::config::ConfigError;
+use strata_core::config_error::ConfigError;
 use strata_proto::WireError;
 use tonic::metadata::errors::InvalidMetadataValue;
 
