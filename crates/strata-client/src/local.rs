@@ -9,7 +9,7 @@ use strata_core::records::metric;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::ccvr::client_stats;
-use strata_torch::calibrate::head_inputs;
+use strata_torch::classifier::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads};
 
 use crate::method::{ClientMethod, GlobalView, RoundContext};

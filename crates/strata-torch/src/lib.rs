@@ -16,12 +16,12 @@
 //! By path:
 //! - [`model`]: the registry ([`model::build`], [`model::names`]) and the [`model::Net`] trait.
 //! - [`seed`]: serialised use of torch's global generator (model initialisation).
-//! - [`calibrate`]: the classifier's input features, and its retraining (CCVR).
+//! - [`classifier`]: the classifier's input features, and its retraining (CCVR).
 //! - [`backend`]: [`backend::TorchBackend`], the server's initial model and classifier
 //!   retraining (`strata_core::backend::ModelBackend`).
 
 pub mod backend;
-pub mod calibrate;
+pub mod classifier;
 mod client_data;
 mod device;
 mod error;
