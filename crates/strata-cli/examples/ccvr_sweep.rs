@@ -75,8 +75,8 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("statistics of {} clients in {:.1} s", stats.len(), started.elapsed().as_secs_f64());
     let accuracy = |params: &TensorSet| -> f64 {
-        let w = &params.get("head.weight").expect("head.weight").values;
-        let b = &params.get("head.bias").expect("head.bias").values;
+        let w = params.get("head.weight").expect("head.weight").values();
+        let b = params.get("head.bias").expect("head.bias").values();
         let classes = b.len();
         let hits = test_labels
             .iter()

@@ -38,10 +38,10 @@ pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) 
         .tensors()
         .iter()
         .map(|t| {
-            let end = offset + t.values.len() * size_of::<f32>();
-            let info = TensorInfo { dtype: Dtype::F32, shape: t.shape.clone(), data_offsets: (offset, end) };
+            let end = offset + size_of_val(t.values());
+            let info = TensorInfo { dtype: Dtype::F32, shape: t.shape().to_vec(), data_offsets: (offset, end) };
             offset = end;
-            (t.name.clone(), info)
+            (t.name().to_string(), info)
         })
         .collect();
     let metadata = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
@@ -53,7 +53,7 @@ pub fn write(path: &Path, set: &TensorSet, metadata: &BTreeMap<String, String>) 
         out.write_all(&(header.len() as u64).to_le_bytes())?;
         out.write_all(&header)?;
         for t in set.tensors() {
-            for v in &t.values {
+            for v in t.values() {
                 out.write_all(&v.to_le_bytes())?;
             }
         }

@@ -404,9 +404,9 @@ mod tests {
     fn same_bits(a: &TensorSet, b: &TensorSet) -> bool {
         a.len() == b.len()
             && a.tensors().iter().zip(b.tensors()).all(|(x, y)| {
-                x.name == y.name
-                    && x.shape == y.shape
-                    && x.values.iter().zip(&y.values).all(|(p, q)| p.to_bits() == q.to_bits())
+                x.name() == y.name()
+                    && x.shape() == y.shape()
+                    && x.values().iter().zip(y.values()).all(|(p, q)| p.to_bits() == q.to_bits())
             })
     }
 
