@@ -54,8 +54,8 @@ async fn fedavg_with_ccvr_reports_accuracy_before_and_after_calibration() {
         strata_core::safetensors::read(&out.path().join("model-calibrated.safetensors")).expect("calibrated model");
     assert_eq!(meta.get("round").map(String::as_str), Some("2"));
     for (a, b) in plain.tensors().iter().zip(calibrated.tensors()) {
-        assert_eq!(a.name, b.name);
-        assert_eq!(a.values != b.values, a.name.starts_with("head."), "{}", a.name);
+        assert_eq!(a.name(), b.name());
+        assert_eq!(a.values() != b.values(), a.name().starts_with("head."), "{}", a.name());
     }
     let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
     assert!(report.contains("## Calibration (ccvr)"), "{report}");

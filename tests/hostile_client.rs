@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use strata_core::records::RoundRecord;
-use strata_core::tensor::TensorSet;
+use strata_core::tensor::{NamedTensor, TensorSet};
 use strata_proto::pb;
 use strata_tests::{RawClient, edit_tensors, read_jsonl, result_parts, spawn_client, start_server, synthetic_config};
 use tonic::Code;
@@ -44,14 +44,15 @@ async fn malformed_results_are_refused_and_the_run_goes_on() {
     }
 
     let wrong_shape = edit_tensors(&params, |t| {
-        let head = t.iter_mut().find(|x| x.name == "head.weight").expect("head");
-        head.shape = vec![head.shape[1], head.shape[0]];
+        let head = t.iter_mut().find(|x| x.name() == "head.weight").expect("head");
+        let (name, shape, values) = head.clone().into_parts();
+        *head = NamedTensor::new(name, vec![shape[1], shape[0]], values).expect("transposed");
     });
     let status = push(&mut rogue, header.clone(), wrong_shape).await.expect_err("wrong shape");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("head.weight") && status.message().contains("shape"), "{}", status.message());
 
-    let nan = edit_tensors(&params, |t| t[0].values[3] = f32::NAN);
+    let nan = edit_tensors(&params, |t| t[0].values_mut()[3] = f32::NAN);
     let status = push(&mut rogue, header.clone(), nan).await.expect_err("NaN");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("non-finite"), "{}", status.message());

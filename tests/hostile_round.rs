@@ -98,7 +98,7 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
         result_parts(h, params.clone())
     };
     let tensors = |edit: &dyn Fn(&mut Vec<NamedTensor>)| result_parts(header.clone(), edit_tensors(&params, edit));
-    let first_tensor_bytes = params.tensors()[0].values.len() * 4;
+    let first_tensor_bytes = params.tensors()[0].values().len() * 4;
 
     // The latecomer joins after the round's tasks went out, so it has none in this round.
     let mut latecomer = RawClient::join(&server.url, 3).await;
@@ -112,15 +112,16 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
         (
             "a tensor of the wrong shape",
             tensors(&|t| {
-                let head = t.iter_mut().find(|x| x.name == "head.weight").expect("head");
-                head.shape = vec![head.shape[1], head.shape[0]];
+                let head = t.iter_mut().find(|x| x.name() == "head.weight").expect("head");
+                let (name, shape, values) = head.clone().into_parts();
+                *head = NamedTensor::new(name, vec![shape[1], shape[0]], values).expect("transposed");
             }),
             InvalidArgument,
             "`head.weight` has shape".into(),
         ),
         (
             "a tensor the model lacks",
-            tensors(&|t| t[0].name = "body.evil".into()),
+            tensors(&|t| t[0] = t[0].clone().with_name("body.evil")),
             InvalidArgument,
             "`body.evil`".into(),
         ),
@@ -139,10 +140,10 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
             InvalidArgument,
             "one more".into(),
         ),
-        ("a NaN", tensors(&|t| t[0].values[3] = f32::NAN), InvalidArgument, "non-finite value (NaN)".into()),
+        ("a NaN", tensors(&|t| t[0].values_mut()[3] = f32::NAN), InvalidArgument, "non-finite value (NaN)".into()),
         (
             "an infinity",
-            tensors(&|t| t.last_mut().expect("tensors").values[0] = f32::NEG_INFINITY),
+            tensors(&|t| t.last_mut().expect("tensors").values_mut()[0] = f32::NEG_INFINITY),
             InvalidArgument,
             "non-finite value (-inf)".into(),
         ),
@@ -264,7 +265,7 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
 
     // Two streams for the task at once: whichever the server admitted second is a duplicate of
     // the one in flight. Both carry a NaN, so neither could be taken on its own.
-    let nan = tensors(&|t| t[0].values[0] = f32::NAN);
+    let nan = tensors(&|t| t[0].values_mut()[0] = f32::NAN);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     for part in &nan[..2] {
         tx.send(part.clone()).await.expect("open stream");
@@ -296,7 +297,8 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
         num_samples: partition.clients[0].train.len() as u64,
         ..header.clone()
     };
-    let halved = edit_tensors(&params, |t| t.iter_mut().flat_map(|x| x.values.iter_mut()).for_each(|v| *v *= 0.5));
+    let halved =
+        edit_tensors(&params, |t| t.iter_mut().flat_map(|x| x.values_mut().iter_mut()).for_each(|v| *v *= 0.5));
     let status = hostile.push(result_parts(replay, halved)).await.expect_err("a replay");
     assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
     assert!(status.message().contains(&format!("already sent its result for round {round}")), "{}", status.message());
@@ -340,7 +342,7 @@ fn global_model(dir: &Path) -> TensorSet {
 fn bits(set: &TensorSet) -> Vec<(String, Vec<usize>, Vec<u32>)> {
     set.tensors()
         .iter()
-        .map(|t| (t.name.clone(), t.shape.clone(), t.values.iter().map(|v| v.to_bits()).collect()))
+        .map(|t| (t.name().to_string(), t.shape().to_vec(), t.values().iter().map(|v| v.to_bits()).collect()))
         .collect()
 }
 

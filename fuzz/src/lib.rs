@@ -113,7 +113,7 @@ pub fn accepted(task: &Task, r: &Received) {
             assert_eq!(r.num_samples, n, "a sample count other than the client's was accepted");
         }
         for t in r.parameters.tensors() {
-            assert!(t.values.iter().all(|v| v.is_finite()), "a non-finite value in `{}` was accepted", t.name);
+            assert!(t.values().iter().all(|v| v.is_finite()), "a non-finite value in `{}` was accepted", t.name());
         }
     }
     assert!(r.metrics.values().all(|v| v.is_finite()), "a non-finite metric was accepted");
@@ -159,7 +159,7 @@ fn resend(task: &Task, r: &Received) -> Received {
 pub fn same_bits(a: &TensorSet, b: &TensorSet) -> bool {
     a.len() == b.len()
         && a.tensors().iter().zip(b.tensors()).all(|(x, y)| {
-            x.spec() == y.spec() && x.values.iter().map(|v| v.to_bits()).eq(y.values.iter().map(|v| v.to_bits()))
+            x.spec() == y.spec() && x.values().iter().map(|v| v.to_bits()).eq(y.values().iter().map(|v| v.to_bits()))
         })
 }
 

@@ -1,6 +1,6 @@
 //! Picks CCVR's retraining defaults: calibrates a finished run's global model with every
 //! combination of virtual features per class (M_c), epochs and learning rate, through the
-//! server's own code (`strata_server::calibration::calibrate`), and prints the global accuracy
+//! server's own code (`strata_server::ccvr::calibrate`), and prints the global accuracy
 //! on the union of the clients' test splits for each, as a Markdown table.
 //!
 //! The client statistics are computed once, as clients compute them (`head_inputs` +
@@ -24,7 +24,7 @@ use strata_core::config::RunConfig;
 use strata_core::tensor::TensorSet;
 use strata_methods::ccvr::{ClassStats, client_stats};
 use strata_torch::backend::TorchBackend;
-use strata_torch::calibrate::head_inputs;
+use strata_torch::classifier::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, set_threads};
 
 #[derive(Parser)]
@@ -75,8 +75,8 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("statistics of {} clients in {:.1} s", stats.len(), started.elapsed().as_secs_f64());
     let accuracy = |params: &TensorSet| -> f64 {
-        let w = &params.get("head.weight").expect("head.weight").values;
-        let b = &params.get("head.bias").expect("head.bias").values;
+        let w = params.get("head.weight").expect("head.weight").values();
+        let b = params.get("head.bias").expect("head.bias").values();
         let classes = b.len();
         let hits = test_labels
             .iter()
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let accs: Vec<f64> = (0..cli.seeds)
                     .map(|seed| {
-                        strata_server::calibration::calibrate(&global, &stats, &calib, seed, &TorchBackend)
+                        strata_server::ccvr::calibrate(&global, &stats, &calib, seed, &TorchBackend)
                             .map(|c| accuracy(&c.parameters))
                             .map_err(anyhow::Error::msg)
                     })

@@ -9,7 +9,7 @@ use strata_core::records::metric;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::ccvr::client_stats;
-use strata_torch::calibrate::head_inputs;
+use strata_torch::classifier::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads};
 
 use crate::method::{ClientMethod, GlobalView, RoundContext};
@@ -102,8 +102,8 @@ impl LocalState {
             self.model.feature_norm(),
         )?;
         // Start from the personal model so that tensors the server keeps local (none for the
-        // methods CCVR composes with) still have this client's values.
-        scratch.import(&self.model.export())?;
+        // methods CCVR composes with) still have this client's values; only those are copied.
+        scratch.import(&self.model.export_where(|name| global.get(name).is_none()))?;
         scratch.import(global)?;
         let (features, dim) = head_inputs(&scratch, &self.data.train_x, EVAL_BATCH);
         let labels: Vec<u32> = Vec::<i64>::try_from(&self.data.train_y.to_device(tch::Device::Cpu))

@@ -59,7 +59,7 @@ pub fn write_with_blobs(
         (name.to_string(), info)
     };
     let mut infos: Vec<(String, TensorInfo)> =
-        set.tensors().iter().map(|t| info(&t.name, Dtype::F32, t.shape.clone(), t.values.len() * 4)).collect();
+        set.tensors().iter().map(|t| info(t.name(), Dtype::F32, t.shape().to_vec(), size_of_val(t.values()))).collect();
     infos.extend(blobs.iter().map(|(name, bytes)| info(name, Dtype::U8, vec![bytes.len()], bytes.len())));
     let metadata = (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     let header = Metadata::new(metadata, infos)
@@ -71,7 +71,7 @@ pub fn write_with_blobs(
         out.write_all(&(header.len() as u64).to_le_bytes())?;
         out.write_all(&header)?;
         for t in set.tensors() {
-            for v in &t.values {
+            for v in t.values() {
                 out.write_all(&v.to_le_bytes())?;
             }
         }

@@ -19,12 +19,13 @@ impl TensorSpec {
     }
 }
 
-/// One named tensor, row-major.
+/// One named tensor, row-major. Its values always fill its shape: the fields are private,
+/// [`NamedTensor::new`] checks, and [`NamedTensor::values_mut`] changes values, never their number.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NamedTensor {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub values: Vec<f32>,
+    name: String,
+    shape: Vec<usize>,
+    values: Vec<f32>,
 }
 
 impl NamedTensor {
@@ -40,6 +41,33 @@ impl NamedTensor {
 
     pub fn zeros(spec: &TensorSpec) -> Self {
         Self { name: spec.name.clone(), shape: spec.shape.clone(), values: vec![0.0; spec.numel()] }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// The values, writable in place: their number (and so the shape) cannot change.
+    pub fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.values
+    }
+
+    /// The same tensor under another name (a set checks its names when it is built).
+    pub fn with_name(self, name: impl Into<String>) -> Self {
+        Self { name: name.into(), ..self }
+    }
+
+    /// Name, shape and values, taken out without a copy.
+    pub fn into_parts(self) -> (String, Vec<usize>, Vec<f32>) {
+        (self.name, self.shape, self.values)
     }
 
     pub fn spec(&self) -> TensorSpec {
@@ -59,7 +87,9 @@ impl NamedTensor {
 /// An ordered set of named tensors: a model's parameters, or the part of them a method exchanges.
 ///
 /// The order is the model's own order and is part of the contract: bit-packed masks
-/// concatenate tensors in this order.
+/// concatenate tensors in this order. Names are unique: the tensors can be read, and their
+/// values changed in place ([`TensorSet::values_mut`]), but a tensor is never replaced,
+/// renamed or reshaped inside a set.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TensorSet {
     tensors: Vec<NamedTensor>,
@@ -86,8 +116,14 @@ impl TensorSet {
         &self.tensors
     }
 
-    pub fn tensors_mut(&mut self) -> &mut [NamedTensor] {
-        &mut self.tensors
+    /// Every tensor's name and values, in order, the values writable in place.
+    pub fn values_mut(&mut self) -> impl ExactSizeIterator<Item = (&str, &mut [f32])> {
+        self.tensors.iter_mut().map(|t| (t.name.as_str(), t.values.as_mut_slice()))
+    }
+
+    /// The values of the tensor at `index` (in the set's order), writable in place.
+    pub fn values_mut_at(&mut self, index: usize) -> Option<&mut [f32]> {
+        self.tensors.get_mut(index).map(|t| t.values.as_mut_slice())
     }
 
     pub fn into_tensors(self) -> Vec<NamedTensor> {
@@ -181,10 +217,28 @@ mod tests {
         let mut base = TensorSet::new(vec![t("body", &[1.0, 2.0]), t("head", &[3.0])]).unwrap();
         let incoming = TensorSet::new(vec![t("head", &[9.0])]).unwrap();
         base.overwrite_from(&incoming).unwrap();
-        assert_eq!(base.get("body").unwrap().values, vec![1.0, 2.0]);
-        assert_eq!(base.get("head").unwrap().values, vec![9.0]);
+        assert_eq!(base.get("body").unwrap().values(), [1.0, 2.0]);
+        assert_eq!(base.get("head").unwrap().values(), [9.0]);
         let wrong = TensorSet::new(vec![t("head", &[1.0, 2.0])]).unwrap();
         assert!(base.overwrite_from(&wrong).is_err());
+    }
+
+    #[test]
+    fn values_change_in_place_and_names_stay() {
+        let mut set = TensorSet::new(vec![t("body", &[1.0, 2.0]), t("head", &[3.0])]).unwrap();
+        for (name, values) in set.values_mut().filter(|(name, _)| name.starts_with("body")) {
+            assert_eq!(name, "body");
+            values.iter_mut().for_each(|v| *v *= 10.0);
+        }
+        set.values_mut_at(1).unwrap()[0] = 4.0;
+        assert_eq!(set.get("body").unwrap().values(), [10.0, 20.0]);
+        assert_eq!(set.get("head").unwrap().values(), [4.0]);
+        assert!(set.values_mut_at(2).is_none());
+        let renamed = set.get("head").unwrap().clone().with_name("body");
+        assert_eq!(
+            TensorSet::new(vec![renamed, t("body", &[0.0])]).unwrap_err(),
+            TensorError::DuplicateName("body".into())
+        );
     }
 
     #[test]

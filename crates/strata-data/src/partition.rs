@@ -661,7 +661,7 @@ mod tests {
             ("random", "expected iid"),
         ] {
             let err = bad.parse::<PartitionSpec>().expect_err(bad);
-            assert!(err.contains(needle), "{bad}: {err}");
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
         }
     }
 

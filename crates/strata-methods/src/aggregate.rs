@@ -27,13 +27,13 @@ pub struct RunningMean {
 
 impl RunningMean {
     pub fn new(first: &TensorSet, weight: f64) -> Self {
-        let sums = first.tensors().iter().map(|t| t.values.iter().map(|&v| v as f64 * weight).collect()).collect();
+        let sums = first.tensors().iter().map(|t| t.values().iter().map(|&v| v as f64 * weight).collect()).collect();
         Self { specs: first.specs(), sums, total: weight }
     }
 
     pub fn add(&mut self, set: &TensorSet, weight: f64) {
         for (sum, t) in self.sums.iter_mut().zip(set.tensors()) {
-            for (s, &v) in sum.iter_mut().zip(&t.values) {
+            for (s, &v) in sum.iter_mut().zip(t.values()) {
                 *s += v as f64 * weight;
             }
         }
@@ -73,7 +73,7 @@ mod tests {
     fn average_is_weighted() {
         let (a, b) = (set(&[1.0, 0.0]), set(&[4.0, 8.0]));
         let avg = weighted_average([(&a, 2.0), (&b, 1.0)]).unwrap();
-        assert_eq!(avg.get("w").unwrap().values, vec![2.0, 8.0 / 3.0]);
+        assert_eq!(avg.get("w").unwrap().values(), vec![2.0, 8.0 / 3.0]);
     }
 
     #[test]

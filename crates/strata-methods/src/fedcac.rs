@@ -86,15 +86,15 @@ pub fn critical_mask(
     tau: f64,
 ) -> Result<BitMask, FedCacError> {
     let mut pairs = Vec::new();
-    for a in after.tensors().iter().filter(|t| covered.matches(&t.name)) {
-        let b = before.get(&a.name).ok_or_else(|| FedCacError::MissingTensor(a.name.clone()))?;
+    for a in after.tensors().iter().filter(|t| covered.matches(t.name())) {
+        let b = before.get(a.name()).ok_or_else(|| FedCacError::MissingTensor(a.name().to_string()))?;
         same_size(a, b)?;
         pairs.push((b, a));
     }
     let mut mask = BitMask::zeros(pairs.iter().map(|(_, a)| a.numel()).sum());
     let mut offset = 0;
     for (b, a) in pairs {
-        let s = sensitivity(&b.values, &a.values);
+        let s = sensitivity(b.values(), a.values());
         if let Some(thr) = tensor_threshold(&s, tau) {
             for (i, _) in s.iter().enumerate().filter(|(_, v)| **v >= thr) {
                 mask.set(offset + i, true);
@@ -229,10 +229,10 @@ pub fn combine(
     mask_covers(mask, global, covered)?;
     let mut out = global.clone();
     let mut offset = 0;
-    for g in out.tensors_mut().iter_mut().filter(|t| covered.matches(&t.name)) {
-        let u = customized.get(&g.name).ok_or_else(|| FedCacError::MissingTensor(g.name.clone()))?;
+    for (g, (_, values)) in global.tensors().iter().zip(out.values_mut()).filter(|(g, _)| covered.matches(g.name())) {
+        let u = customized.get(g.name()).ok_or_else(|| FedCacError::MissingTensor(g.name().to_string()))?;
         same_size(g, u)?;
-        for (i, (w, &c)) in g.values.iter_mut().zip(&u.values).enumerate() {
+        for (i, (w, &c)) in values.iter_mut().zip(u.values()).enumerate() {
             if mask.get(offset + i) {
                 *w = c;
             }
@@ -280,7 +280,7 @@ pub fn customize(
     let mut outputs: Vec<TensorSet> = vec![global.clone(); k];
     let mut offset = 0;
     for (index, g) in global.tensors().iter().enumerate() {
-        if !covered.matches(&g.name) {
+        if !covered.matches(g.name()) {
             continue;
         }
         let values: Vec<&[f32]> = uploads.iter().map(|u| values_like(u, g)).collect::<Result<_, _>>()?;
@@ -288,7 +288,8 @@ pub fn customize(
         if n == 0 {
             continue;
         }
-        let outs: Vec<&mut [f32]> = outputs.iter_mut().map(|o| &mut o.tensors_mut()[index].values[..]).collect();
+        let outs: Vec<&mut [f32]> =
+            outputs.iter_mut().map(|o| o.values_mut_at(index).expect("a clone of `global` has its tensors")).collect();
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.div_ceil(MIN_SHARE)).max(1);
         let share = n.div_ceil(threads);
         // Thread t gets positions t·share.. of every client's output.
@@ -363,8 +364,8 @@ pub fn critical_values(mask: &BitMask, model: &TensorSet, covered: &Selector) ->
     mask_covers(mask, model, covered)?;
     let mut out = Vec::with_capacity(mask.count_ones() as usize);
     let mut offset = 0;
-    for t in model.tensors().iter().filter(|t| covered.matches(&t.name)) {
-        out.extend(mask.ones_in(offset..offset + t.numel()).map(|p| t.values[p - offset]));
+    for t in model.tensors().iter().filter(|t| covered.matches(t.name())) {
+        out.extend(mask.ones_in(offset..offset + t.numel()).map(|p| t.values()[p - offset]));
         offset += t.numel();
     }
     Ok(out)
@@ -385,18 +386,18 @@ pub fn with_critical_values(
     }
     let mut out = global.clone();
     let (mut offset, mut next) = (0, values.iter());
-    for t in out.tensors_mut().iter_mut().filter(|t| covered.matches(&t.name)) {
-        for (p, &v) in mask.ones_in(offset..offset + t.numel()).zip(&mut next) {
-            t.values[p - offset] = v;
+    for (_, t) in out.values_mut().filter(|(name, _)| covered.matches(name)) {
+        for (p, &v) in mask.ones_in(offset..offset + t.len()).zip(&mut next) {
+            t[p - offset] = v;
         }
-        offset += t.numel();
+        offset += t.len();
     }
     Ok(out)
 }
 
 /// How many values the covered tensors of `set` hold: the length of a mask over them.
 pub fn covered_len(set: &TensorSet, covered: &Selector) -> usize {
-    set.tensors().iter().filter(|t| covered.matches(&t.name)).map(|t| t.numel()).sum()
+    set.tensors().iter().filter(|t| covered.matches(t.name())).map(|t| t.numel()).sum()
 }
 
 /// A mask must have one bit per covered value of `set`.
@@ -410,14 +411,14 @@ fn mask_covers(mask: &BitMask, set: &TensorSet, covered: &Selector) -> Result<()
 
 /// The values of `set`'s tensor named like `like`, which must have as many.
 fn values_like<'a>(set: &'a TensorSet, like: &NamedTensor) -> Result<&'a [f32], FedCacError> {
-    let t = set.get(&like.name).ok_or_else(|| FedCacError::MissingTensor(like.name.clone()))?;
+    let t = set.get(like.name()).ok_or_else(|| FedCacError::MissingTensor(like.name().to_string()))?;
     same_size(like, t)?;
-    Ok(&t.values)
+    Ok(t.values())
 }
 
 fn same_size(a: &NamedTensor, b: &NamedTensor) -> Result<(), FedCacError> {
     if a.numel() != b.numel() {
-        return Err(FedCacError::SizeMismatch { name: a.name.clone(), left: a.numel(), right: b.numel() });
+        return Err(FedCacError::SizeMismatch { name: a.name().to_string(), left: a.numel(), right: b.numel() });
     }
     Ok(())
 }
@@ -565,11 +566,11 @@ mod tests {
         let (ma, mb) = (bits("10101"), bits("01011"));
         // a collaborates with b; b only with itself.
         let out = customize(&[&ma, &mb], &[vec![0, 1], vec![1]], &[&a, &b], &global, &covered).unwrap();
-        assert_eq!(out[0].get("w").unwrap().values, vec![15.0, 2.0, 15.0]);
-        assert_eq!(out[0].get("bn.running_var").unwrap().values, vec![9.0]);
-        assert_eq!(out[0].get("h").unwrap().values, vec![4.0, 25.125]);
-        assert_eq!(out[1].get("w").unwrap().values, vec![1.0, 0.0, 3.0]);
-        assert_eq!(out[1].get("h").unwrap().values, vec![0.0, 0.25]);
+        assert_eq!(out[0].get("w").unwrap().values(), vec![15.0, 2.0, 15.0]);
+        assert_eq!(out[0].get("bn.running_var").unwrap().values(), vec![9.0]);
+        assert_eq!(out[0].get("h").unwrap().values(), vec![4.0, 25.125]);
+        assert_eq!(out[1].get("w").unwrap().values(), vec![1.0, 0.0, 3.0]);
+        assert_eq!(out[1].get("h").unwrap().values(), vec![0.0, 0.25]);
 
         let sets = [vec![0], vec![1]];
         assert_eq!(
@@ -619,9 +620,9 @@ mod tests {
         let customized = set(&[("w", &[10.0, 20.0, 30.0]), ("h", &[40.0, 50.0])]);
         let covered = Selector::all().except(["*.running_var"]);
         let out = combine(&bits("10101"), &customized, &global, &covered).unwrap();
-        assert_eq!(out.get("w").unwrap().values, vec![10.0, 2.0, 30.0]);
-        assert_eq!(out.get("bn.running_var").unwrap().values, vec![9.0]);
-        assert_eq!(out.get("h").unwrap().values, vec![4.0, 50.0]);
+        assert_eq!(out.get("w").unwrap().values(), vec![10.0, 2.0, 30.0]);
+        assert_eq!(out.get("bn.running_var").unwrap().values(), vec![9.0]);
+        assert_eq!(out.get("h").unwrap().values(), vec![4.0, 50.0]);
         assert_eq!(
             combine(&bits("1010"), &customized, &global, &covered),
             Err(FedCacError::MaskLength { mask: 4, covered: 5 })

@@ -122,25 +122,25 @@ impl Assembler {
         }
         if index != self.current || slice.byte_offset != self.written as u64 {
             let expected = match self.tensors.get(self.current) {
-                Some(t) => format!("tensor `{}` at byte {}", t.name, self.written),
+                Some(t) => format!("tensor `{}` at byte {}", t.name(), self.written),
                 None => "no more slices".to_string(),
             };
-            return Err(WireError::OutOfOrder { name: tensor.name.clone(), expected });
+            return Err(WireError::OutOfOrder { name: tensor.name().to_string(), expected });
         }
-        let size = tensor.values.len() * F32_BYTES;
+        let size = tensor.values().len() * F32_BYTES;
         if self.written + slice.data.len() > size {
             return Err(WireError::Overflow {
-                name: tensor.name.clone(),
+                name: tensor.name().to_string(),
                 offset: slice.byte_offset,
                 len: slice.data.len(),
                 size,
             });
         }
         if !slice.data.len().is_multiple_of(F32_BYTES) {
-            return Err(WireError::Misaligned { name: tensor.name.clone(), len: slice.data.len() });
+            return Err(WireError::Misaligned { name: tensor.name().to_string(), len: slice.data.len() });
         }
         let start = self.written / F32_BYTES;
-        let target = &mut self.tensors[index].values[start..start + slice.data.len() / F32_BYTES];
+        let target = &mut self.tensors[index].values_mut()[start..start + slice.data.len() / F32_BYTES];
         for (value, bytes) in target.iter_mut().zip(slice.data.chunks_exact(F32_BYTES)) {
             *value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         }
@@ -154,9 +154,9 @@ impl Assembler {
     pub fn finish(self) -> Result<TensorSet, WireError> {
         if let Some(t) = self.tensors.get(self.current) {
             return Err(WireError::Incomplete {
-                name: t.name.clone(),
+                name: t.name().to_string(),
                 received: self.written,
-                size: t.values.len() * F32_BYTES,
+                size: t.values().len() * F32_BYTES,
             });
         }
         // Names were checked unique in `new`.
@@ -166,7 +166,7 @@ impl Assembler {
     /// Moves past tensors that are complete (including empty ones).
     fn skip_full(&mut self) {
         while let Some(t) = self.tensors.get(self.current) {
-            if self.written < t.values.len() * F32_BYTES {
+            if self.written < t.values().len() * F32_BYTES {
                 break;
             }
             self.current += 1;
@@ -206,8 +206,8 @@ mod tests {
             }
             let back = asm.finish().unwrap();
             for (a, b) in back.tensors().iter().zip(set.tensors()) {
-                assert_eq!(a.name, b.name);
-                let bits = |t: &NamedTensor| t.values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(a.name(), b.name());
+                let bits = |t: &NamedTensor| t.values().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(a), bits(b));
             }
         }

@@ -58,17 +58,17 @@ impl Iterator for TensorSlices {
     fn next(&mut self) -> Option<pb::TensorSlice> {
         loop {
             let tensor = self.set.tensors().get(self.tensor)?;
-            if self.value >= tensor.values.len() {
+            if self.value >= tensor.values().len() {
                 // Empty tensors send no slice; the header alone describes them.
                 self.tensor += 1;
                 self.value = 0;
                 continue;
             }
-            let end = (self.value + self.values_per_slice).min(tensor.values.len());
+            let end = (self.value + self.values_per_slice).min(tensor.values().len());
             // Sized first and filled in fixed 4-byte steps: the compiler turns this into a copy,
             // where pushing value by value checks the capacity every time.
             let mut data = vec![0u8; (end - self.value) * F32_BYTES];
-            for (bytes, v) in data.chunks_exact_mut(F32_BYTES).zip(&tensor.values[self.value..end]) {
+            for (bytes, v) in data.chunks_exact_mut(F32_BYTES).zip(&tensor.values()[self.value..end]) {
                 bytes.copy_from_slice(&v.to_le_bytes());
             }
             let slice = pb::TensorSlice {

@@ -292,7 +292,8 @@ pub fn finite(parameters: &TensorSet) -> Result<(), Refusal> {
         if let Some(i) = t.first_non_finite() {
             return Err(Refusal::invalid(format!(
                 "tensor `{}` holds a non-finite value ({}) at flat index {i}",
-                t.name, t.values[i]
+                t.name(),
+                t.values()[i]
             )));
         }
     }

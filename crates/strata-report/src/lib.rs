@@ -4,14 +4,14 @@
 //!
 //! # Layout
 //! - [`summary`]: the headline numbers of a run ([`RunSummary`], `summary.json`).
-//! - [`calibration`]: accuracy before and after classifier calibration (CCVR).
+//! - [`calibration_summary`]: accuracy before and after classifier calibration (CCVR).
 //! - [`markdown`]: `report.md` and the terminal results table.
 //! - [`plot`]: line charts as PNG (accuracy per round, any named series).
 //! - [`heatmap`]: samples per client and class, as a PNG heatmap and a Markdown table.
 //!
 //! Plots embed their font (DejaVu Sans), so they render text on any machine.
 
-pub mod calibration;
+pub mod calibration_summary;
 mod error;
 mod font;
 mod format;
@@ -45,7 +45,7 @@ pub fn write_run_outputs(
 ) -> Result<RunSummary, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
     let mut summary = summarize(config, rounds, clients, wall_seconds);
-    summary.calibration = calibration::summarize_calibration(rounds, clients, calibrations);
+    summary.calibration = calibration_summary::summarize_calibration(rounds, clients, calibrations);
 
     let path = dir.join("summary.json");
     let json =

@@ -16,7 +16,7 @@ pub fn report_markdown(summary: &RunSummary, rounds: &[RoundRecord], clients: &[
     headline(&mut out, summary);
     round_table(&mut out, summary, rounds);
     if let Some(c) = &summary.calibration {
-        out.push_str(&crate::calibration::calibration_markdown(c));
+        out.push_str(&crate::calibration_summary::calibration_markdown(c));
     }
     client_table(&mut out, summary, clients);
     out

@@ -4,7 +4,7 @@
 //! aggregation; the row `r = config.rounds` is the final, evaluation-only one. Accuracies are
 //! fractions in [0, 1].
 
-use crate::calibration::CalibrationSummary;
+use crate::calibration_summary::CalibrationSummary;
 use serde::{Deserialize, Serialize};
 use strata_core::config::RunConfig;
 use strata_core::records::{ClientRoundRecord, RoundRecord, Spread, weighted_mean};

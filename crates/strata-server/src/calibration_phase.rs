@@ -13,7 +13,7 @@ use strata_proto::stats::StatsExpectation;
 use tracing::{info, warn};
 
 use crate::assignment::{Assignment, TaskKind};
-use crate::calibration::{self, head_shape};
+use crate::ccvr::{self, head_shape};
 use crate::round::RoundLoop;
 
 impl RoundLoop {
@@ -61,7 +61,7 @@ impl RoundLoop {
         let seed = self.config.seed ^ row.wrapping_mul(0xC0FF_EE00_D15E_A5E5);
         let (base, backend) = (Arc::clone(&global), Arc::clone(&self.backend));
         let calibrated =
-            tokio::task::spawn_blocking(move || calibration::calibrate(&base, &stats, &config, seed, &*backend)).await;
+            tokio::task::spawn_blocking(move || ccvr::calibrate(&base, &stats, &config, seed, &*backend)).await;
         let calibrated = match calibrated {
             Ok(Ok(c)) => c,
             Ok(Err(reason)) => {

@@ -21,8 +21,8 @@
 mod assignment;
 pub mod auth;
 mod budget;
-pub mod calibration;
 mod calibration_phase;
+pub mod ccvr;
 pub mod client_info;
 pub mod events;
 mod gate;

@@ -171,7 +171,9 @@ impl pb::federation_server::Federation for FederationService {
             ),
         };
         if let Some(c) = &req.capabilities {
-            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(|e| Status::failed_precondition(e.to_string()))?;
+            self.registry
+                .check_fingerprint(&c.dataset_fingerprint)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
         let index = self.registry.join(id, req.requested_index, host)?;
         if let Some(c) = req.capabilities {
@@ -196,7 +198,9 @@ impl pb::federation_server::Federation for FederationService {
         self.check_run(&req.run_id)?;
         let id = self.known_client(&req.client_id)?;
         if let Some(c) = &req.capabilities {
-            self.registry.check_fingerprint(&c.dataset_fingerprint).map_err(|e| Status::failed_precondition(e.to_string()))?;
+            self.registry
+                .check_fingerprint(&c.dataset_fingerprint)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
         self.registry.touch(&id, req.capabilities.map(capabilities_from_wire));
         let mut mailbox =
@@ -404,9 +408,9 @@ mod tests {
     fn same_bits(a: &TensorSet, b: &TensorSet) -> bool {
         a.len() == b.len()
             && a.tensors().iter().zip(b.tensors()).all(|(x, y)| {
-                x.name == y.name
-                    && x.shape == y.shape
-                    && x.values.iter().zip(&y.values).all(|(p, q)| p.to_bits() == q.to_bits())
+                x.name() == y.name()
+                    && x.shape() == y.shape()
+                    && x.values().iter().zip(y.values()).all(|(p, q)| p.to_bits() == q.to_bits())
             })
     }
 

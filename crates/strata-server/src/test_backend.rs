@@ -1,6 +1,6 @@
 //! A [`ModelBackend`] in plain Rust for the server's own tests, so that they need no libtorch:
 //! a small model drawn from the seed, and a classifier retrained by mini-batch SGD on the
-//! cross-entropy (what `strata_torch::calibrate::retrain_head` computes).
+//! cross-entropy (what `strata_torch::classifier::retrain_head` computes).
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -9,7 +9,7 @@ use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend}
 use strata_core::config::RunConfig;
 use strata_core::tensor::{NamedTensor, TensorSet};
 
-use crate::calibration::{HEAD_BIAS, HEAD_WEIGHT};
+use crate::ccvr::{HEAD_BIAS, HEAD_WEIGHT};
 
 /// Classes and feature dimension of [`PlainBackend`]'s model.
 pub const CLASSES: usize = 10;

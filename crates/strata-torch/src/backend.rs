@@ -5,7 +5,7 @@ use strata_core::config::RunConfig;
 use strata_core::tensor::TensorSet;
 
 use crate::LocalModel;
-use crate::calibrate::retrain_head;
+use crate::classifier::retrain_head;
 
 /// Builds the initial model with [`LocalModel::new`] and retrains classifiers with
 /// [`retrain_head`], on the CPU. What `strata server` and `strata simulate` give the server.

@@ -63,7 +63,7 @@ mod tests {
             .expect("train");
         let after = model.export();
         for (b, a) in before.tensors().iter().zip(after.tensors()) {
-            assert_eq!(b.values == a.values, b.name.starts_with("body."), "{}", b.name);
+            assert_eq!(b.values() == a.values(), b.name().starts_with("body."), "{}", b.name());
         }
         // Gradients are back on: training again moves the body.
         train_local(&mut model, &data, &cfg, 2).expect("train");

@@ -3,30 +3,35 @@
 //! [`strata_core::tensor::TensorSet`].
 //!
 //! # Layout
-//! - [`device`]: `auto|cpu|cuda|cuda:N`, and libtorch's thread count.
+//! At the root (each from a private module of its own):
+//! - [`parse_device`] (`auto|cpu|cuda|cuda:N`) and [`set_threads`] (libtorch's thread count).
+//! - [`LocalModel`], a model with its variables, exported and imported by name.
+//! - [`ClientTensors`], a client's train/test split on its device.
+//! - [`train_local`] and [`train_local_with`] ([`ExtraLoss`], [`TrainStats`]), SGD over seeded
+//!   mini-batches; [`Anchor`], FedProx's and Ditto's proximal term; [`with_frozen`], training
+//!   a part of the model.
+//! - [`evaluate`] ([`EvalStats`]), accuracy and loss.
+//! - [`TorchError`], the one error type.
+//!
+//! By path:
 //! - [`model`]: the registry ([`model::build`], [`model::names`]) and the [`model::Net`] trait.
-//! - [`local_model`]: [`LocalModel`], a model with its variables, exported and imported by name.
-//! - [`client_data`]: [`ClientTensors`], a client's train/test split on its device.
 //! - [`seed`]: serialised use of torch's global generator (model initialisation).
-//! - [`train`]: [`train_local`], SGD over seeded mini-batches.
-//! - [`eval`]: [`evaluate`], accuracy and loss.
-//! - [`calibrate`]: the classifier's input features, and its retraining (CCVR).
+//! - [`classifier`]: the classifier's input features, and its retraining (CCVR).
 //! - [`backend`]: [`backend::TorchBackend`], the server's initial model and classifier
 //!   retraining (`strata_core::backend::ModelBackend`).
-//! - [`error`]: the one error type, [`TorchError`].
 
 pub mod backend;
-pub mod calibrate;
-pub mod client_data;
-pub mod device;
-pub mod error;
-pub mod eval;
-pub mod freeze;
-pub mod local_model;
+pub mod classifier;
+mod client_data;
+mod device;
+mod error;
+mod eval;
+mod freeze;
+mod local_model;
 pub mod model;
-pub mod proximal;
+mod proximal;
 pub mod seed;
-pub mod train;
+mod train;
 
 pub use client_data::ClientTensors;
 pub use device::{parse_device, set_threads};

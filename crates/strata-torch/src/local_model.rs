@@ -136,7 +136,7 @@ impl LocalModel {
                     let flat = t.detach().to_kind(Kind::Float).reshape([-1]);
                     // One copy (device → host Vec). It fails only if the device itself fails.
                     let values = Vec::<f32>::try_from(&flat).expect("copying a variable to the host failed");
-                    NamedTensor { name, shape, values }
+                    NamedTensor::new(name, shape, values).expect("a variable's values fill its shape")
                 })
                 .collect()
         });
@@ -150,21 +150,23 @@ impl LocalModel {
         let vars: HashMap<String, Tensor> = self.vs.variables();
         let mut targets = Vec::with_capacity(set.len());
         for incoming in set.tensors() {
-            let var =
-                vars.get(&incoming.name).ok_or_else(|| TorchError::UnknownTensor { name: incoming.name.clone() })?;
+            let var = vars
+                .get(incoming.name())
+                .ok_or_else(|| TorchError::UnknownTensor { name: incoming.name().to_string() })?;
             let expected = dims(var);
-            if expected != incoming.shape || incoming.values.len() != incoming.shape.iter().product::<usize>() {
+            // A NamedTensor's values fill its shape, so the shape is all there is to check.
+            if expected != incoming.shape() {
                 return Err(TorchError::ShapeMismatch {
-                    name: incoming.name.clone(),
+                    name: incoming.name().to_string(),
                     expected,
-                    got: incoming.shape.clone(),
+                    got: incoming.shape().to_vec(),
                 });
             }
             targets.push((var, incoming));
         }
         tch::no_grad(|| {
             for (var, incoming) in targets {
-                let src = Tensor::from_slice(&incoming.values).view(var.size().as_slice());
+                let src = Tensor::from_slice(incoming.values()).view(var.size().as_slice());
                 var.shallow_clone().f_copy_(&src)?;
             }
             Ok(())

@@ -21,8 +21,8 @@ impl Anchor {
             .tensors()
             .iter()
             .map(|t| {
-                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-                (t.name.clone(), Tensor::from_slice(&t.values).view(shape.as_slice()).to_device(device))
+                let shape: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+                (t.name().to_string(), Tensor::from_slice(t.values()).view(shape.as_slice()).to_device(device))
             })
             .collect();
         Self { tensors }
@@ -54,10 +54,10 @@ mod tests {
         let anchor = Anchor::new(&model.export(), Device::Cpu);
         assert_eq!(anchor.term(&model, 0.1).double_value(&[]), 0.0);
         let mut moved = model.export();
-        for v in &mut moved.tensors_mut()[0].values {
+        for v in moved.values_mut_at(0).expect("a tensor") {
             *v += 1.0;
         }
-        let n = moved.tensors()[0].values.len() as f64;
+        let n = moved.tensors()[0].values().len() as f64;
         model.import(&moved).expect("import");
         let term = anchor.term(&model, 0.1).double_value(&[]);
         assert!((term - 0.05 * n).abs() < 1e-4, "(0.1/2)·{n}·1² = {}, got {term}", 0.05 * n);

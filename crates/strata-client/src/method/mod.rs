@@ -151,8 +151,8 @@ mod tests {
         let server = model("cnn-bn", vec![1, 28, 28], 2);
         let stats = Selector::new(RUNNING_STATS);
         let mut moved = mine.export();
-        for t in moved.tensors_mut().iter_mut().filter(|t| stats.matches(&t.name)) {
-            t.values.iter_mut().for_each(|v| *v += 1.0);
+        for (_, values) in moved.values_mut().filter(|(name, _)| stats.matches(name)) {
+            values.iter_mut().for_each(|v| *v += 1.0);
         }
         mine.import(&moved).expect("import");
         let mut method = build(Method::FedCac, &MethodParams::default(), &mine).expect("fedcac");

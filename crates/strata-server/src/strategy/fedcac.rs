@@ -193,7 +193,7 @@ impl Strategy for FedCac {
     fn snapshot(&self) -> Snapshot {
         let mut tensors = Vec::new();
         let prefixed = |prefix: &str, set: &TensorSet| -> Vec<NamedTensor> {
-            set.tensors().iter().map(|t| NamedTensor { name: format!("{prefix}{}", t.name), ..t.clone() }).collect()
+            set.tensors().iter().map(|t| t.clone().with_name(format!("{prefix}{}", t.name()))).collect()
         };
         tensors.extend(prefixed("global/", &self.global));
         let mut meta = BTreeMap::from([
@@ -210,7 +210,7 @@ impl Strategy for FedCac {
             let p = &self.clients[id];
             let critical = fedcac::critical_values(&p.mask, &p.model, &self.covered)
                 .expect("a client's mask runs over the covered tensors of its model");
-            tensors.push(NamedTensor { name: format!("critical/{id}"), shape: vec![critical.len()], values: critical });
+            tensors.push(NamedTensor::new(format!("critical/{id}"), vec![critical.len()], critical).expect("a vector"));
             masks.insert(id.to_string(), p.mask.clone());
             meta.insert(format!("mask_bits/{id}"), p.mask.len().to_string());
         }
@@ -224,7 +224,7 @@ impl Strategy for FedCac {
                 .tensors
                 .tensors()
                 .iter()
-                .filter_map(|t| t.name.strip_prefix(prefix).map(|n| NamedTensor { name: n.to_string(), ..t.clone() }))
+                .filter_map(|t| t.name().strip_prefix(prefix).map(|n| t.clone().with_name(n)))
                 .collect();
             TensorSet::new(tensors)
         };
@@ -242,7 +242,7 @@ impl Strategy for FedCac {
                 None => {
                     let words =
                         snapshot.tensors.get(&format!("mask/{id}")).ok_or_else(|| bad("no saved mask".into()))?;
-                    let bytes: Vec<u8> = words.values.iter().flat_map(|w| w.to_bits().to_le_bytes()).collect();
+                    let bytes: Vec<u8> = words.values().iter().flat_map(|w| w.to_bits().to_le_bytes()).collect();
                     BitMask::from_bytes(bits, &bytes[..bits.div_ceil(8).min(bytes.len())])
                         .map_err(|e| bad(format!("mask: {e}")))?
                 }
@@ -252,7 +252,7 @@ impl Strategy for FedCac {
                 return Err(bad(problem));
             }
             let model = match snapshot.tensors.get(&format!("critical/{id}")) {
-                Some(critical) => fedcac::with_critical_values(&mask, &critical.values, &global, &self.covered)
+                Some(critical) => fedcac::with_critical_values(&mask, critical.values(), &global, &self.covered)
                     .map_err(|e| bad(format!("model: {e}")))?,
                 // States saved before 2026-11-27 hold whole models.
                 None => part(&format!("model/{id}/"))?,
@@ -322,7 +322,7 @@ mod tests {
     fn sent(strategy: &mut FedCac, index: u32) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
         let task = strategy.configure_train(0, &[client(index)]).remove(0);
         let p = &task.parameters;
-        let v = |n: &str| p.get(n).unwrap().values.clone();
+        let v = |n: &str| p.get(n).unwrap().values().to_vec();
         (v("body.w"), v("head.w"), v("body.bn.running_mean"), task.parameters_are_global)
     }
 
@@ -369,9 +369,12 @@ mod tests {
         for i in 0..3 {
             assert_eq!(sent(&mut restored, i), sent(&mut strategy, i), "client {i} after a round without client 2");
         }
-        // The state holds w̄ (7 values), each client's 3 critical values and its mask (1 word).
-        let saved: usize = strategy.snapshot().tensors.tensors().iter().map(|t| t.numel()).sum();
-        assert_eq!(saved, 7 + 3 * (3 + 1));
+        // The state holds w̄ (7 values), each client's 3 critical values, and its mask as bits.
+        let snapshot_now = strategy.snapshot();
+        let saved: usize = snapshot_now.tensors.tensors().iter().map(|t| t.numel()).sum();
+        assert_eq!(saved, 7 + 3 * 3);
+        assert_eq!(snapshot_now.masks.len(), 3);
+        assert!(snapshot_now.masks.values().all(|m| m.len() == 6), "one bit per covered value");
 
         let mut other_model = FedCac::new(model([0.0; 4], 7.0, [0.0; 2]).select(|n| n != "head.w"), 0.5, 2.0);
         assert!(other_model.restore(snapshot).unwrap_err().to_string().contains("does not match"));
@@ -384,11 +387,11 @@ mod tests {
         // The earlier layout: `model/<uuid>/<name>` for every tensor of w_i.
         let mut snapshot = strategy.snapshot();
         let mut tensors: Vec<NamedTensor> =
-            snapshot.tensors.tensors().iter().filter(|t| !t.name.starts_with("critical/")).cloned().collect();
+            snapshot.tensors.tensors().iter().filter(|t| !t.name().starts_with("critical/")).cloned().collect();
         for i in 0..3 {
             let id = client(i).id;
             for t in strategy.clients[&id].model.tensors() {
-                tensors.push(NamedTensor { name: format!("model/{id}/{}", t.name), ..t.clone() });
+                tensors.push(t.clone().with_name(format!("model/{id}/{}", t.name())));
             }
         }
         snapshot.tensors = TensorSet::new(tensors).unwrap();
@@ -440,9 +443,9 @@ mod tests {
 
         // w̄ with weights 1, 3, 4: body [50, 54, 58, 62]/8, head [66, 70]/8; statistics untouched.
         let global = strategy.global().unwrap();
-        assert_eq!(global.get("body.w").unwrap().values, vec![6.25, 6.75, 7.25, 7.75]);
-        assert_eq!(global.get("head.w").unwrap().values, vec![8.25, 8.75]);
-        assert_eq!(global.get("body.bn.running_mean").unwrap().values, vec![7.0]);
+        assert_eq!(global.get("body.w").unwrap().values(), vec![6.25, 6.75, 7.25, 7.75]);
+        assert_eq!(global.get("head.w").unwrap().values(), vec![8.25, 8.75]);
+        assert_eq!(global.get("body.bn.running_mean").unwrap().values(), vec![7.0]);
 
         // u_0 = u_1 = unweighted mean of clients 0 and 1: body [2, 3, 4, 5], head [6, 7].
         let (body, head, stat, is_global) = sent(&mut strategy, 0); // mask 111|000
@@ -457,7 +460,7 @@ mod tests {
         assert_eq!((body, is_global), (vec![6.25, 6.75, 7.25, 7.75], false));
         // Evaluation sends the same personal model.
         let eval = strategy.configure_evaluate(1, &[client(2)]).remove(0);
-        assert_eq!(eval.parameters.get("head.w").unwrap().values, vec![10.0, 10.0]);
+        assert_eq!(eval.parameters.get("head.w").unwrap().values(), vec![10.0, 10.0]);
     }
 
     #[test]
@@ -529,10 +532,10 @@ mod tests {
                 for (a, b) in got.tensors().iter().zip(expected.tensors()) {
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
-                        bits(&a.values),
-                        bits(&b.values),
+                        bits(a.values()),
+                        bits(b.values()),
                         "round {round}, client {i}, {}, sets {sizes:?}",
-                        a.name
+                        a.name()
                     );
                 }
             }
@@ -547,7 +550,7 @@ mod tests {
         let round1 = vec![update(0, [2.0; 4], [2.0; 2], 1, "111000"), update(1, [4.0; 4], [4.0; 2], 1, "111000")];
         assert!(matches!(strategy.aggregate_train(1, round1), Aggregated::Updated));
         assert_eq!(strategy.last_threshold(), Some(1.0));
-        assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values, vec![3.0; 4]);
+        assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values(), vec![3.0; 4]);
         assert_eq!(sent(&mut strategy, 0).0, vec![3.0; 4]);
         // Client 2 (mask 000|111) keeps body[3] and the head from round 0's customization.
         let (body, head, stat, _) = sent(&mut strategy, 2);
@@ -563,7 +566,7 @@ mod tests {
             update(2, [100.0; 4], [100.0; 2], 1, "111"),
         ];
         assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated));
-        assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values, vec![2.0; 4]);
+        assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values(), vec![2.0; 4]);
         assert_eq!(strategy.last_threshold(), Some(f64::INFINITY), "one usable client");
         // Client 1's update was not used: it gets w̄, which is no longer the untouched model.
         let (body, _, _, is_global) = sent(&mut strategy, 1);

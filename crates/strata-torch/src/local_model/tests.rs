@@ -19,14 +19,14 @@ fn model(name: &str, seed: u64) -> LocalModel {
 fn export_is_sorted_and_complete() {
     let m = model("cnn-bn", 1);
     let set = m.export();
-    let names: Vec<&str> = set.tensors().iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = set.tensors().iter().map(|t| t.name()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
     assert_eq!(names, sorted);
     assert!(names.contains(&"body.bn1.running_mean"));
     assert_eq!(set.specs(), m.spec());
     let w = set.get("body.fc1.weight").expect("fc1");
-    assert_eq!((w.shape.clone(), w.values.len()), (vec![512, 1024], 512 * 1024));
+    assert_eq!((w.shape().to_vec(), w.values().len()), (vec![512, 1024], 512 * 1024));
 }
 
 #[test]
@@ -58,8 +58,8 @@ fn export_import_round_trips_bit_exact() {
     assert_eq!(set.len(), back.len());
     for (a, b) in set.tensors().iter().zip(back.tensors()) {
         let (a_bits, b_bits): (Vec<u32>, Vec<u32>) =
-            (a.values.iter().map(|v| v.to_bits()).collect(), b.values.iter().map(|v| v.to_bits()).collect());
-        assert_eq!((&a.name, a_bits), (&b.name, b_bits));
+            (a.values().iter().map(|v| v.to_bits()).collect(), b.values().iter().map(|v| v.to_bits()).collect());
+        assert_eq!((a.name(), a_bits), (b.name(), b_bits));
     }
 }
 
@@ -74,7 +74,7 @@ fn import_takes_a_subset_in_place() {
     assert_eq!(after.get("head.bias"), Some(&head));
     assert_eq!(after.get("head.weight"), before.get("head.weight"));
     // The variable was written in place: handles taken before (optimizers) see the new values.
-    assert_eq!(Vec::<f32>::try_from(&held).expect("values"), head.values);
+    assert_eq!(Vec::<f32>::try_from(&held).expect("values"), head.values());
 }
 
 #[test]

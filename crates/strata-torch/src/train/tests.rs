@@ -123,8 +123,8 @@ fn extra_loss_is_added_to_each_step() {
     };
     train_local_with(&mut pulled, &data, &cfg, 1, Some(&prox)).expect("train with prox");
     let drift = |m: &LocalModel| {
-        let (w, w0) = (m.export(), start.get("head.weight").expect("head").values.clone());
-        let w = &w.get("head.weight").expect("head").values;
+        let (w, w0) = (m.export(), start.get("head.weight").expect("head").values().to_vec());
+        let w = w.get("head.weight").expect("head").values();
         w.iter().zip(&w0).map(|(a, b)| (a - b).powi(2)).sum::<f32>()
     };
     assert!(drift(&pulled) < 0.1 * drift(&plain), "{} vs {}", drift(&pulled), drift(&plain));

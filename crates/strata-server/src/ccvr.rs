@@ -61,7 +61,7 @@ pub fn calibrate(
     if labels.is_empty() {
         return Err("no class has two or more samples over all clients: nothing to sample".into());
     }
-    let head = LinearHead { classes, dim, weight: weight.values.clone(), bias: bias.values.clone() };
+    let head = LinearHead { classes, dim, weight: weight.values().to_vec(), bias: bias.values().to_vec() };
     let training =
         HeadTraining { epochs: config.epochs, lr: config.lr, batch_size: config.batch_size, seed: seed ^ 0x5eed };
     let trained = backend.retrain_head(&head, &features, &labels, training).map_err(|e| e.to_string())?;
@@ -73,8 +73,8 @@ pub fn calibrate(
     }
     let mut parameters = global.clone();
     let replacement = TensorSet::new(vec![
-        NamedTensor::new(HEAD_WEIGHT, weight.shape.clone(), trained.weight).map_err(|e| e.to_string())?,
-        NamedTensor::new(HEAD_BIAS, bias.shape.clone(), trained.bias).map_err(|e| e.to_string())?,
+        NamedTensor::new(HEAD_WEIGHT, weight.shape().to_vec(), trained.weight).map_err(|e| e.to_string())?,
+        NamedTensor::new(HEAD_BIAS, bias.shape().to_vec(), trained.bias).map_err(|e| e.to_string())?,
     ])
     .map_err(|e| e.to_string())?;
     parameters.overwrite_from(&replacement).map_err(|e| e.to_string())?;
@@ -117,7 +117,7 @@ mod tests {
         let out = calibrate(&before, &stats, &config, 1, &PlainBackend).unwrap();
         assert_eq!((out.classes, out.virtual_features), (2, 2 * config.samples_per_class));
         assert_eq!(out.parameters.get("body.w"), before.get("body.w"));
-        let w = &out.parameters.get(HEAD_WEIGHT).unwrap().values;
+        let w = out.parameters.get(HEAD_WEIGHT).unwrap().values();
         // Class 0 (at +1) now scores higher on +x than class 1 does.
         assert!(w[0] > w[2], "{w:?}");
         let again = calibrate(&before, &stats, &config, 1, &PlainBackend).unwrap();
@@ -165,6 +165,6 @@ mod tests {
         assert!(calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &nan).unwrap_err().contains("non-finite"));
         let fine = Returns(head(vec![1.0, 2.0, 3.0, 4.0]));
         let out = calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &fine).unwrap();
-        assert_eq!(out.parameters.get(HEAD_WEIGHT).unwrap().values, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(out.parameters.get(HEAD_WEIGHT).unwrap().values(), vec![1.0, 2.0, 3.0, 4.0]);
     }
 }

@@ -4,7 +4,7 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-pub use strata_core::backend::{HeadTraining, LinearHead};
+use strata_core::backend::{HeadTraining, LinearHead};
 use tch::{Kind, Tensor};
 
 use crate::TorchError;
