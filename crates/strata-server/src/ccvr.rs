@@ -6,10 +6,10 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use strata_core::backend::{HeadTraining, LinearHead, ModelBackend};
+use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
 use strata_core::calibration::CalibrationConfig;
-use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
-use strata_methods::ccvr::{self, ClassStats};
+use strata_core::tensor::{NamedTensor, TensorError, TensorSet, TensorSpec};
+use strata_methods::ccvr::{self, CcvrError, ClassStats};
 
 pub const HEAD_WEIGHT: &str = "head.weight";
 pub const HEAD_BIAS: &str = "head.bias";
@@ -32,6 +32,26 @@ pub struct Calibrated {
     pub virtual_features: usize,
 }
 
+/// Why a calibration did not happen; the run goes on with the uncalibrated model.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error("the global model has no `{HEAD_WEIGHT}` and `{HEAD_BIAS}` to calibrate")]
+    NoHead,
+    #[error("the classifier's weight is not a matrix")]
+    HeadNotMatrix,
+    #[error("pooling the clients' statistics: {0}")]
+    Pool(#[from] CcvrError),
+    #[error("no class has two or more samples over all clients: nothing to sample")]
+    NothingToSample,
+    #[error("the model backend could not retrain the classifier: {0}")]
+    Backend(BackendError),
+    #[error("the retrained classifier has non-finite values: lower calibration.lr (now {lr})")]
+    NotFinite { lr: f64 },
+    /// The backend returned a classifier of another shape than the one it was given.
+    #[error("the retrained classifier does not fit the model: {0}")]
+    Shape(#[from] TensorError),
+}
+
 /// Calibrates the classifier of `global` with every client's statistics (one list per
 /// client); `backend` retrains it. `seed` makes the draws and the shuffling reproducible.
 /// Blocks for as long as the retraining takes.
@@ -41,14 +61,14 @@ pub fn calibrate(
     config: &CalibrationConfig,
     seed: u64,
     backend: &dyn ModelBackend,
-) -> Result<Calibrated, String> {
+) -> Result<Calibrated, CalibrationError> {
     let (weight, bias) = match (global.get(HEAD_WEIGHT), global.get(HEAD_BIAS)) {
         (Some(w), Some(b)) => (w, b),
-        _ => return Err(format!("the global model has no `{HEAD_WEIGHT}` and `{HEAD_BIAS}` to calibrate")),
+        _ => return Err(CalibrationError::NoHead),
     };
-    let (classes, dim) = head_shape(&[weight.spec()]).ok_or("the classifier's weight is not a matrix")?;
+    let (classes, dim) = head_shape(&[weight.spec()]).ok_or(CalibrationError::HeadNotMatrix)?;
     let all: Vec<ClassStats> = stats.iter().flatten().cloned().collect();
-    let pooled = ccvr::pool(&all, dim).map_err(|e| e.to_string())?;
+    let pooled = ccvr::pool(&all, dim)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut features, mut labels) = (Vec::new(), Vec::new());
     let mut covered = 0;
@@ -59,25 +79,21 @@ pub fn calibrate(
         features.extend(drawn.into_iter().flatten());
     }
     if labels.is_empty() {
-        return Err("no class has two or more samples over all clients: nothing to sample".into());
+        return Err(CalibrationError::NothingToSample);
     }
     let head = LinearHead { classes, dim, weight: weight.values().to_vec(), bias: bias.values().to_vec() };
     let training =
         HeadTraining { epochs: config.epochs, lr: config.lr, batch_size: config.batch_size, seed: seed ^ 0x5eed };
-    let trained = backend.retrain_head(&head, &features, &labels, training).map_err(|e| e.to_string())?;
+    let trained = backend.retrain_head(&head, &features, &labels, training).map_err(CalibrationError::Backend)?;
     if trained.weight.iter().chain(&trained.bias).any(|v| !v.is_finite()) {
-        return Err(format!(
-            "the retrained classifier has non-finite values: lower calibration.lr (now {})",
-            config.lr
-        ));
+        return Err(CalibrationError::NotFinite { lr: config.lr });
     }
     let mut parameters = global.clone();
     let replacement = TensorSet::new(vec![
-        NamedTensor::new(HEAD_WEIGHT, weight.shape().to_vec(), trained.weight).map_err(|e| e.to_string())?,
-        NamedTensor::new(HEAD_BIAS, bias.shape().to_vec(), trained.bias).map_err(|e| e.to_string())?,
-    ])
-    .map_err(|e| e.to_string())?;
-    parameters.overwrite_from(&replacement).map_err(|e| e.to_string())?;
+        NamedTensor::new(HEAD_WEIGHT, weight.shape().to_vec(), trained.weight)?,
+        NamedTensor::new(HEAD_BIAS, bias.shape().to_vec(), trained.bias)?,
+    ])?;
+    parameters.overwrite_from(&replacement)?;
     Ok(Calibrated { parameters, classes: covered, virtual_features: labels.len() })
 }
 
@@ -129,10 +145,15 @@ mod tests {
         let config = CalibrationConfig { method: CalibrationMethod::Ccvr, ..Default::default() };
         let single = vec![client_stats(&[1.0, 2.0], &[0], 2)];
         assert!(
-            calibrate(&global(vec![0.0; 4]), &single, &config, 1, &PlainBackend).unwrap_err().contains("two or more")
+            calibrate(&global(vec![0.0; 4]), &single, &config, 1, &PlainBackend)
+                .unwrap_err()
+                .to_string()
+                .contains("two or more")
         );
         let no_head = TensorSet::new(vec![NamedTensor::new("body.w", vec![2], vec![0.0; 2]).unwrap()]).unwrap();
-        assert!(calibrate(&no_head, &single, &config, 1, &PlainBackend).unwrap_err().contains("head.weight"));
+        assert!(
+            calibrate(&no_head, &single, &config, 1, &PlainBackend).unwrap_err().to_string().contains("head.weight")
+        );
         let wrong_dim = vec![client_stats(&[1.0, 2.0, 3.0, 1.0, 2.0, 4.0], &[0, 0], 3)];
         assert!(calibrate(&global(vec![0.0; 4]), &wrong_dim, &config, 1, &PlainBackend).is_err());
     }
@@ -162,7 +183,9 @@ mod tests {
         let short = Returns(head(vec![0.0; 3]));
         assert!(calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &short).is_err());
         let nan = Returns(head(vec![0.0, f32::NAN, 0.0, 0.0]));
-        assert!(calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &nan).unwrap_err().contains("non-finite"));
+        assert!(
+            calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &nan).unwrap_err().to_string().contains("non-finite")
+        );
         let fine = Returns(head(vec![1.0, 2.0, 3.0, 4.0]));
         let out = calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &fine).unwrap();
         assert_eq!(out.parameters.get(HEAD_WEIGHT).unwrap().values(), vec![1.0, 2.0, 3.0, 4.0]);
