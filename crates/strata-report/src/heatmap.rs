@@ -9,6 +9,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::ReportError;
 use crate::font::{FAMILY, ensure_font};
+use crate::png::draw_png;
 
 /// Margins around the grid, in pixels: room for the title, labels and colour bar.
 const LEFT: i32 = 90;
@@ -31,54 +32,55 @@ pub fn plot_label_heatmap(counts: &[Vec<usize>], path: &Path) -> Result<(), Repo
     let width = (LEFT + grid_w + RIGHT).max(560);
     let height = TOP + grid_h + BOTTOM;
 
-    let root = BitMapBackend::new(path, (width as u32, height as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let text = |size: u32, h: HPos| TextStyle::from((FAMILY, size).into_font()).pos(Pos::new(h, VPos::Center));
-    let draw = |s: &str, style: &TextStyle, at: (i32, i32)| root.draw_text(s, style, at).map_err(|e| err(&e));
+    draw_png(path, (width as u32, height as u32), |root| {
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let text = |size: u32, h: HPos| TextStyle::from((FAMILY, size).into_font()).pos(Pos::new(h, VPos::Center));
+        let draw = |s: &str, style: &TextStyle, at: (i32, i32)| root.draw_text(s, style, at).map_err(|e| err(&e));
 
-    draw("Samples per client and class", &text(20, HPos::Center), (width / 2, 18))?;
-    draw("class", &text(15, HPos::Center), (LEFT + grid_w / 2, 46))?;
-    let rotated = TextStyle::from((FAMILY, 15).into_font().transform(FontTransform::Rotate270))
-        .pos(Pos::new(HPos::Center, VPos::Center));
-    draw("client", &rotated, (18, TOP + grid_h / 2))?;
+        draw("Samples per client and class", &text(20, HPos::Center), (width / 2, 18))?;
+        draw("class", &text(15, HPos::Center), (LEFT + grid_w / 2, 46))?;
+        let rotated = TextStyle::from((FAMILY, 15).into_font().transform(FontTransform::Rotate270))
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        draw("client", &rotated, (18, TOP + grid_h / 2))?;
 
-    let label = text(12, HPos::Center);
-    let class_step = step(26, cell_w);
-    for c in (0..classes).step_by(class_step) {
-        draw(&c.to_string(), &label, (LEFT + c * cell_w + cell_w / 2, TOP - 12))?;
-    }
-    let row_label = text(12, HPos::Right);
-    let row_step = step(14, cell_h);
-    for r in (0..rows).step_by(row_step) {
-        draw(&r.to_string(), &row_label, (LEFT - 8, TOP + r * cell_h + cell_h / 2))?;
-    }
+        let label = text(12, HPos::Center);
+        let class_step = step(26, cell_w);
+        for c in (0..classes).step_by(class_step) {
+            draw(&c.to_string(), &label, (LEFT + c * cell_w + cell_w / 2, TOP - 12))?;
+        }
+        let row_label = text(12, HPos::Right);
+        let row_step = step(14, cell_h);
+        for r in (0..rows).step_by(row_step) {
+            draw(&r.to_string(), &row_label, (LEFT - 8, TOP + r * cell_h + cell_h / 2))?;
+        }
 
-    let count_size = (cell_h - 4).clamp(0, 13) as u32;
-    for (r, row) in counts.iter().enumerate() {
-        for c in 0..classes as usize {
-            let n = row.get(c).copied().unwrap_or(0);
-            let t = shade(n, max);
-            let (x, y) = (LEFT + c as i32 * cell_w, TOP + r as i32 * cell_h);
-            root.draw(&Rectangle::new([(x, y), (x + cell_w, y + cell_h)], colour(t).filled())).map_err(|e| err(&e))?;
-            if cell_h >= 6 {
-                let grid = RGBColor(225, 225, 225);
-                root.draw(&Rectangle::new([(x, y), (x + cell_w, y + cell_h)], grid.stroke_width(1)))
+        let count_size = (cell_h - 4).clamp(0, 13) as u32;
+        for (r, row) in counts.iter().enumerate() {
+            for c in 0..classes as usize {
+                let n = row.get(c).copied().unwrap_or(0);
+                let t = shade(n, max);
+                let (x, y) = (LEFT + c as i32 * cell_w, TOP + r as i32 * cell_h);
+                root.draw(&Rectangle::new([(x, y), (x + cell_w, y + cell_h)], colour(t).filled()))
                     .map_err(|e| err(&e))?;
-            }
-            if n == 0 || count_size < 8 {
-                continue;
-            }
-            let s = n.to_string();
-            let ink = if t > 0.55 { WHITE } else { BLACK };
-            let style = text(count_size, HPos::Center).color(&ink);
-            let fits = root.estimate_text_size(&s, &style).is_ok_and(|(w, _)| w as i32 + 4 <= cell_w);
-            if fits {
-                draw(&s, &style, (x + cell_w / 2, y + cell_h / 2))?;
+                if cell_h >= 6 {
+                    let grid = RGBColor(225, 225, 225);
+                    root.draw(&Rectangle::new([(x, y), (x + cell_w, y + cell_h)], grid.stroke_width(1)))
+                        .map_err(|e| err(&e))?;
+                }
+                if n == 0 || count_size < 8 {
+                    continue;
+                }
+                let s = n.to_string();
+                let ink = if t > 0.55 { WHITE } else { BLACK };
+                let style = text(count_size, HPos::Center).color(&ink);
+                let fits = root.estimate_text_size(&s, &style).is_ok_and(|(w, _)| w as i32 + 4 <= cell_w);
+                if fits {
+                    draw(&s, &style, (x + cell_w / 2, y + cell_h / 2))?;
+                }
             }
         }
-    }
-    colour_bar(&root, max, (LEFT, TOP + grid_h + 30)).map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))
+        colour_bar(root, max, (LEFT, TOP + grid_h + 30)).map_err(|e| err(&e))
+    })
 }
 
 /// Draws the colour scale from 0 to `max`, with ticks at the powers of ten in between.

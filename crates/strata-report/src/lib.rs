@@ -18,6 +18,7 @@ mod format;
 pub mod heatmap;
 pub mod markdown;
 pub mod plot;
+mod png;
 pub mod summary;
 #[cfg(test)]
 mod test_records;

@@ -7,6 +7,7 @@ use strata_core::records::RoundRecord;
 
 use crate::error::ReportError;
 use crate::font::{FAMILY, ensure_font};
+use crate::png::draw_png;
 
 /// Image size of a line chart, in pixels.
 const SIZE: (u32, u32) = (1000, 620);
@@ -59,55 +60,56 @@ pub fn plot_series(
     let points = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
     let (x_range, y_range) = ranges(points);
 
-    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 24))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x_range, y_range)
-        .map_err(|e| err(&e))?;
-    // Whole-number x values (rounds) get whole-number labels.
-    let integral_x = series.iter().flat_map(|(_, p)| p.iter()).all(|(x, _)| x.fract() == 0.0);
-    let x_span = chart.x_range().end - chart.x_range().start;
-    let x_labels = if integral_x { (x_span.round() as usize + 1).clamp(2, 12) } else { 10 };
-    let x_format = |v: &f64| match integral_x {
-        true if v.fract().abs() < 1e-9 => format!("{}", v.round()),
-        true => String::new(),
-        false => format!("{v}"),
-    };
-    chart
-        .configure_mesh()
-        .x_labels(x_labels)
-        .x_label_formatter(&x_format)
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .axis_desc_style((FAMILY, 18))
-        .label_style((FAMILY, 15))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, (name, points)) in series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let finite = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite());
+    draw_png(path, SIZE, |root| {
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 24))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x_range, y_range)
+            .map_err(|e| err(&e))?;
+        // Whole-number x values (rounds) get whole-number labels.
+        let integral_x = series.iter().flat_map(|(_, p)| p.iter()).all(|(x, _)| x.fract() == 0.0);
+        let x_span = chart.x_range().end - chart.x_range().start;
+        let x_labels = if integral_x { (x_span.round() as usize + 1).clamp(2, 12) } else { 10 };
+        let x_format = |v: &f64| match integral_x {
+            true if v.fract().abs() < 1e-9 => format!("{}", v.round()),
+            true => String::new(),
+            false => format!("{v}"),
+        };
         chart
-            .draw_series(LineSeries::new(finite, color.stroke_width(2)).point_size(3))
-            .map_err(|e| err(&e))?
-            .label(name.as_str())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], color.stroke_width(3)));
-    }
-    if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .position(SeriesLabelPosition::LowerRight)
+            .configure_mesh()
+            .x_labels(x_labels)
+            .x_label_formatter(&x_format)
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .axis_desc_style((FAMILY, 18))
+            .label_style((FAMILY, 15))
+            .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(|e| err(&e))?;
-    }
-    root.present().map_err(|e| err(&e))
+        for (i, (name, points)) in series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let finite = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite());
+            chart
+                .draw_series(LineSeries::new(finite, color.stroke_width(2)).point_size(3))
+                .map_err(|e| err(&e))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], color.stroke_width(3)));
+        }
+        if !series.is_empty() {
+            chart
+                .configure_series_labels()
+                .label_font((FAMILY, 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(160, 160, 160))
+                .position(SeriesLabelPosition::LowerRight)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        Ok(())
+    })
 }
 
 /// Axis ranges that hold every point with a 5 % margin (a unit span around a single value).
