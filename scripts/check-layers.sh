@@ -27,10 +27,10 @@ done
 
 for crate in strata-core strata-data strata-methods strata-report strata-security; do
   bad=$(tree "$crate" normal | grep -xE 'tch|torch-sys|tonic|tokio' || true)
-  [ -z "$bad" ] || fail "$crate pulls in $(echo $bad)"
+  [ -z "$bad" ] || fail "$crate pulls in ${bad//$'\n'/ }"
 done
 bad=$(tree strata-server normal,dev,build | grep -xE 'tch|torch-sys|strata-torch' || true)
-[ -z "$bad" ] || fail "strata-server pulls in $(echo $bad)"
+[ -z "$bad" ] || fail "strata-server pulls in ${bad//$'\n'/ }"
 
 python3 - <<'PY' || failed=1
 import os, re, sys
@@ -48,16 +48,20 @@ for crate in sorted(os.listdir("crates")):
                 continue
             text = re.split(r"#\[cfg\(test\)\]\s*(?:#\[[^\]]*\]\s*)*mod tests", open(path).read())[0]
             graph.setdefault(top, set()).update(d for d in re.findall(r"crate::([a-z_0-9]+)", text) if d != top)
+    cycles = set()
     def visit(node, stack):
-        global found
         for dep in graph.get(node, ()):
             if dep in stack:
-                print(f"check-layers: {crate}: modules import each other: {' -> '.join(stack[stack.index(dep):] + [dep])}", file=sys.stderr)
-                found = True
+                cycle = stack[stack.index(dep):]
+                first = cycle.index(min(cycle))
+                cycles.add(tuple(cycle[first:] + cycle[:first]))
             elif len(stack) < len(graph):
                 visit(dep, stack + [dep])
     for node in graph:
         visit(node, [node])
+    for cycle in sorted(cycles):
+        print(f"check-layers: {crate}: modules import each other: {' -> '.join(cycle + (cycle[0],))}", file=sys.stderr)
+        found = True
 sys.exit(1 if found else 0)
 PY
 
