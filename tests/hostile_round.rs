@@ -102,7 +102,11 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
 
     // The latecomer joins after the round's tasks went out, so it has none in this round.
     let mut latecomer = RawClient::join(&server.url, 3).await;
-    let not_picked = pb::ResultHeader { client_id: latecomer.client_id.clone(), ..header.clone() };
+    let not_picked = pb::ResultHeader {
+        client_id: latecomer.client_id.clone(),
+        session: latecomer.session.clone(),
+        ..header.clone()
+    };
     let status = latecomer.push(result_parts(not_picked, params.clone())).await.expect_err("not picked");
     assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
     assert!(status.message().contains(&format!("not given a task in round {round}")), "{}", status.message());
@@ -287,7 +291,7 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
     assert!(duplicate.message().contains("already being received"), "{}", duplicate.message());
 
     // A copy of honest client 0's accepted result, sent under its identity once the server took
-    // the original: a duplicate, although it is otherwise a result the server would take.
+    // the original: its UUID alone does not let anyone speak for it (issue 14, item 4).
     let accepted_0 = |e: &ServerEvent| matches!(e, ServerEvent::ResultAccepted { round: r, client: 0 } if *r == round);
     hostile.alive_until(next_event(&mut events, |e| accepted_0(e).then_some(()))).await;
     let (_, partition) = cache.get(&config).expect("the run's data");
@@ -299,9 +303,32 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
     };
     let halved =
         edit_tensors(&params, |t| t.iter_mut().flat_map(|x| x.values_mut().iter_mut()).for_each(|v| *v *= 0.5));
-    let status = hostile.push(result_parts(replay, halved)).await.expect_err("a replay");
-    assert_eq!(status.code(), Code::AlreadyExists, "{}", status.message());
-    assert!(status.message().contains(&format!("already sent its result for round {round}")), "{}", status.message());
+    let status = hostile.push(result_parts(replay.clone(), halved.clone())).await.expect_err("a replay");
+    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    assert!(status.message().contains("does not carry the session"), "{}", status.message());
+    assert!(!status.message().contains(&honest_ids[0].to_string()), "{}", status.message());
+    // Nor with a guessed session.
+    let guessed = pb::ResultHeader { session: "0".repeat(32), ..replay.clone() };
+    let status = hostile.push(result_parts(guessed, halved.clone())).await.expect_err("a guessed session");
+    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    // Its capabilities cannot be rewritten (item 5): a poll in its name is refused.
+    let poll = pb::PullTaskRequest {
+        run_id: hostile.run_id.clone(),
+        client_id: honest_ids[1].to_string(),
+        wait_ms: 10,
+        capabilities: Some(pb::ClientCapabilities { train_samples: 1, device: "forged".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let status = hostile.rpc.pull_task(poll).await.expect_err("a poll in another's name");
+    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    // Nor can its slot be joined again without its session, and the refusal names no one.
+    let join = pb::JoinRequest { client_id: honest_ids[1].to_string(), requested_index: Some(1), ..Default::default() };
+    let status = hostile.rpc.join(join).await.expect_err("a join under another's id");
+    assert_eq!(status.code(), Code::PermissionDenied, "{}", status.message());
+    let taken =
+        pb::JoinRequest { client_id: uuid::Uuid::new_v4().to_string(), requested_index: Some(0), ..Default::default() };
+    let status = hostile.rpc.join(taken).await.expect_err("a taken index");
+    assert!(!status.message().contains(&honest_ids[0].to_string()), "{}", status.message());
 
     // The hostile clients fall silent; the round closes once they count as offline.
     drop((hostile, latecomer));

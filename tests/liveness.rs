@@ -38,6 +38,7 @@ async fn run_with_a_silent_client(liveness: LivenessConfig) -> (Vec<RoundRecord>
         capabilities: None,
         requested_index: Some(2),
         host_id: String::new(),
+        session: String::new(),
     };
     rpc.join(join).await.expect("join");
     let outcome = server.handle.await.expect("server task").expect("run completes");

@@ -151,6 +151,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_a_deleted_line_revo
         capabilities: None,
         requested_index: None,
         host_id: String::new(),
+        session: String::new(),
     };
     let (alice_id, bob_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
 
@@ -161,23 +162,30 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_a_deleted_line_revo
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("not in the server's tokens file"), "{}", status.message());
 
-    let run_id = rpc.join(with_auth(join(&alice_id), Some(&alice))).await.expect("alice joins").into_inner().run_id;
-    let poll = |id: &str| pb::PullTaskRequest {
+    let joined = rpc.join(with_auth(join(&alice_id), Some(&alice))).await.expect("alice joins").into_inner();
+    let (run_id, alice_session) = (joined.run_id, joined.session);
+    let poll = |id: &str, session: &str| pb::PullTaskRequest {
         run_id: run_id.clone(),
         client_id: id.into(),
+        session: session.into(),
         wait_ms: 10,
         ..Default::default()
     };
-    let task = rpc.pull_task(with_auth(poll(&alice_id), Some(&alice))).await.expect("alice polls").into_inner();
+    let task = rpc
+        .pull_task(with_auth(poll(&alice_id, &alice_session), Some(&alice)))
+        .await
+        .expect("alice polls")
+        .into_inner();
     assert_eq!(task.kind, pb::TaskKind::Wait as i32, "the run waits for 3 clients");
 
     // Revoke alice by deleting her line, while the server runs: her next call is refused.
     write_tokens(&tokens, &["# lab clients".into(), line_for(&bob, "bob")]);
-    let status = rpc.pull_task(with_auth(poll(&alice_id), Some(&alice))).await.expect_err("revoked");
+    let status = rpc.pull_task(with_auth(poll(&alice_id, &alice_session), Some(&alice))).await.expect_err("revoked");
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("revoked"), "{}", status.message());
-    rpc.join(with_auth(join(&bob_id), Some(&bob))).await.expect("bob is still accepted");
-    rpc.pull_task(with_auth(poll(&bob_id), Some(&bob))).await.expect("bob polls");
+    let bob_session = rpc.join(with_auth(join(&bob_id), Some(&bob))).await.expect("bob is still accepted");
+    let bob_session = bob_session.into_inner().session;
+    rpc.pull_task(with_auth(poll(&bob_id, &bob_session), Some(&bob))).await.expect("bob polls");
 
     // The real client daemon, without a token and with the revoked one: refused, in words.
     let client_tls = client_tls(&pki.ca, None);

@@ -96,6 +96,8 @@ pub struct RawClient {
     pub rpc: Rpc,
     pub run_id: String,
     pub client_id: String,
+    /// The session secret its join returned, sent with every call.
+    pub session: String,
     /// Sent with every poll, as a real client does once its data is loaded; `None` says nothing.
     pub capabilities: Option<pb::ClientCapabilities>,
     /// The last task received: a poll waits for another one.
@@ -112,9 +114,11 @@ impl RawClient {
             capabilities: None,
             requested_index: Some(index),
             host_id: String::new(),
+            session: String::new(),
         };
-        let run_id = rpc.join(join).await.expect("join").into_inner().run_id;
-        Self { rpc, run_id, client_id, capabilities: None, last_task_id: String::new() }
+        let reply = rpc.join(join).await.expect("join").into_inner();
+        let (run_id, session) = (reply.run_id, reply.session);
+        Self { rpc, run_id, client_id, session, capabilities: None, last_task_id: String::new() }
     }
 
     /// Polls until a task of `kind` arrives. Evaluation tasks on the way are answered (with no
@@ -124,6 +128,7 @@ impl RawClient {
             let poll = pb::PullTaskRequest {
                 run_id: self.run_id.clone(),
                 client_id: self.client_id.clone(),
+                session: self.session.clone(),
                 last_task_id: self.last_task_id.clone(),
                 wait_ms: 1000,
                 capabilities: self.capabilities.clone(),
@@ -149,6 +154,7 @@ impl RawClient {
             round: task.round,
             task_id: task.task_id.clone(),
             client_id: self.client_id.clone(),
+            session: self.session.clone(),
             ..Default::default()
         }
     }
@@ -159,6 +165,7 @@ impl RawClient {
             run_id: self.run_id.clone(),
             client_id: self.client_id.clone(),
             task_id: task_id.to_string(),
+            session: self.session.clone(),
         };
         let mut stream = self.rpc.download_parameters(request).await.expect("download").into_inner();
         let Some(pb::ParameterPart { part: Some(pb::parameter_part::Part::Header(h)) }) =
@@ -180,7 +187,11 @@ impl RawClient {
     }
 
     pub async fn heartbeat(&mut self) {
-        let beat = pb::HeartbeatRequest { run_id: self.run_id.clone(), client_id: self.client_id.clone() };
+        let beat = pb::HeartbeatRequest {
+            run_id: self.run_id.clone(),
+            client_id: self.client_id.clone(),
+            session: self.session.clone(),
+        };
         self.rpc.heartbeat(beat).await.expect("heartbeat");
     }
 

@@ -177,6 +177,7 @@ pub fn stream(
         round: 3,
         task_id: "r3-train-c0".into(),
         client_id: "00000000-0000-0000-0000-000000000000".into(),
+        session: String::new(),
         num_samples,
         metrics,
         tensors: tensor_specs(parameters),

@@ -144,7 +144,12 @@ mod tests {
     #[tokio::test]
     async fn a_state_directory_that_does_not_fit_is_refused_before_dialling() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = crate::persist::Identity { client_id: Uuid::from_u128(1), index: 3, run_id: "run".into() };
+        let identity = crate::persist::Identity {
+            client_id: Uuid::from_u128(1),
+            index: 3,
+            run_id: "run".into(),
+            session: String::new(),
+        };
         std::fs::write(dir.path().join("client.json"), serde_json::to_vec(&identity).unwrap()).unwrap();
         let mut options = ClientOptions::new(absent_server());
         options.state_dir = Some(dir.path().to_path_buf());

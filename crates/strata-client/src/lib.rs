@@ -140,6 +140,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         capabilities: None,
         requested_index: options.requested_index,
         host_id: String::new(),
+        session: saved.as_ref().map(|id| id.session.clone()).unwrap_or_default(),
     };
     let reply = tokio::select! {
         r = join_with_retry(rpc.clone(), join, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
@@ -150,13 +151,14 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         config.data.path = Some(path.clone());
     }
     let index = reply.client_index;
+    let caller = task_loop::Caller { id: options.client_id, session: reply.session };
     debug!(client = index, run_id = %reply.run_id, "joined");
 
     // Heartbeats from now on, so that loading the data or a long training is not taken for a death.
     let _heartbeat = AbortOnDropHandle::new(tokio::spawn(heartbeats(
         rpc.clone(),
         reply.run_id.clone(),
-        options.client_id.to_string(),
+        caller.clone(),
         Duration::from_secs(config.liveness.heartbeat_secs.max(1)),
     )));
     let (mut local, dataset_fingerprint) = load_local(&options, &config, index).await?;
@@ -187,6 +189,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         config,
         run_id: reply.run_id,
         index,
+        caller,
         capabilities,
         local,
         telemetry: &telemetry,
@@ -197,11 +200,15 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     Ok(ClientOutcome { index, tasks_done, restored })
 }
 
-async fn heartbeats(mut rpc: Rpc, run_id: String, client_id: String, every: Duration) {
+async fn heartbeats(mut rpc: Rpc, run_id: String, caller: task_loop::Caller, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let beat = pb::HeartbeatRequest { run_id: run_id.clone(), client_id: client_id.clone() };
+        let beat = pb::HeartbeatRequest {
+            run_id: run_id.clone(),
+            client_id: caller.id.to_string(),
+            session: caller.session.clone(),
+        };
         // A missed beat is not an error: the server may be restarting; the task loop handles that.
         if let Err(status) = rpc.heartbeat(beat).await {
             debug!("heartbeat not delivered: {}", status.message());

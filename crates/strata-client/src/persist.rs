@@ -1,5 +1,5 @@
 //! The client's state on disk (`--state-dir`): who it is in the federation (`client.json`:
-//! UUID, partition index, run id) and its personal model (`personal.safetensors`: every
+//! UUID, partition index, run id, session secret; readable by its owner only) and its personal model (`personal.safetensors`: every
 //! variable, BatchNorm statistics included), written atomically after every task, so that a
 //! daemon restarted with the same directory rejoins as itself and goes on with the model it had.
 
@@ -18,6 +18,10 @@ pub struct Identity {
     pub client_id: Uuid,
     pub index: u32,
     pub run_id: String,
+    /// The session secret the server gave at join: a restarted daemon needs it to take its
+    /// slot back (files written before sessions have none).
+    #[serde(default)]
+    pub session: String,
 }
 
 /// Why the state directory could not be read or written.
@@ -76,7 +80,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load_identity(dir.path()).unwrap(), None);
         assert_eq!(load_model(dir.path()).unwrap(), None);
-        let identity = Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into() };
+        let identity =
+            Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into(), session: "s".repeat(32) };
         let model = TensorSet::new(vec![NamedTensor::new("head.weight", vec![2], vec![0.5, -1.0]).unwrap()]).unwrap();
         save(dir.path(), &identity, &model).unwrap();
         assert_eq!(load_identity(dir.path()).unwrap(), Some(identity));
@@ -96,7 +101,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a-file");
         std::fs::write(&file, "").unwrap();
-        let identity = Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into() };
+        let identity =
+            Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into(), session: "s".repeat(32) };
         let err = save(&file.join("state"), &identity, &TensorSet::default()).unwrap_err();
         assert!(matches!(&err, PersistError::Io { path, .. } if path.ends_with("state")), "{err}");
         assert!(err.to_string().contains("a-file"), "{err}");

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use strata_core::config::RunConfig;
@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::personal_store::{PersonalStore, StoreStats};
-use crate::task_loop::{download_request, job_for, upload_output, upload_stats};
+use crate::task_loop::{Caller, download_request, job_for, upload_output, upload_stats};
 use crate::{
     ClientError, ClientTls, DataCache, ProtocolError, Rpc, SettingsError, connect, is_outage, join_with_retry,
     local_state, transfer,
@@ -109,6 +109,9 @@ struct Shared {
     /// drawn at random, so they are looked up, not computed.
     ids: Vec<Uuid>,
     index_of: HashMap<Uuid, u32>,
+    /// Each client's session secret by position, set when its join is answered.
+    sessions: Vec<OnceLock<String>>,
+    first_index: u32,
     /// Clients materialized at once (downloading, working or uploading).
     live: Semaphore,
     /// Clients working (training or evaluating) at once.
@@ -154,7 +157,7 @@ pub async fn run_population(
     let started = Instant::now();
 
     // The first join brings the run's config, which says what data to load.
-    let first = join_request(host, options.first_index, ids[0], None);
+    let first = join_request(host, options.first_index, ids[0], None, "");
     let reply = tokio::select! {
         r = join_with_retry(channels[0].clone(), first, &options.server, options.tls.as_ref(), options.connect_timeout) => r?,
         _ = &mut shutdown => return Err(ClientError::Stopped("before joining")),
@@ -202,6 +205,8 @@ pub async fn run_population(
         threads: options.threads,
         store,
         index_of: ids.iter().enumerate().map(|(i, id)| (*id, options.first_index + i as u32)).collect(),
+        sessions: (0..ids.len()).map(|_| OnceLock::new()).collect(),
+        first_index: options.first_index,
         ids,
         // Room for as many clients downloading or uploading as working, and two more, so that
         // a worker finds its next client's parameters already there.
@@ -213,6 +218,7 @@ pub async fn run_population(
         spare_models: Mutex::new(Vec::new()),
         keeps_personal_state,
     });
+    shared.keep_session(0, reply.session.clone());
 
     let joining = join_all(&channels, &shared, host, &options, &reply.run_id);
     tokio::select! {
@@ -262,7 +268,7 @@ async fn join_all(
             partition: shared.config.data.split.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let join = join_request(host, index as u32, *id, Some(capabilities));
+        let join = join_request(host, index as u32, *id, Some(capabilities), shared.session(position));
         let permit = Arc::clone(&in_flight)
             .acquire_owned()
             .await
@@ -274,11 +280,11 @@ async fn join_all(
             join_with_retry(rpc, join, &dial.0, dial.1.as_ref(), dial.2).await
         });
         while let Some(joined) = joins.try_join_next() {
-            check_join(joined, run_id)?;
+            check_join(joined, run_id, shared, options.first_index)?;
         }
     }
     while let Some(joined) = joins.join_next().await {
-        check_join(joined, run_id)?;
+        check_join(joined, run_id, shared, options.first_index)?;
     }
     Ok(())
 }
@@ -286,11 +292,14 @@ async fn join_all(
 fn check_join(
     joined: Result<Result<pb::JoinReply, ClientError>, tokio::task::JoinError>,
     run_id: &str,
+    shared: &Shared,
+    first_index: u32,
 ) -> Result<(), ClientError> {
     let reply = joined.map_err(|source| ClientError::Panicked { what: "a join", source })??;
     if reply.run_id != run_id {
         return Err(ClientError::RunChanged { now: reply.run_id, joined: run_id.to_string() });
     }
+    shared.keep_session(reply.client_index.wrapping_sub(first_index), reply.session);
     Ok(())
 }
 
@@ -355,7 +364,8 @@ async fn serve(
             let channel = channels[next_channel % channels.len()].clone();
             next_channel += 1;
             // Joins are idempotent: joining again says the client is still served by this host.
-            let (shared, again) = (Arc::clone(shared), join_request(host, index, id, None));
+            let again = join_request(host, index, id, None, shared.session(shared.position(index)));
+            let shared = Arc::clone(shared);
             running.spawn(async move {
                 let mut rpc = channel.clone();
                 let result = run_task(shared, channel, index, id, task).await;
@@ -379,9 +389,21 @@ async fn serve(
     Ok((done, failed))
 }
 
-/// Virtual client `id`'s join at `index` through `host`.
-fn join_request(host: Uuid, index: u32, id: Uuid, capabilities: Option<pb::ClientCapabilities>) -> pb::JoinRequest {
-    pb::JoinRequest { client_id: id.to_string(), capabilities, requested_index: Some(index), host_id: host.to_string() }
+/// Virtual client `id`'s join at `index` through `host`, with its session once it has one.
+fn join_request(
+    host: Uuid,
+    index: u32,
+    id: Uuid,
+    capabilities: Option<pb::ClientCapabilities>,
+    session: &str,
+) -> pb::JoinRequest {
+    pb::JoinRequest {
+        client_id: id.to_string(),
+        capabilities,
+        requested_index: Some(index),
+        host_id: host.to_string(),
+        session: session.to_string(),
+    }
 }
 
 fn tally(finished: Result<Result<(), ClientError>, tokio::task::JoinError>, done: &mut u64, failed: &mut u64) {
@@ -400,13 +422,14 @@ fn tally(finished: Result<Result<(), ClientError>, tokio::task::JoinError>, done
 
 /// One task of one virtual client: materialize, download, work, keep its state, upload.
 async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task: pb::Task) -> Result<(), ClientError> {
+    let caller = Caller { id, session: shared.session(shared.position(index)).to_string() };
     let kind = pb::TaskKind::try_from(task.kind).unwrap_or(pb::TaskKind::Unspecified);
     if !matches!(kind, pb::TaskKind::Train | pb::TaskKind::Evaluate | pb::TaskKind::FeatureStats) {
         return Ok(());
     }
     let closed = |source| ClientError::Closed { what: "the population", source };
     let _live = shared.live.acquire().await.map_err(closed)?;
-    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &id)).await?;
+    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &caller)).await?;
     let _working = shared.working.acquire().await.map_err(closed)?;
     let worker = Arc::clone(&shared);
     if kind == pb::TaskKind::FeatureStats {
@@ -417,7 +440,7 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         .await
         .map_err(|source| ClientError::Panicked { what: "feature statistics", source })??;
         drop(_working);
-        return upload_stats(&mut rpc, task, &id, stats).await;
+        return upload_stats(&mut rpc, task, &caller, stats).await;
     }
     let job = job_for(&task, &shared.config, index, received, kind == pb::TaskKind::Train)?;
     let output = tokio::task::spawn_blocking(move || {
@@ -432,10 +455,27 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     .await
     .map_err(|source| ClientError::Panicked { what: "training", source })??;
     drop(_working);
-    upload_output(&mut rpc, task, &id, output).await
+    upload_output(&mut rpc, task, &caller, output).await
 }
 
 impl Shared {
+    /// A client's position in `ids` from its index.
+    fn position(&self, index: u32) -> usize {
+        (index - self.first_index) as usize
+    }
+
+    /// The session of the client at `position`; empty until its join is answered.
+    fn session(&self, position: usize) -> &str {
+        self.sessions.get(position).and_then(OnceLock::get).map_or("", String::as_str)
+    }
+
+    /// Keeps the session a join returned (the first answer; later joins return the same).
+    fn keep_session(&self, position: u32, session: String) {
+        if let Some(slot) = self.sessions.get(position as usize) {
+            let _ = slot.set(session);
+        }
+    }
+
     /// How much data client `index` works on: its samples.
     fn work(&self, index: u32) -> usize {
         self.partition.clients.get(index as usize).map_or(0, |c| c.train.len() + c.test.len())

@@ -25,6 +25,8 @@ pub(crate) struct Joined<'a> {
     pub config: RunConfig,
     pub run_id: String,
     pub index: u32,
+    /// Who this client's calls speak for.
+    pub caller: Caller,
     /// Sent again when rejoining a restarted server.
     pub capabilities: pb::ClientCapabilities,
     /// Shared with the blocking thread that trains; never locked across an await.
@@ -44,7 +46,8 @@ impl Joined<'_> {
         loop {
             let poll = pb::PullTaskRequest {
                 run_id: self.run_id.clone(),
-                client_id: self.options.client_id.to_string(),
+                client_id: self.caller.id.to_string(),
+                session: self.caller.session.clone(),
                 last_task_id: last_task.clone(),
                 wait_ms: 10_000,
                 capabilities: Some(self.capabilities.clone()),
@@ -137,15 +140,18 @@ impl Joined<'_> {
     /// server that now runs another run.
     async fn rejoin(&mut self) -> Result<(), ClientError> {
         let join = pb::JoinRequest {
-            client_id: self.options.client_id.to_string(),
+            client_id: self.caller.id.to_string(),
             capabilities: Some(self.capabilities.clone()),
             requested_index: Some(self.index),
             host_id: String::new(),
+            session: self.caller.session.clone(),
         };
         let again = self.rpc.join(join).await.map_err(|s| ClientError::Refused(s.message().to_string()))?.into_inner();
         if again.run_id != self.run_id {
             return Err(ClientError::RunChanged { now: again.run_id, joined: self.run_id.clone() });
         }
+        // The same session, unless the server had none saved for this client.
+        self.caller.session = again.session;
         warn!(client = self.index, "rejoined the run after a server restart");
         Ok(())
     }
@@ -153,21 +159,21 @@ impl Joined<'_> {
     /// A train or evaluate task: download, merge (and train) on a blocking thread, upload.
     /// Returns what training reported, if it trained.
     async fn train_or_evaluate(&mut self, task: pb::Task, training: bool) -> Result<Option<(u64, f64)>, ClientError> {
-        let request = download_request(&task, &self.options.client_id);
+        let request = download_request(&task, &self.caller);
         let (received, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
         let job = job_for(&task, &self.config, self.index, received, training)?;
         let output = self.on_worker("training", move |state| state.run(job)).await?;
         let trained = output.trained;
-        upload_output(&mut self.rpc, task, &self.options.client_id, output).await?;
+        upload_output(&mut self.rpc, task, &self.caller, output).await?;
         Ok(trained)
     }
 
     /// CCVR's client half: statistics of the classifier's input under the received global model.
     async fn feature_stats(&mut self, task: pb::Task) -> Result<(), ClientError> {
-        let request = download_request(&task, &self.options.client_id);
+        let request = download_request(&task, &self.caller);
         let (global, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
         let stats = self.on_worker("feature statistics", move |state| state.feature_stats(&global)).await?;
-        upload_stats(&mut self.rpc, task, &self.options.client_id, stats).await
+        upload_stats(&mut self.rpc, task, &self.caller, stats).await
     }
 
     /// Runs libtorch work on the local state on a blocking thread (so that it never stalls the
@@ -195,8 +201,12 @@ impl Joined<'_> {
     /// failure is logged (the client goes on; only a restart would lose its state).
     async fn save_state(&self) {
         let Some(dir) = &self.options.state_dir else { return };
-        let identity =
-            persist::Identity { client_id: self.options.client_id, index: self.index, run_id: self.run_id.clone() };
+        let identity = persist::Identity {
+            client_id: self.caller.id,
+            index: self.index,
+            run_id: self.run_id.clone(),
+            session: self.caller.session.clone(),
+        };
         let (dir, state) = (dir.to_path_buf(), Arc::clone(&self.local));
         let saved = tokio::task::spawn_blocking(move || {
             let model = state.lock().unwrap_or_else(|e| e.into_inner()).model.export();
@@ -211,9 +221,22 @@ impl Joined<'_> {
     }
 }
 
-/// The download of `task`'s parameters, for client `client_id`.
-pub(crate) fn download_request(task: &pb::Task, client_id: &Uuid) -> pb::DownloadRequest {
-    pb::DownloadRequest { run_id: task.run_id.clone(), client_id: client_id.to_string(), task_id: task.task_id.clone() }
+/// Who a call speaks for: a client's id, and the session secret its join returned (the id
+/// alone authorizes nothing).
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub id: Uuid,
+    pub session: String,
+}
+
+/// The download of `task`'s parameters, for `caller`.
+pub(crate) fn download_request(task: &pb::Task, caller: &Caller) -> pb::DownloadRequest {
+    pb::DownloadRequest {
+        run_id: task.run_id.clone(),
+        client_id: caller.id.to_string(),
+        task_id: task.task_id.clone(),
+        session: caller.session.clone(),
+    }
 }
 
 /// What the worker does for a train or evaluate task, once its parameters are received.
@@ -242,13 +265,13 @@ pub(crate) fn job_for(
 pub(crate) async fn upload_output(
     rpc: &mut Rpc,
     task: pb::Task,
-    client_id: &Uuid,
+    caller: &Caller,
     output: JobOutput,
 ) -> Result<(), ClientError> {
     let header = pb::ResultHeader {
         num_samples: output.num_samples,
         metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
-        ..result_header(task, client_id)
+        ..result_header(task, caller)
     };
     let tensors = output.upload.unwrap_or_default();
     transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
@@ -259,21 +282,22 @@ pub(crate) async fn upload_output(
 pub(crate) async fn upload_stats(
     rpc: &mut Rpc,
     task: pb::Task,
-    client_id: &Uuid,
+    caller: &Caller,
     stats: FeatureStats,
 ) -> Result<(), ClientError> {
     let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
-    transfer::upload(rpc, result_header(task, client_id), TensorSet::default(), None, Some(stats), chunk).await?;
+    transfer::upload(rpc, result_header(task, caller), TensorSet::default(), None, Some(stats), chunk).await?;
     Ok(())
 }
 
-/// The header of `task`'s result from client `client_id`, before what the result carries.
-fn result_header(task: pb::Task, client_id: &Uuid) -> pb::ResultHeader {
+/// The header of `task`'s result from `caller`, before what the result carries.
+fn result_header(task: pb::Task, caller: &Caller) -> pb::ResultHeader {
     pb::ResultHeader {
         run_id: task.run_id,
         round: task.round,
         task_id: task.task_id,
-        client_id: client_id.to_string(),
+        client_id: caller.id.to_string(),
+        session: caller.session.clone(),
         ..Default::default()
     }
 }

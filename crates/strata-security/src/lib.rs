@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`certs`]: a CA, a server certificate and client certificates, made with rcgen
 //!   (`strata certs`, and the end-to-end tests).
-//! - [`token`]: a client's secret token and its SHA-256, compared in constant time.
+//! - [`token`]: a client's secret token, a joined client's session secret, and their
+//!   SHA-256, compared in constant time.
 //! - [`token_file`]: the tokens file (`<sha256-hex>  <label>` lines), parsed with errors
 //!   that name the line.
 //! - [`token_store`]: the server's view of the tokens file, re-read when it changes.
@@ -19,6 +20,6 @@ pub mod token;
 pub mod token_file;
 pub mod token_store;
 
-pub use token::{TokenHash, new_token};
+pub use token::{TokenHash, new_session, new_token};
 pub use token_file::TokenList;
 pub use token_store::{Refusal, TokenStore};

@@ -14,7 +14,15 @@ pub fn new_token() -> String {
     format!("{TOKEN_PREFIX}{}", hex(&bytes))
 }
 
-/// The SHA-256 of a token: what the server stores instead of the token.
+/// A fresh session secret for a joined client: 16 random bytes in hex (128 bits from the
+/// OS-seeded CSPRNG). The server keeps only its [`TokenHash`], as for tokens.
+pub fn new_session() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill(&mut bytes);
+    hex(&bytes)
+}
+
+/// The SHA-256 of a token (or of a session secret): what the server stores instead of it.
 #[derive(Clone, Copy)]
 pub struct TokenHash([u8; 32]);
 
@@ -70,6 +78,15 @@ fn nibble(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_are_128_random_bits_in_hex() {
+        let (a, b) = (new_session(), new_session());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(TokenHash::of(&a).ct_eq(&TokenHash::of(&a)) && !TokenHash::of(&a).ct_eq(&TokenHash::of(&b)));
+    }
 
     #[test]
     fn hash_is_sha256_of_the_token_text() {

@@ -165,7 +165,7 @@ pub async fn run(
     let (output, registry, run_id, start_round) = if options.resume {
         let (saved, snapshot) = state::load(&options.out_dir)?;
         strategy.restore(snapshot)?;
-        let clients: Vec<_> = saved.clients.iter().map(|c| (c.id, c.index)).collect();
+        let clients: Vec<_> = saved.clients.iter().map(state::SavedClient::identity).collect();
         let registry = registry::Registry::resumed(config.clients, &clients, saved.fingerprint.clone())
             .with_patience(Duration::from_secs(config.liveness.offline_after_secs));
         info!(run_id = %saved.run_id, next_round = saved.next_round, clients = clients.len(), "resuming");

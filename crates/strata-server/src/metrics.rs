@@ -149,8 +149,8 @@ mod tests {
     #[test]
     fn events_and_the_registry_make_the_metrics() {
         let registry = Registry::new(3);
-        registry.join(uuid::Uuid::new_v4(), None, None).unwrap();
-        registry.join(uuid::Uuid::new_v4(), None, None).unwrap();
+        registry.join(uuid::Uuid::new_v4(), None, None, "").unwrap();
+        registry.join(uuid::Uuid::new_v4(), None, None, "").unwrap();
         let metrics = ServerMetrics::new(registry, Duration::from_secs(30), 3);
         metrics.observe(&ServerEvent::RoundFinished(record(0, 2)));
         metrics.observe(&ServerEvent::RoundFinished(record(1, 2)));
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn silent_clients_count_as_offline() {
         let registry = Registry::new(2);
-        registry.join(uuid::Uuid::new_v4(), None, None).unwrap();
+        registry.join(uuid::Uuid::new_v4(), None, None, "").unwrap();
         let metrics = ServerMetrics::new(registry, Duration::ZERO, 2);
         std::thread::sleep(Duration::from_millis(5));
         let text = scrape(metrics);

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use strata_security::TokenHash;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
@@ -34,6 +35,9 @@ pub struct Capabilities {
 #[derive(Debug)]
 pub struct ClientEntry {
     pub index: u32,
+    /// The SHA-256 of the session secret Join gave this client: what every later call must
+    /// carry, so that knowing a client's UUID authorizes nothing.
+    pub session: TokenHash,
     pub capabilities: Capabilities,
     /// The client's current task; a long poll waits for it to change.
     pub mailbox: watch::Sender<Option<Arc<Assignment>>>,
@@ -134,14 +138,33 @@ pub struct FingerprintMismatch {
 pub enum JoinError {
     #[error("client index {requested} is out of range: the federation has {capacity} clients (0..{capacity})")]
     IndexOutOfRange { requested: u32, capacity: u32 },
-    #[error("client index {index} is already taken by client {holder}")]
-    IndexTaken { index: u32, holder: Uuid },
+    /// The holder is not named: another client's identity is not this client's to know.
+    #[error("client index {index} is already taken by another client")]
+    IndexTaken { index: u32 },
     #[error("the federation is full: all {capacity} client indices are taken")]
     Full { capacity: u32 },
     #[error("client {id} already joined with index {index}, not {requested}")]
     IndexChanged { id: Uuid, index: u32, requested: u32 },
     #[error("client {id} joined through another host")]
     HostChanged { id: Uuid },
+    /// The client id is held, and the join does not carry that holder's session.
+    #[error(
+        "client {id} is already joined under another session: join with the session it was given, or as a new client"
+    )]
+    NotYourSession { id: Uuid },
+}
+
+/// A joined client's identity: its UUID, index and (the SHA-256 of) its session; `None` for a
+/// client saved by a version without sessions, which gets one when it joins again.
+pub type Identity = (Uuid, u32, Option<TokenHash>);
+
+/// Why a call in a client's name is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthorized {
+    /// No such client in this run (a restarted server, or a client never joined): join again.
+    NotJoined,
+    /// The client is joined, and the call does not carry its session.
+    WrongSession,
 }
 
 /// Which client holds each index, so that joining costs the same at any federation size.
@@ -150,9 +173,9 @@ struct Indices {
     holders: Vec<Option<Uuid>>,
     /// No index below this one is free.
     lowest_free: usize,
-    /// Indices held for clients of a resumed run until they rejoin with their UUID.
+    /// Indices held for clients of a resumed run until they rejoin with their UUID and session.
     reserved: HashMap<u32, Uuid>,
-    reserved_by_id: HashMap<Uuid, u32>,
+    reserved_by_id: HashMap<Uuid, (u32, Option<TokenHash>)>,
 }
 
 impl Indices {
@@ -232,21 +255,31 @@ impl Registry {
 
     /// A resumed run's registry: each saved client keeps its index for its UUID, and the
     /// dataset fingerprint stays the one the run started with.
-    pub fn resumed(capacity: u32, clients: &[(Uuid, u32)], fingerprint: Option<String>) -> Self {
+    pub fn resumed(capacity: u32, clients: &[Identity], fingerprint: Option<String>) -> Self {
         let registry = Self::new(capacity);
         {
             let mut indices = registry.lock_indices();
-            indices.reserved = clients.iter().map(|&(id, index)| (index, id)).collect();
-            indices.reserved_by_id = clients.iter().copied().collect();
+            indices.reserved = clients.iter().map(|&(id, index, _)| (index, id)).collect();
+            indices.reserved_by_id = clients.iter().map(|&(id, index, session)| (id, (index, session))).collect();
         }
         *registry.fingerprint.lock().unwrap_or_else(|e| e.into_inner()) = fingerprint;
         registry
     }
 
-    /// Every joined client's UUID and index, and the reserved ones not back yet.
-    pub fn identities(&self) -> Vec<(Uuid, u32)> {
+    /// Every joined client's identity, and the reserved ones not back yet.
+    pub fn identities(&self) -> Vec<Identity> {
         let indices = self.lock_indices();
-        (0..indices.holders.len() as u32).filter_map(|i| Some((indices.holder(i)?, i))).collect()
+        let session = |id: &Uuid| match self.clients.get(id) {
+            Some(entry) => Some(entry.session),
+            None => indices.reserved_by_id.get(id).and_then(|(_, s)| *s),
+        };
+        (0..indices.holders.len() as u32).filter_map(|i| indices.holder(i).map(|id| (id, i, session(&id)))).collect()
+    }
+
+    /// Whether a call carrying `session` may act as client `id`.
+    pub fn authorize(&self, id: &Uuid, session: &str) -> Result<(), Unauthorized> {
+        let entry = self.clients.get(id).ok_or(Unauthorized::NotJoined)?;
+        if entry.session.ct_eq(&TokenHash::of(session)) { Ok(()) } else { Err(Unauthorized::WrongSession) }
     }
 
     fn lock_indices(&self) -> std::sync::MutexGuard<'_, Indices> {
@@ -264,9 +297,21 @@ impl Registry {
 
     /// Admits a client, or re-admits one with the same UUID at its old index; `host` names
     /// the host that serves it as a virtual client.
-    pub fn join(&self, id: Uuid, requested: Option<u32>, host: Option<Uuid>) -> Result<u32, JoinError> {
+    /// Joins client `id` (or takes its join again): its index and its session secret. A held
+    /// id joins again only with its session (`session`); a new one gets a fresh secret.
+    pub fn join(
+        &self,
+        id: Uuid,
+        requested: Option<u32>,
+        host: Option<Uuid>,
+        session: &str,
+    ) -> Result<(u32, String), JoinError> {
+        let presented = TokenHash::of(session);
         let mut indices = self.lock_indices();
         if let Some(mut entry) = self.clients.get_mut(&id) {
+            if !entry.session.ct_eq(&presented) {
+                return Err(JoinError::NotYourSession { id });
+            }
             if let Some(r) = requested.filter(|&r| r != entry.index) {
                 return Err(JoinError::IndexChanged { id, index: entry.index, requested: r });
             }
@@ -275,9 +320,25 @@ impl Registry {
             }
             entry.last_seen = Instant::now();
             entry.missed_deadline = false;
-            return Ok(entry.index);
+            return Ok((entry.index, session.to_string()));
         }
-        let own = indices.reserved_by_id.get(&id).copied();
+        let saved = indices.reserved_by_id.get(&id).copied();
+        if let Some((_, Some(hash))) = saved
+            && !hash.ct_eq(&presented)
+        {
+            return Err(JoinError::NotYourSession { id });
+        }
+        // A client back from a saved run keeps its session; a new one (or one saved without a
+        // session) gets a fresh secret.
+        let (secret, hash) = match saved {
+            Some((_, Some(hash))) => (session.to_string(), hash),
+            _ => {
+                let secret = strata_security::new_session();
+                let hash = TokenHash::of(&secret);
+                (secret, hash)
+            }
+        };
+        let own = saved.map(|(index, _)| index);
         let index = match (requested, own) {
             (Some(r), _) if r >= self.capacity => {
                 return Err(JoinError::IndexOutOfRange { requested: r, capacity: self.capacity });
@@ -285,8 +346,8 @@ impl Registry {
             (Some(r), Some(own)) if r != own => return Err(JoinError::IndexChanged { id, index: own, requested: r }),
             (_, Some(own)) => own,
             (Some(r), None) => {
-                if let Some(holder) = indices.holder(r).filter(|h| !self.release_if_squatting(&mut indices, h)) {
-                    return Err(JoinError::IndexTaken { index: r, holder });
+                if indices.holder(r).is_some_and(|h| !self.release_if_squatting(&mut indices, &h)) {
+                    return Err(JoinError::IndexTaken { index: r });
                 }
                 r
             }
@@ -309,6 +370,7 @@ impl Registry {
             id,
             ClientEntry {
                 index,
+                session: hash,
                 capabilities: Capabilities::default(),
                 mailbox: watch::channel(None).0,
                 last_seen: Instant::now(),
@@ -322,15 +384,11 @@ impl Registry {
         );
         drop(indices);
         self.joined.send_replace(self.clients.len());
-        Ok(index)
+        Ok((index, secret))
     }
 
     pub fn joined_count(&self) -> usize {
         self.clients.len()
-    }
-
-    pub fn contains(&self, id: &Uuid) -> bool {
-        self.clients.contains_key(id)
     }
 
     pub fn info(&self, id: &Uuid) -> Option<ClientInfo> {
@@ -620,44 +678,98 @@ impl Drop for Counted {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// The session each test client was given, per registry, so that joining again works.
+        static SESSIONS: std::cell::RefCell<HashMap<(usize, Uuid), String>> = Default::default();
+    }
+
+    /// Joins as a well-behaved client does: with the session it was given, if it has one.
+    fn join(registry: &Registry, id: Uuid, requested: Option<u32>, host: Option<Uuid>) -> Result<u32, JoinError> {
+        let key = (Arc::as_ptr(&registry.clients) as usize, id);
+        let session = SESSIONS.with(|s| s.borrow().get(&key).cloned().unwrap_or_default());
+        let (index, session) = registry.join(id, requested, host, &session)?;
+        SESSIONS.with(|s| s.borrow_mut().insert(key, session));
+        Ok(index)
+    }
+
     #[test]
     fn indices_are_assigned_lowest_first_and_kept_on_rejoin() {
         let registry = Registry::new(3);
         let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        assert_eq!(registry.join(a, None, None), Ok(0));
-        assert_eq!(registry.join(b, Some(2), None), Ok(2));
-        assert_eq!(registry.join(a, None, None), Ok(0));
-        assert_eq!(registry.join(Uuid::from_u128(3), None, None), Ok(1));
-        assert_eq!(registry.join(Uuid::from_u128(4), None, None), Err(JoinError::Full { capacity: 3 }));
+        assert_eq!(join(&registry, a, None, None), Ok(0));
+        assert_eq!(join(&registry, b, Some(2), None), Ok(2));
+        assert_eq!(join(&registry, a, None, None), Ok(0));
+        assert_eq!(join(&registry, Uuid::from_u128(3), None, None), Ok(1));
+        assert_eq!(join(&registry, Uuid::from_u128(4), None, None), Err(JoinError::Full { capacity: 3 }));
         assert_eq!(registry.joined_count(), 3);
     }
 
     #[test]
     fn a_resumed_registry_keeps_each_saved_client_its_index() {
         let (a, b, stranger) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        let registry = Registry::resumed(3, &[(a, 2), (b, 0)], Some("fp".into()));
-        assert_eq!(registry.join(stranger, None, None), Ok(1), "the free index, not a reserved one");
+        let registry = Registry::resumed(3, &[(a, 2, None), (b, 0, None)], Some("fp".into()));
+        assert_eq!(join(&registry, stranger, None, None), Ok(1), "the free index, not a reserved one");
         assert!(matches!(
-            registry.join(Uuid::from_u128(4), Some(2), None),
+            join(&registry, Uuid::from_u128(4), Some(2), None),
             Err(JoinError::IndexTaken { index: 2, .. })
         ));
-        assert_eq!(registry.join(a, None, None), Ok(2));
-        assert!(matches!(registry.join(b, Some(1), None), Err(JoinError::IndexChanged { index: 0, .. })));
-        assert_eq!(registry.join(b, Some(0), None), Ok(0));
-        assert_eq!(registry.identities(), vec![(b, 0), (stranger, 1), (a, 2)]);
+        assert_eq!(join(&registry, a, None, None), Ok(2));
+        assert!(matches!(join(&registry, b, Some(1), None), Err(JoinError::IndexChanged { index: 0, .. })));
+        assert_eq!(join(&registry, b, Some(0), None), Ok(0));
+        let identities: Vec<_> = registry.identities().into_iter().map(|(id, index, _)| (id, index)).collect();
+        assert_eq!(identities, vec![(b, 0), (stranger, 1), (a, 2)]);
         assert!(registry.check_fingerprint("other").is_err(), "the saved fingerprint still holds");
+    }
+
+    #[test]
+    fn a_client_id_alone_authorizes_nothing() {
+        let registry = Registry::new(3);
+        let (victim, thief) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (index, session) = registry.join(victim, None, None, "").unwrap();
+        assert_eq!(session.len(), 32, "128 bits in hex");
+        assert_eq!(registry.authorize(&victim, &session), Ok(()));
+        assert_eq!(registry.authorize(&victim, ""), Err(Unauthorized::WrongSession));
+        assert_eq!(registry.authorize(&victim, &"0".repeat(32)), Err(Unauthorized::WrongSession));
+        assert_eq!(registry.authorize(&thief, &session), Err(Unauthorized::NotJoined));
+        // Joining under the victim's id without its session takes nothing.
+        assert_eq!(registry.join(victim, None, None, ""), Err(JoinError::NotYourSession { id: victim }));
+        assert_eq!(registry.join(victim, None, None, &"f".repeat(32)), Err(JoinError::NotYourSession { id: victim }));
+        // With it, the client joins again as itself.
+        assert_eq!(registry.join(victim, None, None, &session), Ok((index, session.clone())));
+        // A taken index does not name its holder.
+        let e = registry.join(thief, Some(index), None, "").unwrap_err().to_string();
+        assert!(!e.contains(&victim.to_string()), "{e}");
+        // Another client gets another secret.
+        let (_, other) = registry.join(thief, None, None, "").unwrap();
+        assert_ne!(other, session);
+    }
+
+    #[test]
+    fn a_saved_session_is_needed_to_take_a_saved_slot_back() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let secret = strata_security::new_session();
+        let saved = [(a, 0, Some(TokenHash::of(&secret))), (b, 1, None)];
+        let registry = Registry::resumed(2, &saved, None);
+        assert_eq!(registry.join(a, None, None, "guess"), Err(JoinError::NotYourSession { id: a }));
+        assert_eq!(registry.join(a, None, None, &secret), Ok((0, secret.clone())));
+        // A client saved before sessions gets a fresh one.
+        let (index, fresh) = registry.join(b, None, None, "").unwrap();
+        assert_eq!(index, 1);
+        assert_eq!(registry.authorize(&b, &fresh), Ok(()));
+        let saved_again: Vec<_> = registry.identities().into_iter().map(|(id, _, s)| (id, s.is_some())).collect();
+        assert_eq!(saved_again, vec![(a, true), (b, true)]);
     }
 
     #[test]
     fn taken_and_out_of_range_indices_are_refused() {
         let registry = Registry::new(2);
-        registry.join(Uuid::from_u128(1), Some(1), None).unwrap();
+        join(&registry, Uuid::from_u128(1), Some(1), None).unwrap();
         assert!(matches!(
-            registry.join(Uuid::from_u128(2), Some(1), None),
+            join(&registry, Uuid::from_u128(2), Some(1), None),
             Err(JoinError::IndexTaken { index: 1, .. })
         ));
-        assert!(matches!(registry.join(Uuid::from_u128(2), Some(5), None), Err(JoinError::IndexOutOfRange { .. })));
-        assert!(matches!(registry.join(Uuid::from_u128(1), Some(0), None), Err(JoinError::IndexChanged { .. })));
+        assert!(matches!(join(&registry, Uuid::from_u128(2), Some(5), None), Err(JoinError::IndexOutOfRange { .. })));
+        assert!(matches!(join(&registry, Uuid::from_u128(1), Some(0), None), Err(JoinError::IndexChanged { .. })));
     }
 
     #[test]
@@ -673,7 +785,7 @@ mod tests {
     fn a_client_that_missed_a_deadline_is_not_available_until_it_polls() {
         let registry = Registry::new(2);
         let a = Uuid::from_u128(1);
-        registry.join(a, None, None).unwrap();
+        join(&registry, a, None, None).unwrap();
         registry.mark_missed(&a);
         assert!(registry.available(std::time::Duration::from_secs(60)).is_empty());
         assert_eq!(registry.joined_count(), 1);
@@ -685,7 +797,7 @@ mod tests {
     fn polls_and_downloads_count_until_their_guard_drops() {
         let registry = Registry::new(2);
         let a = Uuid::from_u128(1);
-        registry.join(a, None, None).unwrap();
+        join(&registry, a, None, None).unwrap();
         registry.mark_missed(&a);
         let patience = std::time::Duration::from_secs(60);
         {
@@ -708,10 +820,10 @@ mod tests {
         let registry = Registry::new(4);
         let (host, other_host) = (Uuid::from_u128(100), Uuid::from_u128(101));
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        assert_eq!(registry.join(a, Some(0), Some(host)), Ok(0));
-        assert_eq!(registry.join(b, Some(1), Some(host)), Ok(1));
-        assert_eq!(registry.join(c, Some(2), Some(other_host)), Ok(2));
-        assert_eq!(registry.join(a, Some(0), None), Err(JoinError::HostChanged { id: a }));
+        assert_eq!(join(&registry, a, Some(0), Some(host)), Ok(0));
+        assert_eq!(join(&registry, b, Some(1), Some(host)), Ok(1));
+        assert_eq!(join(&registry, c, Some(2), Some(other_host)), Ok(2));
+        assert_eq!(join(&registry, a, Some(0), None), Err(JoinError::HostChanged { id: a }));
         let wait = Duration::from_millis(20);
         assert!(registry.poll_host(&Uuid::from_u128(7), wait, 10).await.is_none(), "an unknown host");
         let idle = registry.poll_host(&host, wait, 10).await.unwrap();
@@ -735,7 +847,7 @@ mod tests {
         assert_eq!(registry.available(Duration::from_secs(60)).len(), 2);
         registry.poll_host(&host, Duration::ZERO, 10).await.unwrap();
         assert_eq!(registry.available(Duration::from_secs(60)).len(), 2, "a poll alone does not bring it back");
-        assert_eq!(registry.join(a, Some(0), Some(host)), Ok(0));
+        assert_eq!(join(&registry, a, Some(0), Some(host)), Ok(0));
         assert_eq!(registry.available(Duration::from_secs(60)).len(), 3);
         std::thread::sleep(Duration::from_millis(30));
         registry.poll_host(&host, Duration::ZERO, 10).await.unwrap();
@@ -756,9 +868,9 @@ mod tests {
         // Every index taken in turn: quadratic index searches would take minutes here.
         let registry = Registry::new(200_000);
         for i in 0..200_000u128 {
-            registry.join(Uuid::from_u128(i + 1), None, None).unwrap();
+            join(&registry, Uuid::from_u128(i + 1), None, None).unwrap();
         }
-        assert_eq!(registry.join(Uuid::from_u128(0), None, None), Err(JoinError::Full { capacity: 200_000 }));
+        assert_eq!(join(&registry, Uuid::from_u128(0), None, None), Err(JoinError::Full { capacity: 200_000 }));
         assert_eq!(registry.identities().len(), 200_000);
     }
 
@@ -766,21 +878,21 @@ mod tests {
     fn a_slot_held_by_a_client_silent_since_it_joined_is_given_away() {
         let registry = Registry::new(2).with_patience(Duration::from_millis(50));
         let (squatter, worker, newcomer) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        registry.join(squatter, Some(0), None).unwrap();
-        registry.join(worker, Some(1), None).unwrap();
+        join(&registry, squatter, Some(0), None).unwrap();
+        join(&registry, worker, Some(1), None).unwrap();
         registry.set_capabilities(&squatter, Capabilities { train_samples: 5, ..Default::default() });
-        assert_eq!(registry.join(newcomer, None, None), Err(JoinError::Full { capacity: 2 }), "not yet silent long");
+        assert_eq!(join(&registry, newcomer, None, None), Err(JoinError::Full { capacity: 2 }), "not yet silent long");
         std::thread::sleep(Duration::from_millis(80));
         registry.touch(&worker, None);
         std::thread::sleep(Duration::from_millis(80));
         // The worker was heard from after joining; the squatter never was.
-        assert_eq!(registry.join(newcomer, None, None), Ok(0));
-        assert!(!registry.contains(&squatter) && registry.contains(&worker));
+        assert_eq!(join(&registry, newcomer, None, None), Ok(0));
+        assert!(registry.info(&squatter).is_none() && registry.info(&worker).is_some());
         assert_eq!(registry.joined_count(), 2);
         // A requested index held by a squatter is given away too.
         let other = Registry::new(1).with_patience(Duration::ZERO);
-        other.join(squatter, Some(0), None).unwrap();
+        join(&other, squatter, Some(0), None).unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(other.join(newcomer, Some(0), None), Ok(0));
+        assert_eq!(join(&other, newcomer, Some(0), None), Ok(0));
     }
 }

@@ -363,8 +363,7 @@ impl RoundLoop {
         let clients = match &self.clients_saved {
             Some((saved, file)) if *saved == generation => state::ClientList::Written(file.clone()),
             _ => {
-                let clients =
-                    self.registry.identities().into_iter().map(|(id, index)| SavedClient { id, index }).collect();
+                let clients = self.registry.identities().into_iter().map(SavedClient::of).collect();
                 state::ClientList::New { generation, clients }
             }
         };

@@ -22,7 +22,7 @@ use crate::assignment::{Assignment, TaskKind};
 use crate::budget::UploadBudget;
 use crate::events::ServerEvent;
 use crate::gate::RoundGate;
-use crate::registry::{Capabilities, JoinError, Registry};
+use crate::registry::{Capabilities, JoinError, Registry, Unauthorized};
 use crate::validate::{self, ValidUpdate};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -77,6 +77,7 @@ impl From<JoinError> for Status {
                 reason::status(Code::ResourceExhausted, e.to_string(), pb::ErrorReason::FederationFull)
             }
             JoinError::IndexTaken { .. } => Status::already_exists(e.to_string()),
+            JoinError::NotYourSession { .. } => Status::permission_denied(e.to_string()),
             JoinError::IndexOutOfRange { .. } | JoinError::IndexChanged { .. } | JoinError::HostChanged { .. } => {
                 Status::invalid_argument(e.to_string())
             }
@@ -96,13 +97,20 @@ impl FederationService {
         Ok(())
     }
 
-    fn known_client(&self, id: &str) -> Result<Uuid, Status> {
+    /// The client a call speaks for, if it carries that client's session.
+    fn known_client(&self, id: &str, session: &str) -> Result<Uuid, Status> {
         let id = parse_client_id(id)?;
-        if !self.registry.contains(&id) {
-            let message = format!("client {id} has not joined this run");
-            return Err(reason::status(Code::PermissionDenied, message, pb::ErrorReason::NotJoined));
+        match self.registry.authorize(&id, session) {
+            Ok(()) => Ok(id),
+            Err(Unauthorized::NotJoined) => {
+                let message = format!("client {id} has not joined this run");
+                Err(reason::status(Code::PermissionDenied, message, pb::ErrorReason::NotJoined))
+            }
+            // Says nothing of the client: the caller may not be it.
+            Err(Unauthorized::WrongSession) => {
+                Err(Status::permission_denied("this call does not carry the session of the client it names"))
+            }
         }
-        Ok(id)
     }
 
     fn refused(&self, client: Option<u32>, status: Status) -> Status {
@@ -175,7 +183,7 @@ impl pb::federation_server::Federation for FederationService {
                 .check_fingerprint(&c.dataset_fingerprint)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
-        let index = self.registry.join(id, req.requested_index, host)?;
+        let (index, session) = self.registry.join(id, req.requested_index, host, &req.session)?;
         if let Some(c) = req.capabilities {
             self.registry.set_capabilities(&id, capabilities_from_wire(c));
         }
@@ -190,13 +198,14 @@ impl pb::federation_server::Federation for FederationService {
             run_id: self.run_id.clone(),
             client_index: index,
             config_toml: self.config_toml.clone(),
+            session,
         }))
     }
 
     async fn pull_task(&self, request: Request<pb::PullTaskRequest>) -> RpcResult<pb::Task> {
         let req = request.into_inner();
         self.check_run(&req.run_id)?;
-        let id = self.known_client(&req.client_id)?;
+        let id = self.known_client(&req.client_id, &req.session)?;
         if let Some(c) = &req.capabilities {
             self.registry
                 .check_fingerprint(&c.dataset_fingerprint)
@@ -227,7 +236,7 @@ impl pb::federation_server::Federation for FederationService {
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatReply> {
         let req = request.into_inner();
         self.check_run(&req.run_id)?;
-        let id = self.known_client(&req.client_id)?;
+        let id = self.known_client(&req.client_id, &req.session)?;
         self.registry.touch(&id, None);
         Ok(Response::new(pb::HeartbeatReply {}))
     }
@@ -259,7 +268,7 @@ impl pb::federation_server::Federation for FederationService {
     ) -> RpcResult<Self::DownloadParametersStream> {
         let req = request.into_inner();
         self.check_run(&req.run_id)?;
-        let id = self.known_client(&req.client_id)?;
+        let id = self.known_client(&req.client_id, &req.session)?;
         let task = self.registry.current(&id).filter(|a| a.task_id == req.task_id).ok_or_else(|| {
             Status::failed_precondition(format!("task `{}` is not this client's current task", shown(&req.task_id)))
         })?;
@@ -311,7 +320,7 @@ impl pb::federation_server::Federation for FederationService {
             return Err(Status::invalid_argument("a result stream must start with its header"));
         };
         self.check_run(&header.run_id)?;
-        let id = self.known_client(&header.client_id)?;
+        let id = self.known_client(&header.client_id, &header.session)?;
         self.registry.touch(&id, None);
         let index = self.registry.info(&id).map(|c| c.index);
         let round = header.round;
@@ -421,7 +430,7 @@ mod tests {
         let set = Arc::new(big_set([50_000_000, 25_000_000, 3]));
         let registry = Registry::new(1);
         let id = Uuid::new_v4();
-        registry.join(id, Some(0), None).expect("join");
+        let (_, session) = registry.join(id, Some(0), None, "").expect("join");
         let mut task = Assignment::new(0, TaskKind::Train, 0, tokio::time::Instant::now() + Duration::from_secs(600));
         task.parameters = Some(Arc::clone(&set));
         task.upload = Selector::all();
@@ -452,8 +461,12 @@ mod tests {
         );
 
         let mut rpc = pb::federation_client::FederationClient::connect(url).await.expect("connect");
-        let request =
-            pb::DownloadRequest { run_id: "run".into(), client_id: id.to_string(), task_id: task.task_id.clone() };
+        let request = pb::DownloadRequest {
+            run_id: "run".into(),
+            client_id: id.to_string(),
+            task_id: task.task_id.clone(),
+            session: session.clone(),
+        };
         let mut stream = rpc.download_parameters(request).await.expect("download").into_inner();
         let Some(pb::parameter_part::Part::Header(header)) =
             stream.message().await.expect("header").and_then(|p| p.part)
@@ -475,6 +488,7 @@ mod tests {
             round: 0,
             task_id: task.task_id.clone(),
             client_id: id.to_string(),
+            session: session.clone(),
             num_samples: 1,
             tensors: tensor_specs(&downloaded),
             total_bytes: downloaded.byte_len() as u64,

@@ -40,10 +40,25 @@ pub struct SavedState {
     pub strategy_meta: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedClient {
     pub id: Uuid,
     pub index: u32,
+    /// The SHA-256 (hex) of the client's session secret, which it must show to join its slot
+    /// again; absent in states saved before sessions (the client then gets a new session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+impl SavedClient {
+    pub fn of((id, index, session): crate::registry::Identity) -> Self {
+        Self { id, index, session: session.map(|h| h.to_hex()) }
+    }
+
+    /// The registry's identity; a session that is not a SHA-256 in hex counts as none.
+    pub fn identity(&self) -> crate::registry::Identity {
+        (self.id, self.index, self.session.as_deref().and_then(strata_security::TokenHash::from_hex))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +204,7 @@ mod tests {
     #[test]
     fn the_last_saved_round_is_what_loads_and_old_tensor_files_go() {
         let dir = tempfile::tempdir().unwrap();
-        let clients = vec![SavedClient { id: Uuid::from_u128(5), index: 2 }];
+        let clients = vec![SavedClient { id: Uuid::from_u128(5), index: 2, session: Some("ab".repeat(32)) }];
         let list = ClientList::New { generation: 1, clients: clients.clone() };
         let file = save(dir.path(), "run-1", 1, list, Some("fp".into()), &snapshot(1.0)).unwrap();
         // Nobody joined since: the clients file is not written again.
@@ -198,7 +213,7 @@ mod tests {
         let (state, snap) = load(dir.path()).unwrap();
         assert_eq!((state.next_round, state.run_id.as_str(), &state.clients), (2, "run-1", &clients));
         assert_eq!(snap, snapshot(2.0));
-        let more = vec![clients[0], SavedClient { id: Uuid::from_u128(6), index: 0 }];
+        let more = vec![clients[0].clone(), SavedClient { id: Uuid::from_u128(6), index: 0, session: None }];
         save(dir.path(), "run-1", 3, ClientList::New { generation: 2, clients: more.clone() }, None, &snapshot(3.0))
             .unwrap();
         assert_eq!(load(dir.path()).unwrap().0.clients, more);
@@ -216,7 +231,10 @@ mod tests {
         state["clients"] = serde_json::json!([{ "id": Uuid::from_u128(9), "index": 1 }]);
         state.as_object_mut().unwrap().remove("clients_file");
         std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
-        assert_eq!(load(dir.path()).unwrap().0.clients, vec![SavedClient { id: Uuid::from_u128(9), index: 1 }]);
+        assert_eq!(
+            load(dir.path()).unwrap().0.clients,
+            vec![SavedClient { id: Uuid::from_u128(9), index: 1, session: None }]
+        );
     }
 
     #[test]

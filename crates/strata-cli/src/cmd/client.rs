@@ -13,7 +13,8 @@ pub struct Args {
     /// Partition index to ask for (default: the one the server assigns).
     #[arg(long)]
     client_index: Option<u32>,
-    /// Identity to keep across restarts (default: a new random UUID).
+    /// The client's UUID (default: a new random one). A slot is joined again only with the
+    /// session its first join was given: to restart as the same client, use --state-dir.
     #[arg(long)]
     client_id: Option<uuid::Uuid>,
     /// Where to train: auto, cpu, cuda or cuda:N.
@@ -34,8 +35,8 @@ pub struct Args {
     /// keeps it out of the process list.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Keep this client's identity and personal model here, so that a restarted daemon rejoins
-    /// as the same client with the model it had (written after every task).
+    /// Keep this client's identity, session and personal model here, so that a restarted daemon
+    /// rejoins as the same client with the model it had (written after every task).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Run N virtual clients in this process, each with its own identity, partition index and
