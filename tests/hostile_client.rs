@@ -192,3 +192,40 @@ async fn bad_feature_statistics_are_refused_and_calibration_uses_the_good_ones()
     let calibration = outcome.summary.calibration.expect("calibrated despite the rogue");
     assert_eq!(calibration.clients_pooled, 2, "only the honest clients' statistics were pooled");
 }
+
+/// Issue 14, item 1: a client that joins first with a made-up dataset fingerprint is refused
+/// alone when the server holds the data; honest clients join after it and the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_made_up_fingerprint_is_refused_when_the_server_knows_the_data() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let config = synthetic_config(3, 1);
+    let cache = Arc::new(strata_client::DataCache::default());
+    let (dataset, _) = cache.get(&config).expect("the run's data");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut options =
+        strata_server::ServerOptions::new(config.clone(), out.path().to_path_buf(), strata_tests::torch_backend());
+    options.dataset_fingerprint = Some(dataset.fingerprint());
+    let server = tokio::spawn(strata_server::run(options, listener, std::future::pending()));
+
+    // First in, with a fingerprint of its own invention: refused, and told it is its data.
+    let mut rpc = strata_tests::Rpc::connect(url.clone()).await.expect("connect");
+    let forged = pb::ClientCapabilities { dataset_fingerprint: "fmnist/1/forged".into(), ..Default::default() };
+    let join = pb::JoinRequest {
+        client_id: uuid::Uuid::new_v4().to_string(),
+        capabilities: Some(forged),
+        requested_index: Some(2),
+        ..Default::default()
+    };
+    let status = rpc.join(join).await.expect_err("a made-up fingerprint");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message());
+    assert!(status.message().contains("this client loaded dataset `fmnist/1/forged`"), "{}", status.message());
+
+    // The honest clients are not locked out.
+    let clients: Vec<_> = (0..3).map(|i| spawn_client(&url, i, &cache)).collect();
+    let outcome = server.await.expect("server task").expect("run completes");
+    for c in clients {
+        c.await.expect("client task").expect("honest client ends cleanly");
+    }
+    assert_eq!(outcome.summary.rounds_completed, 1);
+}

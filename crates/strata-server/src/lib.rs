@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use events::ServerEvent;
 pub use round::Ending;
@@ -80,6 +80,10 @@ pub struct ServerOptions {
     pub tokens: Option<PathBuf>,
     /// Serve Prometheus metrics (`/metrics`) and `/healthz` over HTTP here while the run goes on.
     pub metrics: Option<TcpListener>,
+    /// The fingerprint of the dataset every client must hold (`strata_data::Dataset::fingerprint`),
+    /// from the operator's own copy of the data. `None`: the first client to report one fixes
+    /// it, so a client that joins first with a made-up one locks out every honest client.
+    pub dataset_fingerprint: Option<String>,
     /// Bytes of training uploads the server holds at once (default: two models, at least
     /// 256 MiB); uploads beyond it wait for earlier ones to be aggregated.
     pub upload_budget_bytes: Option<u64>,
@@ -97,6 +101,7 @@ impl ServerOptions {
             tls: None,
             tokens: None,
             metrics: None,
+            dataset_fingerprint: None,
             upload_budget_bytes: None,
         }
     }
@@ -166,14 +171,26 @@ pub async fn run(
         let (saved, snapshot) = state::load(&options.out_dir)?;
         strategy.restore(snapshot)?;
         let clients: Vec<_> = saved.clients.iter().map(state::SavedClient::identity).collect();
-        let registry = registry::Registry::resumed(config.clients, &clients, saved.fingerprint.clone())
+        if let (Some(known), Some(saved)) = (&options.dataset_fingerprint, &saved.fingerprint)
+            && known != saved
+        {
+            warn!(%known, %saved, "the saved run trained on other data than the server now holds; clients must match the server's");
+        }
+        let fingerprint = options.dataset_fingerprint.clone().or(saved.fingerprint.clone());
+        let registry = registry::Registry::resumed(config.clients, &clients, fingerprint)
             .with_patience(Duration::from_secs(config.liveness.offline_after_secs));
         info!(run_id = %saved.run_id, next_round = saved.next_round, clients = clients.len(), "resuming");
         (output::RunOutput::resume(&options.out_dir, saved.next_round)?, registry, saved.run_id, saved.next_round)
     } else {
         let output = output::RunOutput::create(&options.out_dir, &config)?;
+        if options.dataset_fingerprint.is_none() {
+            warn!(
+                "the server has no copy of the data: the first client to join fixes the dataset every client must hold"
+            );
+        }
         let registry = registry::Registry::new(config.clients)
-            .with_patience(Duration::from_secs(config.liveness.offline_after_secs));
+            .with_patience(Duration::from_secs(config.liveness.offline_after_secs))
+            .with_fingerprint(options.dataset_fingerprint.clone());
         (output, registry, uuid::Uuid::new_v4().to_string(), 0)
     };
     let gate = Arc::new(gate::RoundGate::default());

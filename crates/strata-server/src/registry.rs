@@ -225,8 +225,8 @@ pub struct Registry {
     /// Bumped whenever an identity is added or a slot given away, so that the saved identities
     /// are rewritten only when they changed.
     generation: Arc<std::sync::atomic::AtomicU64>,
-    /// The dataset fingerprint the first client reported; every other client must match it,
-    /// so that nobody trains on different data than the split assumes.
+    /// The dataset fingerprint every client must match, so that nobody trains on different data
+    /// than the split assumes: the server's own, or else the first one a client reported.
     fingerprint: Arc<Mutex<Option<String>>>,
     /// How long a client that joined may stay silent before its slot can be given away.
     patience: Duration,
@@ -250,6 +250,13 @@ impl Registry {
     /// longer than `patience` (the run's `offline_after`).
     pub fn with_patience(mut self, patience: Duration) -> Self {
         self.patience = patience;
+        self
+    }
+
+    /// The same registry, with the dataset fingerprint every client must match known from the
+    /// start (`None`: the first client's).
+    pub fn with_fingerprint(self, fingerprint: Option<String>) -> Self {
+        *self.fingerprint.lock().unwrap_or_else(|e| e.into_inner()) = fingerprint;
         self
     }
 
@@ -435,7 +442,8 @@ impl Registry {
         }
     }
 
-    /// Checks a client's dataset fingerprint against the federation's (the first one reported).
+    /// Checks a client's dataset fingerprint against the federation's (the server's own, or
+    /// else the first one reported).
     pub fn check_fingerprint(&self, fingerprint: &str) -> Result<(), FingerprintMismatch> {
         if fingerprint.is_empty() {
             return Ok(());

@@ -60,6 +60,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     let mut options =
         strata_server::ServerOptions::new(config, out, std::sync::Arc::new(strata_torch::backend::TorchBackend));
     options.resume = args.resume.is_some();
+    options.dataset_fingerprint = own_fingerprint(&options.config).await;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(strata_server::ServerTls {
             cert_pem: super::read_pem(cert, "--tls-cert")?,
@@ -83,4 +84,23 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     println!("{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
     println!("Run files are in {}", outcome.out_dir.display());
     Ok(())
+}
+
+/// The fingerprint of the run's data, if this machine holds a copy (where the config or
+/// `--data-path` says): then clients are checked against it, not against the first one's word.
+async fn own_fingerprint(config: &strata_core::config::RunConfig) -> Option<String> {
+    let data = config.data.clone();
+    let seed = config.seed;
+    let loaded = tokio::task::spawn_blocking(move || strata_data::load(&data, seed).map(|d| d.fingerprint())).await;
+    match loaded {
+        Ok(Ok(fingerprint)) => Some(fingerprint),
+        Ok(Err(e)) => {
+            tracing::info!("no copy of the data on the server ({e}); the first client fixes the dataset's fingerprint");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("loading the data panicked: {e}");
+            None
+        }
+    }
 }

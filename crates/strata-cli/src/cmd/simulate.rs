@@ -87,6 +87,17 @@ pub async fn simulate(
     let server_url = format!("http://{}", listener.local_addr()?);
     tracing::info!(clients = config.clients, parallel, threads, rounds = config.rounds, method = %config.method, "simulation starting");
 
+    // The server holds the same data as the clients (one copy, in this process), so it knows
+    // the dataset's fingerprint instead of taking the first client's word for it.
+    let cache = Arc::new(strata_client::DataCache::default());
+    let fingerprint = {
+        let (cache, config) = (Arc::clone(&cache), config.clone());
+        tokio::task::spawn_blocking(move || cache.get(&config).map(|(dataset, _)| dataset.fingerprint()))
+            .await
+            .context("loading the data panicked")?
+            .context("cannot load the run's data")?
+    };
+
     let (events, _) = broadcast::channel(4096);
     let progress = tokio::spawn(crate::progress::follow(events.subscribe(), config.rounds));
     let (stop_clients, _) = broadcast::channel::<()>(1);
@@ -99,6 +110,7 @@ pub async fn simulate(
             options.parallel = parallel;
             options.personal_memory_bytes = personal_memory_bytes;
             options.personal_dir = personal_dir;
+            options.data_cache = Arc::clone(&cache);
             let mut stop = stop_clients.subscribe();
             tasks.spawn(async move {
                 let outcome = strata_client::run_population(options, async move {
@@ -110,7 +122,6 @@ pub async fn simulate(
         }
         Clients::Daemons => {
             let permits = Arc::new(Semaphore::new(parallel));
-            let cache = Arc::new(strata_client::DataCache::default());
             for index in 0..config.clients {
                 let mut options = strata_client::ClientOptions::new(server_url.clone());
                 options.requested_index = Some(index);
@@ -133,6 +144,7 @@ pub async fn simulate(
     let mut server_options =
         strata_server::ServerOptions::new(config, out, Arc::new(strata_torch::backend::TorchBackend));
     server_options.events = Some(events);
+    server_options.dataset_fingerprint = Some(fingerprint);
     let outcome = strata_server::run(server_options, listener, crate::shutdown::signal()).await;
     let _ = stop_clients.send(());
     while let Some(joined) = tasks.join_next().await {
