@@ -193,6 +193,23 @@ async fn bad_feature_statistics_are_refused_and_calibration_uses_the_good_ones()
     assert_eq!(calibration.clients_pooled, 2, "only the honest clients' statistics were pooled");
 }
 
+/// A server that holds the run's data, as `strata simulate` and a `strata server` with the data
+/// are: it knows the dataset's fingerprint and each index's training samples.
+async fn start_knowing_server(
+    config: &strata_core::config::RunConfig,
+    out: &std::path::Path,
+    cache: &strata_client::DataCache,
+) -> (String, tokio::task::JoinHandle<Result<strata_server::RunOutcome, strata_server::ServerError>>) {
+    let (dataset, partition) = cache.get(config).expect("the run's data");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut options =
+        strata_server::ServerOptions::new(config.clone(), out.to_path_buf(), strata_tests::torch_backend());
+    options.dataset_fingerprint = Some(dataset.fingerprint());
+    options.train_samples = Some(partition.clients.iter().map(|c| c.train.len() as u64).collect());
+    (url, tokio::spawn(strata_server::run(options, listener, std::future::pending())))
+}
+
 /// Issue 14, item 1: a client that joins first with a made-up dataset fingerprint is refused
 /// alone when the server holds the data; honest clients join after it and the run completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -200,13 +217,7 @@ async fn a_made_up_fingerprint_is_refused_when_the_server_knows_the_data() {
     let out = tempfile::tempdir().expect("tempdir");
     let config = synthetic_config(3, 1);
     let cache = Arc::new(strata_client::DataCache::default());
-    let (dataset, _) = cache.get(&config).expect("the run's data");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut options =
-        strata_server::ServerOptions::new(config.clone(), out.path().to_path_buf(), strata_tests::torch_backend());
-    options.dataset_fingerprint = Some(dataset.fingerprint());
-    let server = tokio::spawn(strata_server::run(options, listener, std::future::pending()));
+    let (url, server) = start_knowing_server(&config, out.path(), &cache).await;
 
     // First in, with a fingerprint of its own invention: refused, and told it is its data.
     let mut rpc = strata_tests::Rpc::connect(url.clone()).await.expect("connect");
@@ -228,4 +239,56 @@ async fn a_made_up_fingerprint_is_refused_when_the_server_knows_the_data() {
         c.await.expect("client task").expect("honest client ends cleanly");
     }
     assert_eq!(outcome.summary.rounds_completed, 1);
+}
+
+/// Issue 14, item 3: a client cannot choose its weight. One that said nothing about itself
+/// cannot send a training result with any sample count, and one that claims more samples than
+/// its partition index holds is refused; the honest clients' rounds go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_cannot_choose_its_weight() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 1);
+    // The round starts with all three and aggregates the two honest results.
+    config.min_results = Some(2);
+    config.round_timeout_secs = 4;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let (url, server) = start_knowing_server(&config, out.path(), &cache).await;
+    let (_, partition) = cache.get(&config).expect("the run's data");
+    let own = partition.clients[2].train.len() as u64;
+
+    let mut rogue = RawClient::join(&url, 2).await;
+    rogue.heartbeat().await; // alive, so that the first round picks it too
+    let good: Vec<_> = (0..2).map(|i| spawn_client(&url, i, &cache)).collect();
+    let task = rogue.wait_for(pb::TaskKind::Train).await;
+    let params = rogue.download(&task.task_id).await;
+    let heaviest = pb::ResultHeader { num_samples: u64::MAX, ..rogue.header(&task) };
+    let status = push(&mut rogue, heaviest, params.clone()).await.expect_err("a weight it chose");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("has not reported its training samples"), "{}", status.message());
+
+    // Claiming more than its share is refused where it is claimed, and not recorded.
+    let claim = pb::ClientCapabilities { train_samples: own * 1000, ..Default::default() };
+    let poll = pb::PullTaskRequest {
+        run_id: rogue.run_id.clone(),
+        client_id: rogue.client_id.clone(),
+        session: rogue.session.clone(),
+        last_task_id: task.task_id.clone(),
+        wait_ms: 10,
+        capabilities: Some(claim),
+    };
+    let status = rogue.rpc.pull_task(poll).await.expect_err("more samples than its share");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains(&format!("partition index 2 holds {own}")), "{}", status.message());
+    let claimed = pb::ResultHeader { num_samples: own * 1000, ..rogue.header(&task) };
+    let status = push(&mut rogue, claimed, params).await.expect_err("a weight it was refused");
+    assert!(status.message().contains("has not reported its training samples"), "{}", status.message());
+
+    // Silent from here: the round closes with the two honest clients.
+    let outcome = server.await.expect("server task").expect("run completes");
+    for c in good {
+        c.await.expect("client task").expect("good client ends cleanly");
+    }
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    assert_eq!(outcome.summary.rounds_completed, 1, "{rounds:?}");
+    assert!(rounds[0].aggregated && rounds[0].reported == 2, "{rounds:?}");
 }

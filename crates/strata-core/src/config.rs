@@ -31,6 +31,11 @@ pub struct RunConfig {
     /// "min-results"`, to close early); default: `min_clients`, at most the cohort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_results: Option<u32>,
+    /// The most training samples a client may report about itself, so that no client can
+    /// weigh more than this in an average. A server that holds the data checks each client
+    /// against its own partition instead; unset (and without the data): no bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_samples_per_client: Option<u64>,
     /// Seconds a round waits for results before going on without the missing clients.
     pub round_timeout_secs: u64,
     /// Seed of every random choice: partition, client sampling, model init, shuffling.
@@ -251,6 +256,7 @@ impl RunConfig {
             min_clients: 20,
             fraction: 1.0,
             min_results: None,
+            max_samples_per_client: None,
             round_timeout_secs: 600,
             seed: 1,
             method: Method::FedAvg,
@@ -315,6 +321,9 @@ impl RunConfig {
         }
         if !(self.fraction > 0.0 && self.fraction <= 1.0) {
             return bad(format!("fraction must be in (0, 1], got {}", self.fraction));
+        }
+        if self.max_samples_per_client == Some(0) {
+            return bad("max_samples_per_client must be at least 1".into());
         }
         if let Some(needed) = self.min_results {
             let cohort = self.cohort_size(self.clients as usize);

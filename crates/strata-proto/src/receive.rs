@@ -242,14 +242,18 @@ pub fn num_samples(declared: u64, known_train_samples: Option<u64>) -> Result<()
     if declared == 0 {
         return Err(Refusal::invalid("num_samples is 0: a training result must say how many samples it trained on"));
     }
-    if let Some(known) = known_train_samples.filter(|&k| k > 0)
-        && declared != known
-    {
-        return Err(Refusal::invalid(format!(
+    match known_train_samples {
+        // Its weight in an average is what it said about itself (checked by the server against
+        // its bounds), so a client that said nothing cannot choose one with its result.
+        None | Some(0) => Err(Refusal::invalid(
+            "this client has not reported its training samples (ClientCapabilities.train_samples, at join or in a poll): \
+             a training result's weight must match them",
+        )),
+        Some(known) if declared != known => Err(Refusal::invalid(format!(
             "num_samples is {declared}, but this client reported {known} training samples about itself"
-        )));
+        ))),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// Checks the metrics a result reports against what they can be, before any is recorded:
@@ -345,8 +349,9 @@ mod tests {
     fn sample_counts_must_be_positive_and_match_what_the_client_declared() {
         assert!(num_samples(0, None).is_err());
         assert!(num_samples(10, Some(10)).is_ok());
-        assert!(num_samples(10, None).is_ok());
-        assert!(num_samples(10, Some(0)).is_ok(), "0 means the client did not say");
+        // A client that said nothing about itself cannot pick its weight (issue 14, item 3).
+        assert!(num_samples(u64::MAX, None).unwrap_err().message.contains("has not reported its training samples"));
+        assert!(num_samples(10, Some(0)).is_err(), "0 means the client did not say");
         assert!(num_samples(1_000_000, Some(10)).unwrap_err().message.contains("10 training samples"));
     }
 

@@ -84,6 +84,10 @@ pub struct ServerOptions {
     /// from the operator's own copy of the data. `None`: the first client to report one fixes
     /// it, so a client that joins first with a made-up one locks out every honest client.
     pub dataset_fingerprint: Option<String>,
+    /// Each partition index's training samples, from the operator's own partition of the
+    /// data: a client must report exactly its index's count (its weight in an average). `None`:
+    /// at most `max_samples_per_client` from the config, if set.
+    pub train_samples: Option<Vec<u64>>,
     /// Bytes of training uploads the server holds at once (default: two models, at least
     /// 256 MiB); uploads beyond it wait for earlier ones to be aggregated.
     pub upload_budget_bytes: Option<u64>,
@@ -102,6 +106,7 @@ impl ServerOptions {
             tokens: None,
             metrics: None,
             dataset_fingerprint: None,
+            train_samples: None,
             upload_budget_bytes: None,
         }
     }
@@ -167,6 +172,11 @@ pub async fn run(
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }
+    let samples = match (options.train_samples, config.max_samples_per_client) {
+        (Some(known), _) => registry::SampleBounds::Known(Arc::new(known)),
+        (None, Some(max)) => registry::SampleBounds::AtMost(max),
+        (None, None) => registry::SampleBounds::Unbounded,
+    };
     let (output, registry, run_id, start_round) = if options.resume {
         let (saved, snapshot) = state::load(&options.out_dir)?;
         strategy.restore(snapshot)?;
@@ -178,7 +188,8 @@ pub async fn run(
         }
         let fingerprint = options.dataset_fingerprint.clone().or(saved.fingerprint.clone());
         let registry = registry::Registry::resumed(config.clients, &clients, fingerprint)
-            .with_patience(Duration::from_secs(config.liveness.offline_after_secs));
+            .with_patience(Duration::from_secs(config.liveness.offline_after_secs))
+            .with_sample_bounds(samples);
         info!(run_id = %saved.run_id, next_round = saved.next_round, clients = clients.len(), "resuming");
         (output::RunOutput::resume(&options.out_dir, saved.next_round)?, registry, saved.run_id, saved.next_round)
     } else {
@@ -190,7 +201,8 @@ pub async fn run(
         }
         let registry = registry::Registry::new(config.clients)
             .with_patience(Duration::from_secs(config.liveness.offline_after_secs))
-            .with_fingerprint(options.dataset_fingerprint.clone());
+            .with_fingerprint(options.dataset_fingerprint.clone())
+            .with_sample_bounds(samples);
         (output, registry, uuid::Uuid::new_v4().to_string(), 0)
     };
     let gate = Arc::new(gate::RoundGate::default());

@@ -230,6 +230,28 @@ pub struct Registry {
     fingerprint: Arc<Mutex<Option<String>>>,
     /// How long a client that joined may stay silent before its slot can be given away.
     patience: Duration,
+    /// What a client may say about itself: its index's training samples, when the server
+    /// holds the data, or else at most a bound.
+    samples: SampleBounds,
+}
+
+/// The training samples a client may report for its index.
+#[derive(Clone, Debug, Default)]
+pub enum SampleBounds {
+    /// Each index's count, from the server's own partition: a client must report exactly its own.
+    Known(Arc<Vec<u64>>),
+    AtMost(u64),
+    #[default]
+    Unbounded,
+}
+
+/// Capabilities a client may not report.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CapabilityError {
+    #[error("this client reported {reported} training samples, but partition index {index} holds {known}")]
+    NotItsShare { index: u32, reported: u64, known: u64 },
+    #[error("this client reported {reported} training samples; this federation takes at most {max} per client")]
+    TooMany { reported: u64, max: u64 },
 }
 
 impl Registry {
@@ -243,6 +265,30 @@ impl Registry {
             generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             fingerprint: Arc::new(Mutex::new(None)),
             patience: Duration::from_secs(30),
+            samples: SampleBounds::Unbounded,
+        }
+    }
+
+    /// The same registry, checking the training samples clients report against `samples`.
+    pub fn with_sample_bounds(mut self, samples: SampleBounds) -> Self {
+        self.samples = samples;
+        self
+    }
+
+    /// Checks what a client at `index` says about its training samples. Zero (nothing said
+    /// yet) passes: such a client cannot send a training result.
+    pub fn check_capabilities(&self, index: u32, capabilities: &Capabilities) -> Result<(), CapabilityError> {
+        let reported = capabilities.train_samples;
+        if reported == 0 {
+            return Ok(());
+        }
+        match &self.samples {
+            SampleBounds::Known(sizes) => match sizes.get(index as usize) {
+                Some(&known) if known != reported => Err(CapabilityError::NotItsShare { index, reported, known }),
+                _ => Ok(()),
+            },
+            SampleBounds::AtMost(max) if reported > *max => Err(CapabilityError::TooMany { reported, max: *max }),
+            _ => Ok(()),
         }
     }
 
@@ -750,6 +796,25 @@ mod tests {
         // Another client gets another secret.
         let (_, other) = registry.join(thief, None, None, "").unwrap();
         assert_ne!(other, session);
+    }
+
+    #[test]
+    fn reported_training_samples_are_bounded() {
+        let said = |n: u64| Capabilities { train_samples: n, ..Default::default() };
+        let known = Registry::new(2).with_sample_bounds(SampleBounds::Known(Arc::new(vec![40, 70])));
+        assert_eq!(known.check_capabilities(1, &said(70)), Ok(()));
+        assert_eq!(
+            known.check_capabilities(1, &said(71)),
+            Err(CapabilityError::NotItsShare { index: 1, reported: 71, known: 70 })
+        );
+        assert_eq!(known.check_capabilities(0, &said(0)), Ok(()), "nothing said yet");
+        let capped = Registry::new(2).with_sample_bounds(SampleBounds::AtMost(100));
+        assert_eq!(capped.check_capabilities(0, &said(100)), Ok(()));
+        assert_eq!(
+            capped.check_capabilities(0, &said(u64::MAX)),
+            Err(CapabilityError::TooMany { reported: u64::MAX, max: 100 })
+        );
+        assert_eq!(Registry::new(1).check_capabilities(0, &said(u64::MAX)), Ok(()), "unbounded without data or a cap");
     }
 
     #[test]

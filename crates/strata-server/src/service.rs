@@ -185,7 +185,12 @@ impl pb::federation_server::Federation for FederationService {
         }
         let (index, session) = self.registry.join(id, req.requested_index, host, &req.session)?;
         if let Some(c) = req.capabilities {
-            self.registry.set_capabilities(&id, capabilities_from_wire(c));
+            let capabilities = capabilities_from_wire(c);
+            // Refused capabilities are not recorded: the client stays joined, unable to train.
+            self.registry
+                .check_capabilities(index, &capabilities)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            self.registry.set_capabilities(&id, capabilities);
         }
         if host.is_some() {
             // A population joins by the thousand: one line per virtual client would drown the log.
@@ -211,7 +216,11 @@ impl pb::federation_server::Federation for FederationService {
                 .check_fingerprint(&c.dataset_fingerprint)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
-        self.registry.touch(&id, req.capabilities.map(capabilities_from_wire));
+        let capabilities = req.capabilities.map(capabilities_from_wire);
+        if let (Some(c), Some(info)) = (&capabilities, self.registry.info(&id)) {
+            self.registry.check_capabilities(info.index, c).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        self.registry.touch(&id, capabilities);
         let mut mailbox =
             self.registry.subscribe(&id).ok_or_else(|| Status::permission_denied("client left the registry"))?;
         let wait = Duration::from_millis(req.wait_ms.into()).min(self.max_poll_wait);

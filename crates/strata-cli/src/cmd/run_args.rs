@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Training results a round needs to aggregate (at most the cohort).
     #[arg(long)]
     pub min_results: Option<u32>,
+    /// The most training samples a client may report (its weight in an average is at most this).
+    #[arg(long)]
+    pub max_samples_per_client: Option<u64>,
     /// Who evaluates: cohort (the clients that train), all, or a fraction such as 0.1.
     #[arg(long)]
     pub eval_clients: Option<EvalClients>,
@@ -104,6 +107,9 @@ impl RunArgs {
              local_epochs => c.train.local_epochs, momentum => c.train.momentum);
         if let Some(n) = self.min_results {
             c.min_results = Some(n);
+        }
+        if let Some(n) = self.max_samples_per_client {
+            c.max_samples_per_client = Some(n);
         }
         if let Some(who) = self.eval_clients {
             c.evaluation.clients = who;

@@ -60,7 +60,10 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     let mut options =
         strata_server::ServerOptions::new(config, out, std::sync::Arc::new(strata_torch::backend::TorchBackend));
     options.resume = args.resume.is_some();
-    options.dataset_fingerprint = own_fingerprint(&options.config).await;
+    if let Some((fingerprint, train_samples)) = own_data(&options.config).await {
+        options.dataset_fingerprint = Some(fingerprint);
+        options.train_samples = Some(train_samples);
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(strata_server::ServerTls {
             cert_pem: super::read_pem(cert, "--tls-cert")?,
@@ -86,14 +89,19 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The fingerprint of the run's data, if this machine holds a copy (where the config or
-/// `--data-path` says): then clients are checked against it, not against the first one's word.
-async fn own_fingerprint(config: &strata_core::config::RunConfig) -> Option<String> {
-    let data = config.data.clone();
-    let seed = config.seed;
-    let loaded = tokio::task::spawn_blocking(move || strata_data::load(&data, seed).map(|d| d.fingerprint())).await;
+/// The fingerprint of the run's data and each partition index's training samples, if this
+/// machine holds a copy of the data (where the config or `--data-path` says): then clients are
+/// checked against them, not taken at their word.
+async fn own_data(config: &strata_core::config::RunConfig) -> Option<(String, Vec<u64>)> {
+    let config = config.clone();
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Vec<u64>)> {
+        let dataset = strata_data::load(&config.data, config.seed)?;
+        let split = strata_data::partition::for_run(&config.data, config.clients as usize, config.seed, &dataset)?;
+        Ok((dataset.fingerprint(), split.clients.iter().map(|c| c.train.len() as u64).collect()))
+    })
+    .await;
     match loaded {
-        Ok(Ok(fingerprint)) => Some(fingerprint),
+        Ok(Ok(known)) => Some(known),
         Ok(Err(e)) => {
             tracing::info!("no copy of the data on the server ({e}); the first client fixes the dataset's fingerprint");
             None

@@ -88,14 +88,20 @@ pub async fn simulate(
     tracing::info!(clients = config.clients, parallel, threads, rounds = config.rounds, method = %config.method, "simulation starting");
 
     // The server holds the same data as the clients (one copy, in this process), so it knows
-    // the dataset's fingerprint instead of taking the first client's word for it.
+    // the dataset's fingerprint and each client's training samples instead of taking the
+    // clients' word for them.
     let cache = Arc::new(strata_client::DataCache::default());
-    let fingerprint = {
+    let (fingerprint, train_samples) = {
         let (cache, config) = (Arc::clone(&cache), config.clone());
-        tokio::task::spawn_blocking(move || cache.get(&config).map(|(dataset, _)| dataset.fingerprint()))
-            .await
-            .context("loading the data panicked")?
-            .context("cannot load the run's data")?
+        tokio::task::spawn_blocking(move || {
+            cache.get(&config).map(|(dataset, partition)| {
+                let sizes = partition.clients.iter().map(|c| c.train.len() as u64).collect::<Vec<_>>();
+                (dataset.fingerprint(), sizes)
+            })
+        })
+        .await
+        .context("loading the data panicked")?
+        .context("cannot load the run's data")?
     };
 
     let (events, _) = broadcast::channel(4096);
@@ -145,6 +151,7 @@ pub async fn simulate(
         strata_server::ServerOptions::new(config, out, Arc::new(strata_torch::backend::TorchBackend));
     server_options.events = Some(events);
     server_options.dataset_fingerprint = Some(fingerprint);
+    server_options.train_samples = Some(train_samples);
     let outcome = strata_server::run(server_options, listener, crate::shutdown::signal()).await;
     let _ = stop_clients.send(());
     while let Some(joined) = tasks.join_next().await {
