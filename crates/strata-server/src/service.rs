@@ -440,6 +440,7 @@ mod tests {
         let registry = Registry::new(1);
         let id = Uuid::new_v4();
         let (_, session) = registry.join(id, Some(0), None, "").expect("join");
+        registry.set_capabilities(&id, Capabilities { train_samples: 1, ..Default::default() });
         let mut task = Assignment::new(0, TaskKind::Train, 0, tokio::time::Instant::now() + Duration::from_secs(600));
         task.parameters = Some(Arc::clone(&set));
         task.upload = Selector::all();
