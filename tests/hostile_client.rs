@@ -292,3 +292,64 @@ async fn a_client_cannot_choose_its_weight() {
     assert_eq!(outcome.summary.rounds_completed, 1, "{rounds:?}");
     assert!(rounds[0].aggregated && rounds[0].reported == 2, "{rounds:?}");
 }
+
+/// Sends bytes as they are, whatever they parse as, and ignores the reply's content.
+#[derive(Clone, Copy, Default)]
+struct RawBytes;
+
+struct RawEncoder;
+struct AnyReply;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = AnyReply;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> AnyReply {
+        AnyReply
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AnyReply {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        let rest = bytes::Buf::remaining(buf);
+        bytes::Buf::advance(buf, rest);
+        Ok(Some(()))
+    }
+}
+
+/// Issue 14, item 10: bytes that are not a protobuf message are the sender's error
+/// (INVALID_ARGUMENT, saying so), not an INTERNAL error of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_an_invalid_argument() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let server = start_server(synthetic_config(3, 1), out.path()).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).expect("url").connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for (path, garbage) in [
+        ("/strata.v1.Federation/Join", vec![0x0a, 0xff]),
+        ("/strata.v1.Federation/PullTask", vec![0xff; 11]),
+        ("/strata.v1.Federation/Heartbeat", vec![0x12, 0x05, b'a']),
+    ] {
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+        let status = grpc.unary(tonic::Request::new(garbage), path.clone(), RawBytes).await.expect_err("garbage");
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {}", status.message());
+        assert!(status.message().contains("malformed protobuf message"), "{path}: {}", status.message());
+    }
+    server.handle.abort();
+}

@@ -9,6 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", proto.display());
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure().compile_with_config(config, &[proto], &[root])?;
+    // Malformed messages are the sender's error (INVALID_ARGUMENT), not tonic's INTERNAL.
+    tonic_prost_build::configure().codec_path("crate::codec::StrictCodec").compile_with_config(
+        config,
+        &[proto],
+        &[root],
+    )?;
     Ok(())
 }

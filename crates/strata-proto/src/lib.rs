@@ -6,6 +6,7 @@
 //!   [`MAX_CHUNK_BYTES`](chunk::MAX_CHUNK_BYTES), lazily, one slice in memory at a time.
 //! - [`assemble`]: putting slices back together into one preallocated copy, checking every
 //!   index, offset and size against the header.
+//! - [`codec`]: prost's gRPC codec, with malformed messages refused as `INVALID_ARGUMENT`.
 //! - [`mask`]: bit-packed masks in slices.
 //! - [`stats`]: CCVR's per-class feature statistics in slices, checked on arrival.
 //! - [`receive`]: one result stream checked against its task, header first, part by part.
@@ -15,6 +16,7 @@
 
 pub mod assemble;
 pub mod chunk;
+pub mod codec;
 pub mod mask;
 pub mod reason;
 pub mod receive;
