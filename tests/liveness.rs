@@ -84,6 +84,8 @@ async fn a_round_with_nobody_available_waits_instead_of_counting() {
     config.liveness = LivenessConfig { heartbeat_secs: 1, offline_after_secs: 2, ..LivenessConfig::default() };
     let server = start_server(config, out.path()).await;
     let mut client = strata_tests::RawClient::join(&server.url, 0).await;
+    // What a client says once its data is loaded: its training samples, its weight.
+    client.capabilities = Some(pb::ClientCapabilities { train_samples: 10, ..Default::default() });
     let round0 = client.wait_for(pb::TaskKind::Train).await;
     assert_eq!(round0.round, 0);
     // Silent past round 0's deadline and past the point it counts as offline.
