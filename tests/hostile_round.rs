@@ -33,7 +33,12 @@ fn config() -> RunConfig {
     let mut config = synthetic_config(4, 2);
     config.min_clients = 2;
     config.round_timeout_secs = 120;
-    config.liveness = LivenessConfig { heartbeat_secs: 1, offline_after_secs: 6, round_closes: RoundCloses::All };
+    config.liveness = LivenessConfig {
+        heartbeat_secs: 1,
+        offline_after_secs: 6,
+        round_closes: RoundCloses::All,
+        ..LivenessConfig::default()
+    };
     config
 }
 

@@ -52,7 +52,12 @@ async fn run_with_a_silent_client(liveness: LivenessConfig) -> (Vec<RoundRecord>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_client_goes_offline_and_rounds_stop_waiting_for_it() {
-    let liveness = LivenessConfig { heartbeat_secs: 1, offline_after_secs: 6, round_closes: RoundCloses::All };
+    let liveness = LivenessConfig {
+        heartbeat_secs: 1,
+        offline_after_secs: 6,
+        round_closes: RoundCloses::All,
+        ..LivenessConfig::default()
+    };
     let (rounds, took) = run_with_a_silent_client(liveness).await;
     // Without liveness the round that picked it would wait out its 120 s deadline.
     assert!(took < Duration::from_secs(60), "the run took {took:?}");
@@ -66,7 +71,12 @@ async fn a_silent_client_goes_offline_and_rounds_stop_waiting_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn min_results_closes_a_round_once_enough_clients_reported() {
     // Patient enough that the silent client still counts as online when its round closes.
-    let liveness = LivenessConfig { heartbeat_secs: 1, offline_after_secs: 600, round_closes: RoundCloses::MinResults };
+    let liveness = LivenessConfig {
+        heartbeat_secs: 1,
+        offline_after_secs: 600,
+        round_closes: RoundCloses::MinResults,
+        ..LivenessConfig::default()
+    };
     let (rounds, took) = run_with_a_silent_client(liveness).await;
     assert!(took < Duration::from_secs(60), "the run took {took:?}");
     assert!(rounds.iter().any(|r| r.picked == 3 && r.reported == 2), "closed on two results of three: {rounds:?}");
@@ -141,4 +151,23 @@ async fn a_slot_squatted_by_a_silent_join_goes_to_a_client_that_works() {
     let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
     let last_training = rounds.iter().rfind(|r| r.round < 2).expect("round 1");
     assert_eq!((last_training.picked, last_training.reported, last_training.aggregated), (2, 2, true));
+}
+
+/// Issue 14, item 7: a run that cannot reach `min_clients` does not wait forever or end as
+/// "completed": past `liveness.start_deadline_secs` it ends with an error that says how many
+/// clients came, and the client that did is told the run is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_short_of_clients_ends_at_its_start_deadline_saying_why() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 2);
+    config.liveness.start_deadline_secs = Some(3);
+    let server = start_server(config, out.path()).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let lone = spawn_client(&server.url, 0, &cache);
+    let ended = tokio::time::timeout(Duration::from_secs(60), server.handle).await.expect("the deadline ends the run");
+    let err = ended.expect("server task").expect_err("too few clients");
+    assert!(matches!(err, strata_server::ServerError::NeverStarted { joined: 1, needed: 3, waited: 3 }), "{err}");
+    assert!(err.to_string().contains("only 1 of the 3 clients"), "{err}");
+    lone.await.expect("client task").expect("the lone client is told the run is over");
+    assert!(out.path().join("summary.json").exists(), "the run's files are written");
 }

@@ -25,11 +25,15 @@ pub struct LivenessConfig {
     pub heartbeat_secs: u64,
     pub offline_after_secs: u64,
     pub round_closes: RoundCloses,
+    /// Seconds the run waits for `min_clients` to join before it ends with an error that says
+    /// how many came; unset: it waits for as long as it takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_deadline_secs: Option<u64>,
 }
 
 impl Default for LivenessConfig {
     fn default() -> Self {
-        Self { heartbeat_secs: 5, offline_after_secs: 30, round_closes: RoundCloses::All }
+        Self { heartbeat_secs: 5, offline_after_secs: 30, round_closes: RoundCloses::All, start_deadline_secs: None }
     }
 }
 
@@ -47,6 +51,9 @@ impl LivenessConfig {
                 "liveness.offline_after_secs ({}) must be longer than liveness.heartbeat_secs ({})",
                 self.offline_after_secs, self.heartbeat_secs
             )));
+        }
+        if self.start_deadline_secs == Some(0) {
+            return Err(ConfigError::Invalid("liveness.start_deadline_secs must be at least 1".into()));
         }
         Ok(())
     }

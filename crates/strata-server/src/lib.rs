@@ -141,6 +141,11 @@ pub enum ServerError {
     /// A task the run depends on panicked or was cancelled (a bug, reported rather than hidden).
     #[error("{what} failed: {source}")]
     Task { what: &'static str, source: tokio::task::JoinError },
+    /// Too few clients joined before `liveness.start_deadline_secs`; the run's files say so.
+    #[error(
+        "only {joined} of the {needed} clients the run needs (min_clients) joined within {waited} s (liveness.start_deadline_secs)"
+    )]
+    NeverStarted { joined: usize, needed: usize, waited: u64 },
     #[error("cannot write {path}: {source}")]
     Output { path: PathBuf, source: std::io::Error },
     #[error("cannot write the run's report: {0}")]
@@ -298,6 +303,10 @@ pub async fn run(
     }
     let summary = output.finish(&config, started.elapsed().as_secs_f64())?;
     info!(dir = %output.dir().display(), ?ending, "run outputs written");
+    if let Ending::NeverStarted { joined, needed } = ending {
+        let waited = config.liveness.start_deadline_secs.unwrap_or_default();
+        return Err(ServerError::NeverStarted { joined, needed, waited });
+    }
     Ok(RunOutcome { ending, summary, rounds: output.rounds().to_vec(), out_dir: output.dir().to_path_buf() })
 }
 

@@ -58,6 +58,11 @@ pub struct RoundLoop {
 pub enum Ending {
     Completed,
     Interrupted,
+    /// `liveness.start_deadline_secs` passed with fewer than `min_clients` joined.
+    NeverStarted {
+        joined: usize,
+        needed: usize,
+    },
 }
 
 impl RoundLoop {
@@ -65,8 +70,21 @@ impl RoundLoop {
         tokio::pin!(shutdown);
         let min_clients = self.config.min_clients as usize;
         info!(min_clients, "waiting for clients");
+        let deadline = self.config.liveness.start_deadline_secs.map(Duration::from_secs);
+        let start_deadline = async {
+            match deadline {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.registry.wait_for(min_clients) => {}
+            _ = start_deadline => {
+                let joined = self.registry.joined_count();
+                warn!(joined, min_clients, "the start deadline passed before enough clients joined");
+                self.finish().await;
+                return (Ending::NeverStarted { joined, needed: min_clients }, self.output);
+            }
             _ = &mut shutdown => return (Ending::Interrupted, self.output),
         }
         for round in self.start_round..=self.config.rounds {

@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Training results a round needs to aggregate (at most the cohort).
     #[arg(long)]
     pub min_results: Option<u32>,
+    /// Seconds to wait for min_clients to join before ending with an error (default: no limit).
+    #[arg(long)]
+    pub start_deadline: Option<u64>,
     /// The most training samples a client may report (its weight in an average is at most this).
     #[arg(long)]
     pub max_samples_per_client: Option<u64>,
@@ -110,6 +113,9 @@ impl RunArgs {
         }
         if let Some(n) = self.max_samples_per_client {
             c.max_samples_per_client = Some(n);
+        }
+        if let Some(secs) = self.start_deadline {
+            c.liveness.start_deadline_secs = Some(secs);
         }
         if let Some(who) = self.eval_clients {
             c.evaluation.clients = who;
