@@ -353,3 +353,22 @@ async fn malformed_protobuf_is_an_invalid_argument() {
     }
     server.handle.abort();
 }
+
+/// Issue 14, item 10: a method this server does not have is UNIMPLEMENTED with a message that
+/// says what it serves, not an empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_method_says_what_the_server_serves() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let server = start_server(synthetic_config(3, 1), out.path()).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).expect("url").connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for path in ["/strata.v1.Federation/Unknown", "/strata.v2.Federation/Join"] {
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+        let status =
+            grpc.unary(tonic::Request::new(Vec::new()), path.clone(), RawBytes).await.expect_err("no such method");
+        assert_eq!(status.code(), Code::Unimplemented, "{path}: {}", status.message());
+        assert!(status.message().contains("it serves strata.v1.Federation"), "{path}: {}", status.message());
+    }
+    server.handle.abort();
+}

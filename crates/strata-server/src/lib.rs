@@ -14,6 +14,7 @@
 //! - `output`: the run's files.
 //! - [`events`]: what observers (progress bars, tests) hear.
 //! - `tls`: rustls settings ([`ServerTls`]) and the warning for plain TCP off loopback.
+//! - `unimplemented`: an `UNIMPLEMENTED` reply says what the server serves, not nothing.
 //! - [`auth`]: the interceptor that checks client tokens against the tokens file.
 //! - `metrics`: the Prometheus metrics (`ServerOptions::metrics`); the gRPC port also serves
 //!   `grpc.health.v1`, SERVING while the run goes on.
@@ -36,6 +37,7 @@ pub mod strategy;
 #[cfg(test)]
 mod test_backend;
 mod tls;
+mod unimplemented;
 pub mod validate;
 
 use std::future::Future;
@@ -257,6 +259,7 @@ pub async fn run(
 
     // HTTP/2's default 64 KiB windows make a model download a long exchange of window updates.
     let mut builder = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(unimplemented::explain::<tonic::body::Body>))
         .tcp_nodelay(true)
         .initial_stream_window_size(strata_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(strata_proto::CONNECTION_WINDOW_BYTES);
