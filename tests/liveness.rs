@@ -171,3 +171,47 @@ async fn a_run_short_of_clients_ends_at_its_start_deadline_saying_why() {
     lone.await.expect("client task").expect("the lone client is told the run is over");
     assert!(out.path().join("summary.json").exists(), "the run's files are written");
 }
+
+/// Issue 14, item 7: a client that keeps polling but never delivers (it answers no task)
+/// costs a round's deadline at first, then sits out more and more rounds (0, 1, 3, ... after
+/// its 1st, 2nd, 3rd miss in a row) instead of holding up every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_polls_but_never_works_sits_out_more_and_more_rounds() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 6);
+    config.min_results = Some(2);
+    config.round_timeout_secs = 2;
+    let server = start_server(config, out.path()).await;
+    let mut rogue = strata_tests::RawClient::join(&server.url, 2).await;
+    rogue.heartbeat().await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let honest: Vec<_> = (0..2).map(|i| spawn_client(&server.url, i, &cache)).collect();
+    // Polls for ever and answers nothing.
+    let squatting = tokio::spawn(async move {
+        let mut last = String::new();
+        loop {
+            let poll = pb::PullTaskRequest {
+                run_id: rogue.run_id.clone(),
+                client_id: rogue.client_id.clone(),
+                session: rogue.session.clone(),
+                last_task_id: last.clone(),
+                wait_ms: 1000,
+                capabilities: None,
+            };
+            match rogue.rpc.pull_task(poll).await {
+                Ok(task) if !task.get_ref().task_id.is_empty() => last = task.into_inner().task_id,
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    squatting.abort();
+    for c in honest {
+        c.await.expect("client task").expect("honest client ends cleanly");
+    }
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    let picked: Vec<u32> = rounds.iter().filter(|r| r.round < 6).map(|r| r.picked).collect();
+    assert_eq!(picked, vec![3, 3, 2, 3, 2, 2], "{rounds:?}");
+    assert_eq!(outcome.summary.rounds_completed, 6, "every round aggregated the honest results: {rounds:?}");
+}

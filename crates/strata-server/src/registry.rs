@@ -45,6 +45,12 @@ pub struct ClientEntry {
     /// Set when the client missed a round's deadline; cleared by its next poll, so a client
     /// that died is not picked again (and waited for) until it comes back.
     pub missed_deadline: bool,
+    /// Deadlines missed one after the other, and the first round the client may be picked in
+    /// again: after its k-th miss in a row it sits out 2^(k−1) − 1 rounds (0, 1, 3, 7, ... up
+    /// to 31), so a client that keeps polling but never delivers (a squatter, or one too slow
+    /// for the deadline) stops costing every round a deadline. A delivered result resets both.
+    pub misses_in_a_row: u32,
+    pub benched_until: u64,
     /// Whether the client has received the FINISH task.
     pub told_finish: bool,
     /// Long polls of this client waiting right now: a client waiting for a task is alive even
@@ -106,8 +112,10 @@ impl ClientEntry {
     /// Whether the client may be picked: heard from within `patience`, and not silent since
     /// a missed deadline (a hosted client comes back when its host joins it again, so a host
     /// that polls but does not work costs each of its clients one deadline, not one a round).
-    fn is_available(&self, patience: Duration) -> bool {
-        (!self.missed_deadline || self.polls_waiting > 0) && self.seen().elapsed() <= patience
+    fn is_available(&self, patience: Duration, round: u64) -> bool {
+        (!self.missed_deadline || self.polls_waiting > 0)
+            && self.seen().elapsed() <= patience
+            && round >= self.benched_until
     }
 
     /// A client that joined, never showed a sign of life, and has been silent past `patience`:
@@ -233,6 +241,8 @@ pub struct Registry {
     /// What a client may say about itself: its index's training samples, when the server
     /// holds the data, or else at most a bound.
     samples: SampleBounds,
+    /// The round being run (see [`Registry::begin_round`]).
+    round: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The training samples a client may report for its index.
@@ -266,6 +276,7 @@ impl Registry {
             fingerprint: Arc::new(Mutex::new(None)),
             patience: Duration::from_secs(30),
             samples: SampleBounds::Unbounded,
+            round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -428,6 +439,8 @@ impl Registry {
                 mailbox: watch::channel(None).0,
                 last_seen: Instant::now(),
                 missed_deadline: false,
+                misses_in_a_row: 0,
+                benched_until: 0,
                 told_finish: false,
                 polls_waiting: 0,
                 downloads_open: 0,
@@ -577,16 +590,36 @@ impl Registry {
         self.clients.get(id).map(|e| e.capabilities.clone())
     }
 
+    /// The client missed the current round's deadline: not picked again until it polls, and,
+    /// after its k-th miss in a row, not in the next 2^(k−1) − 1 rounds.
     pub fn mark_missed(&self, id: &Uuid) {
+        let round = self.round.load(Ordering::Relaxed);
         if let Some(mut entry) = self.clients.get_mut(id) {
             entry.missed_deadline = true;
+            entry.misses_in_a_row = entry.misses_in_a_row.saturating_add(1);
+            let k = entry.misses_in_a_row.min(6);
+            entry.benched_until = if k >= 2 { round.saturating_add(1u64 << (k - 1)) } else { 0 };
         }
+    }
+
+    /// The client delivered a result: its misses are forgiven.
+    pub fn mark_delivered(&self, id: &Uuid) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            entry.misses_in_a_row = 0;
+            entry.benched_until = 0;
+        }
+    }
+
+    /// The round being drawn and run: who sat out enough rounds is available again.
+    pub fn begin_round(&self, round: u64) {
+        self.round.store(round, Ordering::Relaxed);
     }
 
     /// Clients that may be picked: those that did not miss the last deadline without polling
     /// since, and were heard from within `patience` (a poll, a heartbeat, a result).
     pub fn available(&self, patience: std::time::Duration) -> Vec<ClientInfo> {
-        self.snapshot(|e| e.is_available(patience))
+        let round = self.round.load(Ordering::Relaxed);
+        self.snapshot(|e| e.is_available(patience, round))
     }
 
     /// `n` available clients drawn uniformly with `rng`, in index order (fewer when fewer are
@@ -608,9 +641,10 @@ impl Registry {
             (drawn, draws == capacity)
         };
         // The first `n` available in a uniformly random order are a uniform sample of them.
+        let round = self.round.load(Ordering::Relaxed);
         let mut picked: Vec<ClientInfo> = candidates
             .into_iter()
-            .filter(|(_, id)| self.clients.get(id).is_some_and(|e| e.is_available(patience)))
+            .filter(|(_, id)| self.clients.get(id).is_some_and(|e| e.is_available(patience, round)))
             .take(n)
             .map(|(index, id)| ClientInfo { id, index })
             .collect();
@@ -796,6 +830,30 @@ mod tests {
         // Another client gets another secret.
         let (_, other) = registry.join(thief, None, None, "").unwrap();
         assert_ne!(other, session);
+    }
+
+    #[test]
+    fn misses_in_a_row_bench_a_client_for_doubling_rounds_and_a_result_forgives_them() {
+        let registry = Registry::new(2);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        join(&registry, a, None, None).unwrap();
+        join(&registry, b, None, None).unwrap();
+        let patience = Duration::from_secs(60);
+        let available_in = |round: u64| {
+            registry.begin_round(round);
+            registry.touch(&a, None); // it polls again at once, as a squatter does
+            registry.available(patience).len()
+        };
+        registry.begin_round(0);
+        registry.mark_missed(&a); // first miss: sits out nothing beyond its next poll
+        assert_eq!(available_in(1), 2);
+        registry.mark_missed(&a); // second in a row (round 1): rounds 2 and 3 without it
+        assert_eq!((available_in(2), available_in(3), available_in(4)), (1, 2, 2));
+        registry.mark_missed(&a); // third (round 4): rounds 5 to 7 without it, back at 8
+        assert_eq!((available_in(5), available_in(7), available_in(8)), (1, 1, 2));
+        registry.mark_delivered(&a);
+        registry.mark_missed(&a); // a result in between: the next miss is a first one again
+        assert_eq!(available_in(9), 2);
     }
 
     #[test]

@@ -119,6 +119,7 @@ impl RoundLoop {
     }
 
     async fn round(&mut self, round: u64, evaluation_only: bool) {
+        self.registry.begin_round(round);
         let started = Instant::now();
         let picked = if evaluation_only { Vec::new() } else { self.cohort(round).await };
         let (others, evaluating) = self.evaluators(round, &picked, evaluation_only);
@@ -197,6 +198,9 @@ impl RoundLoop {
         }
         let reports = self.collect(round, tasks, deadline).await;
         self.gate.close();
+        for id in reports.keys() {
+            self.registry.mark_delivered(id);
+        }
         for id in tasks.keys().filter(|id| !reports.contains_key(*id)) {
             let index = self.registry.info(id).map(|c| c.index);
             warn!(round, client = index, "client missed the round's deadline; dropped from this round");
@@ -211,6 +215,13 @@ impl RoundLoop {
         let mut half_seconds = 0u64;
         loop {
             let picked = self.pick(round);
+            if !picked.is_empty() {
+                return picked;
+            }
+            // Clients sitting out rounds for missed deadlines do so only while others can train.
+            self.registry.begin_round(u64::MAX);
+            let picked = self.pick(round);
+            self.registry.begin_round(round);
             if !picked.is_empty() {
                 return picked;
             }
