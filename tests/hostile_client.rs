@@ -206,7 +206,7 @@ async fn start_knowing_server(
     let mut options =
         strata_server::ServerOptions::new(config.clone(), out.to_path_buf(), strata_tests::torch_backend());
     options.dataset_fingerprint = Some(dataset.fingerprint());
-    options.train_samples = Some(partition.clients.iter().map(|c| c.train.len() as u64).collect());
+    options.train_samples = Some(partition.train_sizes());
     (url, tokio::spawn(strata_server::run(options, listener, std::future::pending())))
 }
 

@@ -280,11 +280,11 @@ async fn join_all(
             join_with_retry(rpc, join, &dial.0, dial.1.as_ref(), dial.2).await
         });
         while let Some(joined) = joins.try_join_next() {
-            check_join(joined, run_id, shared, options.first_index)?;
+            check_join(joined, run_id, shared)?;
         }
     }
     while let Some(joined) = joins.join_next().await {
-        check_join(joined, run_id, shared, options.first_index)?;
+        check_join(joined, run_id, shared)?;
     }
     Ok(())
 }
@@ -293,13 +293,12 @@ fn check_join(
     joined: Result<Result<pb::JoinReply, ClientError>, tokio::task::JoinError>,
     run_id: &str,
     shared: &Shared,
-    first_index: u32,
 ) -> Result<(), ClientError> {
     let reply = joined.map_err(|source| ClientError::Panicked { what: "a join", source })??;
     if reply.run_id != run_id {
         return Err(ClientError::RunChanged { now: reply.run_id, joined: run_id.to_string() });
     }
-    shared.keep_session(reply.client_index.wrapping_sub(first_index), reply.session);
+    shared.keep_session(shared.position(reply.client_index), reply.session);
     Ok(())
 }
 
@@ -459,9 +458,9 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
 }
 
 impl Shared {
-    /// A client's position in `ids` from its index.
+    /// A client's position in `ids` from its index (out of range for an index it does not serve).
     fn position(&self, index: u32) -> usize {
-        (index - self.first_index) as usize
+        index.wrapping_sub(self.first_index) as usize
     }
 
     /// The session of the client at `position`; empty until its join is answered.
@@ -470,8 +469,8 @@ impl Shared {
     }
 
     /// Keeps the session a join returned (the first answer; later joins return the same).
-    fn keep_session(&self, position: u32, session: String) {
-        if let Some(slot) = self.sessions.get(position as usize) {
+    fn keep_session(&self, position: usize, session: String) {
+        if let Some(slot) = self.sessions.get(position) {
             let _ = slot.set(session);
         }
     }

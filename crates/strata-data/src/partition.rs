@@ -26,6 +26,13 @@ pub struct Partition {
     pub clients: Vec<ClientShare>,
 }
 
+impl Partition {
+    /// Each client's training samples, by index: its weight in an average.
+    pub fn train_sizes(&self) -> Vec<u64> {
+        self.clients.iter().map(|c| c.train.len() as u64).collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionError {
     #[error("cannot split: {0}")]

@@ -97,7 +97,7 @@ async fn own_data(config: &strata_core::config::RunConfig) -> Option<(String, Ve
     let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Vec<u64>)> {
         let dataset = strata_data::load(&config.data, config.seed)?;
         let split = strata_data::partition::for_run(&config.data, config.clients as usize, config.seed, &dataset)?;
-        Ok((dataset.fingerprint(), split.clients.iter().map(|c| c.train.len() as u64).collect()))
+        Ok((dataset.fingerprint(), split.train_sizes()))
     })
     .await;
     match loaded {

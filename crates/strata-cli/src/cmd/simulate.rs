@@ -94,10 +94,7 @@ pub async fn simulate(
     let (fingerprint, train_samples) = {
         let (cache, config) = (Arc::clone(&cache), config.clone());
         tokio::task::spawn_blocking(move || {
-            cache.get(&config).map(|(dataset, partition)| {
-                let sizes = partition.clients.iter().map(|c| c.train.len() as u64).collect::<Vec<_>>();
-                (dataset.fingerprint(), sizes)
-            })
+            cache.get(&config).map(|(dataset, partition)| (dataset.fingerprint(), partition.train_sizes()))
         })
         .await
         .context("loading the data panicked")?
