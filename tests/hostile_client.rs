@@ -57,6 +57,13 @@ async fn malformed_results_are_refused_and_the_run_goes_on() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("non-finite"), "{}", status.message());
 
+    // Issue 14, item 2: finite but huge values (all 1e30 once made every global weight 3e26,
+    // and every later honest result a NaN loss) are refused, naming the bound.
+    let huge = edit_tensors(&params, |t| t.iter_mut().for_each(|x| x.values_mut().fill(1e30)));
+    let status = push(&mut rogue, header.clone(), huge).await.expect_err("1e30 everywhere");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("max_abs_value"), "{}", status.message());
+
     let missing = edit_tensors(&params, |t| {
         t.pop();
     });

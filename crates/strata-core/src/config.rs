@@ -57,6 +57,34 @@ pub struct RunConfig {
     /// Which clients evaluate, how often, and at which moment.
     #[serde(default, skip_serializing_if = "EvaluationConfig::is_default")]
     pub evaluation: EvaluationConfig,
+    /// What bounds a single client's influence on the shared model.
+    #[serde(default, skip_serializing_if = "DefenseConfig::is_default")]
+    pub defense: DefenseConfig,
+}
+
+/// What bounds a single client's influence on the shared model (`[defense]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenseConfig {
+    /// The largest magnitude a value of an update may have: an update holding a larger one is
+    /// refused, so that no one result can push the shared model out of f32's range.
+    pub max_abs_value: f64,
+}
+
+impl DefenseConfig {
+    /// Far above any trained weight or normalization statistic of the built-in models, and
+    /// far below where sums of squares leave f32.
+    pub const DEFAULT_MAX_ABS_VALUE: f64 = 1e6;
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for DefenseConfig {
+    fn default() -> Self {
+        Self { max_abs_value: Self::DEFAULT_MAX_ABS_VALUE }
+    }
 }
 
 /// Every method's hyper-parameters, with the defaults of the papers' reference code.
@@ -280,6 +308,7 @@ impl RunConfig {
             calibration: CalibrationConfig::default(),
             liveness: LivenessConfig::default(),
             evaluation: EvaluationConfig::default(),
+            defense: DefenseConfig::default(),
         }
     }
 
@@ -334,6 +363,10 @@ impl RunConfig {
                     self.fraction, self.clients
                 ));
             }
+        }
+        let max_abs = self.defense.max_abs_value;
+        if !(max_abs.is_finite() && max_abs > 0.0) {
+            return bad(format!("defense.max_abs_value must be a positive number, got {max_abs}"));
         }
         if self.round_timeout_secs == 0 {
             return bad("round_timeout_secs must be at least 1".into());

@@ -52,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|c| {
                 let mask = common::random_mask(&mut rng, parameters);
-                validate::update(*c, 100 + c.index as u64, model(&mut rng, parameters), Some(mask))
+                validate::update(*c, 100 + c.index as u64, model(&mut rng, parameters), Some(mask), f64::MAX)
             })
             .collect::<Result<Vec<_>, _>>()?;
         println!("round {round}: generating {clients} updates: {:.2} s", started.elapsed().as_secs_f64());

@@ -242,6 +242,7 @@ pub async fn run(
         events: events.clone(),
         chunk_bytes: options.chunk_bytes,
         limits: AssemblyLimits { max_total_bytes: model_bytes },
+        max_abs_value: config.defense.max_abs_value,
         upload_budget: options
             .upload_budget_bytes
             .map_or_else(|| budget::UploadBudget::for_model(model_bytes), budget::UploadBudget::new),

@@ -54,6 +54,8 @@ pub struct FederationService {
     pub events: broadcast::Sender<ServerEvent>,
     pub chunk_bytes: usize,
     pub limits: AssemblyLimits,
+    /// The largest magnitude a value of an update may have (`defense.max_abs_value`).
+    pub max_abs_value: f64,
     /// Bytes of uploads held at once, across clients.
     pub upload_budget: UploadBudget,
     /// Longest a poll is held open before answering WAIT.
@@ -147,7 +149,13 @@ impl FederationService {
         }
         let received = receiver.finish()?;
         let update = match task.kind {
-            TaskKind::Train => Some(validate::update(info, received.num_samples, received.parameters, received.mask)?),
+            TaskKind::Train => Some(validate::update(
+                info,
+                received.num_samples,
+                received.parameters,
+                received.mask,
+                self.max_abs_value,
+            )?),
             _ => None,
         };
         Ok(Report {
@@ -459,6 +467,7 @@ mod tests {
             events: broadcast::channel(16).0,
             chunk_bytes: strata_proto::DEFAULT_CHUNK_BYTES,
             limits: AssemblyLimits::default(),
+            max_abs_value: 1e6,
             upload_budget: UploadBudget::for_model(set.byte_len() as u64),
             max_poll_wait: Duration::from_secs(1),
         };

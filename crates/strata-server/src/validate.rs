@@ -52,14 +52,25 @@ impl ValidUpdate {
     }
 }
 
-/// Final check on assembled tensors: every value finite. Builds the [`ValidUpdate`].
+/// Final check on assembled tensors: every value finite and at most `max_abs` in magnitude
+/// (`defense.max_abs_value`). Builds the [`ValidUpdate`].
 pub fn update(
     client: ClientInfo,
     num_samples: u64,
     parameters: TensorSet,
     mask: Option<BitMask>,
+    max_abs: f64,
 ) -> Result<ValidUpdate, Refusal> {
     strata_proto::receive::finite(&parameters)?;
+    for t in parameters.tensors() {
+        if let Some((i, v)) = t.values().iter().enumerate().find(|(_, v)| f64::from(v.abs()) > max_abs) {
+            return Err(Refusal::invalid(format!(
+                "tensor `{}` holds {v:e} at flat index {i}, beyond the server's bound of {max_abs:e} \
+                 (defense.max_abs_value)",
+                t.name()
+            )));
+        }
+    }
     Ok(ValidUpdate { client, num_samples, parameters, mask })
 }
 
@@ -73,10 +84,23 @@ mod tests {
     fn non_finite_values_are_refused() {
         let client = ClientInfo { id: uuid::Uuid::nil(), index: 0 };
         let bad = TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![1.0, f32::INFINITY]).unwrap()]).unwrap();
-        let err = update(client, 5, bad, None).unwrap_err();
+        let err = update(client, 5, bad, None, 1e6).unwrap_err();
         assert_eq!(err.code, RefusalCode::InvalidArgument);
         assert!(err.message.contains("`w`") && err.message.contains("index 1"), "{err}");
         let good = TensorSet::new(vec![NamedTensor::new("w", vec![1], vec![1.0]).unwrap()]).unwrap();
-        assert_eq!(update(client, 5, good, None).unwrap().num_samples(), 5);
+        assert_eq!(update(client, 5, good, None, 1e6).unwrap().num_samples(), 5);
+    }
+
+    #[test]
+    fn values_beyond_the_bound_are_refused_with_where_they_are() {
+        let client = ClientInfo { id: uuid::Uuid::nil(), index: 0 };
+        let set = |v: f32| TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![0.5, v]).unwrap()]).unwrap();
+        let err = update(client, 5, set(-1e30), None, 1e6).unwrap_err();
+        assert_eq!(err.code, RefusalCode::InvalidArgument);
+        assert!(
+            err.message.contains("`w`") && err.message.contains("index 1") && err.message.contains("max_abs_value")
+        );
+        assert!(update(client, 5, set(-1e6), None, 1e6).is_ok(), "the bound itself is allowed");
+        assert!(update(client, 5, set(2.0), None, 1.0).is_err());
     }
 }

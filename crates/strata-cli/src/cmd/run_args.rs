@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// The most training samples a client may report (its weight in an average is at most this).
     #[arg(long)]
     pub max_samples_per_client: Option<u64>,
+    /// The largest magnitude a value of an update may have; larger ones are refused
+    /// (default 1e6).
+    #[arg(long)]
+    pub max_abs_value: Option<f64>,
     /// Who evaluates: cohort (the clients that train), all, or a fraction such as 0.1.
     #[arg(long)]
     pub eval_clients: Option<EvalClients>,
@@ -113,6 +117,9 @@ impl RunArgs {
         }
         if let Some(n) = self.max_samples_per_client {
             c.max_samples_per_client = Some(n);
+        }
+        if let Some(v) = self.max_abs_value {
+            c.defense.max_abs_value = v;
         }
         if let Some(secs) = self.start_deadline {
             c.liveness.start_deadline_secs = Some(secs);
