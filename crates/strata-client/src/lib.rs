@@ -15,6 +15,7 @@
 //! - [`DataCache`]: one copy of the data per process, shared by simulated clients.
 //! - [`ClientTelemetry`]: Prometheus metrics and gRPC health of the process's clients.
 
+pub mod attack;
 mod auth;
 mod backoff;
 mod data_cache;
@@ -85,6 +86,8 @@ pub struct ClientOptions {
     pub state_dir: Option<PathBuf>,
     /// Where this client reports its metrics and health (shared by a process's virtual clients).
     pub telemetry: Option<Arc<ClientTelemetry>>,
+    /// Makes this client a hostile one, for measuring defenses (`simulate --attack`).
+    pub attack: Option<attack::Attack>,
 }
 
 impl ClientOptions {
@@ -103,6 +106,7 @@ impl ClientOptions {
             token: None,
             state_dir: None,
             telemetry: None,
+            attack: None,
         }
     }
 }
@@ -334,7 +338,7 @@ async fn load_local(
     let device = strata_torch::parse_device(&options.device)?;
     let cache = Arc::clone(&options.data_cache);
     let config = config.clone();
-    let threads = options.threads;
+    let (threads, attack) = (options.threads, options.attack);
     tokio::task::spawn_blocking(move || {
         let (dataset, partition) = cache.get(&config)?;
         let model = strata_torch::LocalModel::with_feature_norm(
@@ -344,14 +348,14 @@ async fn load_local(
             config.seed,
             config.model.feature_norm,
         )?;
-        Ok((local_state(&config, &dataset, &partition, index, model, threads)?, dataset.fingerprint()))
+        Ok((local_state(&config, &dataset, &partition, index, model, threads, attack)?, dataset.fingerprint()))
     })
     .await
     .map_err(|source| ClientError::Panicked { what: "loading the data", source })?
 }
 
-/// Client `index`'s share of the data as tensors, with `model`, and its method's client half.
-/// Blocking.
+/// Client `index`'s share of the data as tensors, with `model`, and its method's client half;
+/// a hostile client's (`attack`) with its labels flipped if that is its attack. Blocking.
 fn local_state(
     config: &RunConfig,
     dataset: &strata_data::Dataset,
@@ -359,12 +363,16 @@ fn local_state(
     index: u32,
     model: strata_torch::LocalModel,
     threads: usize,
+    attack: Option<attack::Attack>,
 ) -> Result<LocalState, ClientError> {
     let share = partition
         .clients
         .get(index as usize)
         .ok_or(ClientError::NoShare { index: index as usize, clients: partition.clients.len() })?;
-    let data = strata_torch::ClientTensors::from_share(dataset, share, model.device())?;
+    let mut data = strata_torch::ClientTensors::from_share(dataset, share, model.device())?;
+    if attack.is_some_and(|a| a.flips_labels()) {
+        data.train_y = data.train_y.neg() + (dataset.shape.num_classes as i64 - 1);
+    }
     let method = method::build(config.method, &config.methods, &model)?;
-    Ok(LocalState { model, data, method, threads })
+    Ok(LocalState { model, data, method, threads, attack })
 }

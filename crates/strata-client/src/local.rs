@@ -12,6 +12,7 @@ use strata_methods::ccvr::client_stats;
 use strata_torch::classifier::head_inputs;
 use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads};
 
+use crate::attack::Attack;
 use crate::method::{ClientMethod, GlobalView, RoundContext};
 use crate::transfer::FeatureStats;
 
@@ -25,6 +26,8 @@ pub struct LocalState {
     pub method: Box<dyn ClientMethod>,
     /// libtorch threads for this client's work.
     pub threads: usize,
+    /// What this client does to its uploads, when it is a hostile one (`simulate --attack`).
+    pub attack: Option<Attack>,
 }
 
 /// What the worker asks of the local state.
@@ -85,6 +88,10 @@ impl LocalState {
         let mask = match &job.mask_over {
             Some(covered) => self.method.mask(&upload, covered)?,
             None => None,
+        };
+        let upload = match self.attack {
+            Some(attack) => attack.poison(&job.received, upload, seed ^ 0x706f_6973_6f6e),
+            None => upload,
         };
         let trained = Some((stats.samples, seconds));
         Ok(JobOutput { metrics, upload: Some(upload), mask, num_samples: self.data.train_len() as u64, trained })

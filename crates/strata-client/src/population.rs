@@ -61,6 +61,8 @@ pub struct PopulationOptions {
     pub channels: usize,
     /// Joins in flight at once.
     pub joins_in_flight: usize,
+    /// Hostile clients by index and what they do to their uploads (`simulate --attack`).
+    pub attacks: std::collections::BTreeMap<u32, crate::attack::Attack>,
 }
 
 impl PopulationOptions {
@@ -81,6 +83,7 @@ impl PopulationOptions {
             personal_dir: None,
             channels: 4,
             joins_in_flight: 256,
+            attacks: Default::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ struct Shared {
     /// Whether the method's personal model outlives a download; when it does not (FedAvg,
     /// FedProx), every task's parameters replace the whole model and nothing needs restoring.
     keeps_personal_state: bool,
+    attacks: std::collections::BTreeMap<u32, crate::attack::Attack>,
 }
 
 /// Joins `options.clients` virtual clients and serves their tasks until the server says the
@@ -217,6 +221,7 @@ pub async fn run_population(
         initial,
         spare_models: Mutex::new(Vec::new()),
         keeps_personal_state,
+        attacks: options.attacks.clone(),
     });
     shared.keep_session(0, reply.session.clone());
 
@@ -505,7 +510,8 @@ impl Shared {
                 model.import(&saved)?;
             }
         }
-        let state = local_state(&self.config, &self.dataset, &self.partition, index, model, self.threads)?;
+        let attack = self.attacks.get(&index).copied();
+        let state = local_state(&self.config, &self.dataset, &self.partition, index, model, self.threads, attack)?;
         Ok(Materialized { state: Some(state), shared: self, _counted: counted })
     }
 }

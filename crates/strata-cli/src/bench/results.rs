@@ -142,7 +142,14 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
         md.push('\n');
     }
     for (index, split) in spec.splits.iter().enumerate() {
-        let _ = writeln!(md, "\n## {} (`{}`)\n", split.label, split.spec);
+        match &split.attack {
+            Some(attack) => {
+                let _ = writeln!(md, "\n## {} (`{}`, attack `{attack}`)\n", split.label, split.spec);
+            }
+            None => {
+                let _ = writeln!(md, "\n## {} (`{}`)\n", split.label, split.spec);
+            }
+        }
         md.push_str(
             "| method | seeds | final personalized | best personalized | best at round | final global \
              | global calibrated | s / round | up / round |\n|---|---|---|---|---|---|---|---|---|\n",

@@ -11,6 +11,8 @@
 //! # A split is its spec string (labelled by itself, or by the file stem for `file:`), or a
 //! # table naming it: the label heads the tables and names the cell directories.
 //! splits = ["pathological:2", { name = "dir0.1", split = "file:bench/split.json" }]
+//! # A named split may make some clients hostile (`simulate --attack`): a column per attack.
+//! # splits = [{ name = "2 scale×100", split = "file:bench/split.json", attack = "scale:100:0.1" }]
 //! seeds = [1]
 //! [matrix.seeds_by_method]        # optional: other seeds for some methods
 //! fedcac = [1, 2, 3]
@@ -30,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use strata_client::attack::AttackSpec;
 use strata_core::config::RunConfig;
 use strata_core::method::Method;
 use strata_core::partition_spec::PartitionSpec;
@@ -59,7 +62,12 @@ struct Matrix {
 #[serde(untagged)]
 enum SplitEntry {
     Plain(String),
-    Named { name: String, split: String },
+    Named {
+        name: String,
+        split: String,
+        #[serde(default)]
+        attack: Option<String>,
+    },
 }
 
 /// One split of the matrix.
@@ -70,6 +78,8 @@ pub struct Split {
     /// The label made safe as a file name (`cells/<dir>/`, `accuracy-<dir>.png`).
     pub dir: String,
     pub spec: PartitionSpec,
+    /// Hostile clients in this column's runs (`simulate --attack`).
+    pub attack: Option<AttackSpec>,
 }
 
 /// One run of the matrix.
@@ -176,10 +186,14 @@ impl BenchSpec {
         }
         let mut splits: Vec<Split> = Vec::new();
         for entry in m.splits {
-            let (name, text) = match entry {
-                SplitEntry::Plain(text) => (None, text),
-                SplitEntry::Named { name, split } => (Some(name), split),
+            let (name, text, attack) = match entry {
+                SplitEntry::Plain(text) => (None, text, None),
+                SplitEntry::Named { name, split, attack } => (Some(name), split, attack),
             };
+            let attack = attack
+                .map(|a| a.parse::<AttackSpec>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("[matrix] splits: {e}"))?;
             let spec: PartitionSpec =
                 text.parse().map_err(|e| anyhow::anyhow!("[matrix] splits: bad split `{text}`: {e}"))?;
             let label = name.unwrap_or_else(|| default_label(&text));
@@ -187,7 +201,7 @@ impl BenchSpec {
             if splits.iter().any(|s| s.dir == dir) {
                 bail!("[matrix] splits: two splits are labelled `{label}`; name them apart");
             }
-            splits.push(Split { label, dir, spec });
+            splits.push(Split { label, dir, spec, attack });
         }
         let mut splits_by_method = BTreeMap::new();
         for (method, labels) in &m.splits_by_method {
@@ -408,6 +422,20 @@ fedbn = "cnn-bn"
         let err = |t: &str| format!("{:#}", BenchSpec::parse(t, "t").unwrap_err());
         assert!(err(&text.replace("fedcac+ln\"]", "fedcac+bn\"]")).contains("+bn"));
         assert!(err(&text.replace("[\"dir0.5\"]", "[\"dir9\"]")).contains("dir9"));
+    }
+
+    #[test]
+    fn a_named_split_can_carry_an_attack() {
+        let text = SPEC.replace(
+            r#"{ name = "dir0.5", split = "dirichlet:0.5" }"#,
+            r#"{ name = "dir0.5 2 flip", split = "dirichlet:0.5", attack = "sign-flip:0.1" }"#,
+        );
+        let spec = BenchSpec::parse(&text, "t").unwrap();
+        assert_eq!(spec.splits[0].attack, None);
+        let attack = spec.splits[1].attack.unwrap();
+        assert_eq!((attack.to_string().as_str(), spec.splits[1].dir.as_str()), ("sign-flip:0.1", "dir0.5-2-flip"));
+        let err = format!("{:#}", BenchSpec::parse(&text.replace("sign-flip:0.1", "sign-flop:0.1"), "t").unwrap_err());
+        assert!(err.contains("sign-flop") && err.contains("[matrix] splits"), "{err}");
     }
 
     #[test]

@@ -97,7 +97,16 @@ pub async fn run_bench(spec_path: &Path, out: &Path, parallel: Option<usize>, de
             std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
         }
         let config = spec.config(cell)?;
-        match super::simulate::simulate(config, dir.clone(), parallel, device, Default::default()).await {
+        match super::simulate::simulate(
+            config,
+            dir.clone(),
+            parallel,
+            device,
+            Default::default(),
+            spec.splits[cell.split].attack,
+        )
+        .await
+        {
             Ok(outcome) if outcome.ending == Ending::Interrupted => {
                 // The server writes a summary of what it had; the cell is not finished.
                 let _ = std::fs::rename(dir.join("summary.json"), dir.join("summary.interrupted.json"));

@@ -12,6 +12,8 @@ use anyhow::Context;
 use strata_core::config::RunConfig;
 use tokio::sync::{Semaphore, broadcast};
 
+use strata_client::attack::AttackSpec;
+
 use super::RunArgs;
 
 #[derive(clap::Args)]
@@ -38,6 +40,11 @@ pub struct Args {
     /// Where spilled personal state goes (kept after the run); default: a temporary directory.
     #[arg(long)]
     personal_dir: Option<PathBuf>,
+    /// Makes a share of the clients hostile, to measure defenses: KIND:FRACTION with KIND one
+    /// of sign-flip, scale:LAMBDA, noise:SIGMA, free-rider, label-flip (e.g. scale:100:0.1).
+    /// The clients are drawn by the run's seed and listed in attack.json.
+    #[arg(long)]
+    attack: Option<AttackSpec>,
 }
 
 /// How a simulation holds its clients.
@@ -63,7 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Clients::Population { personal_memory_bytes: args.personal_memory << 20, personal_dir: args.personal_dir }
     };
-    let outcome = simulate(config, out, args.parallel, &args.device, clients).await?;
+    let outcome = simulate(config, out, args.parallel, &args.device, clients, args.attack).await?;
     println!("\n{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
     println!("Run files (report.md, summary.json, metrics.jsonl, accuracy.png) are in {}", outcome.out_dir.display());
     Ok(())
@@ -71,13 +78,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Runs one simulation of `config` into `out`: a server and `config.clients` clients in this
 /// process, `parallel` of them training at once (default: one per core), on `device`.
-/// Ctrl-C ends the run early; the outcome's `ending` says so.
+/// With `attack`, its share of the clients is hostile. Ctrl-C ends the run early; the
+/// outcome's `ending` says so.
 pub async fn simulate(
     config: RunConfig,
     out: PathBuf,
     parallel: Option<usize>,
     device: &str,
     clients: Clients,
+    attack: Option<AttackSpec>,
 ) -> anyhow::Result<strata_server::RunOutcome> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let parallel = parallel.unwrap_or(cores).clamp(1, config.clients as usize);
@@ -101,6 +110,12 @@ pub async fn simulate(
         .context("cannot load the run's data")?
     };
 
+    let hostile = attack.map(|a| a.hostile(config.clients, config.seed)).unwrap_or_default();
+    if let Some(a) = attack {
+        tracing::warn!(attack = %a.attack, ?hostile, "hostile clients in this simulation");
+    }
+    let attack_of = |index: u32| attack.filter(|_| hostile.contains(&index)).map(|a| a.attack);
+
     let (events, _) = broadcast::channel(4096);
     let progress = tokio::spawn(crate::progress::follow(events.subscribe(), config.rounds));
     let (stop_clients, _) = broadcast::channel::<()>(1);
@@ -114,6 +129,7 @@ pub async fn simulate(
             options.personal_memory_bytes = personal_memory_bytes;
             options.personal_dir = personal_dir;
             options.data_cache = Arc::clone(&cache);
+            options.attacks = hostile.iter().filter_map(|&i| Some((i, attack_of(i)?))).collect();
             let mut stop = stop_clients.subscribe();
             tasks.spawn(async move {
                 let outcome = strata_client::run_population(options, async move {
@@ -132,6 +148,7 @@ pub async fn simulate(
                 options.threads = threads;
                 options.train_permits = Some(Arc::clone(&permits));
                 options.data_cache = Arc::clone(&cache);
+                options.attack = attack_of(index);
                 let mut stop = stop_clients.subscribe();
                 tasks.spawn(async move {
                     strata_client::run(options, async move {
@@ -163,6 +180,9 @@ pub async fn simulate(
         }
     }
     let _ = progress.await;
+    if let (Some(a), Ok(outcome)) = (attack, &outcome) {
+        write_attack(&outcome.out_dir, &a, &hostile);
+    }
     Ok(outcome?)
 }
 
@@ -188,6 +208,18 @@ fn write_population(dir: &std::path::Path, p: &strata_client::PopulationOutcome)
     tracing::info!(%json, "population finished");
     if let Err(e) = std::fs::write(dir.join("population.json"), format!("{json:#}\n")) {
         tracing::warn!("cannot write population.json: {e}");
+    }
+}
+
+/// Which clients were hostile and how (`attack.json`), beside the run's records.
+fn write_attack(dir: &std::path::Path, attack: &AttackSpec, hostile: &[u32]) {
+    let json = serde_json::json!({
+        "attack": attack.attack.to_string(),
+        "fraction": attack.fraction,
+        "hostile_clients": hostile,
+    });
+    if let Err(e) = std::fs::write(dir.join("attack.json"), format!("{json:#}\n")) {
+        tracing::warn!("cannot write attack.json: {e}");
     }
 }
 
