@@ -7,6 +7,7 @@
 //! - [`config_error`]: what is wrong with a configuration or one of its values.
 //! - [`method`]: the federated methods as one type, and what server and client agree on.
 //! - [`partition_spec`]: the partition rule as configured (applied by `strata-data`).
+//! - [`defense`]: the robust-aggregation rule as configured (applied by `strata-methods`).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
 //! - [`evaluation`]: which clients evaluate, how often, at which moment.
@@ -24,6 +25,7 @@ pub mod backend;
 pub mod calibration;
 pub mod config;
 pub mod config_error;
+pub mod defense;
 pub mod evaluation;
 pub mod liveness;
 pub mod mask;

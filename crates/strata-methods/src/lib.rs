@@ -5,7 +5,10 @@
 //! - [`aggregate`]: weighted means of tensor sets, folded one update at a time in f64.
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
+//! - [`robust`]: robust aggregation of updates relative to what each client was sent: norm
+//!   bounding, coordinate-wise median and trimmed mean, Krum and Multi-Krum.
 
 pub mod aggregate;
 pub mod ccvr;
 pub mod fedcac;
+pub mod robust;
