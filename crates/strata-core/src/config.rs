@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calibration::CalibrationConfig;
 use crate::config_error::{ConfigError, InvalidValue};
+use crate::defense::Defense;
 use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
 use crate::method::Method;
@@ -66,6 +67,10 @@ pub struct RunConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefenseConfig {
+    /// How the server combines the round's updates of the shared tensors: `none` (the method's
+    /// sample-weighted mean), `norm-bound:M`, `norm-bound:median[*K]`, `median`,
+    /// `trimmed-mean[:BETA]`, `krum:F`, `multi-krum:F[:M][:uniform]`.
+    pub rule: Defense,
     /// The largest magnitude a value of an update may have: an update holding a larger one is
     /// refused, so that no one result can push the shared model out of f32's range.
     pub max_abs_value: f64,
@@ -83,7 +88,7 @@ impl DefenseConfig {
 
 impl Default for DefenseConfig {
     fn default() -> Self {
-        Self { max_abs_value: Self::DEFAULT_MAX_ABS_VALUE }
+        Self { rule: Defense::None, max_abs_value: Self::DEFAULT_MAX_ABS_VALUE }
     }
 }
 
@@ -312,6 +317,38 @@ impl RunConfig {
         }
     }
 
+    /// The robust rule fits the method and the cohort.
+    fn validate_defense(&self) -> Result<(), ConfigError> {
+        let rule = self.defense.rule;
+        rule.validate()?;
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        match (self.method, rule) {
+            (_, Defense::None) => {}
+            (Method::Local, _) => {
+                return bad(format!("defense.rule `{rule}` has nothing to defend: method `local` shares no tensor"));
+            }
+            (Method::FedCac, Defense::NormBound(_)) => {}
+            (Method::FedCac, _) => {
+                return bad(format!(
+                    "defense.rule `{rule}` does not compose with fedcac, which builds each client's model from \
+                     individual updates; use norm-bound:M or norm-bound:median"
+                ));
+            }
+            _ => {}
+        }
+        let cohort = self.cohort_size(self.clients as usize);
+        if rule.min_updates() > cohort {
+            return bad(format!(
+                "defense.rule `{rule}` needs at least {} updates a round (n > 2f + 2), but the cohort is {cohort} \
+                 (fraction {} of {} clients); lower f or raise fraction",
+                rule.min_updates(),
+                self.fraction,
+                self.clients
+            ));
+        }
+        Ok(())
+    }
+
     /// Clients that train in a round when `available` clients can be picked.
     pub fn cohort_size(&self, available: usize) -> usize {
         ((self.fraction * available as f64).ceil() as usize).clamp(available.min(1), available)
@@ -368,6 +405,7 @@ impl RunConfig {
         if !(max_abs.is_finite() && max_abs > 0.0) {
             return bad(format!("defense.max_abs_value must be a positive number, got {max_abs}"));
         }
+        self.validate_defense()?;
         if self.round_timeout_secs == 0 {
             return bad("round_timeout_secs must be at least 1".into());
         }
@@ -442,6 +480,30 @@ mod tests {
         let mut config = RunConfig::reference_fmnist();
         config.fraction = 0.0;
         assert!(config.validate().unwrap_err().to_string().contains("fraction"));
+    }
+
+    #[test]
+    fn a_defense_must_fit_the_method_and_the_cohort() {
+        let with = |method: Method, rule: &str| {
+            let mut config = RunConfig { method, ..RunConfig::reference_fmnist() };
+            config.defense.rule = rule.parse().unwrap();
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(Method::FedAvg, "krum:4").is_ok());
+        assert!(with(Method::FedPer, "trimmed-mean:0.2").is_ok());
+        assert!(with(Method::FedCac, "norm-bound:median").is_ok());
+        assert!(with(Method::FedCac, "median").unwrap_err().contains("does not compose with fedcac"));
+        assert!(with(Method::Local, "median").unwrap_err().contains("shares no tensor"));
+        // 20 clients: Krum with f = 9 needs 21.
+        let e = with(Method::FedAvg, "krum:9").unwrap_err();
+        assert!(e.contains("at least 21 updates") && e.contains("cohort is 20"), "{e}");
+        // The rule reads and writes as its spec in TOML, under [defense].
+        let mut config = RunConfig::reference_fmnist();
+        config.defense.rule = "multi-krum:2:10:uniform".parse().unwrap();
+        let text = config.to_toml();
+        assert!(text.contains("[defense]") && text.contains("rule = \"multi-krum:2:10:uniform\""), "{text}");
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), config);
+        assert!(!RunConfig::reference_fmnist().to_toml().contains("defense"), "the default stays out of the file");
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct RoundRecord {
     pub train_loss: Option<f64>,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// What the robust rule did, when the run has one and the round aggregated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defense: Option<DefenseReport>,
 }
 
 impl RoundRecord {
@@ -89,8 +92,29 @@ impl RoundRecord {
             train_loss: weighted_mean(trained.iter().filter_map(|r| Some((r.train_loss?, r.train_samples)))),
             bytes_up: rows.iter().map(|r| r.bytes_up).sum(),
             bytes_down: rows.iter().map(|r| r.bytes_down).sum(),
+            defense: None,
         }
     }
+}
+
+/// What a robust aggregation rule did in a round (`[defense] rule`), as `rounds.jsonl` records it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DefenseReport {
+    /// The rule's name (`median`, `krum`, ...).
+    pub rule: String,
+    /// The norm bound used this round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<f64>,
+    /// The clients (by index) whose update was scaled down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clipped: Vec<u32>,
+    /// Krum and Multi-Krum: the clients chosen, best score first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Vec<u32>>,
+    /// A setting that weakened the rule this round (a trimmed mean that trimmed nothing, Krum
+    /// with too few updates for its f).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// One classifier calibration (CCVR) of the model of row `round`, as `calibration.jsonl`

@@ -24,6 +24,7 @@ pub(crate) fn round(round: u64, global: Option<f64>, personalized: f64, seconds:
         train_loss: trains.then_some(1.0 / (round as f64 + 1.0)),
         bytes_up: 100,
         bytes_down: 200,
+        defense: None,
     }
 }
 

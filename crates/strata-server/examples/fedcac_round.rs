@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("round {round}: generating {clients} updates: {:.2} s", started.elapsed().as_secs_f64());
         let started = Instant::now();
         match strategy.aggregate_train(round, updates) {
-            Aggregated::Updated => {}
+            Aggregated::Updated { .. } => {}
             Aggregated::Skipped { reason } => return Err(reason.into()),
         }
         println!(

@@ -175,7 +175,7 @@ pub async fn run(
         None => None,
     };
     let (model_spec, initial) = initial_model(&config, Arc::clone(&options.backend)).await?;
-    let mut strategy = strategy::build(config.method, initial, &config.methods);
+    let mut strategy = strategy::build(config.method, initial, &config.methods, &config.defense);
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }

@@ -143,6 +143,7 @@ mod tests {
             train_loss: None,
             bytes_up: 100,
             bytes_down: 300,
+            defense: None,
         }
     }
 

@@ -146,6 +146,7 @@ impl RoundLoop {
         let mut reports = self.dispatch(round, &tasks, deadline).await;
 
         let rows = self.records(round, &tasks, &reports);
+        let mut defense = None;
         let aggregated = if evaluation_only {
             false
         } else {
@@ -159,7 +160,10 @@ impl RoundLoop {
                 false
             } else {
                 match off_the_runtime(|| self.strategy.aggregate_train(round, updates)) {
-                    Aggregated::Updated => true,
+                    Aggregated::Updated { defense: report } => {
+                        defense = report;
+                        true
+                    }
                     Aggregated::Skipped { reason } => {
                         warn!(round, %reason, "aggregation skipped");
                         false
@@ -168,8 +172,10 @@ impl RoundLoop {
             }
         };
 
-        let record =
-            RoundRecord::from_clients(round, n_train as u32, aggregated, started.elapsed().as_secs_f64(), &rows);
+        let record = RoundRecord {
+            defense,
+            ..RoundRecord::from_clients(round, n_train as u32, aggregated, started.elapsed().as_secs_f64(), &rows)
+        };
         if let Err(e) = self.output.append(&rows, &record) {
             warn!(round, "cannot write metrics: {e}");
         }

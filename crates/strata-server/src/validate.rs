@@ -40,6 +40,12 @@ impl ValidUpdate {
         self.mask.as_ref()
     }
 
+    /// The same update with `parameters` in place of its own: for a defense that bounds the
+    /// values it checked (same tensors, finite), never for anything a client sent.
+    pub(crate) fn with_parameters(self, parameters: TensorSet) -> Self {
+        Self { parameters, ..self }
+    }
+
     #[cfg(test)]
     pub fn for_tests(client: ClientInfo, parameters: TensorSet, num_samples: u64) -> Self {
         Self { client, num_samples, parameters, mask: None }

@@ -299,6 +299,7 @@ mod tests {
             train_loss: None,
             bytes_up: 1000,
             bytes_down: 2000,
+            defense: None,
         }
     }
 

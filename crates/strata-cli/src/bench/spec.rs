@@ -25,7 +25,8 @@
 //! A method may carry options after `+`, each changing its cells' config: `+ccvr` calibrates
 //! the classifier after the last round (`calibration.method = "ccvr"`), `+fn` normalizes the
 //! features (`model.feature_norm = "sqrt-d"`), `+fn-unit` with s = 1, `+ln` the layer-norm
-//! variant. `fedavg+fn` is a method of its own in the tables.
+//! variant; a robust rule (`+median`, `+krum:4`, `+norm-bound:median`, ... as `--defense`
+//! writes it) sets `defense.rule`. `fedavg+fn` is a method of its own in the tables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use strata_client::attack::AttackSpec;
 use strata_core::config::RunConfig;
+use strata_core::defense::Defense;
 use strata_core::method::Method;
 use strata_core::partition_spec::PartitionSpec;
 
@@ -119,8 +121,12 @@ impl<'a> Variant<'a> {
         let base: Method =
             parts.next().unwrap_or_default().parse().map_err(|e| anyhow::anyhow!("[matrix] methods: {e}"))?;
         let options: Vec<&str> = parts.collect();
-        if let Some(o) = options.iter().find(|o| !OPTIONS.contains(o)) {
-            bail!("[matrix] methods: unknown option `+{o}` in `{label}` (known: +{})", OPTIONS.join(", +"));
+        if let Some(o) = options.iter().find(|o| !OPTIONS.contains(o) && o.parse::<Defense>().is_err()) {
+            bail!(
+                "[matrix] methods: unknown option `+{o}` in `{label}` (known: +{}, or a defense rule as --defense \
+                 writes it, e.g. +median)",
+                OPTIONS.join(", +")
+            );
         }
         Ok(Self { base, options })
     }
@@ -139,7 +145,7 @@ impl<'a> Variant<'a> {
                 "fn" => set("model", "feature_norm", "sqrt-d"),
                 "fn-unit" => set("model", "feature_norm", "unit"),
                 "ln" => set("model", "feature_norm", "layer-norm"),
-                _ => {}
+                rule => set("defense", "rule", rule),
             }
         }
     }
@@ -263,7 +269,8 @@ impl BenchSpec {
 
     /// The cell's directory under the bench's output directory.
     pub fn cell_dir(&self, out: &Path, cell: &Cell) -> PathBuf {
-        out.join("cells").join(&self.splits[cell.split].dir).join(&cell.method).join(format!("seed{}", cell.seed))
+        let method = cell.method.replace(|c: char| !(c.is_ascii_alphanumeric() || "+.-_".contains(c)), "-");
+        out.join("cells").join(&self.splits[cell.split].dir).join(method).join(format!("seed{}", cell.seed))
     }
 
     /// The cell's run config: the settings with its method, seed, split (and model) inserted.
@@ -390,6 +397,9 @@ fedbn = "cnn-bn"
         let fedbn = spec.cells().into_iter().find(|c| c.method == "fedbn").unwrap();
         assert_eq!(spec.config(&fedbn).unwrap().model.name, "cnn-bn");
         assert_eq!(spec.splits[1].dir, "pathological-2");
+        let robust = BenchSpec::parse(include_str!("../../../../bench/fmnist-robust.toml"), "fmnist-robust").unwrap();
+        assert_eq!(robust.cells().len(), 12 * 5 * 3);
+        assert_eq!(robust.splits.iter().filter(|s| s.attack.is_some()).count(), 4);
         let smoke = BenchSpec::parse(include_str!("../../../../bench/smoke.toml"), "smoke").unwrap();
         assert_eq!(smoke.cells().len(), 12);
         let fn_spec = BenchSpec::parse(include_str!("../../../../bench/fmnist-fn.toml"), "fmnist-fn").unwrap();
@@ -418,6 +428,17 @@ fedbn = "cnn-bn"
         assert_eq!(c.calibration.method, strata_core::calibration::CalibrationMethod::Ccvr);
         assert_eq!(c.model.feature_norm, strata_core::config::FeatureNorm::SqrtD);
         let ln = cells.iter().find(|c| c.method == "fedcac+ln").unwrap();
+        let robust = SPEC
+            .replace(r#""fedbn", "fedcac"]"#, r#""fedavg+norm-bound:median*2", "fedcac"]"#)
+            .replace("fedbn = \"cnn-bn\"", "");
+        let spec = BenchSpec::parse(&robust, "t").unwrap();
+        let bounded = spec.cells().into_iter().find(|c| c.method == "fedavg+norm-bound:median*2").unwrap();
+        let rule = spec.config(&bounded).unwrap().defense.rule;
+        assert_eq!(rule, Defense::NormBound(strata_core::defense::NormBound::Median(2.0)));
+        assert!(spec.cell_dir(Path::new("o"), &bounded).ends_with("fedavg+norm-bound-median-2/seed1"));
+        let refused =
+            format!("{:#}", BenchSpec::parse(&robust.replace("norm-bound:median*2", "krum:1"), "t").unwrap_err());
+        assert!(refused.contains("at least 5 updates"), "3 clients are too few for krum:1: {refused}");
         assert_eq!(spec.config(ln).unwrap().model.feature_norm, strata_core::config::FeatureNorm::LayerNorm);
         let err = |t: &str| format!("{:#}", BenchSpec::parse(t, "t").unwrap_err());
         assert!(err(&text.replace("fedcac+ln\"]", "fedcac+bn\"]")).contains("+bn"));

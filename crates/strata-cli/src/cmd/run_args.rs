@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// The most training samples a client may report (its weight in an average is at most this).
     #[arg(long)]
     pub max_samples_per_client: Option<u64>,
+    /// How the server combines updates against hostile clients: none, norm-bound:M,
+    /// norm-bound:median[*K], median, trimmed-mean[:BETA], krum:F, multi-krum:F[:M][:uniform].
+    #[arg(long)]
+    pub defense: Option<strata_core::defense::Defense>,
     /// The largest magnitude a value of an update may have; larger ones are refused
     /// (default 1e6).
     #[arg(long)]
@@ -117,6 +121,9 @@ impl RunArgs {
         }
         if let Some(n) = self.max_samples_per_client {
             c.max_samples_per_client = Some(n);
+        }
+        if let Some(rule) = self.defense {
+            c.defense.rule = rule;
         }
         if let Some(v) = self.max_abs_value {
             c.defense.max_abs_value = v;

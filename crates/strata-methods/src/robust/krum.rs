@@ -9,7 +9,7 @@
 
 use strata_core::defense::Weighting;
 
-use super::{Contribution, DefenseReport, Outcome, RobustError, linear_combination, normalize};
+use super::{Contribution, Outcome, RobustError, linear_combination, normalize, report};
 
 /// Coordinates whose Δs are held at once for the distances: n × this many f64.
 const DISTANCE_BLOCK: usize = 1024;
@@ -33,7 +33,7 @@ pub(super) fn aggregate(
         Weighting::Samples => normalize(chosen.iter().map(|c| c.weight))?,
         Weighting::Uniform => vec![1.0 / chosen.len() as f64; chosen.len()],
     };
-    let mut report = DefenseReport::new(rule);
+    let mut report = report(rule);
     report.selected = Some(chosen.iter().map(|c| c.client).collect());
     let least = (malicious as usize).saturating_mul(2).saturating_add(2);
     if n <= least {

@@ -2,11 +2,11 @@
 //! Optimal Statistical Rates", ICML 2018; Flower's `FedMedian`): unweighted, and with an even
 //! number of updates the mean of the two middle values, as numpy's `median`.
 
-use super::{Contribution, DefenseReport, Outcome, combine_coordinates};
+use super::{Contribution, Outcome, combine_coordinates, report};
 
 /// The first reference plus the coordinate-wise median of the Δs. Expects checked contributions.
 pub(super) fn aggregate(updates: &[Contribution]) -> Outcome {
-    Outcome { aggregate: combine_coordinates(updates, median_in_place), report: DefenseReport::new("median") }
+    Outcome { aggregate: combine_coordinates(updates, median_in_place), report: report("median") }
 }
 
 /// numpy's median of `values`, which it reorders: a selection, not a sort. NaN when empty.

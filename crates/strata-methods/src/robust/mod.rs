@@ -17,7 +17,6 @@ mod norm_bound;
 mod test_support;
 mod trimmed_mean;
 
-use serde::Serialize;
 use strata_core::config_error::InvalidValue;
 use strata_core::defense::{Defense, Weighting};
 use strata_core::tensor::TensorSet;
@@ -45,21 +44,8 @@ pub struct Outcome {
     pub report: DefenseReport,
 }
 
-/// What a rule did this round, for logs and the run record.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DefenseReport {
-    /// The rule's name, as [`Defense::name`].
-    pub rule: &'static str,
-    /// The norm bound used this round.
-    pub bound: Option<f64>,
-    /// The clients whose Δ was scaled down, in input order.
-    pub clipped: Vec<u32>,
-    /// Krum and Multi-Krum: the chosen clients, best score first.
-    pub selected: Option<Vec<u32>>,
-    /// A setting that weakens the rule this round (a trimmed mean that trims nothing, Krum
-    /// with too few updates for its f).
-    pub warning: Option<String>,
-}
+/// What a rule did this round: one type with the run's records, which carry it.
+pub use strata_core::records::DefenseReport;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RobustError {
@@ -93,7 +79,7 @@ pub fn aggregate(defense: &Defense, updates: &[Contribution]) -> Result<Outcome,
     match *defense {
         Defense::None => {
             let weights = normalize(updates.iter().map(|c| c.weight))?;
-            Ok(Outcome { aggregate: linear_combination(updates, &weights), report: DefenseReport::new("none") })
+            Ok(Outcome { aggregate: linear_combination(updates, &weights), report: report("none") })
         }
         Defense::NormBound(mode) => norm_bound::aggregate(mode, updates),
         Defense::Median => Ok(median::aggregate(updates)),
@@ -106,10 +92,9 @@ pub fn aggregate(defense: &Defense, updates: &[Contribution]) -> Result<Outcome,
     }
 }
 
-impl DefenseReport {
-    fn new(rule: &'static str) -> Self {
-        Self { rule, bound: None, clipped: Vec::new(), selected: None, warning: None }
-    }
+/// A report of `rule` that has nothing to say yet.
+fn report(rule: &str) -> DefenseReport {
+    DefenseReport { rule: rule.to_string(), ..DefenseReport::default() }
 }
 
 /// [`check_contributions`], and every reference equal to the first.
@@ -252,7 +237,7 @@ mod tests {
         round.push(2, 3.0, &[-1.0, 4.0, 1.0]);
         let outcome = aggregate(&Defense::None, &round.contributions()).unwrap();
         assert_eq!(flat(&outcome.aggregate), [1.0, 5.0, 3.5]);
-        assert_eq!(outcome.report, DefenseReport::new("none"));
+        assert_eq!(outcome.report, report("none"));
     }
 
     #[test]
@@ -306,7 +291,7 @@ mod tests {
         round.push(1, 1.0, &[1.0, 2.0, 3.0]);
         round.push(2, 1.0, &[1.0, 2.0, 3.0]);
         let median = |updates: &[Contribution]| aggregate(&Defense::Median, updates).map(|o| o.report.rule);
-        assert_eq!(median(&round.contributions()), Ok("median"));
+        assert_eq!(median(&round.contributions()).as_deref(), Ok("median"));
         assert_eq!(median(&[]), Err(RobustError::NoUpdates));
 
         let mut repeated = round.contributions();
@@ -320,7 +305,7 @@ mod tests {
         let equal_reference = round.reference.clone();
         let mut copied = round.contributions();
         copied[1].reference = &equal_reference;
-        assert_eq!(median(&copied), Ok("median"));
+        assert_eq!(median(&copied).as_deref(), Ok("median"));
 
         let renamed = Round::new(&[("a", vec![2]), ("c", vec![1])], &[0.0; 3]).reference;
         let mut wrong_names = round.contributions();
@@ -340,7 +325,10 @@ mod tests {
         let mut weightless = round.contributions();
         weightless.iter_mut().for_each(|c| c.weight = 0.0);
         assert_eq!(aggregate(&Defense::None, &weightless), Err(RobustError::ZeroWeight));
-        assert_eq!(aggregate(&Defense::Krum { malicious: 0 }, &weightless).map(|o| o.report.rule), Ok("krum"));
+        assert_eq!(
+            aggregate(&Defense::Krum { malicious: 0 }, &weightless).map(|o| o.report.rule),
+            Ok("krum".to_string())
+        );
 
         let too_much_trim = aggregate(&Defense::TrimmedMean { beta: 0.5 }, &round.contributions());
         assert!(matches!(too_much_trim, Err(RobustError::InvalidDefense(e)) if e.0.contains("0 < beta < 0.5")));

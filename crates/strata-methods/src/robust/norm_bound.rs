@@ -8,7 +8,9 @@ use strata_core::defense::{Defense, NormBound};
 use strata_core::tensor::TensorSet;
 
 use super::median::median_in_place;
-use super::{Contribution, DefenseReport, Outcome, RobustError, check_contributions, linear_combination, normalize};
+use super::{
+    Contribution, DefenseReport, Outcome, RobustError, check_contributions, linear_combination, normalize, report,
+};
 
 /// Scales each Δ_i = update_i − reference_i down to the bound (fixed M, or κ times the median of
 /// this call's norms) and returns the bounded updates, reference_i + clipped Δ_i, in input order
@@ -42,7 +44,7 @@ fn clip_factors(mode: NormBound, updates: &[Contribution]) -> (DefenseReport, Ve
     };
     // norm > bound >= 0, so the division is by a positive norm.
     let factors: Vec<f64> = norms.iter().map(|&norm| if norm > bound { bound / norm } else { 1.0 }).collect();
-    let mut report = DefenseReport::new("norm-bound");
+    let mut report = report("norm-bound");
     report.bound = Some(bound);
     report.clipped = updates.iter().zip(&factors).filter(|(_, f)| **f < 1.0).map(|(c, _)| c.client).collect();
     (report, factors)

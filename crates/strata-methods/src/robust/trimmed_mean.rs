@@ -2,7 +2,7 @@
 //! scipy's `trim_mean`): per coordinate, ⌊β·n⌋ values cut from each end and the rest averaged,
 //! unweighted. When ⌊β·n⌋ = 0 nothing is trimmed; the report warns, as the spec asks.
 
-use super::{Contribution, DefenseReport, Outcome, RobustError, combine_coordinates};
+use super::{Contribution, Outcome, RobustError, combine_coordinates, report};
 
 /// The first reference plus the coordinate-wise trimmed mean of the Δs. Expects checked
 /// contributions; refuses a β that leaves no value.
@@ -13,7 +13,7 @@ pub(super) fn aggregate(beta: f64, updates: &[Contribution]) -> Result<Outcome, 
     if cut.saturating_mul(2) >= n {
         return Err(RobustError::NothingLeft { beta, n, cut });
     }
-    let mut report = DefenseReport::new("trimmed-mean");
+    let mut report = report("trimmed-mean");
     if cut == 0 {
         report.warning = Some(format!(
             "trimmed-mean:{beta} over {n} updates cuts floor(beta*n) = 0 values: this round is a plain mean"

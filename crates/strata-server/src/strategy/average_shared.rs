@@ -10,14 +10,21 @@
 //! (the body), FedBN (all but normalization layers) and Local (nothing) differ on the server:
 //! only the shared tensors travel, both ways. The methods' hyper-parameters reach the client
 //! halves in the run's configuration, not from here.
+//!
+//! With a robust rule (`[defense] rule`), the round's updates are kept until the round ends
+//! and combined by [`strata_methods::robust`] instead: the rule sees every update relative to
+//! the shared global model all were sent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use strata_core::defense::Defense;
 use strata_core::method::Method;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::aggregate::RunningMean;
+use strata_methods::robust::{self, Contribution};
+use tracing::warn;
 
 use super::{Aggregated, Instruction, RestoreError, Snapshot, Strategy, same_method, same_specs};
 use crate::client_info::ClientInfo;
@@ -33,6 +40,8 @@ pub struct AverageShared {
     global: Arc<TensorSet>,
     /// The round's updates folded in so far: the only copy the server keeps of them.
     pending: Option<(u64, RunningMean)>,
+    /// The robust rule; [`Defense::None`] folds updates as they arrive.
+    defense: Defense,
 }
 
 impl AverageShared {
@@ -41,7 +50,36 @@ impl AverageShared {
         let shared = method.shares();
         let global = initial.select(|n| shared.matches(n));
         let whole_model = global.len() == initial.len();
-        Self { method, shared, whole_model, global: Arc::new(global), pending: None }
+        Self { method, shared, whole_model, global: Arc::new(global), pending: None, defense: Defense::None }
+    }
+
+    /// Combines the round's updates with `defense` instead of the sample-weighted mean.
+    pub fn with_defense(mut self, defense: Defense) -> Self {
+        self.defense = defense;
+        self
+    }
+
+    /// The robust rule over the round's updates, each relative to the global model all were sent.
+    fn aggregate_robust(&mut self, round: u64, updates: &[ValidUpdate]) -> Aggregated {
+        let contributions: Vec<Contribution> = updates
+            .iter()
+            .map(|u| Contribution {
+                client: u.client().index,
+                reference: &self.global,
+                update: u.parameters(),
+                weight: u.num_samples() as f64,
+            })
+            .collect();
+        match robust::aggregate(&self.defense, &contributions) {
+            Ok(outcome) => {
+                if let Some(warning) = &outcome.report.warning {
+                    warn!(round, rule = %self.defense, "{warning}");
+                }
+                self.global = Arc::new(outcome.aggregate);
+                Aggregated::Updated { defense: Some(outcome.report) }
+            }
+            Err(e) => Aggregated::Skipped { reason: format!("{}: {e}", self.defense) },
+        }
     }
 
     fn send_global(&self, clients: &[ClientInfo]) -> Vec<Instruction> {
@@ -61,6 +99,9 @@ impl Strategy for AverageShared {
     }
 
     fn absorb(&mut self, round: u64, update: ValidUpdate) -> Option<ValidUpdate> {
+        if self.defense.keeps_updates() {
+            return Some(update);
+        }
         let weight = update.num_samples() as f64;
         match &mut self.pending {
             Some((r, mean)) if *r == round => mean.add(update.parameters(), weight),
@@ -77,6 +118,12 @@ impl Strategy for AverageShared {
     }
 
     fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
+        if self.defense.keeps_updates() {
+            if updates.is_empty() {
+                return Aggregated::Skipped { reason: "no update".into() };
+            }
+            return self.aggregate_robust(round, &updates);
+        }
         for update in updates {
             self.absorb(round, update);
         }
@@ -84,7 +131,7 @@ impl Strategy for AverageShared {
         match mean {
             Some(avg) => {
                 self.global = Arc::new(avg);
-                Aggregated::Updated
+                Aggregated::Updated { defense: None }
             }
             None => Aggregated::Skipped { reason: "no update with training samples".into() },
         }
@@ -110,6 +157,7 @@ impl Strategy for AverageShared {
         vec![
             ("method", self.method.to_string()),
             ("weighting", "training samples".into()),
+            ("defense", self.defense.to_string()),
             ("shared", format!("{:?} except {:?}", self.shared.patterns(), self.shared.exceptions())),
         ]
     }
@@ -138,7 +186,7 @@ mod tests {
             .enumerate()
             .map(|(i, (v, n))| ValidUpdate::for_tests(client(i as u32), set(v), *n))
             .collect();
-        assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated { .. }));
         strategy.global().unwrap().get("w").unwrap().values().to_vec()
     }
 
@@ -170,13 +218,13 @@ mod tests {
         streamed.abandon(0);
         assert!(streamed.absorb(1, ValidUpdate::for_tests(client(0), set(&[1.0, 2.0]), 1)).is_none());
         assert!(streamed.absorb(1, ValidUpdate::for_tests(client(1), set(&[3.0, 6.0]), 3)).is_none());
-        assert!(matches!(streamed.aggregate_train(1, vec![]), Aggregated::Updated));
+        assert!(matches!(streamed.aggregate_train(1, vec![]), Aggregated::Updated { .. }));
         assert_eq!(streamed.global().unwrap().get("w").unwrap().values(), vec![2.5, 5.0]);
         // Sums left from a round that never aggregated are not the next round's.
         let mut stale = AverageShared::new(Method::FedAvg, set(&[0.0]));
         stale.absorb(2, ValidUpdate::for_tests(client(0), set(&[100.0]), 5));
         stale.absorb(3, ValidUpdate::for_tests(client(0), set(&[1.0]), 1));
-        assert!(matches!(stale.aggregate_train(3, vec![]), Aggregated::Updated));
+        assert!(matches!(stale.aggregate_train(3, vec![]), Aggregated::Updated { .. }));
         assert_eq!(stale.global().unwrap().get("w").unwrap().values(), vec![1.0]);
         let mut nothing = AverageShared::new(Method::FedAvg, set(&[0.0]));
         nothing.absorb(0, ValidUpdate::for_tests(client(0), set(&[1.0]), 1));
@@ -210,8 +258,34 @@ mod tests {
         let body = |v: f32| TensorSet::new(vec![NamedTensor::new("body.w", vec![1], vec![v]).unwrap()]).unwrap();
         let updates =
             vec![ValidUpdate::for_tests(client(0), body(2.0), 1), ValidUpdate::for_tests(client(1), body(4.0), 3)];
-        assert!(matches!(fedper.aggregate_train(0, updates), Aggregated::Updated));
+        assert!(matches!(fedper.aggregate_train(0, updates), Aggregated::Updated { .. }));
         assert_eq!(fedper.configure_train(1, &[client(0)])[0].parameters.get("body.w").unwrap().values(), vec![3.5]);
+    }
+
+    #[test]
+    fn a_robust_rule_keeps_the_round_and_reports_what_it_did() {
+        let robust = |rule: &str, updates: &[(u32, f32)]| {
+            let mut strategy = AverageShared::new(Method::FedAvg, set(&[0.0])).with_defense(rule.parse().unwrap());
+            let updates: Vec<ValidUpdate> =
+                updates.iter().map(|&(i, v)| ValidUpdate::for_tests(client(i), set(&[v]), 10)).collect();
+            let Aggregated::Updated { defense: Some(report) } = strategy.aggregate_train(0, updates) else {
+                panic!("{rule} aggregates");
+            };
+            (strategy.global().unwrap().get("w").unwrap().values()[0], report)
+        };
+        let mut kept = AverageShared::new(Method::FedAvg, set(&[0.0])).with_defense(Defense::Median);
+        assert!(kept.absorb(0, ValidUpdate::for_tests(client(0), set(&[1.0]), 1)).is_some(), "kept for the rule");
+        let honest_and_scaled = [(0, 1.0), (1, 1.2), (2, 0.8), (3, 1.1), (4, 100.0)];
+        let (median, report) = robust("median", &honest_and_scaled);
+        assert_eq!((median, report.rule.as_str()), (1.1, "median"));
+        let (krum, report) = robust("krum:1", &honest_and_scaled);
+        assert!((0.8..=1.2).contains(&krum) && report.selected.as_ref().is_some_and(|s| !s.contains(&4)), "{report:?}");
+        let (bounded, report) = robust("norm-bound:median", &honest_and_scaled);
+        // The median norm is 1.1: updates 1.2 and 100 are scaled down to it.
+        assert!(report.bound.is_some_and(|b| (b - 1.1).abs() < 1e-6) && report.clipped == [1, 4], "{report:?}");
+        assert!((bounded - 1.02).abs() < 1e-5, "the scaled update counts as the median norm: {bounded}");
+        let mut nothing = AverageShared::new(Method::FedAvg, set(&[0.0])).with_defense(Defense::Median);
+        assert!(matches!(nothing.aggregate_train(0, vec![]), Aggregated::Skipped { .. }));
     }
 
     #[test]

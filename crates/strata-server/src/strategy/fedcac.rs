@@ -26,11 +26,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use strata_core::defense::{Defense, NormBound};
 use strata_core::mask::BitMask;
 use strata_core::method::Method;
+use strata_core::records::DefenseReport;
 use strata_core::selection::{RUNNING_STATS, Selector};
 use strata_core::tensor::{NamedTensor, TensorError, TensorSet};
 use strata_methods::fedcac::{self, Collaboration};
+use strata_methods::robust::{self, Contribution};
 use strata_proto::text::shown;
 use tracing::{debug, warn};
 
@@ -59,6 +62,8 @@ pub struct FedCac {
     covered: Selector,
     clients: HashMap<uuid::Uuid, Personal>,
     last_threshold: Option<f64>,
+    /// Bounds each update's change from the model its client was sent, before anything else.
+    norm_bound: Option<NormBound>,
 }
 
 impl FedCac {
@@ -71,7 +76,38 @@ impl FedCac {
             covered: Selector::all().except(RUNNING_STATS),
             clients: HashMap::new(),
             last_threshold: None,
+            norm_bound: None,
         }
+    }
+
+    /// Bounds the norm of each client's change (from the model it was sent) before the round's
+    /// arithmetic; the only robust rule that fits a method building one model per client.
+    pub fn with_norm_bound(mut self, bound: Option<NormBound>) -> Self {
+        self.norm_bound = bound;
+        self
+    }
+
+    /// The updates with each change from what its client was sent scaled to the bound.
+    fn bounded(&self, mode: NormBound, updates: Vec<ValidUpdate>) -> Result<(Vec<ValidUpdate>, DefenseReport), String> {
+        let sent: Vec<TensorSet> = updates
+            .iter()
+            .map(|u| {
+                let model = self.clients.get(&u.client().id).map_or(&self.global, |p| &p.model);
+                model.select(|n| u.parameters().get(n).is_some())
+            })
+            .collect();
+        let contributions: Vec<Contribution> = updates
+            .iter()
+            .zip(&sent)
+            .map(|(u, reference)| Contribution {
+                client: u.client().index,
+                reference,
+                update: u.parameters(),
+                weight: u.num_samples() as f64,
+            })
+            .collect();
+        let (parameters, report) = robust::bound_norms(mode, &contributions).map_err(|e| format!("norm bound: {e}"))?;
+        Ok((updates.into_iter().zip(parameters).map(|(u, p)| u.with_parameters(p)).collect(), report))
     }
 
     /// θ of the last aggregation (+∞ when a single client reported).
@@ -141,6 +177,13 @@ impl Strategy for FedCac {
     }
 
     fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
+        let (updates, defense) = match self.norm_bound {
+            Some(mode) if !updates.is_empty() => match self.bounded(mode, updates) {
+                Ok((bounded, report)) => (bounded, Some(report)),
+                Err(reason) => return Aggregated::Skipped { reason },
+            },
+            _ => (updates, None),
+        };
         let covered_len = fedcac::covered_len(&self.global, &self.covered);
         let usable: Vec<&ValidUpdate> = updates
             .iter()
@@ -177,7 +220,7 @@ impl Strategy for FedCac {
                 self.aggregated = true;
                 self.clients = next;
                 self.last_threshold = Some(collab.theta);
-                Aggregated::Updated
+                Aggregated::Updated { defense }
             }
             Err(reason) => Aggregated::Skipped { reason },
         }
@@ -273,6 +316,7 @@ impl Strategy for FedCac {
             ("tau", self.tau.to_string()),
             ("beta", self.beta.to_string()),
             ("customized", "every tensor except running statistics".into()),
+            ("norm bound", self.norm_bound.map_or("none".into(), |b| Defense::NormBound(b).to_string())),
         ]
     }
 }
@@ -331,6 +375,34 @@ mod tests {
     }
 
     #[test]
+    fn a_norm_bound_scales_each_change_from_what_the_client_was_sent() {
+        let mut strategy = FedCac::new(initial(), 0.5, 2.0).with_norm_bound(Some(NormBound::Fixed(1.0)));
+        let Aggregated::Updated { defense: Some(report) } = strategy.aggregate_train(0, three_updates()) else {
+            panic!("round 0 aggregates");
+        };
+        assert_eq!(
+            (report.rule.as_str(), report.bound, report.clipped.clone()),
+            ("norm-bound", Some(1.0), vec![0, 1, 2])
+        );
+        // Every bounded change from the zero model has norm 1, so their average has at most 1.
+        let global = strategy.global().unwrap();
+        let norm: f64 = ["body.w", "head.w"]
+            .iter()
+            .flat_map(|n| global.get(n).unwrap().values().to_vec())
+            .map(|v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        assert!(norm <= 1.0 + 1e-6 && norm > 0.1, "{norm}");
+        // Round 1: client 0 is measured from the model it was sent, its own w_0.
+        let (body, head, _, _) = sent(&mut strategy, 0);
+        let near = update(0, [body[0] + 0.5, body[1], body[2], body[3]], [head[0], head[1]], 1, "111000");
+        let Aggregated::Updated { defense: Some(report) } = strategy.aggregate_train(1, vec![near]) else {
+            panic!("round 1 aggregates");
+        };
+        assert!(report.clipped.is_empty(), "a change of 0.5 from w_0 is within the bound: {report:?}");
+    }
+
+    #[test]
     fn tasks_upload_and_mask_everything_but_running_stats() {
         let mut strategy = FedCac::new(initial(), 0.5, 100.0);
         let tasks = strategy.configure_train(0, &[client(0), client(1)]);
@@ -348,7 +420,7 @@ mod tests {
     #[test]
     fn a_restored_snapshot_sends_what_the_original_would() {
         let mut strategy = FedCac::new(initial(), 0.5, 2.0);
-        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated { .. }));
         let snapshot = strategy.snapshot();
         let mut restored = FedCac::new(initial(), 0.5, 2.0);
         restored.restore(snapshot.clone()).unwrap();
@@ -358,12 +430,12 @@ mod tests {
         assert_eq!(restored.snapshot(), snapshot);
         assert_eq!(restored.last_threshold(), strategy.last_threshold());
         // Both go on the same way.
-        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated));
-        assert!(matches!(restored.aggregate_train(1, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated { .. }));
+        assert!(matches!(restored.aggregate_train(1, three_updates()), Aggregated::Updated { .. }));
         assert_eq!(restored.snapshot(), strategy.snapshot());
         // Client 2 misses a round: its model keeps its critical part and takes the new w̄.
         let two = || three_updates().into_iter().take(2).collect::<Vec<_>>();
-        assert!(matches!(strategy.aggregate_train(2, two()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(2, two()), Aggregated::Updated { .. }));
         let mut restored = FedCac::new(initial(), 0.5, 2.0);
         restored.restore(strategy.snapshot()).unwrap();
         for i in 0..3 {
@@ -383,7 +455,7 @@ mod tests {
     #[test]
     fn a_state_saved_with_whole_client_models_still_restores() {
         let mut strategy = FedCac::new(initial(), 0.5, 2.0);
-        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated { .. }));
         // The earlier layout: `model/<uuid>/<name>` for every tensor of w_i.
         let mut snapshot = strategy.snapshot();
         let mut tensors: Vec<NamedTensor> =
@@ -410,7 +482,7 @@ mod tests {
     #[test]
     fn a_state_saved_with_masks_as_f32_words_still_restores() {
         let mut strategy = FedCac::new(initial(), 0.5, 2.0);
-        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated { .. }));
         // The earlier layout: `mask/<uuid>`, the mask's bytes as the bits of f32 words.
         let mut snapshot = strategy.snapshot();
         let mut tensors = snapshot.tensors.tensors().to_vec();
@@ -438,7 +510,7 @@ mod tests {
         // o_12 = o_21 = 1 − 4/6 = 1/3; ō = 1/3, o_max = 2/3, θ = 1/3 + ½·(1/3) = 1/2.
         // C_0 = C_1 = {0, 1}, C_2 = {2}.
         let mut strategy = FedCac::new(initial(), 0.5, 2.0);
-        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated { .. }));
         assert!((strategy.last_threshold().unwrap() - 0.5).abs() < 1e-12);
 
         // w̄ with weights 1, 3, 4: body [50, 54, 58, 62]/8, head [66, 70]/8; statistics untouched.
@@ -468,12 +540,12 @@ mod tests {
         // β = 1.5: θ_0 = 1/3 + (1/1.5)·(1/3) = 5/9 ≤ 2/3, so clients 0 and 1 collaborate at
         // round 0 (a round-0 skip would leave them w̄ or the initial weights).
         let mut strategy = FedCac::new(initial(), 0.5, 1.5);
-        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated { .. }));
         assert!((strategy.last_threshold().unwrap() - 5.0 / 9.0).abs() < 1e-12);
         assert_eq!(sent(&mut strategy, 0).0, vec![2.0, 3.0, 4.0, 7.75]);
         // θ_1 = 1/3 + (2/1.5)·(1/3) = 7/9 > 2/3: the same round one round later, nobody collaborates.
         let mut strategy = FedCac::new(initial(), 0.5, 1.5);
-        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated { .. }));
         assert!((strategy.last_threshold().unwrap() - 7.0 / 9.0).abs() < 1e-12);
         assert_eq!(sent(&mut strategy, 0).0, vec![1.0, 2.0, 3.0, 7.75]);
     }
@@ -482,7 +554,7 @@ mod tests {
     fn from_round_beta_on_nobody_collaborates() {
         // β = 1, t = 1: θ = 1/3 + 2·(1/3) = 1 > o_max; critical entries are each client's own.
         let mut strategy = FedCac::new(initial(), 0.5, 1.0);
-        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated { .. }));
         assert!(strategy.last_threshold().unwrap() > 2.0 / 3.0);
         let (body, head, ..) = sent(&mut strategy, 0); // 111|000
         assert_eq!((body, head), (vec![1.0, 2.0, 3.0, 7.75], vec![8.25, 8.75]));
@@ -545,10 +617,10 @@ mod tests {
     #[test]
     fn absent_client_keeps_its_customized_part_and_gets_the_fresh_average() {
         let mut strategy = FedCac::new(initial(), 0.5, 2.0);
-        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated { .. }));
         // Round 1: only clients 0 and 1 report, with equal masks (o = 1 = ō = o_max = θ).
         let round1 = vec![update(0, [2.0; 4], [2.0; 2], 1, "111000"), update(1, [4.0; 4], [4.0; 2], 1, "111000")];
-        assert!(matches!(strategy.aggregate_train(1, round1), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(1, round1), Aggregated::Updated { .. }));
         assert_eq!(strategy.last_threshold(), Some(1.0));
         assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values(), vec![3.0; 4]);
         assert_eq!(sent(&mut strategy, 0).0, vec![3.0; 4]);
@@ -565,7 +637,7 @@ mod tests {
             ValidUpdate::for_tests(client(1), upload([100.0; 4], [100.0; 2]), 1),
             update(2, [100.0; 4], [100.0; 2], 1, "111"),
         ];
-        assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated));
+        assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated { .. }));
         assert_eq!(strategy.global().unwrap().get("body.w").unwrap().values(), vec![2.0; 4]);
         assert_eq!(strategy.last_threshold(), Some(f64::INFINITY), "one usable client");
         // Client 1's update was not used: it gets w̄, which is no longer the untouched model.

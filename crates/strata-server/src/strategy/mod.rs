@@ -11,9 +11,11 @@ mod fedcac;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strata_core::config::MethodParams;
+use strata_core::config::{DefenseConfig, MethodParams};
+use strata_core::defense::Defense;
 use strata_core::mask::BitMask;
 use strata_core::method::Method;
+use strata_core::records::DefenseReport;
 use strata_core::selection::Selector;
 use strata_core::tensor::{TensorError, TensorSet, TensorSpec};
 
@@ -47,11 +49,10 @@ impl Instruction {
 /// Result of folding a round's updates.
 #[derive(Debug)]
 pub enum Aggregated {
-    Updated,
+    /// The next state is made; with a robust rule, what the rule did.
+    Updated { defense: Option<DefenseReport> },
     /// The previous state is kept; the reason is logged and recorded.
-    Skipped {
-        reason: String,
-    },
+    Skipped { reason: String },
 }
 
 pub trait Strategy: Send {
@@ -119,8 +120,9 @@ pub(crate) fn same_specs(current: &TensorSet, incoming: &TensorSet, what: &'stat
     Ok(())
 }
 
-/// The server half of `method`, starting from the initial parameters.
-pub fn build(method: Method, initial: TensorSet, params: &MethodParams) -> Box<dyn Strategy> {
+/// The server half of `method`, starting from the initial parameters, combining updates with
+/// `defense`'s rule (the config's validation made sure the method takes it).
+pub fn build(method: Method, initial: TensorSet, params: &MethodParams, defense: &DefenseConfig) -> Box<dyn Strategy> {
     match method {
         Method::Local
         | Method::FedAvg
@@ -128,8 +130,14 @@ pub fn build(method: Method, initial: TensorSet, params: &MethodParams) -> Box<d
         | Method::FedPer
         | Method::FedRep
         | Method::FedBn
-        | Method::Ditto => Box::new(AverageShared::new(method, initial)),
-        Method::FedCac => Box::new(FedCac::new(initial, params.fedcac_tau, params.fedcac_beta)),
+        | Method::Ditto => Box::new(AverageShared::new(method, initial).with_defense(defense.rule)),
+        Method::FedCac => {
+            let bound = match defense.rule {
+                Defense::NormBound(mode) => Some(mode),
+                _ => None,
+            };
+            Box::new(FedCac::new(initial, params.fedcac_tau, params.fedcac_beta).with_norm_bound(bound))
+        }
     }
 }
 

@@ -1,0 +1,80 @@
+//! Robust aggregation end to end: real client daemons on loopback, one of them hostile
+//! (`simulate --attack`'s client side), and the server's rule keeping it out of the global
+//! model, as each round's record in `rounds.jsonl` shows.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use strata_client::attack::Attack;
+use strata_core::config::RunConfig;
+use strata_core::method::Method;
+use strata_core::records::RoundRecord;
+use strata_tests::{client_options, read_jsonl, start_server, synthetic_config, torch_backend};
+
+const HOSTILE: u32 = 4;
+
+/// Five clients for two rounds; client 4 mounts `attack`; the server combines with `rule`.
+async fn run(method: Method, rule: &str, attack: Attack, out: &Path) -> Vec<RoundRecord> {
+    let mut config: RunConfig = synthetic_config(5, 2);
+    config.method = method;
+    config.defense.rule = rule.parse().expect("a rule");
+    let server = start_server(config, out).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let mut options = client_options(&server.url, i, &cache);
+            options.attack = (i == HOSTILE).then_some(attack);
+            tokio::spawn(strata_client::run(options, std::future::pending()))
+        })
+        .collect();
+    let outcome = server.handle.await.expect("server task").expect("the run completes");
+    for c in clients {
+        c.await.expect("client task").expect("clients end cleanly");
+    }
+    assert_eq!(outcome.summary.rounds_completed, 2);
+    read_jsonl(&out.join("rounds.jsonl"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn krum_never_picks_the_scaled_client_and_a_norm_bound_clips_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rounds = run(Method::FedAvg, "krum:1", Attack::Scale(-50.0), &dir.path().join("krum")).await;
+    assert_eq!(rounds.iter().filter(|r| r.aggregated).count(), 2, "{rounds:?}");
+    for r in rounds.iter().filter(|r| r.aggregated) {
+        let d = r.defense.as_ref().expect("every aggregated round records its rule");
+        let selected = d.selected.as_ref().expect("krum says whom it picked");
+        assert!(r.aggregated && d.rule == "krum" && selected.len() == 1 && selected[0] != HOSTILE, "{r:?}");
+    }
+    // FedPer: only the body is shared, and the bound is the median of the round's norms.
+    let rounds = run(Method::FedPer, "norm-bound:median", Attack::Scale(100.0), &dir.path().join("norm")).await;
+    assert_eq!(rounds.iter().filter(|r| r.aggregated).count(), 2, "{rounds:?}");
+    for r in rounds.iter().filter(|r| r.aggregated) {
+        let d = r.defense.as_ref().expect("every aggregated round records its rule");
+        assert!(d.clipped.contains(&HOSTILE) && d.bound.is_some_and(|b| b > 0.0), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn free_riders_leave_the_model_where_it_was() {
+    // Four free riders and one honest client, median: the median of each coordinate is the
+    // model they were all sent, round after round.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config: RunConfig = synthetic_config(5, 2);
+    config.defense.rule = "median".parse().expect("a rule");
+    let server = start_server(config.clone(), dir.path()).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let mut options = client_options(&server.url, i, &cache);
+            options.attack = (i != 0).then_some(Attack::FreeRider);
+            tokio::spawn(strata_client::run(options, std::future::pending()))
+        })
+        .collect();
+    server.handle.await.expect("server task").expect("the run completes");
+    for c in clients {
+        c.await.expect("client task").expect("clients end cleanly");
+    }
+    let (model, _) = strata_core::safetensors::read(&dir.path().join("model.safetensors")).expect("final model");
+    let initial = torch_backend().initial_model(&config).expect("initial model");
+    assert_eq!(model, initial, "the median of four unchanged models and one trained is the unchanged one");
+}
