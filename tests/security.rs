@@ -196,3 +196,100 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_a_deleted_line_revo
 
     server.abort();
 }
+
+/// A raw join request of `id` with `session`, through `host` if given.
+fn join_request(id: &str, session: &str, host: Option<&str>) -> pb::JoinRequest {
+    pb::JoinRequest {
+        client_id: id.into(),
+        capabilities: None,
+        requested_index: None,
+        host_id: host.unwrap_or_default().into(),
+        session: session.into(),
+    }
+}
+
+/// Issue 14, "sessions bound to credentials": a slot is bound to the token (or else the client
+/// certificate) it was joined with, one credential holds `--slots-per-credential` slots, and a
+/// host's polls need one of its clients' sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slots_are_bound_to_credentials_and_host_polls_to_sessions() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let pki = pki(2);
+    let (alice, bob, hosts) =
+        (strata_security::new_token(), strata_security::new_token(), strata_security::new_token());
+    let tokens = out.path().join("tokens");
+    write_tokens(&tokens, &[line_for(&alice, "alice"), line_for(&bob, "bob"), line_for(&hosts, "host")]);
+    let mut options =
+        strata_server::ServerOptions::new(synthetic_config(8, 1), out.path().join("run"), torch_backend());
+    options.tls = Some(server_tls(&pki, false));
+    options.tokens = Some(tokens);
+    options.slots_per_credential = 2;
+    let (url, server, _events) = start_tls_server(options).await;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca.cert_pem));
+    let channel = Endpoint::from_shared(url.clone()).expect("url").tls_config(tls).expect("tls").connect().await;
+    let mut rpc = Rpc::new(channel.expect("TLS connection"));
+    let ids: Vec<String> = (0..6).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+
+    // Alice's token holds two slots, not three.
+    let a0 = rpc.join(with_auth(join_request(&ids[0], "", None), Some(&alice))).await.expect("alice 1").into_inner();
+    rpc.join(with_auth(join_request(&ids[1], "", None), Some(&alice))).await.expect("alice 2");
+    let status = rpc.join(with_auth(join_request(&ids[2], "", None), Some(&alice))).await.expect_err("a third slot");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("--slots-per-credential"), "{}", status.message());
+    // Bob, holding alice's client id and even its session, cannot take her slot.
+    let status =
+        rpc.join(with_auth(join_request(&ids[0], &a0.session, None), Some(&bob))).await.expect_err("another token");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("another credential"), "{}", status.message());
+    // Alice rejoins her slot with her session.
+    let again = rpc.join(with_auth(join_request(&ids[0], &a0.session, None), Some(&alice))).await.expect("rejoin");
+    assert_eq!(again.into_inner().client_index, a0.client_index);
+
+    // A host of two virtual clients; bob's client joined on its own.
+    let host = uuid::Uuid::new_v4().to_string();
+    let h0 = rpc.join(with_auth(join_request(&ids[3], "", Some(&host)), Some(&hosts))).await.expect("virtual 1");
+    let h0 = h0.into_inner();
+    rpc.join(with_auth(join_request(&ids[4], "", Some(&host)), Some(&hosts))).await.expect("virtual 2");
+    let b = rpc.join(with_auth(join_request(&ids[5], "", None), Some(&bob))).await.expect("bob").into_inner();
+    let poll = |client: &str, session: &str| pb::HostPollRequest {
+        run_id: h0.run_id.clone(),
+        host_id: host.clone(),
+        wait_ms: 10,
+        max_tasks: 10,
+        client_id: client.into(),
+        session: session.into(),
+    };
+    // Knowing the host's id is not enough to take its tasks.
+    let status = rpc.pull_host_tasks(with_auth(poll(&ids[3], ""), Some(&bob))).await.expect_err("no session");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = rpc.pull_host_tasks(with_auth(poll(&ids[5], &b.session), Some(&bob))).await.expect_err("not its host");
+    assert!(status.message().contains("did not join through host"), "{}", status.message());
+    rpc.pull_host_tasks(with_auth(poll(&ids[3], &h0.session), Some(&hosts))).await.expect("the host polls");
+    server.abort();
+}
+
+/// Without tokens, a client certificate is the credential: one certificate, one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_certificate_holds_one_slot() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let pki = pki(2);
+    let mut options =
+        strata_server::ServerOptions::new(synthetic_config(4, 1), out.path().join("run"), torch_backend());
+    options.tls = Some(server_tls(&pki, true));
+    let (url, server, _events) = start_tls_server(options).await;
+    let endpoint = |identity: &CertAndKey| {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca.cert_pem))
+            .identity(tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+        Endpoint::from_shared(url.clone()).expect("url").tls_config(tls).expect("tls")
+    };
+    let mut first = Rpc::new(endpoint(&pki.clients[0]).connect().await.expect("mTLS connection"));
+    let mut second = Rpc::new(endpoint(&pki.clients[1]).connect().await.expect("mTLS connection"));
+    let id = || uuid::Uuid::new_v4().to_string();
+    first.join(join_request(&id(), "", None)).await.expect("the first slot");
+    let status = first.join(join_request(&id(), "", None)).await.expect_err("a second slot");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("--slots-per-credential"), "{}", status.message());
+    second.join(join_request(&id(), "", None)).await.expect("another certificate's slot");
+    server.abort();
+}

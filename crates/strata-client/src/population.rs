@@ -328,8 +328,15 @@ async fn serve(
         while let Some(finished) = running.try_join_next() {
             tally(finished, &mut done, &mut failed);
         }
-        let poll =
-            pb::HostPollRequest { run_id: run_id.to_string(), host_id: host.to_string(), wait_ms, max_tasks: 1000 };
+        // The first virtual client vouches for the host with its session.
+        let poll = pb::HostPollRequest {
+            run_id: run_id.to_string(),
+            host_id: host.to_string(),
+            wait_ms,
+            max_tasks: 1000,
+            client_id: shared.ids[0].to_string(),
+            session: shared.session(0).to_string(),
+        };
         let polled = tokio::select! {
             p = rpc.pull_host_tasks(poll) => p,
             _ = &mut *shutdown => break,

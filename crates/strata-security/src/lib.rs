@@ -20,6 +20,6 @@ pub mod token;
 pub mod token_file;
 pub mod token_store;
 
-pub use token::{TokenHash, new_session, new_token};
+pub use token::{TokenHash, certificate_fingerprint, new_session, new_token};
 pub use token_file::TokenList;
 pub use token_store::{Refusal, TokenStore};

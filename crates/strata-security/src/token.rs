@@ -54,6 +54,12 @@ impl TokenHash {
     }
 }
 
+/// A client certificate's identity for binding slots to it: the SHA-256 of its DER bytes,
+/// as `cert:sha256:<hex>` (what `openssl x509 -fingerprint -sha256` shows, without colons).
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    format!("cert:sha256:{}", hex(&Sha256::digest(der)))
+}
+
 impl std::fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // A hash is not a secret; printing it helps match a log line to a tokens-file line.

@@ -80,6 +80,10 @@ pub struct ServerOptions {
     /// A tokens file (`<sha256-hex>  <label>` lines): every call then needs one of its tokens.
     /// It is re-read when it changes, so deleting a line revokes that token without a restart.
     pub tokens: Option<PathBuf>,
+    /// Client slots one credential (a token, or else a client certificate) may hold; a slot is
+    /// bound to the credential it was joined with. Without tokens or client certificates,
+    /// slots are bound to sessions only.
+    pub slots_per_credential: u32,
     /// Serve Prometheus metrics (`/metrics`) and `/healthz` over HTTP here while the run goes on.
     pub metrics: Option<TcpListener>,
     /// The fingerprint of the dataset every client must hold (`strata_data::Dataset::fingerprint`),
@@ -106,6 +110,7 @@ impl ServerOptions {
             resume: false,
             tls: None,
             tokens: None,
+            slots_per_credential: 1,
             metrics: None,
             dataset_fingerprint: None,
             train_samples: None,
@@ -196,7 +201,8 @@ pub async fn run(
         let fingerprint = options.dataset_fingerprint.clone().or(saved.fingerprint.clone());
         let registry = registry::Registry::resumed(config.clients, &clients, fingerprint)
             .with_patience(Duration::from_secs(config.liveness.offline_after_secs))
-            .with_sample_bounds(samples);
+            .with_sample_bounds(samples)
+            .with_slots_per_credential(options.slots_per_credential);
         info!(run_id = %saved.run_id, next_round = saved.next_round, clients = clients.len(), "resuming");
         (output::RunOutput::resume(&options.out_dir, saved.next_round)?, registry, saved.run_id, saved.next_round)
     } else {
@@ -209,7 +215,8 @@ pub async fn run(
         let registry = registry::Registry::new(config.clients)
             .with_patience(Duration::from_secs(config.liveness.offline_after_secs))
             .with_fingerprint(options.dataset_fingerprint.clone())
-            .with_sample_bounds(samples);
+            .with_sample_bounds(samples)
+            .with_slots_per_credential(options.slots_per_credential);
         (output, registry, uuid::Uuid::new_v4().to_string(), 0)
     };
     let gate = Arc::new(gate::RoundGate::default());

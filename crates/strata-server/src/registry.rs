@@ -62,6 +62,9 @@ pub struct ClientEntry {
     pub host: Option<Arc<Host>>,
     /// Whether the client was ever heard from after joining (a poll, a heartbeat, a result).
     pub active: bool,
+    /// The token or client certificate it joined with: only that credential may join the
+    /// slot again, and each credential holds a bounded number of slots.
+    pub credential: Option<Arc<str>>,
 }
 
 /// A host of virtual clients, as the server sees it.
@@ -155,6 +158,15 @@ pub enum JoinError {
     IndexChanged { id: Uuid, index: u32, requested: u32 },
     #[error("client {id} joined through another host")]
     HostChanged { id: Uuid },
+    /// The client id is held by another credential (token or client certificate).
+    #[error("client {id} joined with another credential: its slot is bound to the token or certificate it joined with")]
+    OtherCredential { id: Uuid },
+    /// The credential holds as many slots as the server allows it.
+    #[error(
+        "this credential already holds {slots} client slot(s), the most the server allows one credential \
+         (--slots-per-credential)"
+    )]
+    CredentialFull { slots: u32 },
     /// The client id is held, and the join does not carry that holder's session.
     #[error(
         "client {id} is already joined under another session: join with the session it was given, or as a new client"
@@ -184,6 +196,8 @@ struct Indices {
     /// Indices held for clients of a resumed run until they rejoin with their UUID and session.
     reserved: HashMap<u32, Uuid>,
     reserved_by_id: HashMap<Uuid, (u32, Option<TokenHash>)>,
+    /// Slots each credential holds.
+    by_credential: HashMap<Arc<str>, u32>,
 }
 
 impl Indices {
@@ -243,6 +257,8 @@ pub struct Registry {
     samples: SampleBounds,
     /// The round being run (see [`Registry::begin_round`]).
     round: Arc<std::sync::atomic::AtomicU64>,
+    /// Slots one credential may hold.
+    slots_per_credential: u32,
 }
 
 /// The training samples a client may report for its index.
@@ -277,7 +293,15 @@ impl Registry {
             patience: Duration::from_secs(30),
             samples: SampleBounds::Unbounded,
             round: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            slots_per_credential: 1,
         }
+    }
+
+    /// The same registry, letting one credential hold `slots` client slots (a host of that
+    /// many virtual clients behind one token or certificate).
+    pub fn with_slots_per_credential(mut self, slots: u32) -> Self {
+        self.slots_per_credential = slots.max(1);
+        self
     }
 
     /// The same registry, checking the training samples clients report against `samples`.
@@ -363,8 +387,23 @@ impl Registry {
     /// the host that serves it as a virtual client.
     /// Joins client `id` (or takes its join again): its index and its session secret. A held
     /// id joins again only with its session (`session`); a new one gets a fresh secret.
+    #[cfg(test)]
     pub fn join(
         &self,
+        id: Uuid,
+        requested: Option<u32>,
+        host: Option<Uuid>,
+        session: &str,
+    ) -> Result<(u32, String), JoinError> {
+        self.join_as(None, id, requested, host, session)
+    }
+
+    /// [`Registry::join`] for a call that came with `credential` (a token's label or a client
+    /// certificate's fingerprint): the slot is bound to it, and it holds at most
+    /// `slots_per_credential` slots.
+    pub fn join_as(
+        &self,
+        credential: Option<&str>,
         id: Uuid,
         requested: Option<u32>,
         host: Option<Uuid>,
@@ -373,6 +412,9 @@ impl Registry {
         let presented = TokenHash::of(session);
         let mut indices = self.lock_indices();
         if let Some(mut entry) = self.clients.get_mut(&id) {
+            if entry.credential.as_deref() != credential {
+                return Err(JoinError::OtherCredential { id });
+            }
             if !entry.session.ct_eq(&presented) {
                 return Err(JoinError::NotYourSession { id });
             }
@@ -402,6 +444,11 @@ impl Registry {
                 (secret, hash)
             }
         };
+        if let Some(c) = credential
+            && indices.by_credential.get(c).copied().unwrap_or(0) >= self.slots_per_credential
+        {
+            return Err(JoinError::CredentialFull { slots: self.slots_per_credential });
+        }
         let own = saved.map(|(index, _)| index);
         let index = match (requested, own) {
             (Some(r), _) if r >= self.capacity => {
@@ -424,6 +471,10 @@ impl Registry {
             },
         };
         indices.take(index, id);
+        let credential: Option<Arc<str>> = credential.map(Arc::from);
+        if let Some(c) = &credential {
+            *indices.by_credential.entry(Arc::clone(c)).or_default() += 1;
+        }
         self.generation.fetch_add(1, Ordering::Relaxed);
         let host = host.map(|h| Arc::clone(&self.hosts.entry(h).or_insert_with(|| Arc::new(Host::new()))));
         if let Some(host) = &host {
@@ -446,6 +497,7 @@ impl Registry {
                 downloads_open: 0,
                 host,
                 active: false,
+                credential,
             },
         );
         drop(indices);
@@ -485,6 +537,11 @@ impl Registry {
         let squatting = self.clients.get(holder).is_some_and(|e| e.is_squatting(self.patience));
         if squatting && let Some((_, entry)) = self.clients.remove(holder) {
             indices.release(entry.index);
+            if let Some(c) = &entry.credential
+                && let Some(count) = indices.by_credential.get_mut(c)
+            {
+                *count = count.saturating_sub(1);
+            }
             self.generation.fetch_add(1, Ordering::Relaxed);
             self.joined.send_replace(self.clients.len());
             tracing::warn!(index = entry.index, "released the slot of a client silent since it joined");
@@ -545,6 +602,12 @@ impl Registry {
 
     /// A host's long poll: the tasks posted to its clients (at most `max`), waiting up to
     /// `wait` for one; `None` for a host nobody joined through.
+    /// Whether client `id` joined through host `host`.
+    pub fn is_host_of(&self, id: &Uuid, host: &Uuid) -> bool {
+        let Some(host) = self.hosts.get(host).map(|h| Arc::clone(h.value())) else { return false };
+        self.clients.get(id).is_some_and(|e| e.host.as_ref().is_some_and(|h| Arc::ptr_eq(h, &host)))
+    }
+
     pub async fn poll_host(&self, host: &Uuid, wait: Duration, max: usize) -> Option<HostPoll> {
         let host = Arc::clone(self.hosts.get(host)?.value());
         host.touch();

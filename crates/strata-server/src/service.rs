@@ -68,6 +68,16 @@ const MAX_DOWNLOADS_PER_CLIENT: u32 = 2;
 /// Tasks one host poll returns at most (a few hundred bytes each, well under gRPC's 4 MiB).
 const MAX_TASKS_PER_HOST_POLL: usize = 1000;
 
+/// What a call proves about its sender beyond its session: its token (by label), or else its
+/// client certificate (by fingerprint); `None` on a server that checks neither.
+fn credential_of<T>(request: &Request<T>) -> Option<String> {
+    if let Some(label) = request.extensions().get::<crate::auth::TokenLabel>() {
+        return Some(format!("token:{}", label.0));
+    }
+    let certs = request.peer_certs()?;
+    certs.first().map(|leaf| strata_security::certificate_fingerprint(leaf.as_ref()))
+}
+
 fn parse_client_id(id: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(id).map_err(|e| Status::invalid_argument(format!("client_id `{}` is not a UUID: {e}", shown(id))))
 }
@@ -79,7 +89,9 @@ impl From<JoinError> for Status {
                 reason::status(Code::ResourceExhausted, e.to_string(), pb::ErrorReason::FederationFull)
             }
             JoinError::IndexTaken { .. } => Status::already_exists(e.to_string()),
-            JoinError::NotYourSession { .. } => Status::permission_denied(e.to_string()),
+            JoinError::NotYourSession { .. } | JoinError::OtherCredential { .. } | JoinError::CredentialFull { .. } => {
+                Status::permission_denied(e.to_string())
+            }
             JoinError::IndexOutOfRange { .. } | JoinError::IndexChanged { .. } | JoinError::HostChanged { .. } => {
                 Status::invalid_argument(e.to_string())
             }
@@ -177,6 +189,7 @@ impl pb::federation_server::Federation for FederationService {
     async fn join(&self, request: Request<pb::JoinRequest>) -> RpcResult<pb::JoinReply> {
         // Which token joined as which client: the audit trail for revoking one.
         let token = request.extensions().get::<crate::auth::TokenLabel>().map(|l| l.0.clone());
+        let credential = credential_of(&request);
         let req = request.into_inner();
         let id = parse_client_id(&req.client_id)?;
         let host = match req.host_id.as_str() {
@@ -191,7 +204,8 @@ impl pb::federation_server::Federation for FederationService {
                 .check_fingerprint(&c.dataset_fingerprint)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
-        let (index, session) = self.registry.join(id, req.requested_index, host, &req.session)?;
+        let (index, session) =
+            self.registry.join_as(credential.as_deref(), id, req.requested_index, host, &req.session)?;
         if let Some(c) = req.capabilities {
             let capabilities = capabilities_from_wire(c);
             // Refused capabilities are not recorded: the client stays joined, unable to train.
@@ -263,6 +277,14 @@ impl pb::federation_server::Federation for FederationService {
         self.check_run(&req.run_id)?;
         let host = Uuid::parse_str(&req.host_id)
             .map_err(|e| Status::invalid_argument(format!("host_id `{}` is not a UUID: {e}", shown(&req.host_id))))?;
+        // Whoever polls a host takes its tasks: only a host that holds one of its clients'
+        // sessions may.
+        let voucher = self.known_client(&req.client_id, &req.session)?;
+        if !self.registry.is_host_of(&voucher, &host) {
+            return Err(Status::permission_denied(format!(
+                "client {voucher} did not join through host {host}: a host polls with one of its own clients' sessions"
+            )));
+        }
         let wait = Duration::from_millis(req.wait_ms.into()).min(self.max_poll_wait);
         let max = (req.max_tasks as usize).clamp(1, MAX_TASKS_PER_HOST_POLL);
         let poll =

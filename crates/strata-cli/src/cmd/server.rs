@@ -33,6 +33,10 @@ pub struct Args {
     /// every call then needs one. Re-read when it changes: delete a line to revoke a token.
     #[arg(long)]
     tokens: Option<PathBuf>,
+    /// Client slots one token or client certificate may hold: a client's slot is bound to the
+    /// credential it joined with. Set it to N for `strata client --virtual N` hosts.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    slots_per_credential: u32,
     /// Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP here, e.g.
     /// 0.0.0.0:9090. The gRPC port serves grpc.health.v1 either way.
     #[arg(long, value_name = "ADDR")]
@@ -76,6 +80,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
         });
     }
     options.tokens = args.tokens;
+    options.slots_per_credential = args.slots_per_credential;
     options.upload_budget_bytes = args.upload_budget_mib.map(|mib| mib << 20);
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
