@@ -215,3 +215,39 @@ async fn a_client_that_polls_but_never_works_sits_out_more_and_more_rounds() {
     assert_eq!(picked, vec![3, 3, 2, 3, 2, 2], "{rounds:?}");
     assert_eq!(outcome.summary.rounds_completed, 6, "every round aggregated the honest results: {rounds:?}");
 }
+
+/// A client whose result was refused, and that then asks for its next task, has ended the
+/// round's task: the round closes with the others' results instead of waiting for its
+/// deadline (a run where undefended FedAvg diverged once waited 600 s a round for honest
+/// clients whose every result was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_whose_result_was_refused_does_not_hold_the_round() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 1);
+    config.min_results = Some(2);
+    config.round_timeout_secs = 600;
+    let server = start_server(config, out.path()).await;
+    let mut rogue = strata_tests::RawClient::join(&server.url, 2).await;
+    rogue.capabilities = Some(pb::ClientCapabilities { train_samples: 100, test_samples: 30, ..Default::default() });
+    let cache = Arc::new(strata_client::DataCache::default());
+    let honest: Vec<_> = (0..2).map(|i| spawn_client(&server.url, i, &cache)).collect();
+    let task = rogue.wait_for(pb::TaskKind::Train).await;
+    let params = rogue.download(&task.task_id).await;
+    let nan = strata_tests::edit_tensors(&params, |t| t[0].values_mut()[0] = f32::NAN);
+    let header = pb::ResultHeader { num_samples: 100, ..rogue.header(&task) };
+    rogue.push(strata_tests::result_parts(header, nan)).await.expect_err("a NaN is refused");
+    // Its next poll says it is done with the task; it answers the final evaluation.
+    let finishing = tokio::spawn(async move { rogue.wait_for(pb::TaskKind::Finish).await });
+    let outcome = tokio::time::timeout(Duration::from_secs(120), server.handle)
+        .await
+        .expect("the round closed without waiting for the refused client's deadline")
+        .expect("server task")
+        .expect("run completes");
+    for c in honest {
+        c.await.expect("client task").expect("honest client ends cleanly");
+    }
+    finishing.await.expect("the rogue is told the run is over");
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    assert_eq!(outcome.summary.rounds_completed, 1);
+    assert!(rounds[0].aggregated && rounds[0].reported == 2, "{rounds:?}");
+}

@@ -78,3 +78,28 @@ async fn free_riders_leave_the_model_where_it_was() {
     let initial = torch_backend().initial_model(&config).expect("initial model");
     assert_eq!(model, initial, "the median of four unchanged models and one trained is the unchanged one");
 }
+
+/// A population whose hostile virtual client sends values beyond `max_abs_value`: each of its
+/// results is refused, its host joins it again, and the round closes with the others' results
+/// instead of waiting out its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_virtual_client_does_not_hold_its_rounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config: RunConfig = synthetic_config(5, 2);
+    config.min_results = Some(4);
+    config.round_timeout_secs = 600;
+    let server = start_server(config.clone(), dir.path()).await;
+    let mut options = strata_client::PopulationOptions::new(server.url.clone(), config.clients);
+    options.device = "cpu".into();
+    options.attacks = [(HOSTILE, Attack::Scale(1e12))].into();
+    let population = tokio::spawn(strata_client::run_population(options, std::future::pending()));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(120), server.handle)
+        .await
+        .expect("no round waited for the refused client's deadline")
+        .expect("server task")
+        .expect("the run completes");
+    population.await.expect("population task").expect("the population ends cleanly");
+    assert_eq!(outcome.summary.rounds_completed, 2);
+    let rounds: Vec<RoundRecord> = read_jsonl(&dir.path().join("rounds.jsonl"));
+    assert!(rounds.iter().filter(|r| r.aggregated).all(|r| r.reported == 4), "{rounds:?}");
+}

@@ -43,6 +43,11 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// Whether the task is answered by a result (not WAIT or FINISH).
+    pub fn awaits_result(&self) -> bool {
+        matches!(self.kind, TaskKind::Train | TaskKind::Evaluate | TaskKind::FeatureStats)
+    }
+
     #[cfg(test)]
     pub fn new(round: u64, kind: TaskKind, client_index: u32, deadline: Instant) -> Self {
         Self::in_phase(round, "", kind, client_index, deadline)

@@ -65,6 +65,10 @@ pub struct ClientEntry {
     /// The token or client certificate it joined with: only that credential may join the
     /// slot again, and each credential holds a bounded number of slots.
     pub credential: Option<Arc<str>>,
+    /// The task the client has ended without a result (its result was refused, or its work
+    /// failed): it asked for the next task, or its host joined it again. The round need not
+    /// wait for it.
+    pub gave_up: Option<String>,
 }
 
 /// A host of virtual clients, as the server sees it.
@@ -498,6 +502,7 @@ impl Registry {
                 host,
                 active: false,
                 credential,
+                gave_up: None,
             },
         );
         drop(indices);
@@ -750,6 +755,23 @@ impl Registry {
     }
 
     /// Whether the client was last heard from longer than `patience` ago (or left).
+    /// Records that client `id` is done with task `task_id` without a result to come, if that
+    /// is its current task (a poll for the task after it, a host joining it again after it
+    /// failed).
+    pub fn give_up(&self, id: &Uuid, task_id: &str) {
+        if let Some(mut entry) = self.clients.get_mut(id) {
+            let current = entry.mailbox.borrow().as_ref().is_some_and(|a| a.task_id == task_id && a.awaits_result());
+            if current {
+                entry.gave_up = Some(task_id.to_string());
+            }
+        }
+    }
+
+    /// Whether client `id` ended task `task_id` without a result to come ([`Registry::give_up`]).
+    pub fn gave_up(&self, id: &Uuid, task_id: &str) -> bool {
+        self.clients.get(id).is_some_and(|e| e.gave_up.as_deref() == Some(task_id))
+    }
+
     pub fn is_offline(&self, id: &Uuid, patience: std::time::Duration) -> bool {
         self.clients.get(id).is_none_or(|e| e.seen().elapsed() > patience)
     }

@@ -322,7 +322,11 @@ impl RoundLoop {
             return true;
         }
         let patience = self.patience();
-        tasks.keys().all(|id| reports.contains_key(id) || self.registry.is_offline(id, patience))
+        tasks.iter().all(|(id, task)| {
+            reports.contains_key(id)
+                || self.registry.is_offline(id, patience)
+                || self.registry.gave_up(id, &task.task_id)
+        })
     }
 
     async fn collect(

@@ -204,8 +204,16 @@ impl pb::federation_server::Federation for FederationService {
                 .check_fingerprint(&c.dataset_fingerprint)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
+        let rejoining = self.registry.info(&id).is_some();
         let (index, session) =
             self.registry.join_as(credential.as_deref(), id, req.requested_index, host, &req.session)?;
+        // A host joins a virtual client again after its task failed: that task ends there.
+        if rejoining
+            && host.is_some()
+            && let Some(task) = self.registry.current(&id)
+        {
+            self.registry.give_up(&id, &task.task_id);
+        }
         if let Some(c) = req.capabilities {
             let capabilities = capabilities_from_wire(c);
             // Refused capabilities are not recorded: the client stays joined, unable to train.
@@ -243,6 +251,11 @@ impl pb::federation_server::Federation for FederationService {
             self.registry.check_capabilities(info.index, c).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         self.registry.touch(&id, capabilities);
+        // Asking for the task after its current one: the client has ended that one, with a
+        // result or (refused, failed) without, and the round need not wait for it.
+        if !req.last_task_id.is_empty() {
+            self.registry.give_up(&id, &req.last_task_id);
+        }
         let mut mailbox =
             self.registry.subscribe(&id).ok_or_else(|| Status::permission_denied("client left the registry"))?;
         let wait = Duration::from_millis(req.wait_ms.into()).min(self.max_poll_wait);
