@@ -83,7 +83,7 @@ pub fn write_with_blobs(
     .map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })
 }
 
-/// Reads a file written by [`write`] (or any safetensors file of F32 tensors), checking every
+/// Reads a file written by [`write()`] (or any safetensors file of F32 tensors), checking every
 /// offset; tensors come back in the order of their data.
 pub fn read(path: &Path) -> Result<(TensorSet, BTreeMap<String, String>), SafetensorsError> {
     let (set, blobs, metadata) = read_with_blobs(path)?;
