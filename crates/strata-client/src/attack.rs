@@ -120,6 +120,9 @@ impl Attack {
     /// makes the noise reproducible (the round's and the client's). Tensors not received
     /// (none for the methods that share) go as trained.
     pub fn poison(&self, received: &TensorSet, mut trained: TensorSet, seed: u64) -> TensorSet {
+        if self.flips_labels() {
+            return trained; // its harm is in the labels it trained on
+        }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let noise = match self {
             Attack::Noise(sigma) => Normal::new(0.0, *sigma).ok(),

@@ -116,6 +116,14 @@ pub struct HostPoll {
 }
 
 impl ClientEntry {
+    /// Marks the current task (if it is `task_id`, when given) as ended without a result to come.
+    fn give_up(&mut self, task_id: Option<&str>) {
+        let current = self.mailbox.borrow().as_ref().filter(|a| a.awaits_result()).map(|a| a.task_id.clone());
+        if let Some(current) = current.filter(|c| task_id.is_none_or(|t| t == c)) {
+            self.gave_up = Some(current);
+        }
+    }
+
     /// Whether the client may be picked: heard from within `patience`, and not silent since
     /// a missed deadline (a hosted client comes back when its host joins it again, so a host
     /// that polls but does not work costs each of its clients one deadline, not one a round).
@@ -430,6 +438,10 @@ impl Registry {
             }
             entry.last_seen = Instant::now();
             entry.missed_deadline = false;
+            // A host joins a virtual client again after its task failed: that task ends there.
+            if host.is_some() {
+                entry.give_up(None);
+            }
             return Ok((entry.index, session.to_string()));
         }
         let saved = indices.reserved_by_id.get(&id).copied();
@@ -760,10 +772,7 @@ impl Registry {
     /// failed).
     pub fn give_up(&self, id: &Uuid, task_id: &str) {
         if let Some(mut entry) = self.clients.get_mut(id) {
-            let current = entry.mailbox.borrow().as_ref().is_some_and(|a| a.task_id == task_id && a.awaits_result());
-            if current {
-                entry.gave_up = Some(task_id.to_string());
-            }
+            entry.give_up(Some(task_id));
         }
     }
 

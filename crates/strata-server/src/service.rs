@@ -204,16 +204,8 @@ impl pb::federation_server::Federation for FederationService {
                 .check_fingerprint(&c.dataset_fingerprint)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
-        let rejoining = self.registry.info(&id).is_some();
         let (index, session) =
             self.registry.join_as(credential.as_deref(), id, req.requested_index, host, &req.session)?;
-        // A host joins a virtual client again after its task failed: that task ends there.
-        if rejoining
-            && host.is_some()
-            && let Some(task) = self.registry.current(&id)
-        {
-            self.registry.give_up(&id, &task.task_id);
-        }
         if let Some(c) = req.capabilities {
             let capabilities = capabilities_from_wire(c);
             // Refused capabilities are not recorded: the client stays joined, unable to train.

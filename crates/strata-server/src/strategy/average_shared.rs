@@ -119,9 +119,6 @@ impl Strategy for AverageShared {
 
     fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
         if self.defense.keeps_updates() {
-            if updates.is_empty() {
-                return Aggregated::Skipped { reason: "no update".into() };
-            }
             return self.aggregate_robust(round, &updates);
         }
         for update in updates {
