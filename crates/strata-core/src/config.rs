@@ -14,6 +14,7 @@ use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
 use crate::method::Method;
 use crate::partition_spec::PartitionSpec;
+use crate::privacy::PrivacyConfig;
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,9 @@ pub struct RunConfig {
     /// What bounds a single client's influence on the shared model.
     #[serde(default, skip_serializing_if = "DefenseConfig::is_default")]
     pub defense: DefenseConfig,
+    /// User-level differential privacy (DP-FedAvg); off unless set.
+    #[serde(default, skip_serializing_if = "PrivacyConfig::is_default")]
+    pub privacy: PrivacyConfig,
 }
 
 /// What bounds a single client's influence on the shared model (`[defense]`).
@@ -314,6 +318,7 @@ impl RunConfig {
             liveness: LivenessConfig::default(),
             evaluation: EvaluationConfig::default(),
             defense: DefenseConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 
@@ -347,6 +352,65 @@ impl RunConfig {
             ));
         }
         Ok(())
+    }
+
+    /// `[privacy]` fits the method, the defense, calibration and the cohort.
+    fn validate_privacy(&self) -> Result<(), ConfigError> {
+        let privacy = &self.privacy;
+        privacy.validate().map_err(ConfigError::Invalid)?;
+        if !privacy.is_on() {
+            return Ok(());
+        }
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        match self.method {
+            Method::Local => {
+                return bad("privacy: method `local` shares nothing, so there is nothing to make private".into());
+            }
+            Method::FedCac => {
+                return bad("privacy: fedcac builds each client's model from individual updates, which user-level DP \
+                     never releases; use fedavg, fedprox, fedper, fedrep, fedbn or ditto"
+                    .into());
+            }
+            _ => {}
+        }
+        if self.defense.rule != Defense::None {
+            return bad(format!(
+                "privacy: defense.rule `{}` does not compose with differential privacy, whose sensitivity assumes \
+                 an average of clipped updates (the clip already bounds each client's influence); remove one",
+                self.defense.rule
+            ));
+        }
+        if !self.calibration.is_off() {
+            return bad(
+                "privacy: CCVR calibration would send per-class feature statistics without noise, outside the \
+                 budget; turn calibration off with privacy on"
+                    .into(),
+            );
+        }
+        if self.min_results.is_some() {
+            return bad(
+                "privacy: every round releases a noised model whatever the number of results (skipping a round \
+                 would reveal how many clients answered); remove min_results"
+                    .into(),
+            );
+        }
+        if privacy.delta >= 1.0 / f64::from(self.clients) {
+            return bad(format!(
+                "privacy.delta ({}) must be below 1 / clients ({}): a larger δ allows releasing one client's data outright",
+                privacy.delta,
+                1.0 / f64::from(self.clients)
+            ));
+        }
+        if let Some(z) = privacy.noise_multiplier {
+            privacy.sum_noise_multiplier(z, self.expected_cohort()).map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Under `[privacy]`, the clients a round samples on average (`fraction × clients`): the
+    /// fixed denominator of the noised mean.
+    pub fn expected_cohort(&self) -> f64 {
+        self.fraction * f64::from(self.clients)
     }
 
     /// Clients that train in a round when `available` clients can be picked.
@@ -406,6 +470,7 @@ impl RunConfig {
             return bad(format!("defense.max_abs_value must be a positive number, got {max_abs}"));
         }
         self.validate_defense()?;
+        self.validate_privacy()?;
         if self.round_timeout_secs == 0 {
             return bad("round_timeout_secs must be at least 1".into());
         }
@@ -461,6 +526,7 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calibration::CalibrationMethod;
 
     #[test]
     fn reference_config_round_trips_through_toml() {
@@ -480,6 +546,47 @@ mod tests {
         let mut config = RunConfig::reference_fmnist();
         config.fraction = 0.0;
         assert!(config.validate().unwrap_err().to_string().contains("fraction"));
+    }
+
+    #[test]
+    fn privacy_must_fit_the_method_defense_calibration_and_cohort() {
+        let private = |edit: &dyn Fn(&mut RunConfig)| {
+            let mut config = RunConfig::reference_fmnist();
+            config.privacy.noise_multiplier = Some(1.0);
+            edit(&mut config);
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(private(&|_| {}).is_ok());
+        assert!(private(&|c| c.method = Method::FedPer).is_ok());
+        let refused: [(&dyn Fn(&mut RunConfig), &str); 7] = [
+            (&|c| c.method = Method::Local, "shares nothing"),
+            (&|c| c.method = Method::FedCac, "fedcac"),
+            (&|c| c.defense.rule = Defense::Median, "defense.rule"),
+            (&|c| c.calibration.method = CalibrationMethod::Ccvr, "calibration"),
+            (&|c| c.min_results = Some(5), "min_results"),
+            (&|c| c.privacy.delta = 0.1, "1 / clients"),
+            // 20 expected clients: the default σ_b = 1 needs z < 2.
+            (
+                &|c| (c.privacy.target_quantile, c.privacy.noise_multiplier) = (Some(0.5), Some(2.5)),
+                "clipped_count_stddev",
+            ),
+        ];
+        for (edit, needle) in refused {
+            let err = private(edit).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        // Off, none of it matters; on, it reads and writes under [privacy].
+        let mut config = RunConfig::reference_fmnist();
+        config.method = Method::FedCac;
+        config.privacy.delta = 0.5;
+        assert!(config.validate().is_ok());
+        let mut config = RunConfig::reference_fmnist();
+        config.privacy.target_epsilon = Some(3.0);
+        config.privacy.placement = crate::privacy::ClipPlacement::Client;
+        let text = config.to_toml();
+        assert!(text.contains("[privacy]") && text.contains("placement = \"client\""), "{text}");
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), config);
+        assert!(!RunConfig::reference_fmnist().to_toml().contains("privacy"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`method`]: the federated methods as one type, and what server and client agree on.
 //! - [`partition_spec`]: the partition rule as configured (applied by `strata-data`).
 //! - [`defense`]: the robust-aggregation rule as configured (applied by `strata-methods`).
+//! - [`privacy`]: user-level differential privacy as configured (`[privacy]`), and its report.
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
 //! - [`evaluation`]: which clients evaluate, how often, at which moment.
@@ -32,6 +33,7 @@ pub mod mask;
 pub mod method;
 pub mod parallel;
 pub mod partition_spec;
+pub mod privacy;
 pub mod records;
 pub mod safetensors;
 pub mod selection;

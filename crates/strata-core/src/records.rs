@@ -72,6 +72,9 @@ pub struct RoundRecord {
     /// What the robust rule did, when the run has one and the round aggregated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defense: Option<DefenseReport>,
+    /// What differential privacy did, when the run has `[privacy]` and the round trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::privacy::PrivacyReport>,
 }
 
 impl RoundRecord {
@@ -93,6 +96,7 @@ impl RoundRecord {
             bytes_up: rows.iter().map(|r| r.bytes_up).sum(),
             bytes_down: rows.iter().map(|r| r.bytes_down).sum(),
             defense: None,
+            privacy: None,
         }
     }
 }

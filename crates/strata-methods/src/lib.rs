@@ -5,10 +5,14 @@
 //! - [`aggregate`]: weighted means of tensor sets, folded one update at a time in f64.
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
+//! - [`delta`]: an update as its change from the model its client was sent: norm, scaling.
+//! - [`dp`]: user-level differential privacy: clipping, noised means, adaptive clipping.
 //! - [`robust`]: robust aggregation of updates relative to what each client was sent: norm
 //!   bounding, coordinate-wise median and trimmed mean, Krum and Multi-Krum.
 
 pub mod aggregate;
 pub mod ccvr;
+pub mod delta;
+pub mod dp;
 pub mod fedcac;
 pub mod robust;

@@ -7,6 +7,8 @@
 use strata_core::defense::{Defense, NormBound};
 use strata_core::tensor::TensorSet;
 
+use crate::delta::{clip_factor, delta_norm, scaled_update};
+
 use super::median::median_in_place;
 use super::{
     Contribution, DefenseReport, Outcome, RobustError, check_contributions, linear_combination, normalize, report,
@@ -22,7 +24,7 @@ pub fn bound_norms(mode: NormBound, updates: &[Contribution]) -> Result<(Vec<Ten
     Defense::NormBound(mode).validate()?;
     check_contributions(updates)?;
     let (report, factors) = clip_factors(mode, updates);
-    let bounded = updates.iter().zip(factors).map(|(c, factor)| scaled_update(c, factor)).collect();
+    let bounded = updates.iter().zip(factors).map(|(c, factor)| scaled_update(c.reference, c.update, factor)).collect();
     Ok((bounded, report))
 }
 
@@ -37,43 +39,16 @@ pub(super) fn aggregate(mode: NormBound, updates: &[Contribution]) -> Result<Out
 
 /// This round's bound and each Δ's factor min(1, bound / ‖Δ‖); a zero Δ keeps factor 1.
 fn clip_factors(mode: NormBound, updates: &[Contribution]) -> (DefenseReport, Vec<f64>) {
-    let norms: Vec<f64> = updates.iter().map(delta_norm).collect();
+    let norms: Vec<f64> = updates.iter().map(|c| delta_norm(c.reference, c.update)).collect();
     let bound = match mode {
         NormBound::Fixed(bound) => bound,
         NormBound::Median(kappa) => kappa * median_in_place(&mut norms.clone()),
     };
-    // norm > bound >= 0, so the division is by a positive norm.
-    let factors: Vec<f64> = norms.iter().map(|&norm| if norm > bound { bound / norm } else { 1.0 }).collect();
+    let factors: Vec<f64> = norms.iter().map(|&norm| clip_factor(norm, bound)).collect();
     let mut report = report("norm-bound");
     report.bound = Some(bound);
     report.clipped = updates.iter().zip(&factors).filter(|(_, f)| **f < 1.0).map(|(c, _)| c.client).collect();
     (report, factors)
-}
-
-/// ‖update − reference‖₂, in f64.
-fn delta_norm(c: &Contribution) -> f64 {
-    let squares = c
-        .update
-        .tensors()
-        .iter()
-        .zip(c.reference.tensors())
-        .flat_map(|(x, r)| x.values().iter().zip(r.values()).map(|(&x, &r)| (x as f64 - r as f64).powi(2)));
-    squares.sum::<f64>().sqrt()
-}
-
-/// reference + factor · Δ; the update itself when the factor is 1.
-fn scaled_update(c: &Contribution, factor: f64) -> TensorSet {
-    if factor >= 1.0 {
-        return c.update.clone();
-    }
-    let mut out = c.reference.clone();
-    for ((_, out_values), update) in out.values_mut().zip(c.update.tensors()) {
-        for (out_value, &x) in out_values.iter_mut().zip(update.values()) {
-            let reference = *out_value as f64;
-            *out_value = (reference + factor * (x as f64 - reference)) as f32;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
