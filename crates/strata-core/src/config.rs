@@ -558,7 +558,8 @@ mod tests {
         };
         assert!(private(&|_| {}).is_ok());
         assert!(private(&|c| c.method = Method::FedPer).is_ok());
-        let refused: [(&dyn Fn(&mut RunConfig), &str); 7] = [
+        type Edit = &'static dyn Fn(&mut RunConfig);
+        let refused: [(Edit, &str); 7] = [
             (&|c| c.method = Method::Local, "shares nothing"),
             (&|c| c.method = Method::FedCac, "fedcac"),
             (&|c| c.defense.rule = Defense::Median, "defense.rule"),
