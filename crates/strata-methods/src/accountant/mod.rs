@@ -14,6 +14,7 @@
 //! - `without_replacement`: one step's RDP for a fixed-size sample (Wang, Balle and
 //!   Kasiviswanathan 2019, Thm 27).
 //! - `conversion`: RDP curve → (ε, δ), and ε → δ.
+//! - `calibrate`: the noise multiplier that reaches a target ε ([`noise_multiplier_for`]).
 //! - `log_space`: log-sum arithmetic, ln |C(n, k)| and a tail-stable ln erfc.
 //!
 //! Not here: clipping and adding the noise (that is `strata_methods::dp`), the tighter PRV and
@@ -21,6 +22,7 @@
 //! deciding which guarantee a run reports: user-level (clients sampled per round) and
 //! example-level (DP-SGD inside a client) ε are different guarantees and are never added.
 
+mod calibrate;
 mod conversion;
 mod log_space;
 mod poisson;
@@ -31,6 +33,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use calibrate::{CALIBRATION_RELATIVE_TOLERANCE, MAX_NOISE_MULTIPLIER, noise_multiplier_for};
 pub use poisson::MAX_FRACTIONAL_TERMS;
 
 /// dp_accounting's `DEFAULT_RDP_ORDERS`: 1.1, 1.2, …, 10.9, then 11, …, 63, then 128, 256,
