@@ -7,7 +7,8 @@
 //! sample without replacement (replace-one neighbours). [`RdpAccountant`] adds each step's RDP
 //! curve over a list of orders α (composition is addition, heterogeneous steps included) and
 //! converts the total with the improved bound of Balle et al. 2020. The numbers follow Google's
-//! dp_accounting 0.6.0 (`dp_accounting.rdp.RdpAccountant`) to its details.
+//! dp_accounting 0.6.0 (`dp_accounting.rdp.RdpAccountant`) to its details, and are checked
+//! against it on a grid: `bench/results/2026-12-02-dp-accountant/`.
 //!
 //! # Layout
 //! - `poisson`: one step's RDP under Poisson sampling (Mironov, Talwar and Zhang 2019).
@@ -26,6 +27,8 @@ mod calibrate;
 mod conversion;
 mod log_space;
 mod poisson;
+#[cfg(test)]
+mod reference_grid;
 mod without_replacement;
 
 use std::collections::BTreeMap;
