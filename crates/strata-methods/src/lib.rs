@@ -2,6 +2,8 @@
 //! server computes from clients' updates and a client computes before it uploads.
 //!
 //! # Layout
+//! - [`accountant`]: the RDP privacy accountant of the sampled Gaussian mechanism (Poisson or
+//!   fixed-size samples): composition over steps, (ε, δ), and the noise for a target ε.
 //! - [`aggregate`]: weighted means of tensor sets, folded one update at a time in f64.
 //! - [`fedcac`]: FedCAC's arithmetic: sensitivities, critical masks, overlaps, threshold, combination.
 //! - [`ccvr`]: CCVR's statistics: per-client class moments, exact pooling, sampling virtual features.
@@ -10,6 +12,7 @@
 //! - [`robust`]: robust aggregation of updates relative to what each client was sent: norm
 //!   bounding, coordinate-wise median and trimmed mean, Krum and Multi-Krum.
 
+pub mod accountant;
 pub mod aggregate;
 pub mod ccvr;
 pub mod delta;
