@@ -38,8 +38,13 @@ pub async fn follow(mut events: broadcast::Receiver<ServerEvent>, rounds: u64) {
             }
             ServerEvent::RoundFinished(record) => {
                 let pct = |x: Option<f64>| x.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into());
+                let privacy = record
+                    .privacy
+                    .as_ref()
+                    .map(|p| format!(" | ε {:.3} (δ {:e})", p.epsilon, p.delta))
+                    .unwrap_or_default();
                 let line = format!(
-                    "round {:>3}: global {} | personalized {} | after training {} | {:.1} s",
+                    "round {:>3}: global {} | personalized {} | after training {}{privacy} | {:.1} s",
                     record.round,
                     pct(record.global_accuracy),
                     pct(record.personalized_accuracy),

@@ -41,6 +41,9 @@ pub struct Job {
     /// Whether to report the personal model's accuracy as merged, and after training.
     pub evaluate_received: bool,
     pub evaluate_trained: bool,
+    /// The L2 bound to clip the upload's change from `received` to (`[privacy]` placed on
+    /// the client).
+    pub clip_norm: Option<f64>,
 }
 
 pub struct JobOutput {
@@ -84,11 +87,16 @@ impl LocalState {
         if job.evaluate_trained {
             metrics.push((metric::ACCURACY_TRAINED, self.evaluate(&self.model)));
         }
-        let upload = self.method.upload(&self.model, &job.upload);
+        let mut upload = self.method.upload(&self.model, &job.upload);
         let mask = match &job.mask_over {
             Some(covered) => self.method.mask(&upload, covered)?,
             None => None,
         };
+        if let Some(bound) = job.clip_norm {
+            let (clipped, unclipped) = clip_upload(&job.received, upload, bound)?;
+            upload = clipped;
+            metrics.push((metric::DP_UNCLIPPED, f64::from(u8::from(unclipped))));
+        }
         let upload = match self.attack {
             Some(attack) => attack.poison(&job.received, upload, seed ^ 0x706f_6973_6f6e),
             None => upload,
@@ -124,4 +132,16 @@ impl LocalState {
     fn evaluate(&self, model: &LocalModel) -> f64 {
         evaluate(model, &self.data.test_x, &self.data.test_y, EVAL_BATCH).accuracy()
     }
+}
+
+/// Client-side clipping for user-level DP: the upload's change from what was received, over
+/// every uploaded tensor together, scaled to at most `bound`; and whether it was within it.
+fn clip_upload(received: &TensorSet, upload: TensorSet, bound: f64) -> Result<(TensorSet, bool), TorchError> {
+    if received.specs() != upload.specs() {
+        return Err(TorchError::Train(
+            "the server asked to clip the upload, but it does not hold the tensors that were received".into(),
+        ));
+    }
+    let (clipped, outcome) = strata_methods::dp::clip_update(received, &upload, bound);
+    Ok((clipped, outcome.unclipped()))
 }

@@ -258,6 +258,7 @@ pub(crate) fn job_for(
         mask_over: task.mask.clone().map(scalar::selection_from_wire),
         evaluate_received: task.evaluate_received,
         evaluate_trained: task.evaluate_trained,
+        clip_norm: (task.clip_norm > 0.0).then_some(task.clip_norm),
     })
 }
 

@@ -14,7 +14,7 @@ use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
 use crate::method::Method;
 use crate::partition_spec::PartitionSpec;
-use crate::privacy::PrivacyConfig;
+use crate::privacy::{DpSgdConfig, PrivacyConfig};
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +65,9 @@ pub struct RunConfig {
     /// User-level differential privacy (DP-FedAvg); off unless set.
     #[serde(default, skip_serializing_if = "PrivacyConfig::is_default")]
     pub privacy: PrivacyConfig,
+    /// Example-level differential privacy in each client's training (DP-SGD); off unless set.
+    #[serde(default, skip_serializing_if = "DpSgdConfig::is_default")]
+    pub dp_sgd: DpSgdConfig,
 }
 
 /// What bounds a single client's influence on the shared model (`[defense]`).
@@ -319,6 +322,7 @@ impl RunConfig {
             evaluation: EvaluationConfig::default(),
             defense: DefenseConfig::default(),
             privacy: PrivacyConfig::default(),
+            dp_sgd: DpSgdConfig::default(),
         }
     }
 
@@ -407,6 +411,26 @@ impl RunConfig {
         Ok(())
     }
 
+    /// `[dp_sgd]` fits the method and calibration.
+    fn validate_dp_sgd(&self) -> Result<(), ConfigError> {
+        self.dp_sgd.validate().map_err(ConfigError::Invalid)?;
+        if !self.dp_sgd.is_on() {
+            return Ok(());
+        }
+        let bad = |msg: &str| Err(ConfigError::Invalid(format!("dp_sgd: {msg}")));
+        match self.method {
+            Method::Local => return bad("method `local` shares nothing, so there is nothing to make private"),
+            Method::FedCac => {
+                return bad("fedcac's masks come from each client's data without noise; use another method");
+            }
+            _ => {}
+        }
+        if !self.calibration.is_off() {
+            return bad("CCVR calibration would send per-class feature statistics without noise; turn it off");
+        }
+        Ok(())
+    }
+
     /// Under `[privacy]`, the clients a round samples on average (`fraction × clients`): the
     /// fixed denominator of the noised mean.
     pub fn expected_cohort(&self) -> f64 {
@@ -471,6 +495,7 @@ impl RunConfig {
         }
         self.validate_defense()?;
         self.validate_privacy()?;
+        self.validate_dp_sgd()?;
         if self.round_timeout_secs == 0 {
             return bad("round_timeout_secs must be at least 1".into());
         }

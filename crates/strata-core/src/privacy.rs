@@ -172,6 +172,55 @@ impl PrivacyConfig {
     }
 }
 
+/// `[dp_sgd]`: example-level differential privacy on each client (DP-SGD, Abadi et al., "Deep
+/// Learning with Differential Privacy", CCS 2016): every local step draws its batch by Poisson
+/// sampling, clips each sample's gradient to an L2 bound and adds Gaussian noise to the sum.
+/// Each client accounts for its own data: the guarantee holds whatever the server does.
+/// Off unless `noise_multiplier` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpSgdConfig {
+    /// z: the noise's standard deviation over the per-sample clipping bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_multiplier: Option<f64>,
+    /// C: the L2 bound on each sample's gradient, over every trained parameter together.
+    pub clipping_norm: f64,
+    /// δ of the (ε, δ) guarantee each client reports; below 1 / its training samples.
+    pub delta: f64,
+}
+
+impl Default for DpSgdConfig {
+    fn default() -> Self {
+        Self { noise_multiplier: None, clipping_norm: 1.0, delta: 1e-5 }
+    }
+}
+
+impl DpSgdConfig {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.noise_multiplier.is_some()
+    }
+
+    /// The settings on their own; how they fit the method is `RunConfig`'s check.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(z) = self.noise_multiplier
+            && !(z.is_finite() && z >= 0.0)
+        {
+            return Err(format!("dp_sgd.noise_multiplier must be a number >= 0, got {z}"));
+        }
+        if !(self.clipping_norm.is_finite() && self.clipping_norm > 0.0) {
+            return Err(format!("dp_sgd.clipping_norm must be a positive number, got {}", self.clipping_norm));
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return Err(format!("dp_sgd.delta must be in (0, 1), got {}", self.delta));
+        }
+        Ok(())
+    }
+}
+
 /// What differential privacy did in a round, as `rounds.jsonl` records it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyReport {

@@ -16,6 +16,9 @@ pub mod metric {
     pub const TRAIN_SAMPLES: &str = "train_samples";
     pub const TEST_SAMPLES: &str = "test_samples";
     pub const TRAIN_SECONDS: &str = "train_seconds";
+    /// A client that clipped its own update (`[privacy]` placement `client`): 1 when the
+    /// update was within the bound, 0 when it was scaled down.
+    pub const DP_UNCLIPPED: &str = "dp_unclipped";
 }
 
 /// What one client reported for one round.
@@ -75,6 +78,10 @@ pub struct RoundRecord {
     /// What differential privacy did, when the run has `[privacy]` and the round trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<crate::privacy::PrivacyReport>,
+    /// This evaluation-only row ended training early: another round would have spent more
+    /// than `privacy.target_epsilon`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub budget_spent: bool,
 }
 
 impl RoundRecord {
@@ -97,6 +104,7 @@ impl RoundRecord {
             bytes_down: rows.iter().map(|r| r.bytes_down).sum(),
             defense: None,
             privacy: None,
+            budget_spent: false,
         }
     }
 }

@@ -7,13 +7,16 @@ use std::fmt::Write;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 
 use crate::format::{NONE, mb, num, pct};
-use crate::summary::{BestValue, RunSummary};
+use crate::summary::{BestValue, PrivacySummary, RunSummary};
 
 /// The whole Markdown report: header, headline numbers, one row per round, one per client.
 pub fn report_markdown(summary: &RunSummary, rounds: &[RoundRecord], clients: &[ClientRoundRecord]) -> String {
     let mut out = String::new();
     header(&mut out, summary);
     headline(&mut out, summary);
+    if let Some(p) = &summary.privacy {
+        privacy(&mut out, p);
+    }
     round_table(&mut out, summary, rounds);
     if let Some(c) = &summary.calibration {
         out.push_str(&crate::calibration_summary::calibration_markdown(c));
@@ -74,20 +77,44 @@ fn headline(out: &mut String, s: &RunSummary) {
     );
 }
 
+fn privacy(out: &mut String, p: &PrivacySummary) {
+    let _ = writeln!(out, "## Differential privacy (user level)\n\n| setting | value |\n|---|---|");
+    let stopped =
+        p.stopped_by_budget_at.map_or_else(String::new, |r| format!("; training stopped at row {r}, at the budget"));
+    for (key, value) in [
+        ("(ε, δ)", format!("({:.4}, {:e}) after {} released rounds{stopped}", p.epsilon, p.delta, p.releases)),
+        ("noise multiplier z", format!("{:.4}", p.noise_multiplier)),
+        ("clipping", format!("{} (last bound {:.4})", cell(&p.clipping), p.last_clipping_norm)),
+        ("covers", cell(&p.covers)),
+        ("accountant", cell(&p.accountant)),
+    ] {
+        let _ = writeln!(out, "| {key} | {value} |");
+    }
+    out.push('\n');
+}
+
 fn round_table(out: &mut String, s: &RunSummary, rounds: &[RoundRecord]) {
+    let private = s.privacy.is_some();
+    let (eps_head, eps_rule) = if private { (" ε |", "---:|") } else { ("", "") };
     let _ = writeln!(
         out,
         "## Rounds\n\n| round | global acc % | personalized acc % (merged) | personalized acc % (after training) \
-         | train loss | reported/picked | seconds | MB up | MB down |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         | train loss | reported/picked | seconds | MB up | MB down |{eps_head}\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|{eps_rule}"
     );
     let mut sorted: Vec<&RoundRecord> = rounds.iter().collect();
     sorted.sort_by_key(|r| r.round);
     for r in sorted {
-        let label = if r.round >= s.rounds { format!("{} (final)", r.round) } else { r.round.to_string() };
-        let aggregated = if r.aggregated || r.round >= s.rounds { "" } else { " (not aggregated)" };
+        let last = r.round >= s.rounds || r.budget_spent;
+        let label = if last { format!("{} (final)", r.round) } else { r.round.to_string() };
+        let aggregated = if r.aggregated || last { "" } else { " (not aggregated)" };
+        let eps = if private {
+            format!(" {} |", r.privacy.as_ref().map_or_else(|| NONE.to_string(), |p| format!("{:.4}", p.epsilon)))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "| {label} | {} | {} | {} | {} | {}/{}{aggregated} | {:.2} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {}/{}{aggregated} | {:.2} | {} | {} |{eps}",
             pct(r.global_accuracy),
             pct(r.personalized_accuracy),
             pct(r.personalized_accuracy_trained),
@@ -216,6 +243,9 @@ fn headline_line(s: &RunSummary) -> String {
     }
     if let Some(c) = &s.calibration {
         let _ = write!(line, "; global {}% after {} calibration", pct(c.global_after), c.method);
+    }
+    if let Some(p) = &s.privacy {
+        let _ = write!(line, "; user-level DP (ε, δ) = ({:.3}, {:e})", p.epsilon, p.delta);
     }
     let _ = write!(line, "; {}/{} rounds aggregated in {:.1} s", s.rounds_completed, s.rounds, s.wall_seconds);
     line

@@ -42,6 +42,61 @@ pub struct RunSummary {
     /// Classifier calibration (CCVR), when the run calibrated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CalibrationSummary>,
+    /// What user-level differential privacy spent, when the run had `[privacy]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySummary>,
+}
+
+/// The (ε, δ) guarantee of a differentially private run and how it was reached.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySummary {
+    /// ε after the last released round, at `delta`.
+    pub epsilon: f64,
+    pub delta: f64,
+    pub noise_multiplier: f64,
+    /// `fixed C` or `adaptive from C₀ to the γ quantile`, and where updates were clipped.
+    pub clipping: String,
+    /// The bound the last released round clipped to.
+    pub last_clipping_norm: f64,
+    /// Training rounds that released a noised model.
+    pub releases: u64,
+    /// Which tensors the guarantee covers.
+    pub covers: String,
+    /// How ε was computed.
+    pub accountant: String,
+    /// The row where training stopped because another round would exceed `target_epsilon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by_budget_at: Option<u64>,
+}
+
+impl PrivacySummary {
+    fn of(config: &RunConfig, rounds: &[RoundRecord]) -> Option<Self> {
+        let p = &config.privacy;
+        if !p.is_on() {
+            return None;
+        }
+        let releases: Vec<&RoundRecord> = rounds.iter().filter(|r| r.privacy.is_some()).collect();
+        let last = releases.iter().max_by_key(|r| r.round).and_then(|r| r.privacy.as_ref());
+        let clipping = match p.target_quantile {
+            Some(q) => format!("adaptive from {} to the {q} quantile, on the {}", p.clipping_norm, p.placement),
+            None => format!("fixed at {}, on the {}", p.clipping_norm, p.placement),
+        };
+        Some(Self {
+            epsilon: last.map_or(0.0, |l| l.epsilon),
+            delta: p.delta,
+            noise_multiplier: last.map_or(p.noise_multiplier.unwrap_or(f64::NAN), |l| l.noise_multiplier),
+            clipping,
+            last_clipping_norm: last.map_or(p.clipping_norm, |l| l.clipping_norm),
+            releases: releases.len() as u64,
+            covers: last.map(|l| l.covers.clone()).unwrap_or_default(),
+            accountant: format!(
+                "RDP of the Poisson-subsampled Gaussian mechanism (clients drawn independently with probability {}), \
+                 add/remove-one client",
+                config.fraction
+            ),
+            stopped_by_budget_at: rounds.iter().find(|r| r.budget_spent).map(|r| r.round),
+        })
+    }
 }
 
 /// Accuracies of the last evaluated row.
@@ -83,7 +138,7 @@ pub fn summarize(
     clients: &[ClientRoundRecord],
     wall_seconds: f64,
 ) -> RunSummary {
-    let training: Vec<&RoundRecord> = rounds.iter().filter(|r| r.round < config.rounds).collect();
+    let training: Vec<&RoundRecord> = rounds.iter().filter(|r| r.round < config.rounds && !r.budget_spent).collect();
     let seconds_per_round =
         (!training.is_empty()).then(|| training.iter().map(|r| r.seconds).sum::<f64>() / training.len() as f64);
     RunSummary {
@@ -108,6 +163,7 @@ pub fn summarize(
         bytes_down: rounds.iter().map(|r| r.bytes_down).sum(),
         seconds_per_round,
         calibration: None,
+        privacy: PrivacySummary::of(config, rounds),
     }
 }
 

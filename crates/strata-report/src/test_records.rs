@@ -25,6 +25,8 @@ pub(crate) fn round(round: u64, global: Option<f64>, personalized: f64, seconds:
         bytes_up: 100,
         bytes_down: 200,
         defense: None,
+        privacy: None,
+        budget_spent: false,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Assignment {
     /// tasks), and after training.
     pub evaluate_received: bool,
     pub evaluate_trained: bool,
+    /// The L2 bound the client clips its update's change to (`[privacy]` placed on the
+    /// client); the server checks the upload against it.
+    pub clip_norm: Option<f64>,
     /// Bytes streamed to the client for this task, counted by the download handler.
     bytes_down: AtomicU64,
 }
@@ -77,6 +80,7 @@ impl Assignment {
             deadline,
             evaluate_received: true,
             evaluate_trained: false,
+            clip_norm: None,
             bytes_down: AtomicU64::new(0),
         }
     }

@@ -9,6 +9,7 @@ pub enum ServerEvent {
     RoundStarted { round: u64, training: usize, evaluating: usize },
     ResultAccepted { round: u64, client: u32 },
     ResultRefused { client: Option<u32>, reason: String },
-    RoundFinished(RoundRecord),
+    // Boxed: a round record is far larger than the other events.
+    RoundFinished(Box<RoundRecord>),
     RunFinished,
 }

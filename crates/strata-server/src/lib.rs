@@ -29,6 +29,7 @@ pub mod events;
 mod gate;
 mod metrics;
 mod output;
+mod privacy;
 mod registry;
 mod round;
 mod service;
@@ -180,7 +181,9 @@ pub async fn run(
         None => None,
     };
     let (model_spec, initial) = initial_model(&config, Arc::clone(&options.backend)).await?;
-    let mut strategy = strategy::build(config.method, initial, &config.methods, &config.defense);
+    let private = privacy::settings(&config)
+        .map_err(|e| ServerError::Config(strata_core::config_error::ConfigError::Invalid(e)))?;
+    let mut strategy = strategy::build(config.method, initial, &config.methods, &config.defense, private.clone());
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }
@@ -300,6 +303,8 @@ pub async fn run(
         start_round,
         clients_saved: None,
         session: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+        // Every training round before a resumed run's first released a noised model.
+        privacy: private.as_ref().map(|s| privacy::PrivacyLedger::new(s, config.fraction, start_round)),
     };
     strata_telemetry::health::set(&health, strata_telemetry::health::ServingStatus::Serving).await;
     let (ending, output) = rounds.run(shutdown).await;

@@ -144,6 +144,8 @@ mod tests {
             bytes_up: 100,
             bytes_down: 300,
             defense: None,
+            privacy: None,
+            budget_spent: false,
         }
     }
 
@@ -153,10 +155,10 @@ mod tests {
         registry.join(uuid::Uuid::new_v4(), None, None, "").unwrap();
         registry.join(uuid::Uuid::new_v4(), None, None, "").unwrap();
         let metrics = ServerMetrics::new(registry, Duration::from_secs(30), 3);
-        metrics.observe(&ServerEvent::RoundFinished(record(0, 2)));
-        metrics.observe(&ServerEvent::RoundFinished(record(1, 2)));
+        metrics.observe(&ServerEvent::RoundFinished(Box::new(record(0, 2))));
+        metrics.observe(&ServerEvent::RoundFinished(Box::new(record(1, 2))));
         // The final evaluation round is no training round.
-        metrics.observe(&ServerEvent::RoundFinished(record(2, 0)));
+        metrics.observe(&ServerEvent::RoundFinished(Box::new(record(2, 0))));
         metrics.observe(&ServerEvent::ResultRefused { client: Some(1), reason: "NaN".into() });
         let text = scrape(metrics);
         let value = |name| find_sample(&text, name, &[]).unwrap();

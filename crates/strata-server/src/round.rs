@@ -27,6 +27,7 @@ use crate::client_info::ClientInfo;
 use crate::events::ServerEvent;
 use crate::gate::RoundGate;
 use crate::output::RunOutput;
+use crate::privacy::PrivacyLedger;
 use crate::registry::Registry;
 use crate::service::Report;
 use crate::state::{self, SavedClient};
@@ -51,6 +52,8 @@ pub struct RoundLoop {
     /// Unique to this server process, in every task id: a client that took task `r2-train-c0`
     /// from a server that then died must not mistake the resumed server's round 2 for it.
     pub session: String,
+    /// ε spent so far, when the run is differentially private (`[privacy]`).
+    pub privacy: Option<PrivacyLedger>,
 }
 
 /// How a run ended.
@@ -87,10 +90,23 @@ impl RoundLoop {
             }
             _ = &mut shutdown => return (Ending::Interrupted, self.output),
         }
+        let mut last_row = self.config.rounds;
         for round in self.start_round..=self.config.rounds {
-            let evaluation_only = round == self.config.rounds;
+            let mut evaluation_only = round == self.config.rounds;
+            let over_budget =
+                if evaluation_only { None } else { self.privacy.as_ref().and_then(|l| l.next_round_exceeds()) };
+            if let Some(next) = over_budget {
+                let target = self.privacy.as_ref().and_then(PrivacyLedger::target).unwrap_or_default();
+                warn!(
+                    round,
+                    next_epsilon = next,
+                    target,
+                    "another round would exceed the privacy budget; training stops"
+                );
+                (evaluation_only, last_row) = (true, round);
+            }
             tokio::select! {
-                _ = self.round(round, evaluation_only) => {}
+                _ = self.round(round, evaluation_only, over_budget.is_some()) => {}
                 _ = &mut shutdown => {
                     self.gate.close();
                     return (Ending::Interrupted, self.output);
@@ -112,13 +128,18 @@ impl RoundLoop {
                     }
                 }
             }
+            if evaluation_only {
+                break;
+            }
         }
-        self.save_global("model.safetensors", self.strategy.global().as_deref(), self.config.rounds);
+        self.save_global("model.safetensors", self.strategy.global().as_deref(), last_row);
         self.finish().await;
         (Ending::Completed, self.output)
     }
 
-    async fn round(&mut self, round: u64, evaluation_only: bool) {
+    /// One round; `budget_spent`: an evaluation-only round that ends training early because
+    /// another would exceed the privacy budget.
+    async fn round(&mut self, round: u64, evaluation_only: bool, budget_spent: bool) {
         self.registry.begin_round(round);
         let started = Instant::now();
         let picked = if evaluation_only { Vec::new() } else { self.cohort(round).await };
@@ -146,22 +167,29 @@ impl RoundLoop {
         let mut reports = self.dispatch(round, &tasks, deadline).await;
 
         let rows = self.records(round, &tasks, &reports);
-        let mut defense = None;
+        let (mut defense, mut privacy) = (None, None);
         let aggregated = if evaluation_only {
             false
         } else {
             // What the strategy did not absorb on arrival (FedCAC keeps every client's model).
             let updates: Vec<_> = reports.values_mut().filter_map(|r| r.update.take()).collect();
             let received = reports.values().filter(|r| r.trained).count();
-            let needed = self.config.results_needed(n_train);
+            // A private round releases a noised model whoever answered: skipping would tell.
+            let needed = if self.privacy.is_some() { 0 } else { self.config.results_needed(n_train) };
             if received < needed {
                 warn!(round, received, needed, "too few results: keeping the previous model");
                 self.strategy.abandon(round);
                 false
             } else {
                 match off_the_runtime(|| self.strategy.aggregate_train(round, updates)) {
-                    Aggregated::Updated { defense: report } => {
+                    Aggregated::Updated { defense: report, privacy: released } => {
                         defense = report;
+                        privacy = released.map(|mut r| {
+                            if let Some(ledger) = &mut self.privacy {
+                                r.epsilon = ledger.record_release();
+                            }
+                            r
+                        });
                         true
                     }
                     Aggregated::Skipped { reason } => {
@@ -174,6 +202,8 @@ impl RoundLoop {
 
         let record = RoundRecord {
             defense,
+            privacy,
+            budget_spent,
             ..RoundRecord::from_clients(round, n_train as u32, aggregated, started.elapsed().as_secs_f64(), &rows)
         };
         if let Err(e) = self.output.append(&rows, &record) {
@@ -184,10 +214,11 @@ impl RoundLoop {
             round,
             global = ?record.global_accuracy,
             personalized = ?record.personalized_accuracy,
+            epsilon = ?record.privacy.as_ref().map(|p| p.epsilon),
             seconds = record.seconds,
             "round finished"
         );
-        let _ = self.events.send(ServerEvent::RoundFinished(record));
+        let _ = self.events.send(ServerEvent::RoundFinished(Box::new(record)));
     }
 
     /// Posts the tasks, opens the gate to their results, and collects them until every task
@@ -221,7 +252,8 @@ impl RoundLoop {
         let mut half_seconds = 0u64;
         loop {
             let picked = self.pick(round);
-            if !picked.is_empty() {
+            // Under Poisson sampling an empty draw is a round like any other (it releases noise).
+            if !picked.is_empty() || (self.privacy.is_some() && self.anyone_available(round)) {
                 return picked;
             }
             // Clients sitting out rounds for missed deadlines do so only while others can train.
@@ -243,10 +275,26 @@ impl RoundLoop {
     /// available, seeded by round. Clients that missed a deadline and have not polled since
     /// are not available, so a dead client costs one deadline, not one per round. Drawing
     /// costs what the cohort costs, not what the population does.
+    ///
+    /// Under `[privacy]`, each client is drawn independently with probability `fraction`
+    /// (Poisson sampling, what the accountant assumes), so the cohort's size varies, and
+    /// the draw is not reproducible from the seed.
     fn pick(&self, round: u64) -> Vec<ClientInfo> {
-        let wanted = self.config.cohort_size(self.registry.joined_count());
+        if self.privacy.is_some() {
+            // Drawn from the OS, not the run's seed, which every client knows: the privacy
+            // amplification by sampling holds only if nobody can tell who was drawn.
+            let mut rng = strata_methods::dp::secure_rng();
+            return self.registry.sample_poisson(self.config.fraction, self.patience(), &mut rng);
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let wanted = self.config.cohort_size(self.registry.joined_count());
         self.registry.sample_available(wanted, self.patience(), &mut rng)
+    }
+
+    /// Whether any client could train now.
+    fn anyone_available(&self, round: u64) -> bool {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed ^ round);
+        !self.registry.sample_available(1, self.patience(), &mut rng).is_empty()
     }
 
     /// Who reports an evaluation this round (`[evaluation]`): the clients that evaluate without
@@ -299,6 +347,7 @@ impl RoundLoop {
             a.expected_upload = Arc::new(upload);
             a.mask_over = i.mask_over;
             a.upload = i.upload;
+            a.clip_norm = i.clip_norm;
         }
         a.parameters = Some(i.parameters);
         a.parameters_are_global = i.parameters_are_global;

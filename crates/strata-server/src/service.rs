@@ -161,13 +161,19 @@ impl FederationService {
         }
         let received = receiver.finish()?;
         let update = match task.kind {
-            TaskKind::Train => Some(validate::update(
-                info,
-                received.num_samples,
-                received.parameters,
-                received.mask,
-                self.max_abs_value,
-            )?),
+            TaskKind::Train => {
+                let update = validate::update(
+                    info,
+                    received.num_samples,
+                    received.parameters,
+                    received.mask,
+                    self.max_abs_value,
+                )?;
+                Some(match (task.clip_norm, &task.parameters) {
+                    (Some(bound), Some(sent)) => validate::clipped_by_client(update, sent, bound, &received.metrics)?,
+                    _ => update,
+                })
+            }
             _ => None,
         };
         Ok(Report {
@@ -423,6 +429,7 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         deadline_ms: a.deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64,
         evaluate_received: a.evaluate_received,
         evaluate_trained: a.evaluate_trained,
+        clip_norm: a.clip_norm.unwrap_or(0.0),
     }
 }
 

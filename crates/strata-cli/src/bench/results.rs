@@ -300,6 +300,8 @@ mod tests {
             bytes_up: 1000,
             bytes_down: 2000,
             defense: None,
+            privacy: None,
+            budget_spent: false,
         }
     }
 
@@ -336,6 +338,7 @@ mod tests {
                 bytes_down: 4000,
                 seconds_per_round: Some(1.5),
                 calibration: None,
+                privacy: None,
             },
             rounds,
         }

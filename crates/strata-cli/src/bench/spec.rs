@@ -121,10 +121,11 @@ impl<'a> Variant<'a> {
         let base: Method =
             parts.next().unwrap_or_default().parse().map_err(|e| anyhow::anyhow!("[matrix] methods: {e}"))?;
         let options: Vec<&str> = parts.collect();
-        if let Some(o) = options.iter().find(|o| !OPTIONS.contains(o) && o.parse::<Defense>().is_err()) {
+        let known = |o: &str| OPTIONS.contains(&o) || o.parse::<Defense>().is_ok() || privacy_option(o).is_some();
+        if let Some(o) = options.iter().find(|o| !known(o)) {
             bail!(
-                "[matrix] methods: unknown option `+{o}` in `{label}` (known: +{}, or a defense rule as --defense \
-                 writes it, e.g. +median)",
+                "[matrix] methods: unknown option `+{o}` in `{label}` (known: +{}, a defense rule as --defense \
+                 writes it, e.g. +median, or privacy: +dp-eps:E, +dp-z:Z, +dp-clip:C, +dp-quantile:G, +dp-client)",
                 OPTIONS.join(", +")
             );
         }
@@ -133,22 +134,44 @@ impl<'a> Variant<'a> {
 
     /// Writes the options into a cell's config table.
     fn apply(&self, table: &mut toml::Table) {
-        let mut set = |section: &str, key: &str, value: &str| {
+        let mut set = |section: &str, key: &str, value: toml::Value| {
             let entry = table.entry(section.to_string()).or_insert_with(|| toml::Table::new().into());
             if let Some(t) = entry.as_table_mut() {
-                t.insert(key.into(), value.into());
+                t.insert(key.into(), value);
             }
         };
         for option in &self.options {
+            if let Some((key, value)) = privacy_option(option) {
+                set("privacy", key, value);
+                continue;
+            }
             match *option {
-                "ccvr" => set("calibration", "method", "ccvr"),
-                "fn" => set("model", "feature_norm", "sqrt-d"),
-                "fn-unit" => set("model", "feature_norm", "unit"),
-                "ln" => set("model", "feature_norm", "layer-norm"),
-                rule => set("defense", "rule", rule),
+                "ccvr" => set("calibration", "method", "ccvr".into()),
+                "fn" => set("model", "feature_norm", "sqrt-d".into()),
+                "fn-unit" => set("model", "feature_norm", "unit".into()),
+                "ln" => set("model", "feature_norm", "layer-norm".into()),
+                rule => set("defense", "rule", rule.into()),
             }
         }
     }
+}
+
+/// A `[privacy]` key and value from a method option: `dp-eps:E` (target ε), `dp-z:Z`,
+/// `dp-clip:C`, `dp-quantile:G` (adaptive clipping) or `dp-client` (clipped on clients).
+fn privacy_option(option: &str) -> Option<(&'static str, toml::Value)> {
+    if option == "dp-client" {
+        return Some(("placement", "client".into()));
+    }
+    let (name, value) = option.split_once(':')?;
+    let key = match name {
+        "dp-eps" => "target_epsilon",
+        "dp-z" => "noise_multiplier",
+        "dp-clip" => "clipping_norm",
+        "dp-quantile" => "target_quantile",
+        _ => return None,
+    };
+    let value: f64 = value.parse().ok()?;
+    Some((key, value.into()))
 }
 
 impl BenchSpec {
@@ -400,6 +423,16 @@ fedbn = "cnn-bn"
         let robust = BenchSpec::parse(include_str!("../../../../bench/fmnist-robust.toml"), "fmnist-robust").unwrap();
         assert_eq!(robust.cells().len(), 12 * 5 * 3);
         assert_eq!(robust.splits.iter().filter(|s| s.attack.is_some()).count(), 4);
+        let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp.toml"), "fmnist-dp").unwrap();
+        assert_eq!(dp.cells().len(), 8 * 3);
+        let cell = dp.cells().into_iter().find(|c| c.method == "fedper+dp-clip:0.15+dp-eps:3").unwrap();
+        let c = dp.config(&cell).unwrap();
+        assert_eq!(
+            (c.privacy.target_epsilon, c.privacy.clipping_norm, c.privacy.noise_multiplier),
+            (Some(3.0), 0.15, None)
+        );
+        let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp-1000.toml"), "fmnist-dp-1000").unwrap();
+        assert_eq!(dp.cells().len(), 4 * 3);
         let smoke = BenchSpec::parse(include_str!("../../../../bench/smoke.toml"), "smoke").unwrap();
         assert_eq!(smoke.cells().len(), 12);
         let fn_spec = BenchSpec::parse(include_str!("../../../../bench/fmnist-fn.toml"), "fmnist-fn").unwrap();

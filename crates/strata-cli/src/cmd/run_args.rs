@@ -44,6 +44,27 @@ pub struct RunArgs {
     /// (default 1e6).
     #[arg(long)]
     pub max_abs_value: Option<f64>,
+    /// User-level differential privacy (DP-FedAvg): the noise multiplier z (noise standard
+    /// deviation over the clipping bound). With --dp-target-epsilon too, training stops
+    /// before a round that would spend more.
+    #[arg(long)]
+    pub dp_noise_multiplier: Option<f64>,
+    /// The privacy budget ε; alone, the server picks the z that spends it over the run's rounds.
+    #[arg(long)]
+    pub dp_target_epsilon: Option<f64>,
+    /// δ of the (ε, δ) guarantee (default 1e-5; below 1 / clients).
+    #[arg(long)]
+    pub dp_delta: Option<f64>,
+    /// The L2 bound on each client's update (with --dp-target-quantile, the first round's;
+    /// default 0.1).
+    #[arg(long)]
+    pub dp_clip: Option<f64>,
+    /// Adaptive clipping: the share of updates the bound should leave unclipped (e.g. 0.5).
+    #[arg(long)]
+    pub dp_target_quantile: Option<f64>,
+    /// Where updates are clipped: server, or client (the server never sees an unclipped update).
+    #[arg(long)]
+    pub dp_placement: Option<strata_core::privacy::ClipPlacement>,
     /// Who evaluates: cohort (the clients that train), all, or a fraction such as 0.1.
     #[arg(long)]
     pub eval_clients: Option<EvalClients>,
@@ -128,6 +149,13 @@ impl RunArgs {
         if let Some(v) = self.max_abs_value {
             c.defense.max_abs_value = v;
         }
+        let p = &mut c.privacy;
+        (p.noise_multiplier, p.target_epsilon, p.target_quantile) = (
+            self.dp_noise_multiplier.or(p.noise_multiplier),
+            self.dp_target_epsilon.or(p.target_epsilon),
+            self.dp_target_quantile.or(p.target_quantile),
+        );
+        set!(dp_delta => c.privacy.delta, dp_clip => c.privacy.clipping_norm, dp_placement => c.privacy.placement);
         if let Some(secs) = self.start_deadline {
             c.liveness.start_deadline_secs = Some(secs);
         }

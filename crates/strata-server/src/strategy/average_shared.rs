@@ -11,6 +11,10 @@
 //! only the shared tensors travel, both ways. The methods' hyper-parameters reach the client
 //! halves in the run's configuration, not from here.
 //!
+//! With `[privacy]`, the round's updates are clipped, summed unweighted and noised instead
+//! ([`PrivateMean`]): the release covers the shared tensors only, which are all that leave
+//! the clients.
+//!
 //! With a robust rule (`[defense] rule`), the round's updates are kept until the round ends
 //! and combined by [`strata_methods::robust`] instead: the rule sees every update relative to
 //! the shared global model all were sent.
@@ -26,6 +30,7 @@ use strata_methods::aggregate::RunningMean;
 use strata_methods::robust::{self, Contribution};
 use tracing::warn;
 
+use super::private_mean::{PrivateMean, PrivateSettings};
 use super::{Aggregated, Instruction, RestoreError, Snapshot, Strategy, same_method, same_specs};
 use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
@@ -42,6 +47,8 @@ pub struct AverageShared {
     pending: Option<(u64, RunningMean)>,
     /// The robust rule; [`Defense::None`] folds updates as they arrive.
     defense: Defense,
+    /// User-level differential privacy, when on: it replaces the weighted mean.
+    privacy: Option<PrivateMean>,
 }
 
 impl AverageShared {
@@ -50,9 +57,48 @@ impl AverageShared {
         let shared = method.shares();
         let global = initial.select(|n| shared.matches(n));
         let whole_model = global.len() == initial.len();
-        Self { method, shared, whole_model, global: Arc::new(global), pending: None, defense: Defense::None }
+        Self {
+            method,
+            shared,
+            whole_model,
+            global: Arc::new(global),
+            pending: None,
+            defense: Defense::None,
+            privacy: None,
+        }
     }
 
+    /// Releases each round's mean with user-level differential privacy.
+    pub fn with_privacy(mut self, settings: PrivateSettings) -> Self {
+        let covers = if self.whole_model {
+            "the whole model".to_string()
+        } else {
+            format!(
+                "the shared tensors only ({:?} except {:?}); the rest never leave the clients",
+                self.shared.patterns(),
+                self.shared.exceptions()
+            )
+        };
+        self.privacy = Some(PrivateMean::new(settings, covers));
+        self
+    }
+
+    /// The round's noised release, whatever arrived.
+    fn release(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
+        let Some(privacy) = &mut self.privacy else {
+            return Aggregated::Skipped { reason: "no privacy settings".into() };
+        };
+        for update in &updates {
+            privacy.absorb(round, &self.global, update);
+        }
+        match privacy.release(round, &self.global) {
+            Ok((next, report)) => {
+                self.global = Arc::new(next);
+                Aggregated::Updated { defense: None, privacy: Some(report) }
+            }
+            Err(reason) => Aggregated::Skipped { reason },
+        }
+    }
     /// Combines the round's updates with `defense` instead of the sample-weighted mean.
     pub fn with_defense(mut self, defense: Defense) -> Self {
         self.defense = defense;
@@ -76,7 +122,7 @@ impl AverageShared {
                     warn!(round, rule = %self.defense, "{warning}");
                 }
                 self.global = Arc::new(outcome.aggregate);
-                Aggregated::Updated { defense: Some(outcome.report) }
+                Aggregated::Updated { defense: Some(outcome.report), privacy: None }
             }
             Err(e) => Aggregated::Skipped { reason: format!("{}: {e}", self.defense) },
         }
@@ -91,7 +137,12 @@ impl AverageShared {
 
 impl Strategy for AverageShared {
     fn configure_train(&mut self, _round: u64, picked: &[ClientInfo]) -> Vec<Instruction> {
-        self.send_global(picked)
+        let clip_norm = self.privacy.as_ref().and_then(PrivateMean::client_bound);
+        let mut instructions = self.send_global(picked);
+        for i in &mut instructions {
+            i.clip_norm = clip_norm;
+        }
+        instructions
     }
 
     fn configure_evaluate(&mut self, _round: u64, clients: &[ClientInfo]) -> Vec<Instruction> {
@@ -99,6 +150,10 @@ impl Strategy for AverageShared {
     }
 
     fn absorb(&mut self, round: u64, update: ValidUpdate) -> Option<ValidUpdate> {
+        if let Some(privacy) = &mut self.privacy {
+            privacy.absorb(round, &self.global, &update);
+            return None;
+        }
         if self.defense.keeps_updates() {
             return Some(update);
         }
@@ -112,12 +167,18 @@ impl Strategy for AverageShared {
     }
 
     fn abandon(&mut self, round: u64) {
+        if let Some(privacy) = &mut self.privacy {
+            privacy.abandon(round);
+        }
         if self.pending.as_ref().is_some_and(|(r, _)| *r == round) {
             self.pending = None;
         }
     }
 
     fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated {
+        if self.privacy.is_some() {
+            return self.release(round, updates);
+        }
         if self.defense.keeps_updates() {
             return self.aggregate_robust(round, &updates);
         }
@@ -128,7 +189,7 @@ impl Strategy for AverageShared {
         match mean {
             Some(avg) => {
                 self.global = Arc::new(avg);
-                Aggregated::Updated { defense: None }
+                Aggregated::Updated { defense: None, privacy: None }
             }
             None => Aggregated::Skipped { reason: "no update with training samples".into() },
         }
@@ -139,13 +200,19 @@ impl Strategy for AverageShared {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let meta = BTreeMap::from([("method".to_string(), self.method.to_string())]);
+        let mut meta = BTreeMap::from([("method".to_string(), self.method.to_string())]);
+        if let Some(privacy) = &self.privacy {
+            privacy.save(&mut meta);
+        }
         Snapshot { tensors: (*self.global).clone(), masks: BTreeMap::new(), meta }
     }
 
     fn restore(&mut self, snapshot: Snapshot) -> Result<(), RestoreError> {
         same_method(&snapshot, self.method)?;
         same_specs(&self.global, &snapshot.tensors, "global model")?;
+        if let Some(privacy) = &mut self.privacy {
+            privacy.load(&snapshot.meta)?;
+        }
         self.global = Arc::new(snapshot.tensors);
         Ok(())
     }
@@ -153,8 +220,9 @@ impl Strategy for AverageShared {
     fn summary(&self) -> Vec<(&'static str, String)> {
         vec![
             ("method", self.method.to_string()),
-            ("weighting", "training samples".into()),
+            ("weighting", if self.privacy.is_some() { "none (privacy)" } else { "training samples" }.into()),
             ("defense", self.defense.to_string()),
+            ("privacy", self.privacy.as_ref().map_or_else(|| "off".into(), PrivateMean::summary)),
             ("shared", format!("{:?} except {:?}", self.shared.patterns(), self.shared.exceptions())),
         ]
     }
@@ -265,7 +333,7 @@ mod tests {
             let mut strategy = AverageShared::new(Method::FedAvg, set(&[0.0])).with_defense(rule.parse().unwrap());
             let updates: Vec<ValidUpdate> =
                 updates.iter().map(|&(i, v)| ValidUpdate::for_tests(client(i), set(&[v]), 10)).collect();
-            let Aggregated::Updated { defense: Some(report) } = strategy.aggregate_train(0, updates) else {
+            let Aggregated::Updated { defense: Some(report), .. } = strategy.aggregate_train(0, updates) else {
                 panic!("{rule} aggregates");
             };
             (strategy.global().unwrap().get("w").unwrap().values()[0], report)

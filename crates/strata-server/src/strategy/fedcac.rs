@@ -220,7 +220,7 @@ impl Strategy for FedCac {
                 self.aggregated = true;
                 self.clients = next;
                 self.last_threshold = Some(collab.theta);
-                Aggregated::Updated { defense }
+                Aggregated::Updated { defense, privacy: None }
             }
             Err(reason) => Aggregated::Skipped { reason },
         }
@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn a_norm_bound_scales_each_change_from_what_the_client_was_sent() {
         let mut strategy = FedCac::new(initial(), 0.5, 2.0).with_norm_bound(Some(NormBound::Fixed(1.0)));
-        let Aggregated::Updated { defense: Some(report) } = strategy.aggregate_train(0, three_updates()) else {
+        let Aggregated::Updated { defense: Some(report), .. } = strategy.aggregate_train(0, three_updates()) else {
             panic!("round 0 aggregates");
         };
         assert_eq!(
@@ -396,7 +396,7 @@ mod tests {
         // Round 1: client 0 is measured from the model it was sent, its own w_0.
         let (body, head, _, _) = sent(&mut strategy, 0);
         let near = update(0, [body[0] + 0.5, body[1], body[2], body[3]], [head[0], head[1]], 1, "111000");
-        let Aggregated::Updated { defense: Some(report) } = strategy.aggregate_train(1, vec![near]) else {
+        let Aggregated::Updated { defense: Some(report), .. } = strategy.aggregate_train(1, vec![near]) else {
             panic!("round 1 aggregates");
         };
         assert!(report.clipped.is_empty(), "a change of 0.5 from w_0 is within the bound: {report:?}");

@@ -7,6 +7,7 @@
 
 mod average_shared;
 mod fedcac;
+mod private_mean;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,12 +16,14 @@ use strata_core::config::{DefenseConfig, MethodParams};
 use strata_core::defense::Defense;
 use strata_core::mask::BitMask;
 use strata_core::method::Method;
+use strata_core::privacy::PrivacyReport;
 use strata_core::records::DefenseReport;
 use strata_core::selection::Selector;
 use strata_core::tensor::{TensorError, TensorSet, TensorSpec};
 
 pub use average_shared::AverageShared;
 pub use fedcac::FedCac;
+pub use private_mean::{PrivateMean, PrivateSettings};
 
 use crate::client_info::ClientInfo;
 use crate::validate::ValidUpdate;
@@ -35,6 +38,8 @@ pub struct Instruction {
     pub parameters_are_global: bool,
     /// Which trained tensors the client uploads.
     pub upload: Selector,
+    /// The L2 bound the client clips its update's change to (`[privacy]` clipped on clients).
+    pub clip_norm: Option<f64>,
     /// Which of the uploaded tensors a bit-packed mask must cover (FedCAC); `None`: no mask.
     pub mask_over: Option<Selector>,
 }
@@ -42,15 +47,16 @@ pub struct Instruction {
 impl Instruction {
     /// Sends `parameters` and asks for the tensors `upload` selects back, with no mask.
     pub fn new(client: ClientInfo, parameters: Arc<TensorSet>, parameters_are_global: bool, upload: Selector) -> Self {
-        Self { client, parameters, parameters_are_global, upload, mask_over: None }
+        Self { client, parameters, parameters_are_global, upload, mask_over: None, clip_norm: None }
     }
 }
 
 /// Result of folding a round's updates.
 #[derive(Debug)]
 pub enum Aggregated {
-    /// The next state is made; with a robust rule, what the rule did.
-    Updated { defense: Option<DefenseReport> },
+    /// The next state is made; with a robust rule, what the rule did; with `[privacy]`, what
+    /// the release did (the round loop adds the ε spent).
+    Updated { defense: Option<DefenseReport>, privacy: Option<PrivacyReport> },
     /// The previous state is kept; the reason is logged and recorded.
     Skipped { reason: String },
 }
@@ -99,6 +105,8 @@ pub enum RestoreError {
     /// One client's saved state is unreadable (what is wrong with it, for a person).
     #[error("saved state of client `{client}`: {problem}")]
     Client { client: String, problem: String },
+    #[error("saved privacy state: {0}")]
+    Privacy(String),
     #[error("saved tensors: {0}")]
     Tensors(#[from] TensorError),
 }
@@ -121,8 +129,14 @@ pub(crate) fn same_specs(current: &TensorSet, incoming: &TensorSet, what: &'stat
 }
 
 /// The server half of `method`, starting from the initial parameters, combining updates with
-/// `defense`'s rule (the config's validation made sure the method takes it).
-pub fn build(method: Method, initial: TensorSet, params: &MethodParams, defense: &DefenseConfig) -> Box<dyn Strategy> {
+/// `defense`'s rule or privately (the config's validation made sure the method takes them).
+pub fn build(
+    method: Method,
+    initial: TensorSet,
+    params: &MethodParams,
+    defense: &DefenseConfig,
+    privacy: Option<PrivateSettings>,
+) -> Box<dyn Strategy> {
     match method {
         Method::Local
         | Method::FedAvg
@@ -130,7 +144,13 @@ pub fn build(method: Method, initial: TensorSet, params: &MethodParams, defense:
         | Method::FedPer
         | Method::FedRep
         | Method::FedBn
-        | Method::Ditto => Box::new(AverageShared::new(method, initial).with_defense(defense.rule)),
+        | Method::Ditto => {
+            let strategy = AverageShared::new(method, initial).with_defense(defense.rule);
+            Box::new(match privacy {
+                Some(settings) => strategy.with_privacy(settings),
+                None => strategy,
+            })
+        }
         Method::FedCac => {
             let bound = match defense.rule {
                 Defense::NormBound(mode) => Some(mode),
