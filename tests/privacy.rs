@@ -113,3 +113,46 @@ async fn training_stops_at_the_budget() {
         strata_core::safetensors::read(&dir.path().join("model.safetensors")).expect("the final model is saved");
     assert_eq!(metadata.get("round").map(String::as_str), Some("2"));
 }
+
+/// DP-SGD on every client, daemons and a population alike: each reports the ε its own
+/// accountant gives for its data, growing round by round, and no training loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_training_with_dp_sgd_report_their_own_epsilon() {
+    for population in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = synthetic_config(5, 2);
+        config.method = Method::FedPer;
+        config.dp_sgd.noise_multiplier = Some(1.1);
+        config.dp_sgd.clipping_norm = 1.0;
+        let outcome = if population {
+            let server = start_server(config.clone(), dir.path()).await;
+            let mut options = strata_client::PopulationOptions::new(server.url.clone(), config.clients);
+            options.device = "cpu".into();
+            let hosts = tokio::spawn(strata_client::run_population(options, std::future::pending()));
+            let outcome = server.handle.await.expect("server task").expect("the run completes");
+            hosts.await.expect("population task").expect("the population ends cleanly");
+            outcome
+        } else {
+            run(config.clone(), None, dir.path()).await
+        };
+        let rows: Vec<strata_core::records::ClientRoundRecord> = read_jsonl(&dir.path().join("metrics.jsonl"));
+        let trained: Vec<_> = rows.iter().filter(|r| r.trained).collect();
+        assert_eq!(trained.len(), 10, "{rows:?}");
+        for r in &trained {
+            // Each client's rate is 1/⌈n/B⌉ and it takes ⌈n/B⌉ steps a round.
+            let steps = r.train_samples.div_ceil(config.train.batch_size as u64);
+            let expected = epsilon(1.0 / steps as f64, 1.1, steps * (r.round + 1), 1e-5);
+            let got = r.dp_sgd_epsilon.expect("a DP-SGD client reports its ε");
+            assert!(
+                (got - expected).abs() < 1e-9 * expected,
+                "client {} round {}: {got} vs {expected}",
+                r.client,
+                r.round
+            );
+            assert!(r.train_loss.is_none(), "the training loss stays on the client");
+        }
+        let summary = outcome.summary.dp_sgd.expect("the summary carries DP-SGD");
+        assert_eq!(summary.clients, 5);
+        assert!(summary.max_epsilon.is_some_and(|e| e > 0.0 && e.is_finite()));
+    }
+}

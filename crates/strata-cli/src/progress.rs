@@ -42,7 +42,8 @@ pub async fn follow(mut events: broadcast::Receiver<ServerEvent>, rounds: u64) {
                     .privacy
                     .as_ref()
                     .map(|p| format!(" | ε {:.3} (δ {:e})", p.epsilon, p.delta))
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+                    + &record.dp_sgd_epsilon.map(|e| format!(" | DP-SGD ε ≤ {e:.3}")).unwrap_or_default();
                 let line = format!(
                     "round {:>3}: global {} | personalized {} | after training {}{privacy} | {:.1} s",
                     record.round,

@@ -20,6 +20,7 @@ mod auth;
 mod backoff;
 mod data_cache;
 mod error;
+mod example_ledger;
 mod local;
 pub mod method;
 mod persist;
@@ -374,5 +375,5 @@ fn local_state(
         data.train_y = data.train_y.neg() + (dataset.shape.num_classes as i64 - 1);
     }
     let method = method::build(config.method, &config.methods, &model)?;
-    Ok(LocalState { model, data, method, threads, attack })
+    Ok(LocalState { model, data, method, threads, attack, example_ledger: Default::default() })
 }

@@ -10,9 +10,10 @@ use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::ccvr::client_stats;
 use strata_torch::classifier::head_inputs;
-use strata_torch::{ClientTensors, LocalModel, TorchError, evaluate, set_threads};
+use strata_torch::{ClientTensors, DpSgd, LocalModel, TorchError, evaluate, set_threads};
 
 use crate::attack::Attack;
+use crate::example_ledger::ExampleLedger;
 use crate::method::{ClientMethod, GlobalView, RoundContext};
 use crate::transfer::FeatureStats;
 
@@ -28,6 +29,8 @@ pub struct LocalState {
     pub threads: usize,
     /// What this client does to its uploads, when it is a hostile one (`simulate --attack`).
     pub attack: Option<Attack>,
+    /// What DP-SGD has spent of this client's data so far (`[dp_sgd]`).
+    pub example_ledger: ExampleLedger,
 }
 
 /// What the worker asks of the local state.
@@ -44,6 +47,8 @@ pub struct Job {
     /// The L2 bound to clip the upload's change from `received` to (`[privacy]` placed on
     /// the client).
     pub clip_norm: Option<f64>,
+    /// DP-SGD in training (`[dp_sgd]`), with the δ its ε is reported at.
+    pub dp_sgd: Option<(DpSgd, f64)>,
 }
 
 pub struct JobOutput {
@@ -79,11 +84,21 @@ impl LocalState {
         let Some((config, seed)) = job.train else {
             return Ok(JobOutput { metrics, upload: None, mask: None, num_samples: 0, trained: None });
         };
-        let ctx = RoundContext { round: job.round, train: &config, seed };
+        let ctx = RoundContext { round: job.round, train: &config, seed, dp_sgd: job.dp_sgd.map(|(dp, _)| dp) };
         let started = Instant::now();
         let stats = self.method.train(&mut self.model, &self.data, &ctx)?;
         let seconds = started.elapsed().as_secs_f64();
-        metrics.extend([(metric::TRAIN_LOSS, stats.mean_loss), (metric::TRAIN_SECONDS, seconds)]);
+        metrics.push((metric::TRAIN_SECONDS, seconds));
+        match (job.dp_sgd, stats.private) {
+            (Some((dp, delta)), Some(spent)) => {
+                // The training loss is a statistic of the private data: it stays here.
+                self.example_ledger.record(spent);
+                if let Some(epsilon) = self.example_ledger.epsilon(dp.noise_multiplier, delta) {
+                    metrics.push((metric::DP_SGD_EPSILON, epsilon));
+                }
+            }
+            _ => metrics.push((metric::TRAIN_LOSS, stats.mean_loss)),
+        }
         if job.evaluate_trained {
             metrics.push((metric::ACCURACY_TRAINED, self.evaluate(&self.model)));
         }

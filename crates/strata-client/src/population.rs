@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::example_ledger::ExampleLedger;
 use crate::personal_store::{PersonalStore, StoreStats};
 use crate::task_loop::{Caller, download_request, job_for, upload_output, upload_stats};
 use crate::{
@@ -130,6 +131,8 @@ struct Shared {
     /// FedProx), every task's parameters replace the whole model and nothing needs restoring.
     keeps_personal_state: bool,
     attacks: std::collections::BTreeMap<u32, crate::attack::Attack>,
+    /// What DP-SGD has spent of each virtual client's data, for those that trained.
+    example_ledgers: Mutex<HashMap<u32, ExampleLedger>>,
 }
 
 /// Joins `options.clients` virtual clients and serves their tasks until the server says the
@@ -222,6 +225,7 @@ pub async fn run_population(
         spare_models: Mutex::new(Vec::new()),
         keeps_personal_state,
         attacks: options.attacks.clone(),
+        example_ledgers: Mutex::new(HashMap::new()),
     });
     shared.keep_session(0, reply.session.clone());
 
@@ -457,7 +461,9 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     let output = tokio::task::spawn_blocking(move || {
         let mut client = worker.materialize(index)?;
         let state = client.state();
+        state.example_ledger = worker.example_ledger(index);
         let output = state.run(job)?;
+        worker.keep_example_ledger(index, state.example_ledger);
         if worker.keeps_personal_state {
             worker.store.put(index, state.model.export())?;
         }
@@ -470,6 +476,19 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
 }
 
 impl Shared {
+    /// What DP-SGD has spent of virtual client `index`'s data (nothing yet: the default).
+    fn example_ledger(&self, index: u32) -> ExampleLedger {
+        self.example_ledgers.lock().unwrap_or_else(|e| e.into_inner()).get(&index).copied().unwrap_or_default()
+    }
+
+    /// Keeps a virtual client's DP-SGD ledger between its tasks (only clients that spent any
+    /// have an entry: the map grows with the clients that train, not the population).
+    fn keep_example_ledger(&self, index: u32, ledger: ExampleLedger) {
+        if ledger.steps > 0 {
+            self.example_ledgers.lock().unwrap_or_else(|e| e.into_inner()).insert(index, ledger);
+        }
+    }
+
     /// A client's position in `ids` from its index (out of range for an index it does not serve).
     fn position(&self, index: u32) -> usize {
         index.wrapping_sub(self.first_index) as usize

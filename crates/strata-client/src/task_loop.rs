@@ -8,7 +8,7 @@ use strata_core::config::RunConfig;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_proto::{pb, reason, scalar};
-use strata_torch::TorchError;
+use strata_torch::{DpSgd, TorchError};
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
@@ -259,6 +259,9 @@ pub(crate) fn job_for(
         evaluate_received: task.evaluate_received,
         evaluate_trained: task.evaluate_trained,
         clip_norm: (task.clip_norm > 0.0).then_some(task.clip_norm),
+        dp_sgd: config.dp_sgd.noise_multiplier.map(|noise_multiplier| {
+            (DpSgd { noise_multiplier, clipping_norm: config.dp_sgd.clipping_norm }, config.dp_sgd.delta)
+        }),
     })
 }
 

@@ -19,6 +19,9 @@ pub mod metric {
     /// A client that clipped its own update (`[privacy]` placement `client`): 1 when the
     /// update was within the bound, 0 when it was scaled down.
     pub const DP_UNCLIPPED: &str = "dp_unclipped";
+    /// A client training with DP-SGD (`[dp_sgd]`): the ε its own accountant gives for its
+    /// training data so far, at `dp_sgd.delta`.
+    pub const DP_SGD_EPSILON: &str = "dp_sgd_epsilon";
 }
 
 /// What one client reported for one round.
@@ -51,6 +54,10 @@ pub struct ClientRoundRecord {
     /// Where the client trains, as it reported (libtorch's name: `Cpu`, `Cuda(0)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// With DP-SGD (`[dp_sgd]`): the ε the client's own accountant gives for its training data
+    /// so far, as it reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_sgd_epsilon: Option<f64>,
 }
 
 /// What the server saw of one round.
@@ -82,6 +89,9 @@ pub struct RoundRecord {
     /// than `privacy.target_epsilon`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub budget_spent: bool,
+    /// With DP-SGD: the largest ε a client of this round reported for its own data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_sgd_epsilon: Option<f64>,
 }
 
 impl RoundRecord {
@@ -105,6 +115,7 @@ impl RoundRecord {
             defense: None,
             privacy: None,
             budget_spent: false,
+            dp_sgd_epsilon: rows.iter().filter_map(|r| r.dp_sgd_epsilon).reduce(f64::max),
         }
     }
 }
@@ -206,6 +217,7 @@ mod tests {
             bytes_down: 20,
             train_seconds: 1.0,
             device: None,
+            dp_sgd_epsilon: None,
         }
     }
 

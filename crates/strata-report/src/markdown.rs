@@ -7,7 +7,7 @@ use std::fmt::Write;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 
 use crate::format::{NONE, mb, num, pct};
-use crate::summary::{BestValue, PrivacySummary, RunSummary};
+use crate::summary::{BestValue, DpSgdSummary, PrivacySummary, RunSummary};
 
 /// The whole Markdown report: header, headline numbers, one row per round, one per client.
 pub fn report_markdown(summary: &RunSummary, rounds: &[RoundRecord], clients: &[ClientRoundRecord]) -> String {
@@ -16,6 +16,9 @@ pub fn report_markdown(summary: &RunSummary, rounds: &[RoundRecord], clients: &[
     headline(&mut out, summary);
     if let Some(p) = &summary.privacy {
         privacy(&mut out, p);
+    }
+    if let Some(d) = &summary.dp_sgd {
+        dp_sgd(&mut out, d);
     }
     round_table(&mut out, summary, rounds);
     if let Some(c) = &summary.calibration {
@@ -87,6 +90,26 @@ fn privacy(out: &mut String, p: &PrivacySummary) {
         ("clipping", format!("{} (last bound {:.4})", cell(&p.clipping), p.last_clipping_norm)),
         ("covers", cell(&p.covers)),
         ("accountant", cell(&p.accountant)),
+    ] {
+        let _ = writeln!(out, "| {key} | {value} |");
+    }
+    out.push('\n');
+}
+
+fn dp_sgd(out: &mut String, d: &DpSgdSummary) {
+    let _ = writeln!(
+        out,
+        "## Differential privacy (example level, DP-SGD on each client)\n\n| setting | value |\n|---|---|"
+    );
+    let epsilon = d.max_epsilon.map_or_else(|| NONE.to_string(), |e| format!("{e:.4}"));
+    for (key, value) in [
+        ("largest ε a client reported for its data", format!("{epsilon} at δ = {:e} ({} clients)", d.delta, d.clients)),
+        ("noise multiplier z", format!("{:.4}", d.noise_multiplier)),
+        ("per-sample clipping bound", format!("{}", d.clipping_norm)),
+        (
+            "accountant",
+            "each client's own: RDP of Poisson-sampled steps at rate 1/⌈n/B⌉, add/remove-one sample".to_string(),
+        ),
     ] {
         let _ = writeln!(out, "| {key} | {value} |");
     }
@@ -246,6 +269,9 @@ fn headline_line(s: &RunSummary) -> String {
     }
     if let Some(p) = &s.privacy {
         let _ = write!(line, "; user-level DP (ε, δ) = ({:.3}, {:e})", p.epsilon, p.delta);
+    }
+    if let Some(e) = s.dp_sgd.as_ref().and_then(|d| d.max_epsilon) {
+        let _ = write!(line, "; DP-SGD ε ≤ {e:.3} per client");
     }
     let _ = write!(line, "; {}/{} rounds aggregated in {:.1} s", s.rounds_completed, s.rounds, s.wall_seconds);
     line

@@ -45,6 +45,41 @@ pub struct RunSummary {
     /// What user-level differential privacy spent, when the run had `[privacy]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySummary>,
+    /// What DP-SGD spent of the clients' data, when the run had `[dp_sgd]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_sgd: Option<DpSgdSummary>,
+}
+
+/// Example-level privacy (DP-SGD): each client's own guarantee for its training data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DpSgdSummary {
+    pub noise_multiplier: f64,
+    pub clipping_norm: f64,
+    pub delta: f64,
+    /// The largest ε any client reported for its data (its last report, after all its steps).
+    pub max_epsilon: Option<f64>,
+    /// Clients that reported one.
+    pub clients: usize,
+}
+
+impl DpSgdSummary {
+    fn of(config: &RunConfig, clients: &[ClientRoundRecord]) -> Option<Self> {
+        let z = config.dp_sgd.noise_multiplier?;
+        let mut latest: std::collections::BTreeMap<u32, f64> = std::collections::BTreeMap::new();
+        for r in clients {
+            if let Some(e) = r.dp_sgd_epsilon {
+                let slot = latest.entry(r.client).or_insert(e);
+                *slot = slot.max(e);
+            }
+        }
+        Some(Self {
+            noise_multiplier: z,
+            clipping_norm: config.dp_sgd.clipping_norm,
+            delta: config.dp_sgd.delta,
+            max_epsilon: latest.values().copied().reduce(f64::max),
+            clients: latest.len(),
+        })
+    }
 }
 
 /// The (ε, δ) guarantee of a differentially private run and how it was reached.
@@ -164,6 +199,7 @@ pub fn summarize(
         seconds_per_round,
         calibration: None,
         privacy: PrivacySummary::of(config, rounds),
+        dp_sgd: DpSgdSummary::of(config, clients),
     }
 }
 

@@ -27,6 +27,7 @@ pub(crate) fn round(round: u64, global: Option<f64>, personalized: f64, seconds:
         defense: None,
         privacy: None,
         budget_spent: false,
+        dp_sgd_epsilon: None,
     }
 }
 
@@ -53,6 +54,7 @@ pub(crate) fn client(
         bytes_down: 2_000_000,
         train_seconds: if trained { 1.0 } else { 0.0 },
         device: None,
+        dp_sgd_epsilon: None,
     }
 }
 

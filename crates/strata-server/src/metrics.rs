@@ -146,6 +146,7 @@ mod tests {
             defense: None,
             privacy: None,
             budget_spent: false,
+            dp_sgd_epsilon: None,
         }
     }
 

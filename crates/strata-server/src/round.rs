@@ -434,6 +434,7 @@ impl RoundLoop {
                     bytes_down: tasks.get(id).map(|t| t.bytes_down()).unwrap_or(0),
                     train_seconds: m(metric::TRAIN_SECONDS).unwrap_or(0.0),
                     device: self.registry.capabilities(id).map(|c| c.device).filter(|d| !d.is_empty()),
+                    dp_sgd_epsilon: m(metric::DP_SGD_EPSILON).filter(|_| trained),
                 }
             })
             .collect();

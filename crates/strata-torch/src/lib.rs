@@ -10,6 +10,8 @@
 //! - [`train_local`] and [`train_local_with`] ([`ExtraLoss`], [`TrainStats`]), SGD over seeded
 //!   mini-batches; [`Anchor`], FedProx's and Ditto's proximal term; [`with_frozen`], training
 //!   a part of the model.
+//! - [`train_private`] ([`DpSgd`], [`PrivateSteps`]): the same training with DP-SGD's
+//!   Poisson batches, per-sample clipping and noise.
 //! - [`evaluate`] ([`EvalStats`]), accuracy and loss.
 //! - [`TorchError`], the one error type.
 //!
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod classifier;
 mod client_data;
 mod device;
+mod dp_sgd;
 mod error;
 mod eval;
 mod freeze;
@@ -31,10 +34,13 @@ mod local_model;
 pub mod model;
 mod proximal;
 pub mod seed;
+#[cfg(test)]
+mod test_data;
 mod train;
 
 pub use client_data::ClientTensors;
 pub use device::{parse_device, set_threads};
+pub use dp_sgd::{DpSgd, PrivateSteps, train_private};
 pub use error::TorchError;
 pub use eval::{EvalStats, evaluate};
 pub use freeze::with_frozen;

@@ -26,6 +26,40 @@ pub struct TrainStats {
     pub steps: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// With DP-SGD, what the steps spent (for the client's accountant).
+    pub private: Option<crate::dp_sgd::PrivateSteps>,
+}
+
+impl TrainStats {
+    /// Two training passes of one round as one: samples, steps and private steps add up; the
+    /// loss is the later pass's.
+    pub fn then(self, later: TrainStats) -> TrainStats {
+        let private = match (self.private, later.private) {
+            (Some(a), Some(b)) => Some(crate::dp_sgd::PrivateSteps { steps: a.steps + b.steps, ..b }),
+            (a, b) => b.or(a),
+        };
+        TrainStats {
+            mean_loss: later.mean_loss,
+            samples: self.samples + later.samples,
+            steps: self.steps + later.steps,
+            seconds: self.seconds + later.seconds,
+            private,
+        }
+    }
+}
+
+/// Checks the settings every local training needs.
+pub(crate) fn check_settings(cfg: &TrainConfig) -> Result<(), TorchError> {
+    if cfg.batch_size == 0 {
+        return Err(TorchError::Train("train.batch_size must be at least 1".into()));
+    }
+    if cfg.local_steps == Some(0) {
+        return Err(TorchError::Train("train.local_steps must be at least 1".into()));
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return Err(TorchError::Train(format!("train.lr must be a positive number, got {}", cfg.lr)));
+    }
+    Ok(())
 }
 
 /// A term added to each mini-batch's loss, computed from the model being trained
@@ -60,15 +94,7 @@ pub fn train_local_with(
     seed: u64,
     extra_loss: Option<ExtraLoss<'_>>,
 ) -> Result<TrainStats, TorchError> {
-    if cfg.batch_size == 0 {
-        return Err(TorchError::Train("train.batch_size must be at least 1".into()));
-    }
-    if cfg.local_steps == Some(0) {
-        return Err(TorchError::Train("train.local_steps must be at least 1".into()));
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        return Err(TorchError::Train(format!("train.lr must be a positive number, got {}", cfg.lr)));
-    }
+    check_settings(cfg)?;
     let start = Instant::now();
     let n = data.train_len();
     let device = model.device();
@@ -111,7 +137,7 @@ pub fn train_local_with(
         }
     }
     let mean_loss = if samples == 0 { 0.0 } else { loss_sum.double_value(&[]) / samples as f64 };
-    Ok(TrainStats { mean_loss, samples, steps, seconds: start.elapsed().as_secs_f64() })
+    Ok(TrainStats { mean_loss, samples, steps, seconds: start.elapsed().as_secs_f64(), private: None })
 }
 
 #[cfg(test)]

@@ -302,6 +302,7 @@ mod tests {
             defense: None,
             privacy: None,
             budget_spent: false,
+            dp_sgd_epsilon: None,
         }
     }
 
@@ -339,6 +340,7 @@ mod tests {
                 seconds_per_round: Some(1.5),
                 calibration: None,
                 privacy: None,
+                dp_sgd: None,
             },
             rounds,
         }

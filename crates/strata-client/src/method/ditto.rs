@@ -59,7 +59,9 @@ impl ClientMethod for Ditto {
             }
             None => train_local(model, data, &personal_cfg, ctx.seed ^ 0xD1770)?,
         };
-        let global = train_local(&mut self.global, data, ctx.train, ctx.seed)?;
+        // Only the global copy is shared, and its training never reads the personal model:
+        // the personal pass stays outside DP-SGD.
+        let global = ctx.train_shared(&mut self.global, data, ctx.train, ctx.seed, None)?;
         // The reported loss is the global model's, the one that is aggregated.
         Ok(TrainStats { seconds: personal.seconds + global.seconds, steps: personal.steps + global.steps, ..global })
     }

@@ -6,7 +6,7 @@
 //! PFLlib's FedRep client does.
 
 use strata_core::tensor::TensorSet;
-use strata_torch::{ClientTensors, LocalModel, TorchError, TrainStats, train_local, with_frozen};
+use strata_torch::{ClientTensors, LocalModel, TorchError, TrainStats, with_frozen};
 
 use super::{ClientMethod, GlobalView, RoundContext};
 
@@ -37,15 +37,16 @@ impl ClientMethod for FedRep {
     ) -> Result<TrainStats, TorchError> {
         let head_epochs = self.head_epochs;
         let head_cfg = ctx.train.for_epochs(head_epochs);
-        let head = with_frozen(model, &|n| !is_head(n), |m| train_local(m, data, &head_cfg, ctx.seed))?;
-        let body = with_frozen(model, &is_head, |m| train_local(m, data, ctx.train, ctx.seed ^ 0x5EED))?;
+        // Both passes reach the shared body: the head's shapes the body's gradients.
+        let head = with_frozen(model, &|n| !is_head(n), |m| ctx.train_shared(m, data, &head_cfg, ctx.seed, None))?;
+        let body = with_frozen(model, &is_head, |m| ctx.train_shared(m, data, ctx.train, ctx.seed ^ 0x5EED, None))?;
         let samples = head.samples + body.samples;
         let mean_loss = if samples == 0 {
             0.0
         } else {
             (head.mean_loss * head.samples as f64 + body.mean_loss * body.samples as f64) / samples as f64
         };
-        Ok(TrainStats { mean_loss, samples, steps: head.steps + body.steps, seconds: head.seconds + body.seconds })
+        Ok(TrainStats { mean_loss, ..head.then(body) })
     }
 
     fn global_view(&self) -> GlobalView<'_> {

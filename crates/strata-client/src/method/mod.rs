@@ -15,7 +15,7 @@ use strata_core::mask::BitMask;
 use strata_core::method::Method;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
-use strata_torch::{ClientTensors, LocalModel, TorchError, TrainStats};
+use strata_torch::{ClientTensors, DpSgd, ExtraLoss, LocalModel, TorchError, TrainStats};
 
 pub use ditto::Ditto;
 pub use fedcac::FedCacClient;
@@ -37,6 +37,27 @@ pub struct RoundContext<'a> {
     pub round: u64,
     pub train: &'a TrainConfig,
     pub seed: u64,
+    /// Example-level privacy (`[dp_sgd]`) of every training pass whose result reaches what
+    /// the client shares.
+    pub dp_sgd: Option<DpSgd>,
+}
+
+impl RoundContext<'_> {
+    /// A training pass whose result reaches what the client shares: DP-SGD when the run asks
+    /// for it, plain local SGD otherwise.
+    pub fn train_shared(
+        &self,
+        model: &mut LocalModel,
+        data: &ClientTensors,
+        cfg: &TrainConfig,
+        seed: u64,
+        extra_loss: Option<ExtraLoss<'_>>,
+    ) -> Result<TrainStats, TorchError> {
+        match self.dp_sgd {
+            Some(dp) => strata_torch::train_private(model, data, cfg, dp, extra_loss),
+            None => strata_torch::train_local_with(model, data, cfg, seed, extra_loss),
+        }
+    }
 }
 
 pub trait ClientMethod: Send {
@@ -50,7 +71,7 @@ pub trait ClientMethod: Send {
         data: &ClientTensors,
         ctx: &RoundContext,
     ) -> Result<TrainStats, TorchError> {
-        strata_torch::train_local(model, data, ctx.train, ctx.seed)
+        ctx.train_shared(model, data, ctx.train, ctx.seed, None)
     }
 
     /// The tensors to upload: those of the personal model that `upload` selects, unless the

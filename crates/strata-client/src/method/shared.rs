@@ -54,9 +54,9 @@ impl ClientMethod for Shared {
         match (self.proximal_mu, &self.anchor) {
             (Some(mu), Some(anchor)) => {
                 let term = |m: &LocalModel| anchor.term(m, mu);
-                strata_torch::train_local_with(model, data, ctx.train, ctx.seed, Some(&term))
+                ctx.train_shared(model, data, ctx.train, ctx.seed, Some(&term))
             }
-            _ => strata_torch::train_local(model, data, ctx.train, ctx.seed),
+            _ => ctx.train_shared(model, data, ctx.train, ctx.seed, None),
         }
     }
 
