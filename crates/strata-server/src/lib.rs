@@ -181,6 +181,15 @@ pub async fn run(
         None => None,
     };
     let (model_spec, initial) = initial_model(&config, Arc::clone(&options.backend)).await?;
+    if config.dp_sgd.is_on()
+        && let Some(name) = model_spec.iter().map(|s| &s.name).find(|n| n.ends_with("running_mean"))
+    {
+        return Err(ServerError::Config(strata_core::config_error::ConfigError::Invalid(format!(
+            "dp_sgd: model `{}` has batch normalization (`{name}`), which mixes the samples of a batch, so \
+             per-sample clipping does not bound one sample's influence; use a model without it",
+            config.model.name
+        ))));
+    }
     let private = privacy::settings(&config)
         .map_err(|e| ServerError::Config(strata_core::config_error::ConfigError::Invalid(e)))?;
     let mut strategy = strategy::build(config.method, initial, &config.methods, &config.defense, private.clone());

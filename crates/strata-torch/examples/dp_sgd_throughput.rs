@@ -2,7 +2,7 @@
 //! (Fashion-MNIST's shape), expected batch 10, one CPU thread, noise multiplier 1, per-sample
 //! bound 1; `scripts/bench-dp-sgd.sh` runs Opacus on the same model, batch and data size.
 //!
-//! `cargo run --release -p strata-torch --example dp_sgd_throughput [-- SAMPLES [THREADS]]`
+//! `cargo run --release -p strata-torch --example dp_sgd_throughput [-- SAMPLES [THREADS [Z]]]`
 
 use std::time::Instant;
 
@@ -33,7 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         momentum: 0.0,
         weight_decay: 0.0,
     };
-    let dp = DpSgd { noise_multiplier: 1.0, clipping_norm: 1.0 };
+    let z: f64 = args.next().map_or(Ok(1.0), |s| s.parse())?;
+    let dp = DpSgd { noise_multiplier: z, clipping_norm: 1.0 };
     let (warm, timed) = (data(200), data(n));
     let report = |what: &str, stats: TrainStats, secs: f64| {
         println!(

@@ -24,6 +24,7 @@ use tch::{Kind, Tensor};
 use crate::TorchError;
 use crate::client_data::ClientTensors;
 use crate::local_model::LocalModel;
+use crate::per_sample;
 use crate::train::{ExtraLoss, TrainStats, check_settings};
 
 /// Example-level privacy of one client's training.
@@ -58,6 +59,28 @@ pub fn train_private(
     dp: DpSgd,
     extra_loss: Option<ExtraLoss<'_>>,
 ) -> Result<TrainStats, TorchError> {
+    train_private_with(model, data, cfg, dp, extra_loss, PerSample::Batched)
+}
+
+/// How per-sample gradients are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PerSample {
+    /// The whole batch at once ([`crate::per_sample`]), one sample at a time where the model
+    /// has layers it does not know.
+    Batched,
+    /// One forward and backward pass per sample (the tests' reference).
+    #[cfg_attr(not(test), allow(dead_code))]
+    OneByOne,
+}
+
+fn train_private_with(
+    model: &mut LocalModel,
+    data: &ClientTensors,
+    cfg: &TrainConfig,
+    dp: DpSgd,
+    extra_loss: Option<ExtraLoss<'_>>,
+    how: PerSample,
+) -> Result<TrainStats, TorchError> {
     check_settings(cfg)?;
     if let Some(name) = model.spec().into_iter().map(|s| s.name).find(|n| n.ends_with("running_mean")) {
         return Err(TorchError::Train(format!(
@@ -82,28 +105,16 @@ pub fn train_private(
     define_grads(&params);
     let mut rng = ChaCha20Rng::from_os_rng();
     let noise_std = dp.noise_multiplier * dp.clipping_norm;
-    let mut sums: Vec<Tensor> = params.iter().map(|p| p.zeros_like()).collect();
     let (mut loss_sum, mut samples) = (0.0f64, 0u64);
     for _ in 0..total_steps {
-        for s in &mut sums {
-            let _ = s.zero_();
-        }
         let batch: Vec<i64> = (0..n as i64).filter(|_| rng.random::<f64>() < rate).collect();
-        for &i in &batch {
-            let xs = data.train_x.narrow(0, i, 1);
-            let ys = data.train_y.narrow(0, i, 1);
-            opt.zero_grad();
-            let loss = model.forward_t(&xs, true).cross_entropy_for_logits(&ys);
-            loss.backward();
-            loss_sum += loss.double_value(&[]);
-            tch::no_grad(|| {
-                let squares: f64 = params.iter().map(|p| p.grad().square().sum(Kind::Double).double_value(&[])).sum();
-                let factor = (dp.clipping_norm / (squares.sqrt() + 1e-6)).min(1.0);
-                for (sum, p) in sums.iter_mut().zip(&params) {
-                    *sum += p.grad() * factor;
-                }
-            });
-        }
+        let (mut sums, loss) = match how {
+            _ if batch.is_empty() => (params.iter().map(|p| p.zeros_like()).collect(), 0.0),
+            PerSample::Batched => batched_sums(model, data, &batch, &params, dp.clipping_norm)
+                .unwrap_or_else(|| one_by_one_sums(model, data, &batch, &params, dp.clipping_norm)),
+            PerSample::OneByOne => one_by_one_sums(model, data, &batch, &params, dp.clipping_norm),
+        };
+        loss_sum += loss;
         samples += batch.len() as u64;
         tch::no_grad(|| {
             for (sum, p) in sums.iter_mut().zip(&params) {
@@ -128,6 +139,52 @@ pub fn train_private(
         seconds: start.elapsed().as_secs_f64(),
         private: Some(PrivateSteps { sampling_rate: rate, steps: total_steps }),
     })
+}
+
+/// The clipped per-sample gradients of `batch` summed, and the summed loss, from one pass over
+/// the whole batch; `None` when the model has a trained variable [`per_sample`] does not know.
+fn batched_sums(
+    model: &LocalModel,
+    data: &ClientTensors,
+    batch: &[i64],
+    params: &[Tensor],
+    clipping_norm: f64,
+) -> Option<(Vec<Tensor>, f64)> {
+    let idx = Tensor::from_slice(batch).to_device(data.train_x.device());
+    let (xs, ys) = (data.train_x.index_select(0, &idx), data.train_y.index_select(0, &idx));
+    let (logits, taps) = per_sample::recording(|| model.forward_t(&xs, true));
+    let places = per_sample::coverage(&taps, params)?;
+    Some(per_sample::clipped_sums(&logits, &ys, &taps, &places, clipping_norm))
+}
+
+/// The same sums, one forward and backward pass per sample.
+fn one_by_one_sums(
+    model: &LocalModel,
+    data: &ClientTensors,
+    batch: &[i64],
+    params: &[Tensor],
+    clipping_norm: f64,
+) -> (Vec<Tensor>, f64) {
+    let mut sums: Vec<Tensor> = params.iter().map(|p| p.zeros_like()).collect();
+    let mut loss_sum = 0.0;
+    for &i in batch {
+        let xs = data.train_x.narrow(0, i, 1);
+        let ys = data.train_y.narrow(0, i, 1);
+        for p in params {
+            let _ = p.grad().zero_();
+        }
+        let loss = model.forward_t(&xs, true).cross_entropy_for_logits(&ys);
+        loss.backward();
+        loss_sum += loss.double_value(&[]);
+        tch::no_grad(|| {
+            let squares: f64 = params.iter().map(|p| p.grad().square().sum(Kind::Double).double_value(&[])).sum();
+            let factor = (clipping_norm / (squares.sqrt() + 1e-6)).min(1.0);
+            for (sum, p) in sums.iter_mut().zip(params) {
+                *sum += p.grad() * factor;
+            }
+        });
+    }
+    (sums, loss_sum)
 }
 
 /// Gives every parameter a (zero) gradient, so that a step whose Poisson batch is empty still

@@ -32,6 +32,7 @@ mod eval;
 mod freeze;
 mod local_model;
 pub mod model;
+mod per_sample;
 mod proximal;
 pub mod seed;
 #[cfg(test)]

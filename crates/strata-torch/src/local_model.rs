@@ -60,7 +60,7 @@ impl LocalModel {
 
     /// Logits: the head applied to the (optionally normalized) features.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.head_input_t(xs, train).apply(self.net.head())
+        crate::model::layers::apply_linear(self.net.head(), &self.head_input_t(xs, train))
     }
 
     /// What the head sees: the penultimate features, normalized when the model says so.

@@ -4,7 +4,7 @@ use strata_core::config::TrainConfig;
 use strata_data::partition::ClientShare;
 use tch::Device;
 
-use super::{DpSgd, train_private};
+use super::{DpSgd, PerSample, train_private, train_private_with};
 use crate::test_data::blobs;
 use crate::{ClientTensors, LocalModel, train_local};
 
@@ -123,4 +123,40 @@ fn batch_normalization_is_refused_and_poisson_batches_vary() {
     assert!(stats.samples > 40 && stats.samples < 160, "Poisson batches of ~5 over 20 steps: {}", stats.samples);
     let has_bn = model.spec().iter().any(|s| s.name.ends_with("running_mean"));
     assert!(!has_bn, "mlp has no batch norm");
+}
+
+/// FedAvgCNN (convolutions and linear layers): the batched per-sample gradients clip and sum
+/// as one pass per sample does, and a model with batch normalization is refused.
+#[test]
+fn batched_per_sample_gradients_match_one_sample_at_a_time() {
+    let n = 16i64;
+    tch::manual_seed(3);
+    let data = ClientTensors {
+        train_x: tch::Tensor::rand([n, 1, 28, 28], (tch::Kind::Float, Device::Cpu)) * 2.0 - 1.0,
+        train_y: tch::Tensor::randint(10, [n], (tch::Kind::Int64, Device::Cpu)),
+        test_x: tch::Tensor::zeros([0, 1, 28, 28], (tch::Kind::Float, Device::Cpu)),
+        test_y: tch::Tensor::zeros([0], (tch::Kind::Int64, Device::Cpu)),
+    };
+    let shape = strata_data::DataShape { sample_shape: vec![1, 28, 28], num_classes: 10 };
+    let cfg =
+        TrainConfig { lr: 0.5, batch_size: 16, local_epochs: 1, local_steps: None, momentum: 0.0, weight_decay: 0.0 };
+    // A bound that clips some samples and not others (FedAvgCNN's initial gradients are ~1-4).
+    let dp = DpSgd { noise_multiplier: 0.0, clipping_norm: 2.0 };
+    let train = |how| {
+        let mut model = LocalModel::new("cnn", &shape, Device::Cpu, 1).expect("model");
+        train_private_with(&mut model, &data, &cfg, dp, None, how).expect("train");
+        model.export()
+    };
+    let (batched, one_by_one) = (train(PerSample::Batched), train(PerSample::OneByOne));
+    let initial = LocalModel::new("cnn", &shape, Device::Cpu, 1).expect("model").export();
+    for ((b, o), i) in batched.tensors().iter().zip(one_by_one.tensors()).zip(initial.tensors()) {
+        let moved = b.values().iter().zip(i.values()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(moved > 1e-4, "{} moved", b.name());
+        for (&x, &y) in b.values().iter().zip(o.values()) {
+            assert!((x - y).abs() < 1e-5 + 1e-3 * moved, "{}: {x} vs {y}", b.name());
+        }
+    }
+    let mut bn = LocalModel::new("cnn-bn", &shape, Device::Cpu, 1).expect("model");
+    let err = train_private(&mut bn, &data, &cfg, dp, None).unwrap_err().to_string();
+    assert!(err.contains("batch normalization"), "{err}");
 }

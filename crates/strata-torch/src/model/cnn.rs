@@ -14,7 +14,7 @@ use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
 
 use super::Net;
-use super::layers::{BodyNorm, Conv2d, ConvSpec, batch_norm2d, conv2d, linear};
+use super::layers::{BodyNorm, Conv2d, ConvSpec, apply_linear, batch_norm2d, conv2d, linear};
 
 /// `body.conv1`, `body.bn1` (cnn-bn), `body.conv2`, `body.bn2` (cnn-bn), `body.fc1`, `head`.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ impl Net for FedAvgCnn {
     fn features_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let ys = stage(&self.conv1, self.bn1.as_ref(), self.norm, xs, train);
         let ys = stage(&self.conv2, self.bn2.as_ref(), self.norm, &ys, train);
-        self.norm.relu(&self.fc1.forward(&ys.flatten(1, -1)))
+        self.norm.relu(&apply_linear(&self.fc1, &ys.flatten(1, -1)))
     }
 
     fn head(&self) -> &nn::Linear {

@@ -10,6 +10,8 @@
 //! here in PyTorch's construction order starts from the same values as its PyTorch twin.
 
 use tch::Tensor;
+
+use crate::per_sample::{self, Layer};
 use tch::nn::{self, Init, Module, ModuleT};
 
 /// PyTorch's `kaiming_uniform_(w, a=math.sqrt(5))`, computed with PyTorch's formula
@@ -66,8 +68,19 @@ pub fn conv2d(p: &nn::Path, s: ConvSpec) -> Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.conv2d(&self.ws, self.bs.as_ref(), [self.stride], [self.padding], [1], 1)
+        let ys = xs.conv2d(&self.ws, self.bs.as_ref(), [self.stride], [self.padding], [1], 1);
+        let size = self.ws.size();
+        let layer = Layer::Conv2d { kernel: [size[2], size[3]], stride: self.stride, padding: self.padding };
+        per_sample::record(layer, xs, &ys, &self.ws, self.bs.as_ref());
+        ys
     }
+}
+
+/// A linear layer applied, noted for per-sample gradients (DP-SGD) when they are recorded.
+pub fn apply_linear(layer: &nn::Linear, xs: &Tensor) -> Tensor {
+    let ys = xs.apply(layer);
+    per_sample::record(Layer::Linear, xs, &ys, &layer.ws, layer.bs.as_ref());
+    ys
 }
 
 /// `nn.BatchNorm2d(channels)`: `weight` (ones), `bias` (zeros), `running_mean` (zeros) and

@@ -4,10 +4,10 @@
 //! both ReLUs are followed by a layer norm over the 200 features.
 
 use tch::Tensor;
-use tch::nn::{self, Module};
+use tch::nn;
 
 use super::Net;
-use super::layers::{BodyNorm, linear};
+use super::layers::{BodyNorm, apply_linear, linear};
 
 const HIDDEN: i64 = 200;
 
@@ -42,8 +42,8 @@ impl Mlp {
 impl Net for Mlp {
     fn features_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let xs = xs.flatten(1, -1);
-        let hidden = self.norm.relu(&self.fc1.forward(&xs));
-        self.norm.relu(&self.fc2.forward(&hidden))
+        let hidden = self.norm.relu(&apply_linear(&self.fc1, &xs));
+        self.norm.relu(&apply_linear(&self.fc2, &hidden))
     }
 
     fn head(&self) -> &nn::Linear {

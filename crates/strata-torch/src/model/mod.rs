@@ -11,7 +11,7 @@
 //! | `resnet8-fling` | C×H×W images | Fling's (FedCAC's) ResNet-8, 64/128/256 ([`resnet`]) |
 
 pub mod cnn;
-mod layers;
+pub(crate) mod layers;
 pub mod mlp;
 mod net;
 pub mod resnet;
