@@ -156,3 +156,30 @@ async fn clients_training_with_dp_sgd_report_their_own_epsilon() {
         assert!(summary.max_epsilon.is_some_and(|e| e > 0.0 && e.is_finite()));
     }
 }
+
+/// A client's own DP-SGD promise holds in a run whose config asks for none: it trains
+/// privately and reports its ε; the others train as the run says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_keeps_its_own_dp_sgd_promise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = synthetic_config(3, 2);
+    let server = start_server(config, dir.path()).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            let mut options = client_options(&server.url, i, &cache);
+            options.dp_sgd = (i == 0)
+                .then(|| strata_core::privacy::DpSgdConfig { noise_multiplier: Some(1.0), ..Default::default() });
+            tokio::spawn(strata_client::run(options, std::future::pending()))
+        })
+        .collect();
+    server.handle.await.expect("server task").expect("the run completes");
+    for c in clients {
+        c.await.expect("client task").expect("clients end cleanly");
+    }
+    let rows: Vec<strata_core::records::ClientRoundRecord> = read_jsonl(&dir.path().join("metrics.jsonl"));
+    for r in rows.iter().filter(|r| r.trained) {
+        assert_eq!(r.dp_sgd_epsilon.is_some(), r.client == 0, "{r:?}");
+        assert_eq!(r.train_loss.is_none(), r.client == 0, "{r:?}");
+    }
+}

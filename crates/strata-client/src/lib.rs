@@ -89,6 +89,9 @@ pub struct ClientOptions {
     pub telemetry: Option<Arc<ClientTelemetry>>,
     /// Makes this client a hostile one, for measuring defenses (`simulate --attack`).
     pub attack: Option<attack::Attack>,
+    /// This client's own DP-SGD promise for its data: applied whatever the run's config says,
+    /// unless the run asks for more noise.
+    pub dp_sgd: Option<strata_core::privacy::DpSgdConfig>,
 }
 
 impl ClientOptions {
@@ -108,6 +111,7 @@ impl ClientOptions {
             state_dir: None,
             telemetry: None,
             attack: None,
+            dp_sgd: None,
         }
     }
 }
@@ -155,6 +159,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
     if let Some(path) = &options.data_path {
         config.data.path = Some(path.clone());
     }
+    config.dp_sgd = config.dp_sgd.at_least(options.dp_sgd.clone());
     let index = reply.client_index;
     let caller = task_loop::Caller { id: options.client_id, session: reply.session };
     debug!(client = index, run_id = %reply.run_id, "joined");

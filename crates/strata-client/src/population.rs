@@ -64,6 +64,8 @@ pub struct PopulationOptions {
     pub joins_in_flight: usize,
     /// Hostile clients by index and what they do to their uploads (`simulate --attack`).
     pub attacks: std::collections::BTreeMap<u32, crate::attack::Attack>,
+    /// The clients' own DP-SGD promise ([`crate::ClientOptions::dp_sgd`]).
+    pub dp_sgd: Option<strata_core::privacy::DpSgdConfig>,
 }
 
 impl PopulationOptions {
@@ -85,6 +87,7 @@ impl PopulationOptions {
             channels: 4,
             joins_in_flight: 256,
             attacks: Default::default(),
+            dp_sgd: None,
         }
     }
 }
@@ -173,6 +176,7 @@ pub async fn run_population(
     if let Some(path) = &options.data_path {
         config.data.path = Some(path.clone());
     }
+    config.dp_sgd = config.dp_sgd.at_least(options.dp_sgd.clone());
     let last = u64::from(options.first_index) + u64::from(options.clients);
     if u64::from(config.clients) < last {
         return Err(SettingsError::PopulationRange { clients: config.clients, first: options.first_index, last }.into());

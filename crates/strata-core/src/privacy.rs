@@ -204,6 +204,15 @@ impl DpSgdConfig {
         self.noise_multiplier.is_some()
     }
 
+    /// What a client trains with when it has its own promise (`strata client --dp-sgd-*`)
+    /// beside the run's: its own, unless the run's adds more noise.
+    pub fn at_least(self, own: Option<DpSgdConfig>) -> DpSgdConfig {
+        match own {
+            Some(own) if own.noise_multiplier > self.noise_multiplier => own,
+            _ => self,
+        }
+    }
+
     /// The settings on their own; how they fit the method is `RunConfig`'s check.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(z) = self.noise_multiplier
@@ -280,6 +289,16 @@ mod tests {
         }
         assert!(PrivacyConfig::default().validate().is_ok());
         assert!(!PrivacyConfig::default().is_on());
+    }
+
+    #[test]
+    fn a_clients_own_dp_sgd_applies_unless_the_run_adds_more_noise() {
+        let run = |z: Option<f64>| DpSgdConfig { noise_multiplier: z, ..Default::default() };
+        let own = DpSgdConfig { noise_multiplier: Some(1.0), clipping_norm: 0.5, delta: 1e-6 };
+        assert_eq!(run(None).at_least(Some(own.clone())), own);
+        assert_eq!(run(Some(0.8)).at_least(Some(own.clone())), own);
+        assert_eq!(run(Some(2.0)).at_least(Some(own)), run(Some(2.0)));
+        assert_eq!(run(Some(0.8)).at_least(None), run(Some(0.8)));
     }
 
     #[test]

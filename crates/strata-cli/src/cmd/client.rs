@@ -55,6 +55,16 @@ pub struct Args {
     /// With --population: MiB of personal state kept in memory; the rest spills to disk.
     #[arg(long, default_value_t = 1024, requires = "population")]
     personal_memory: u64,
+    /// Train with DP-SGD whatever the server's config says (unless it asks for more noise):
+    /// this client's own promise for its data, with its own accountant. The noise multiplier z.
+    #[arg(long)]
+    dp_sgd_noise_multiplier: Option<f64>,
+    /// With --dp-sgd-noise-multiplier: the per-sample gradient bound (default 1.0).
+    #[arg(long, requires = "dp_sgd_noise_multiplier")]
+    dp_sgd_clip: Option<f64>,
+    /// With --dp-sgd-noise-multiplier: δ of the ε the client reports (default 1e-5).
+    #[arg(long, requires = "dp_sgd_noise_multiplier")]
+    dp_sgd_delta: Option<f64>,
     /// Serve Prometheus metrics (/metrics, labelled by client index) and /healthz over HTTP here.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
@@ -64,8 +74,25 @@ pub struct Args {
     health_listen: Option<String>,
 }
 
+impl Args {
+    /// The client's own DP-SGD settings, checked.
+    fn dp_sgd(&self) -> anyhow::Result<Option<strata_core::privacy::DpSgdConfig>> {
+        let Some(z) = self.dp_sgd_noise_multiplier else { return Ok(None) };
+        let defaults = strata_core::privacy::DpSgdConfig::default();
+        let own = strata_core::privacy::DpSgdConfig {
+            noise_multiplier: Some(z),
+            clipping_norm: self.dp_sgd_clip.unwrap_or(defaults.clipping_norm),
+            delta: self.dp_sgd_delta.unwrap_or(defaults.delta),
+        };
+        own.validate().map_err(|e| anyhow::anyhow!("--{}", e.replace("dp_sgd.", "dp-sgd-").replace('_', "-")))?;
+        Ok(Some(own))
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dp_sgd = args.dp_sgd()?;
     let mut options = strata_client::ClientOptions::new(args.server);
+    options.dp_sgd = dp_sgd;
     options.client_id = args.client_id.unwrap_or_else(uuid::Uuid::new_v4);
     options.requested_index = args.client_index;
     options.device = args.device;
@@ -113,6 +140,7 @@ async fn run_virtual(base: strata_client::ClientOptions, n: u32) -> anyhow::Resu
         options.threads = base.threads;
         options.connect_timeout = base.connect_timeout;
         options.tls = base.tls.clone();
+        options.dp_sgd = base.dp_sgd.clone();
         options.token = base.token.clone();
         options.state_dir = base.state_dir.as_ref().map(|d| d.join(format!("client-{k}")));
         options.telemetry = base.telemetry.clone();
@@ -173,6 +201,7 @@ async fn run_population(
     options.connect_timeout = base.connect_timeout;
     options.tls = base.tls;
     options.token = base.token;
+    options.dp_sgd = base.dp_sgd;
     options.personal_memory_bytes = personal_memory_mib << 20;
     let outcome = strata_client::run_population(options, crate::shutdown::signal()).await?;
     tracing::info!(
