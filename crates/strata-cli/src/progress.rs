@@ -41,7 +41,7 @@ pub async fn follow(mut events: broadcast::Receiver<ServerEvent>, rounds: u64) {
                 let privacy = record
                     .privacy
                     .as_ref()
-                    .map(|p| format!(" | ε {:.3} (δ {:e})", p.epsilon, p.delta))
+                    .map(|p| format!(" | ε {} (δ {:e})", p.epsilon.map_or("∞".into(), |e| format!("{e:.3}")), p.delta))
                     .unwrap_or_default()
                     + &record.dp_sgd_epsilon.map(|e| format!(" | DP-SGD ε ≤ {e:.3}")).unwrap_or_default();
                 let line = format!(

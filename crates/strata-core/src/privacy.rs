@@ -233,8 +233,9 @@ impl DpSgdConfig {
 /// What differential privacy did in a round, as `rounds.jsonl` records it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PrivacyReport {
-    /// ε spent so far, at `delta`, after this round's release (RDP accountant, Poisson sampling).
-    pub epsilon: f64,
+    /// ε spent so far, at `delta`, after this round's release (RDP accountant, Poisson
+    /// sampling); `None` when nothing bounds it (noise multiplier 0).
+    pub epsilon: Option<f64>,
     pub delta: f64,
     /// z of the whole round (for adaptive clipping, the sum and the count share it).
     pub noise_multiplier: f64,

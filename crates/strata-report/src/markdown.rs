@@ -85,7 +85,7 @@ fn privacy(out: &mut String, p: &PrivacySummary) {
     let stopped =
         p.stopped_by_budget_at.map_or_else(String::new, |r| format!("; training stopped at row {r}, at the budget"));
     for (key, value) in [
-        ("(ε, δ)", format!("({:.4}, {:e}) after {} released rounds{stopped}", p.epsilon, p.delta, p.releases)),
+        ("(ε, δ)", format!("({}, {:e}) after {} released rounds{stopped}", epsilon(p.epsilon), p.delta, p.releases)),
         ("noise multiplier z", format!("{:.4}", p.noise_multiplier)),
         ("clipping", format!("{} (last bound {:.4})", cell(&p.clipping), p.last_clipping_norm)),
         ("covers", cell(&p.covers)),
@@ -94,6 +94,11 @@ fn privacy(out: &mut String, p: &PrivacySummary) {
         let _ = writeln!(out, "| {key} | {value} |");
     }
     out.push('\n');
+}
+
+/// ε to four decimals; ∞ when nothing bounds it.
+fn epsilon(e: Option<f64>) -> String {
+    e.map_or_else(|| "∞".to_string(), |e| format!("{e:.4}"))
 }
 
 fn dp_sgd(out: &mut String, d: &DpSgdSummary) {
@@ -131,7 +136,7 @@ fn round_table(out: &mut String, s: &RunSummary, rounds: &[RoundRecord]) {
         let label = if last { format!("{} (final)", r.round) } else { r.round.to_string() };
         let aggregated = if r.aggregated || last { "" } else { " (not aggregated)" };
         let eps = if private {
-            format!(" {} |", r.privacy.as_ref().map_or_else(|| NONE.to_string(), |p| format!("{:.4}", p.epsilon)))
+            format!(" {} |", r.privacy.as_ref().map_or_else(|| NONE.to_string(), |p| epsilon(p.epsilon)))
         } else {
             String::new()
         };
@@ -268,7 +273,7 @@ fn headline_line(s: &RunSummary) -> String {
         let _ = write!(line, "; global {}% after {} calibration", pct(c.global_after), c.method);
     }
     if let Some(p) = &s.privacy {
-        let _ = write!(line, "; user-level DP (ε, δ) = ({:.3}, {:e})", p.epsilon, p.delta);
+        let _ = write!(line, "; user-level DP (ε, δ) = ({}, {:e})", epsilon(p.epsilon), p.delta);
     }
     if let Some(e) = s.dp_sgd.as_ref().and_then(|d| d.max_epsilon) {
         let _ = write!(line, "; DP-SGD ε ≤ {e:.3} per client");

@@ -85,8 +85,8 @@ impl DpSgdSummary {
 /// The (ε, δ) guarantee of a differentially private run and how it was reached.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrivacySummary {
-    /// ε after the last released round, at `delta`.
-    pub epsilon: f64,
+    /// ε after the last released round, at `delta`; `None` when nothing bounds it (z = 0).
+    pub epsilon: Option<f64>,
     pub delta: f64,
     pub noise_multiplier: f64,
     /// `fixed C` or `adaptive from C₀ to the γ quantile`, and where updates were clipped.
@@ -117,7 +117,7 @@ impl PrivacySummary {
             None => format!("fixed at {}, on the {}", p.clipping_norm, p.placement),
         };
         Some(Self {
-            epsilon: last.map_or(0.0, |l| l.epsilon),
+            epsilon: last.map_or(Some(0.0), |l| l.epsilon),
             delta: p.delta,
             noise_multiplier: last.map_or(p.noise_multiplier.unwrap_or(f64::NAN), |l| l.noise_multiplier),
             clipping,

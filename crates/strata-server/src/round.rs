@@ -186,7 +186,7 @@ impl RoundLoop {
                         defense = report;
                         privacy = released.map(|mut r| {
                             if let Some(ledger) = &mut self.privacy {
-                                r.epsilon = ledger.record_release();
+                                r.epsilon = Some(ledger.record_release()).filter(|e| e.is_finite());
                             }
                             r
                         });
@@ -214,7 +214,7 @@ impl RoundLoop {
             round,
             global = ?record.global_accuracy,
             personalized = ?record.personalized_accuracy,
-            epsilon = ?record.privacy.as_ref().map(|p| p.epsilon),
+            epsilon = ?record.privacy.as_ref().and_then(|p| p.epsilon),
             seconds = record.seconds,
             "round finished"
         );
