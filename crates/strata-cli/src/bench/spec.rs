@@ -125,7 +125,8 @@ impl<'a> Variant<'a> {
         if let Some(o) = options.iter().find(|o| !known(o)) {
             bail!(
                 "[matrix] methods: unknown option `+{o}` in `{label}` (known: +{}, a defense rule as --defense \
-                 writes it, e.g. +median, or privacy: +dp-eps:E, +dp-z:Z, +dp-clip:C, +dp-quantile:G, +dp-client)",
+                 writes it, e.g. +median, or privacy: +dp-eps:E, +dp-z:Z, +dp-clip:C, +dp-quantile:G, +dp-client, \
+                 +dp-sgd:Z, +dp-sgd-clip:C)",
                 OPTIONS.join(", +")
             );
         }
@@ -141,8 +142,8 @@ impl<'a> Variant<'a> {
             }
         };
         for option in &self.options {
-            if let Some((key, value)) = privacy_option(option) {
-                set("privacy", key, value);
+            if let Some((section, key, value)) = privacy_option(option) {
+                set(section, key, value);
                 continue;
             }
             match *option {
@@ -156,22 +157,25 @@ impl<'a> Variant<'a> {
     }
 }
 
-/// A `[privacy]` key and value from a method option: `dp-eps:E` (target ε), `dp-z:Z`,
-/// `dp-clip:C`, `dp-quantile:G` (adaptive clipping) or `dp-client` (clipped on clients).
-fn privacy_option(option: &str) -> Option<(&'static str, toml::Value)> {
+/// A privacy section, key and value from a method option: `[privacy]` from `dp-eps:E`
+/// (target ε), `dp-z:Z`, `dp-clip:C`, `dp-quantile:G` (adaptive clipping) or `dp-client`
+/// (clipped on clients); `[dp_sgd]` from `dp-sgd:Z` and `dp-sgd-clip:C`.
+fn privacy_option(option: &str) -> Option<(&'static str, &'static str, toml::Value)> {
     if option == "dp-client" {
-        return Some(("placement", "client".into()));
+        return Some(("privacy", "placement", "client".into()));
     }
     let (name, value) = option.split_once(':')?;
-    let key = match name {
-        "dp-eps" => "target_epsilon",
-        "dp-z" => "noise_multiplier",
-        "dp-clip" => "clipping_norm",
-        "dp-quantile" => "target_quantile",
+    let (section, key) = match name {
+        "dp-eps" => ("privacy", "target_epsilon"),
+        "dp-z" => ("privacy", "noise_multiplier"),
+        "dp-clip" => ("privacy", "clipping_norm"),
+        "dp-quantile" => ("privacy", "target_quantile"),
+        "dp-sgd" => ("dp_sgd", "noise_multiplier"),
+        "dp-sgd-clip" => ("dp_sgd", "clipping_norm"),
         _ => return None,
     };
     let value: f64 = value.parse().ok()?;
-    Some((key, value.into()))
+    Some((section, key, value.into()))
 }
 
 impl BenchSpec {
@@ -433,6 +437,9 @@ fedbn = "cnn-bn"
         );
         let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp-1000.toml"), "fmnist-dp-1000").unwrap();
         assert_eq!(dp.cells().len(), 4 * 3);
+        let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp-sgd.toml"), "fmnist-dp-sgd").unwrap();
+        let c = dp.config(&dp.cells()[0]).unwrap();
+        assert_eq!((c.dp_sgd.noise_multiplier, c.method), (Some(1.0), strata_core::method::Method::FedPer));
         let smoke = BenchSpec::parse(include_str!("../../../../bench/smoke.toml"), "smoke").unwrap();
         assert_eq!(smoke.cells().len(), 12);
         let fn_spec = BenchSpec::parse(include_str!("../../../../bench/fmnist-fn.toml"), "fmnist-fn").unwrap();
