@@ -149,6 +149,7 @@ mod tests {
             index: 3,
             run_id: "run".into(),
             session: String::new(),
+            example_ledger: Default::default(),
         };
         std::fs::write(dir.path().join("client.json"), serde_json::to_vec(&identity).unwrap()).unwrap();
         let mut options = ClientOptions::new(absent_server());

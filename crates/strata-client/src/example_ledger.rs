@@ -7,7 +7,7 @@ use strata_torch::PrivateSteps;
 
 /// Private steps taken so far, all at one Poisson rate (the client's batch size over its
 /// training samples does not change within a run).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExampleLedger {
     pub sampling_rate: f64,
     pub steps: u64,

@@ -178,6 +178,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         && let Some(model) = persist::load_model(dir)?
     {
         local.model.import(&model)?;
+        local.example_ledger = id.example_ledger;
         restored = true;
         debug!(client = index, "personal model restored from the state directory");
     }

@@ -22,6 +22,10 @@ pub struct Identity {
     /// slot back (files written before sessions have none).
     #[serde(default)]
     pub session: String,
+    /// What DP-SGD has spent of this client's data in this run, so that a restart does not
+    /// forget it (files written before DP-SGD have none).
+    #[serde(default)]
+    pub example_ledger: crate::example_ledger::ExampleLedger,
 }
 
 /// Why the state directory could not be read or written.
@@ -80,12 +84,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load_identity(dir.path()).unwrap(), None);
         assert_eq!(load_model(dir.path()).unwrap(), None);
-        let identity =
-            Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into(), session: "s".repeat(32) };
+        let example_ledger = crate::example_ledger::ExampleLedger { sampling_rate: 0.01, steps: 300 };
+        let identity = Identity {
+            client_id: Uuid::from_u128(9),
+            index: 4,
+            run_id: "run".into(),
+            session: "s".repeat(32),
+            example_ledger,
+        };
         let model = TensorSet::new(vec![NamedTensor::new("head.weight", vec![2], vec![0.5, -1.0]).unwrap()]).unwrap();
         save(dir.path(), &identity, &model).unwrap();
         assert_eq!(load_identity(dir.path()).unwrap(), Some(identity));
         assert_eq!(load_model(dir.path()).unwrap(), Some(model));
+        // A file from before DP-SGD: nothing spent.
+        let old = format!(r#"{{"client_id":"{}","index":4,"run_id":"run","session":""}}"#, Uuid::from_u128(9));
+        std::fs::write(dir.path().join(IDENTITY), old).unwrap();
+        assert_eq!(load_identity(dir.path()).unwrap().unwrap().example_ledger, Default::default());
         std::fs::write(dir.path().join(IDENTITY), "{").unwrap();
         let err = load_identity(dir.path()).unwrap_err();
         assert!(matches!(err, PersistError::NotState { .. }), "{err}");
@@ -101,8 +115,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a-file");
         std::fs::write(&file, "").unwrap();
-        let identity =
-            Identity { client_id: Uuid::from_u128(9), index: 4, run_id: "run".into(), session: "s".repeat(32) };
+        let identity = Identity {
+            client_id: Uuid::from_u128(9),
+            index: 4,
+            run_id: "run".into(),
+            session: "s".repeat(32),
+            example_ledger: Default::default(),
+        };
         let err = save(&file.join("state"), &identity, &TensorSet::default()).unwrap_err();
         assert!(matches!(&err, PersistError::Io { path, .. } if path.ends_with("state")), "{err}");
         assert!(err.to_string().contains("a-file"), "{err}");

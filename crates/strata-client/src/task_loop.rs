@@ -201,15 +201,19 @@ impl Joined<'_> {
     /// failure is logged (the client goes on; only a restart would lose its state).
     async fn save_state(&self) {
         let Some(dir) = &self.options.state_dir else { return };
-        let identity = persist::Identity {
+        let mut identity = persist::Identity {
             client_id: self.caller.id,
             index: self.index,
             run_id: self.run_id.clone(),
             session: self.caller.session.clone(),
+            example_ledger: Default::default(),
         };
         let (dir, state) = (dir.to_path_buf(), Arc::clone(&self.local));
         let saved = tokio::task::spawn_blocking(move || {
-            let model = state.lock().unwrap_or_else(|e| e.into_inner()).model.export();
+            let state = state.lock().unwrap_or_else(|e| e.into_inner());
+            identity.example_ledger = state.example_ledger;
+            let model = state.model.export();
+            drop(state);
             persist::save(&dir, &identity, &model)
         })
         .await;
