@@ -79,3 +79,50 @@ async fn resuming_a_directory_without_state_is_a_clear_error() {
     let err = strata_server::run(options, listener, std::future::pending()).await.expect_err("refused").to_string();
     assert!(err.contains("cannot resume") && err.contains("state.json"), "{err}");
 }
+
+/// Under `[privacy]`, a resumed run keeps counting: every round's ε is the accountant's for
+/// that many releases, across the restart, and adaptive clipping goes on from the saved bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resumed_private_run_keeps_its_epsilon_and_its_bound() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 4);
+    config.privacy.noise_multiplier = Some(0.7);
+    config.privacy.target_quantile = Some(0.5);
+    config.privacy.clipped_count_stddev = Some(1.0);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (events, mut rx) = tokio::sync::broadcast::channel(4096);
+    let mut options = ServerOptions::new(config.clone(), out.path().to_path_buf(), torch_backend());
+    options.events = Some(events);
+    let first = tokio::spawn(strata_server::run(options, listener, std::future::pending()));
+    let cache = Arc::new(strata_client::DataCache::default());
+    let url = format!("http://{addr}");
+    let clients: Vec<_> = (0..3).map(|i| spawn_client(&url, i, &cache)).collect();
+    loop {
+        match rx.recv().await.expect("events") {
+            ServerEvent::RoundFinished(r) if r.round == 1 => break,
+            _ => {}
+        }
+    }
+    first.abort();
+    assert!(first.await.expect_err("aborted").is_cancelled());
+    let mut options = ServerOptions::new(config, out.path().to_path_buf(), torch_backend());
+    options.resume = true;
+    strata_server::run(options, rebind(addr).await, std::future::pending()).await.expect("resumed run");
+    for c in clients {
+        c.await.expect("client task").expect("the clients finished");
+    }
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    let released: Vec<_> = rounds.iter().filter_map(|r| Some((r.round, r.privacy.clone()?))).collect();
+    assert_eq!(released.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [0, 1, 2, 3], "{rounds:?}");
+    for (round, p) in &released {
+        let mut accountant =
+            strata_methods::accountant::RdpAccountant::new(strata_methods::accountant::Neighbouring::AddOrRemoveOne);
+        accountant.compose_poisson(1.0, 0.7, round + 1).expect("event");
+        let expected = accountant.epsilon(1e-5).expect("delta").epsilon;
+        assert!((p.epsilon.expect("bounded") - expected).abs() < 1e-9 * expected, "round {round}");
+    }
+    for pair in released.windows(2) {
+        assert_eq!(Some(pair[1].1.clipping_norm), pair[0].1.next_clipping_norm, "the bound carries over");
+    }
+}

@@ -390,23 +390,39 @@ impl RoundLoop {
             tokio::select! {
                 _ = check.tick() => {}
                 report = self.reports.recv() => {
-                    let Some(mut report) = report else { break };
-                    // A result accepted just before an earlier phase closed is not this one's.
-                    if report.round != round || tasks.get(&report.client.id).is_none_or(|t| t.task_id != report.task_id) {
-                        continue;
-                    }
-                    let _ = self.events.send(ServerEvent::ResultAccepted { round, client: report.client.index });
-                    // Folded in now, so that a strategy with running sums holds no client's copy.
-                    if let Some(update) = report.update.take() {
-                        report.update = self.strategy.absorb(round, update);
-                    }
-                    report.upload_permit = None;
-                    reports.insert(report.client.id, report);
+                    let Some(report) = report else { break };
+                    self.take_report(round, tasks, report, &mut reports);
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        // A result is queued before its client hears it was accepted, so a client that has
+        // since asked for its next task (which lets the round close) has its result here.
+        while let Ok(report) = self.reports.try_recv() {
+            self.take_report(round, tasks, report, &mut reports);
+        }
         reports
+    }
+
+    /// Keeps a result of this round's tasks (folded into the strategy at once when it can).
+    fn take_report(
+        &mut self,
+        round: u64,
+        tasks: &HashMap<uuid::Uuid, Arc<Assignment>>,
+        mut report: Report,
+        reports: &mut HashMap<uuid::Uuid, Report>,
+    ) {
+        // A result accepted just before an earlier phase closed is not this one's.
+        if report.round != round || tasks.get(&report.client.id).is_none_or(|t| t.task_id != report.task_id) {
+            return;
+        }
+        let _ = self.events.send(ServerEvent::ResultAccepted { round, client: report.client.index });
+        // Folded in now, so that a strategy with running sums holds no client's copy.
+        if let Some(update) = report.update.take() {
+            report.update = self.strategy.absorb(round, update);
+        }
+        report.upload_permit = None;
+        reports.insert(report.client.id, report);
     }
 
     pub(crate) fn records(
