@@ -25,7 +25,7 @@ use crate::TorchError;
 use crate::client_data::ClientTensors;
 use crate::local_model::LocalModel;
 use crate::per_sample;
-use crate::train::{ExtraLoss, TrainStats, check_settings};
+use crate::train::{ExtraLoss, PrivateSteps, TrainStats, check_settings};
 
 /// Example-level privacy of one client's training.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,13 +34,6 @@ pub struct DpSgd {
     pub noise_multiplier: f64,
     /// C: the bound on each sample's gradient norm.
     pub clipping_norm: f64,
-}
-
-/// What a private training call spent: `steps` Poisson-sampled steps at `sampling_rate`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct PrivateSteps {
-    pub sampling_rate: f64,
-    pub steps: u64,
 }
 
 impl DpSgd {

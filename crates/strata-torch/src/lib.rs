@@ -41,10 +41,10 @@ mod train;
 
 pub use client_data::ClientTensors;
 pub use device::{parse_device, set_threads};
-pub use dp_sgd::{DpSgd, PrivateSteps, train_private};
+pub use dp_sgd::{DpSgd, train_private};
 pub use error::TorchError;
 pub use eval::{EvalStats, evaluate};
 pub use freeze::with_frozen;
 pub use local_model::LocalModel;
 pub use proximal::Anchor;
-pub use train::{ExtraLoss, TrainStats, train_local, train_local_with};
+pub use train::{ExtraLoss, PrivateSteps, TrainStats, train_local, train_local_with};

@@ -27,7 +27,14 @@ pub struct TrainStats {
     /// Wall-clock seconds.
     pub seconds: f64,
     /// With DP-SGD, what the steps spent (for the client's accountant).
-    pub private: Option<crate::dp_sgd::PrivateSteps>,
+    pub private: Option<PrivateSteps>,
+}
+
+/// What a private training call spent (DP-SGD): `steps` Poisson-sampled steps at `sampling_rate`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PrivateSteps {
+    pub sampling_rate: f64,
+    pub steps: u64,
 }
 
 impl TrainStats {
@@ -35,7 +42,7 @@ impl TrainStats {
     /// loss is the later pass's.
     pub fn then(self, later: TrainStats) -> TrainStats {
         let private = match (self.private, later.private) {
-            (Some(a), Some(b)) => Some(crate::dp_sgd::PrivateSteps { steps: a.steps + b.steps, ..b }),
+            (Some(a), Some(b)) => Some(PrivateSteps { steps: a.steps + b.steps, ..b }),
             (a, b) => b.or(a),
         };
         TrainStats {
