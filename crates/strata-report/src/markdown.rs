@@ -66,6 +66,7 @@ fn headline(out: &mut String, s: &RunSummary) {
         |s| format!("{} / {} / {}", pct(Some(s.min)), pct(Some(s.median)), pct(Some(s.max))),
     );
     let _ = writeln!(out, "| personalized across clients, min / median / max | {spread} |");
+    let _ = writeln!(out, "| clients in the final evaluation | {} of {} |", f.clients_evaluated, s.clients);
     let best = |b: Option<BestValue>| {
         b.map_or_else(|| NONE.to_string(), |b| format!("{} (round {})", pct(Some(b.accuracy)), b.round))
     };

@@ -149,6 +149,10 @@ pub struct FinalMetrics {
     pub trained_round: Option<u64>,
     /// Min / median / max across clients of the last row's merged accuracy.
     pub personalized_spread: Option<Spread>,
+    /// Clients whose evaluation the last row averages (fewer than the federation when some
+    /// were unavailable: offline, or sitting out rounds after failed results).
+    #[serde(default)]
+    pub clients_evaluated: usize,
 }
 
 /// The best value of each accuracy over all rows.
@@ -228,6 +232,7 @@ fn final_metrics(rounds: &[RoundRecord], clients: &[ClientRoundRecord]) -> Final
         personalized_accuracy_trained: trained.map(|(_, a)| a),
         trained_round: trained.map(|(r, _)| r),
         personalized_spread: Spread::of(rows.iter().filter_map(|c| c.accuracy)),
+        clients_evaluated: rows.iter().filter(|c| c.accuracy.is_some() || c.global_accuracy.is_some()).count(),
     }
 }
 
@@ -277,6 +282,7 @@ mod tests {
         let spread = s.final_eval.personalized_spread.unwrap();
         assert_eq!((spread.min, spread.max), (0.5, 0.9));
         assert!((spread.median - 0.7).abs() < 1e-12);
+        assert_eq!(s.final_eval.clients_evaluated, 2);
     }
 
     #[test]
