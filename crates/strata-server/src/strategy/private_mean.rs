@@ -148,7 +148,6 @@ impl PrivateMean {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
 
     use strata_core::method::Method;
     use strata_core::tensor::NamedTensor;
@@ -250,6 +249,5 @@ mod tests {
         let plain = AverageShared::new(Method::FedAvg, set(&[("w", &[0.0])])).snapshot();
         let err = restored.restore(plain).unwrap_err().to_string();
         assert!(err.contains("not differentially private"), "{err}");
-        assert!(Arc::strong_count(&strategy.global().unwrap()) >= 1);
     }
 }
