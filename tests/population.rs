@@ -37,7 +37,7 @@ async fn only_the_cohort_trains_downloads_and_holds_a_model() {
     let (out, outcome, population) = run(config, 1 << 30).await;
     assert_eq!(outcome.summary.rounds_completed, 3);
     assert_eq!(population.joined, 20);
-    assert_eq!(population.tasks_failed, 0);
+    assert_eq!(population.tasks_failed, 0, "{:?}", population.failures);
     assert_eq!(population.tasks_done, 4 * 3 + 4, "4 a round, and a sample of 4 in the final evaluation");
     assert!(population.peak_materialized <= 2, "at most 2 × parallel clients hold a model: {population:?}");
     assert_eq!(population.personal.in_memory, 0, "FedAvg keeps no personal state");
@@ -104,7 +104,7 @@ async fn virtual_clients_send_ccvr_statistics_and_evaluate_the_calibrated_model(
     config.fraction = 0.5;
     config.calibration.method = strata_core::calibration::CalibrationMethod::Ccvr;
     let (out, outcome, population) = run(config, 1 << 30).await;
-    assert_eq!(population.tasks_failed, 0);
+    assert_eq!(population.tasks_failed, 0, "{:?}", population.failures);
     let records: Vec<strata_core::records::CalibrationRecord> = read_jsonl(&out.path().join("calibration.jsonl"));
     let last = records.last().expect("a calibration after the last round");
     assert_eq!(last.clients_pooled, 8, "every available client sends its statistics");

@@ -37,6 +37,13 @@ pub fn torch_backend() -> Arc<dyn strata_core::backend::ModelBackend> {
     Arc::new(strata_torch::backend::TorchBackend)
 }
 
+/// Sends the server's and clients' warnings (or what `RUST_LOG` asks for) to the test's
+/// captured output, so that a test failing in CI says what the processes saw.
+pub fn capture_warnings() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// A server running on `127.0.0.1:0`; `url` is where clients reach it.
 pub struct TestServer {
     pub url: String,
@@ -45,6 +52,7 @@ pub struct TestServer {
 }
 
 pub async fn start_server(config: RunConfig, out: &Path) -> TestServer {
+    capture_warnings();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let url = format!("http://{}", listener.local_addr().expect("local addr"));
     let (events, _) = broadcast::channel(4096);

@@ -99,6 +99,8 @@ pub struct PopulationOutcome {
     pub join_seconds: f64,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+    /// Why tasks failed: the first few reasons, each with its client's index.
+    pub failures: Vec<String>,
     /// The most clients materialized (holding a model and data tensors) at once.
     pub peak_materialized: usize,
     pub personal: StoreStats,
@@ -241,12 +243,13 @@ pub async fn run_population(
     let join_seconds = started.elapsed().as_secs_f64();
     debug!(clients = options.clients, seconds = join_seconds, "population joined");
 
-    let (done, failed) = serve(&channels, &shared, host, &reply.run_id, &options, &mut shutdown).await?;
+    let tally = serve(&channels, &shared, host, &reply.run_id, &options, &mut shutdown).await?;
     Ok(PopulationOutcome {
         joined: options.clients,
         join_seconds,
-        tasks_done: done,
-        tasks_failed: failed,
+        tasks_done: tally.done,
+        tasks_failed: tally.failed,
+        failures: tally.reasons,
         peak_materialized: shared.peak_materialized.load(Ordering::Relaxed),
         personal: shared.store.stats(),
     })
@@ -324,17 +327,17 @@ async fn serve(
     run_id: &str,
     options: &PopulationOptions,
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> Result<(u64, u64), ClientError> {
+) -> Result<Tally, ClientError> {
     let mut rpc = channels[0].clone();
     // Polls are the population's heartbeat: answer well within the server's patience.
     let wait_ms = (shared.config.liveness.heartbeat_secs.max(1) * 1000).min(10_000) as u32;
     let mut running = JoinSet::new();
-    let (mut done, mut failed) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let mut outage: Option<(tokio::time::Instant, Backoff)> = None;
     let mut next_channel = 0usize;
     loop {
         while let Some(finished) = running.try_join_next() {
-            tally(finished, &mut done, &mut failed);
+            tally.count(finished);
         }
         // The first virtual client vouches for the host with its session.
         let poll = pb::HostPollRequest {
@@ -387,7 +390,7 @@ async fn serve(
             let shared = Arc::clone(shared);
             running.spawn(async move {
                 let mut rpc = channel.clone();
-                let result = run_task(shared, channel, index, id, task).await;
+                let result = run_task(shared, channel, index, id, task).await.map_err(|e| (index, e));
                 if result.is_err() {
                     // The server stops picking a client that missed a deadline until it is heard
                     // from again: the host says this one is still here.
@@ -403,9 +406,9 @@ async fn serve(
         }
     }
     while let Some(finished) = running.join_next().await {
-        tally(finished, &mut done, &mut failed);
+        tally.count(finished);
     }
-    Ok((done, failed))
+    Ok(tally)
 }
 
 /// Virtual client `id`'s join at `index` through `host`, with its session once it has one.
@@ -425,16 +428,31 @@ fn join_request(
     }
 }
 
-fn tally(finished: Result<Result<(), ClientError>, tokio::task::JoinError>, done: &mut u64, failed: &mut u64) {
-    match finished {
-        Ok(Ok(())) => *done += 1,
-        Ok(Err(e)) => {
-            *failed += 1;
-            warn!("a virtual client's task failed: {e}");
-        }
-        Err(e) => {
-            *failed += 1;
-            warn!("a virtual client's task panicked: {e}");
+/// The population's tasks: how many ended well, how many failed, and the first reasons why.
+#[derive(Debug, Default)]
+struct Tally {
+    done: u64,
+    failed: u64,
+    reasons: Vec<String>,
+}
+
+impl Tally {
+    /// Reasons kept: enough to diagnose, bounded whatever the population's size.
+    const REASONS_KEPT: usize = 8;
+
+    fn count(&mut self, finished: Result<Result<(), (u32, ClientError)>, tokio::task::JoinError>) {
+        let reason = match finished {
+            Ok(Ok(())) => {
+                self.done += 1;
+                return;
+            }
+            Ok(Err((index, e))) => format!("client {index}: {e}"),
+            Err(e) => format!("a task panicked: {e}"),
+        };
+        warn!("a virtual client's task failed: {reason}");
+        self.failed += 1;
+        if self.reasons.len() < Self::REASONS_KEPT {
+            self.reasons.push(reason);
         }
     }
 }

@@ -195,6 +195,7 @@ fn write_population(dir: &std::path::Path, p: &strata_client::PopulationOutcome)
         "join_seconds": p.join_seconds,
         "tasks_done": p.tasks_done,
         "tasks_failed": p.tasks_failed,
+        "first_failures": p.failures,
         "personal_state": {
             "in_memory": s.in_memory,
             "memory_bytes": s.memory_bytes,
