@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-order=(strata-core strata-security strata-telemetry strata-data strata-methods strata-report
+order=(strata-core strata-security strata-telemetry strata-secagg strata-data strata-methods strata-report
        strata-proto strata-torch strata-server strata-client strata-cli)
 failed=0
 fail() { echo "check-layers: $*" >&2; failed=1; }
@@ -25,7 +25,7 @@ for i in "${!order[@]}"; do
   done
 done
 
-for crate in strata-core strata-data strata-methods strata-report strata-security; do
+for crate in strata-core strata-data strata-methods strata-report strata-security strata-secagg; do
   bad=$(tree "$crate" normal | grep -xE 'tch|torch-sys|tonic|tokio' || true)
   [ -z "$bad" ] || fail "$crate pulls in ${bad//$'\n'/ }"
 done

@@ -1,0 +1,80 @@
+//! Fixed point in the ring: a client's weighted, clipped values map to integers 0..=Q by
+//! stochastic rounding (unbiased), its quantized weight goes first; the server decodes the
+//! sum of such vectors into the weighted mean. Flower's encoding (§6 of the spec), with the
+//! overflow it leaves unchecked refused when the round's parameters are resolved.
+
+use rand::Rng;
+
+use crate::error::SecAggError;
+use crate::params::RoundParams;
+
+/// The client's quantized weight: `samples / max_weight`, at most 1, times Q, rounded.
+pub fn quantized_weight(params: &RoundParams, samples: u64) -> u32 {
+    let w = (samples as f64 / params.max_weight).min(1.0);
+    (w * f64::from(params.quantization_range)).round_ties_even() as u32
+}
+
+/// `[q] ++ z`: the weight, then each value times q/Q, clipped to [−c, c] and mapped to 0..=Q.
+pub fn encode(params: &RoundParams, values: &[f32], weight: u32, rng: &mut impl Rng) -> Vec<u32> {
+    let q = f64::from(params.quantization_range);
+    let c = params.clipping_range;
+    let w = f64::from(weight) / q;
+    let mut out = Vec::with_capacity(values.len() + 1);
+    out.push(weight);
+    out.extend(values.iter().map(|&v| {
+        let x = (w * f64::from(v)).clamp(-c, c);
+        let u = (x + c) * q / (2.0 * c);
+        let (floor, frac) = (u.floor(), u - u.floor());
+        // Up with probability frac: E[z] = u.
+        let z = if rng.random::<f64>() < frac { floor + 1.0 } else { floor };
+        z.clamp(0.0, q) as u32
+    }));
+    out
+}
+
+/// The weighted mean `Σ wᵢ xᵢ / Σ wᵢ` from the (unmasked) sum of `contributors` vectors,
+/// and the total weight Σ wᵢ.
+pub fn decode(params: &RoundParams, sum: &[u32], contributors: usize) -> Result<(Vec<f32>, f64), SecAggError> {
+    let q = f64::from(params.quantization_range);
+    let c = params.clipping_range;
+    let (&total, values) = sum.split_first().ok_or_else(|| SecAggError::Config("an empty sum".into()))?;
+    if total == 0 {
+        return Err(SecAggError::Config("the clients' weights sum to zero: nothing to average".into()));
+    }
+    let total_weight = f64::from(total) / q;
+    let shift = contributors as f64 * c;
+    let mean = values.iter().map(|&z| ((f64::from(z) * 2.0 * c / q - shift) / total_weight) as f32).collect();
+    Ok((mean, total_weight))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::params::{CountOrFraction, SecAggConfig};
+
+    #[test]
+    fn stochastic_rounding_is_unbiased_and_clipping_holds() {
+        let p = SecAggConfig {
+            quantization_range: 16,
+            modulus_range: 1 << 12,
+            reconstruction_threshold: CountOrFraction::Fraction(0.5),
+            ..SecAggConfig::default()
+        }
+        .resolve(4)
+        .unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let weight = 16; // w = 1
+        // 0.3 sits between two of the 16 levels of [−8, 8]; the mean of many roundings finds it.
+        let draws: Vec<f32> =
+            (0..20_000).map(|_| decode(&p, &encode(&p, &[0.3], weight, &mut rng), 1).unwrap().0[0]).collect();
+        let mean = draws.iter().map(|&v| f64::from(v)).sum::<f64>() / draws.len() as f64;
+        assert!((mean - 0.3).abs() < 0.02, "{mean}");
+        assert!(draws.iter().all(|&v| v == 0.0 || v == 1.0), "one of the two nearest levels");
+        // Beyond ±c: clipped.
+        let big = encode(&p, &[100.0, -100.0], weight, &mut rng);
+        assert_eq!(&big[1..], &[16, 0]);
+    }
+}
