@@ -22,39 +22,49 @@ async fn rebind(addr: std::net::SocketAddr) -> TcpListener {
     panic!("cannot bind {addr} again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_server_resumes_and_the_run_completes_with_each_round_once() {
-    let out = tempfile::tempdir().expect("tempdir");
-    let mut config = synthetic_config(3, 5);
-    config.method = Method::FedCac;
+/// Runs `config` with three client daemons, kills the server once round 1 is recorded (after
+/// `grace`, while round 2 runs), restarts it with `--resume` on the same address, and waits
+/// for the clients to finish. Returns the resumed run's outcome.
+async fn killed_after_round_one_and_resumed(
+    config: strata_core::config::RunConfig,
+    out: &std::path::Path,
+    grace: Duration,
+) -> strata_server::RunOutcome {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (events, mut rx) = tokio::sync::broadcast::channel(4096);
-    let mut options = ServerOptions::new(config.clone(), out.path().to_path_buf(), torch_backend());
+    let mut options = ServerOptions::new(config.clone(), out.to_path_buf(), torch_backend());
     options.events = Some(events);
     let first = tokio::spawn(strata_server::run(options, listener, std::future::pending()));
 
     let cache = Arc::new(strata_client::DataCache::default());
     let url = format!("http://{addr}");
     let clients: Vec<_> = (0..3).map(|i| spawn_client(&url, i, &cache)).collect();
-
-    // Kill the server once round 1 is recorded, while round 2 runs.
     loop {
         match rx.recv().await.expect("events") {
             ServerEvent::RoundFinished(r) if r.round == 1 => break,
             _ => {}
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(grace).await;
     first.abort();
     assert!(first.await.expect_err("aborted").is_cancelled());
 
-    let mut options = ServerOptions::new(config, out.path().to_path_buf(), torch_backend());
+    let mut options = ServerOptions::new(config, out.to_path_buf(), torch_backend());
     options.resume = true;
     let outcome = strata_server::run(options, rebind(addr).await, std::future::pending()).await.expect("resumed run");
     for c in clients {
         c.await.expect("client task").expect("the clients waited for the server and finished");
     }
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_server_resumes_and_the_run_completes_with_each_round_once() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 5);
+    config.method = Method::FedCac;
+    let outcome = killed_after_round_one_and_resumed(config, out.path(), Duration::from_millis(100)).await;
 
     assert_eq!(outcome.summary.rounds_completed, 5);
     let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
@@ -89,29 +99,7 @@ async fn a_resumed_private_run_keeps_its_epsilon_and_its_bound() {
     config.privacy.noise_multiplier = Some(0.7);
     config.privacy.target_quantile = Some(0.5);
     config.privacy.clipped_count_stddev = Some(1.0);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (events, mut rx) = tokio::sync::broadcast::channel(4096);
-    let mut options = ServerOptions::new(config.clone(), out.path().to_path_buf(), torch_backend());
-    options.events = Some(events);
-    let first = tokio::spawn(strata_server::run(options, listener, std::future::pending()));
-    let cache = Arc::new(strata_client::DataCache::default());
-    let url = format!("http://{addr}");
-    let clients: Vec<_> = (0..3).map(|i| spawn_client(&url, i, &cache)).collect();
-    loop {
-        match rx.recv().await.expect("events") {
-            ServerEvent::RoundFinished(r) if r.round == 1 => break,
-            _ => {}
-        }
-    }
-    first.abort();
-    assert!(first.await.expect_err("aborted").is_cancelled());
-    let mut options = ServerOptions::new(config, out.path().to_path_buf(), torch_backend());
-    options.resume = true;
-    strata_server::run(options, rebind(addr).await, std::future::pending()).await.expect("resumed run");
-    for c in clients {
-        c.await.expect("client task").expect("the clients finished");
-    }
+    killed_after_round_one_and_resumed(config, out.path(), Duration::ZERO).await;
     let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
     let released: Vec<_> = rounds.iter().filter_map(|r| Some((r.round, r.privacy.clone()?))).collect();
     assert_eq!(released.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [0, 1, 2, 3], "{rounds:?}");

@@ -64,10 +64,7 @@ impl RunningMean {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn set(values: &[f32]) -> TensorSet {
-        TensorSet::new(vec![NamedTensor::new("w", vec![values.len()], values.to_vec()).unwrap()]).unwrap()
-    }
+    use crate::test_support::set;
 
     #[test]
     fn average_is_weighted() {

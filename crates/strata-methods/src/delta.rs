@@ -40,11 +40,7 @@ pub fn scaled_update(reference: &TensorSet, update: &TensorSet, factor: f64) -> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use strata_core::tensor::NamedTensor;
-
-    fn set(values: &[f32]) -> TensorSet {
-        TensorSet::new(vec![NamedTensor::new("w", vec![values.len()], values.to_vec()).unwrap()]).unwrap()
-    }
+    use crate::test_support::set;
 
     #[test]
     fn a_change_is_measured_and_scaled_from_its_reference() {

@@ -19,3 +19,5 @@ pub mod delta;
 pub mod dp;
 pub mod fedcac;
 pub mod robust;
+#[cfg(test)]
+mod test_support;

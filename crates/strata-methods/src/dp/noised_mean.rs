@@ -84,12 +84,9 @@ impl NoisedMean {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::test_support::set;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    fn set(values: &[f32]) -> TensorSet {
-        TensorSet::new(vec![NamedTensor::new("w", vec![values.len()], values.to_vec()).unwrap()]).unwrap()
-    }
 
     #[test]
     fn without_noise_it_is_the_unweighted_mean_of_clipped_changes_over_the_expected_cohort() {
