@@ -8,7 +8,8 @@
 //! of their neighbours. No I/O here: `strata-proto` carries the messages, the server's round
 //! loop and the client drive the two halves.
 //!
-//! A round: [`SecAggServer::new`] draws the graph; each client answers
+//! A round: [`layout::Layout`] lays the shared tensors' changes out as one vector and
+//! [`layout::context`] binds everything to the round; [`SecAggServer::new`] draws the graph; each client answers
 //! [`SecAggClient::setup`] with its keys, [`SecAggClient::share_keys`] with its sealed
 //! shares, [`SecAggClient::mask`] with its masked vector (from [`encoding::encode`]), and
 //! [`SecAggClient::unmask`] with the shares that remove the masks;
@@ -25,6 +26,7 @@ pub mod encoding;
 pub mod error;
 pub mod graph;
 mod keys;
+pub mod layout;
 pub mod messages;
 pub mod params;
 mod prg;
