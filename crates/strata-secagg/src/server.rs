@@ -45,6 +45,8 @@ pub struct SecAggServer {
     stage: Stage,
     u0: BTreeSet<u32>,
     keys: BTreeMap<u32, PublicKeys>,
+    /// Every public key received, so that a repeated one is found without a scan.
+    seen_keys: BTreeSet<[u8; 32]>,
     /// What each client of U1 was sent at share-keys: its live neighbours, in share order.
     sent: BTreeMap<u32, Vec<u32>>,
     commitments: BTreeMap<u32, [u8; 32]>,
@@ -96,6 +98,7 @@ impl SecAggServer {
             stage: Stage::Keys,
             u0,
             keys: BTreeMap::new(),
+            seen_keys: BTreeSet::new(),
             sent: BTreeMap::new(),
             commitments: BTreeMap::new(),
             mail: BTreeMap::new(),
@@ -135,11 +138,10 @@ impl SecAggServer {
             return Err(Self::bad(id, "sent its keys twice"));
         }
         // Two equal keys would let one client's shares open with another's key.
-        if self.keys.values().any(|k| [k.mask, k.shares].iter().any(|x| *x == keys.mask || *x == keys.shares))
-            || keys.mask == keys.shares
-        {
+        if keys.mask == keys.shares || self.seen_keys.contains(&keys.mask) || self.seen_keys.contains(&keys.shares) {
             return Err(Self::bad(id, "its keys repeat keys already sent"));
         }
+        self.seen_keys.extend([keys.mask, keys.shares]);
         self.keys.insert(id, keys);
         Ok(())
     }
