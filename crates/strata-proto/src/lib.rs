@@ -21,6 +21,7 @@ pub mod mask;
 pub mod reason;
 pub mod receive;
 pub mod scalar;
+pub mod secagg;
 pub mod stats;
 pub mod text;
 

@@ -33,6 +33,11 @@ mod prg;
 pub mod server;
 mod shamir;
 
+/// A Shamir share of a 32-byte secret: its point x, then one byte per secret byte.
+pub const SHARE_BYTES: usize = 33;
+/// One sealed message of two shares: their length prefix, both shares, the AEAD tag.
+pub const SEALED_BYTES: usize = 2 + 2 * SHARE_BYTES + 16;
+
 pub use client::SecAggClient;
 pub use error::SecAggError;
 pub use keys::PublicKeys;

@@ -310,6 +310,7 @@ fn tampered_shares_and_stages_out_of_order_are_refused() {
     assert!(matches!(b.share_keys(foreign.clone()), Err(SecAggError::Refused(_))));
     // With its own keys, the altered ciphertext of a neighbour does not open.
     let sealed = a.share_keys(foreign).unwrap();
+    assert!(sealed.to.iter().all(|(_, c)| c.len() == crate::SEALED_BYTES), "the wire checks this size");
     let neighbour = sealed.to[0].0;
     let sent_to_neighbour: BTreeSet<u32> = sealed.to.iter().map(|(j, _)| *j).collect();
     assert!(sent_to_neighbour.contains(&neighbour));
