@@ -139,23 +139,7 @@ fn chi_square_top_bits(values: &[u32]) -> f64 {
 #[test]
 fn one_clients_masked_upload_looks_uniform() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let params = config(5, 3).resolve(6).unwrap();
-    let ids: Vec<u32> = (0..6).collect();
-    let mut server = SecAggServer::new(params.clone(), b"ctx", &ids, &mut rng).unwrap();
-    let mut clients: Vec<SecAggClient> = ids
-        .iter()
-        .map(|&id| {
-            let (client, keys) = SecAggClient::setup(id, b"ctx", params.clone()).unwrap();
-            server.add_keys(id, keys).unwrap();
-            client
-        })
-        .collect();
-    server.close_keys().unwrap();
-    for client in &mut clients {
-        let sealed = client.share_keys(server.neighbour_keys(client.id()).unwrap()).unwrap();
-        server.add_shares(client.id(), sealed).unwrap();
-    }
-    server.close_shares().unwrap();
+    let (server, mut clients, params) = shared_round(6, 5, 3);
     // A constant-ish update: its encoding sits in a narrow band around Q/2, far from uniform.
     let update: Vec<f32> = (0..200_000).map(|i| 0.01 * (i % 7) as f32).collect();
     let encoded = encode(&params, &update, params.quantization_range, &mut rng);
@@ -218,17 +202,17 @@ fn more_dropouts_than_the_tolerance_end_the_round_without_a_sum() {
     assert!(matches!(err, SecAggError::TooFewShares { got: 3, threshold: 4, .. }), "{err}");
 }
 
-/// Two clients with keys and shares exchanged, ready to mask; the server's side too.
-fn masked_pair_of(n: u32) -> (SecAggServer, Vec<SecAggClient>, RoundParams) {
+/// `n` clients through setup and share-keys (k and t as given), ready to mask.
+fn shared_round(n: u32, k: u32, t: u32) -> (SecAggServer, Vec<SecAggClient>, RoundParams) {
     let mut rng = ChaCha8Rng::seed_from_u64(u64::from(n));
-    let params = config(5, 3).resolve(n as usize).unwrap();
+    let params = config(k, t).resolve(n as usize).unwrap();
     let ids: Vec<u32> = (0..n).collect();
     let mut server = SecAggServer::new(params.clone(), b"ctx", &ids, &mut rng).unwrap();
     let mut clients: Vec<SecAggClient> = ids
         .iter()
         .map(|&id| {
-            let (c, k) = SecAggClient::setup(id, b"ctx", params.clone()).unwrap();
-            server.add_keys(id, k).unwrap();
+            let (c, keys) = SecAggClient::setup(id, b"ctx", params.clone()).unwrap();
+            server.add_keys(id, keys).unwrap();
             c
         })
         .collect();
@@ -238,6 +222,12 @@ fn masked_pair_of(n: u32) -> (SecAggServer, Vec<SecAggClient>, RoundParams) {
         server.add_shares(c.id(), sealed).unwrap();
     }
     server.close_shares().unwrap();
+    (server, clients, params)
+}
+
+/// `n` clients with their vectors masked and sent, at the unmask stage (k = 5, t = 3).
+fn masked_pair_of(n: u32) -> (SecAggServer, Vec<SecAggClient>, RoundParams) {
+    let (mut server, mut clients, params) = shared_round(n, 5, 3);
     for c in &mut clients {
         let masked = c.mask(&server.shares_for(c.id()).unwrap(), &[1, 2, 3]).unwrap();
         server.add_masked(c.id(), &masked).unwrap();
