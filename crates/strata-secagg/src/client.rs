@@ -76,21 +76,22 @@ impl SecAggClient {
         Ok((client, public))
     }
 
-    fn enter(&mut self, stage: Stage, next: Stage) -> Result<(), SecAggError> {
-        if self.stage != stage {
-            let at = self.stage.name();
-            // A protocol broken once is not resumed: the round's keys are spent.
-            self.stage = Stage::Done;
-            return Err(SecAggError::OutOfOrder { stage: stage.name(), at });
+    /// Starts `stage` if it is the one due. The client counts as done until the stage
+    /// succeeds (which sets the next one): a stage refused or broken half way ends the
+    /// client's part in the round, so no later stage runs on what it left behind.
+    fn enter(&mut self, stage: Stage) -> Result<(), SecAggError> {
+        let at = self.stage;
+        self.stage = Stage::Done;
+        if at != stage {
+            return Err(SecAggError::OutOfOrder { stage: stage.name(), at: at.name() });
         }
-        self.stage = next;
         Ok(())
     }
 
     /// Stage 1: the neighbours' keys (ours among them). Shares both secrets among them and
     /// seals each neighbour's pair to it.
     pub fn share_keys(&mut self, neighbours: BTreeMap<u32, PublicKeys>) -> Result<SealedShares, SecAggError> {
-        self.enter(Stage::ShareKeys, Stage::Mask)?;
+        self.enter(Stage::ShareKeys)?;
         let refuse = |what: String| Err(SecAggError::Refused(format!("share-keys: {what}")));
         if neighbours.get(&self.id) != Some(&self.secrets.public()) {
             return refuse("the neighbourhood does not hold this client's own keys".into());
@@ -120,6 +121,7 @@ impl SecAggClient {
             to.push((j, keys::seal(&self.secrets.shares, &public.shares, &self.context, self.id, j, &plain)));
         }
         self.neighbours = neighbours;
+        self.stage = Stage::Mask;
         Ok(SealedShares { commitment: keys::commitment(&self.context, self.id, &self.self_seed), to })
     }
 
@@ -127,7 +129,7 @@ impl SecAggClient {
     /// 0..M). Returns the masked vector: ours plus our self-mask, plus or minus the pairwise
     /// mask of every sender (the larger id adds), mod M.
     pub fn mask(&mut self, received: &[(u32, Vec<u8>)], encoded: &[u32]) -> Result<Vec<u32>, SecAggError> {
-        self.enter(Stage::Mask, Stage::Unmask)?;
+        self.enter(Stage::Mask)?;
         let refuse = |what: String| Err(SecAggError::Refused(format!("masking: {what}")));
         if received.len() + 1 < self.params.threshold {
             return refuse(format!(
@@ -166,6 +168,7 @@ impl SecAggClient {
         for v in &mut masked {
             *v = self.params.reduce(*v);
         }
+        self.stage = Stage::Unmask;
         Ok(masked)
     }
 
@@ -173,7 +176,7 @@ impl SecAggClient {
     /// if the lists overlap, name anyone that did not send us shares, or leave fewer than t
     /// active: any of those could hand the server both secrets of one client.
     pub fn unmask(&mut self, request: &UnmaskRequest) -> Result<UnmaskReply, SecAggError> {
-        self.enter(Stage::Unmask, Stage::Done)?;
+        self.enter(Stage::Unmask)?;
         let refuse = |what: String| Err(SecAggError::Refused(format!("unmask: {what}")));
         let active: BTreeSet<u32> = request.active.iter().copied().collect();
         let dead: BTreeSet<u32> = request.dead.iter().copied().collect();

@@ -38,10 +38,6 @@ impl Graph {
     pub fn live(&self, id: u32, live: &BTreeSet<u32>) -> BTreeSet<u32> {
         self.neighbours.get(&id).map(|n| n.intersection(live).copied().collect()).unwrap_or_default()
     }
-
-    pub fn clients(&self) -> impl Iterator<Item = u32> + '_ {
-        self.neighbours.keys().copied()
-    }
 }
 
 #[cfg(test)]

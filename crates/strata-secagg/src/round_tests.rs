@@ -312,4 +312,7 @@ fn tampered_shares_and_stages_out_of_order_are_refused() {
     altered[3] ^= 0x40;
     let err = peer.mask(&[(0, altered)], &[1, 2]).unwrap_err();
     assert!(err.to_string().contains("do not open"), "{err}");
+    // Refused while masking, it sent no vector: it answers no unmask either.
+    let request = UnmaskRequest { active: vec![neighbour, 0], dead: vec![] };
+    assert!(matches!(peer.unmask(&request), Err(SecAggError::OutOfOrder { .. })));
 }
