@@ -41,6 +41,7 @@ impl Task {
             test_samples: None,
             mask_bits: self.mask_bits,
             feature_stats: self.feature_stats,
+            secagg: None,
             limits: AssemblyLimits { max_total_bytes: MAX_BYTES },
         }
     }

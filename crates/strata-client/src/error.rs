@@ -56,6 +56,9 @@ pub enum ClientError {
     Closed { what: &'static str, source: tokio::sync::AcquireError },
     #[error(transparent)]
     Torch(#[from] strata_torch::TorchError),
+    /// A secure-aggregation stage this client could not (or would not) answer.
+    #[error(transparent)]
+    Secure(#[from] crate::secure::SecureError),
 }
 
 /// Settings that cannot work: fixed by changing the command line or the files it names.

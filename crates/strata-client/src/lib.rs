@@ -26,6 +26,7 @@ pub mod method;
 mod persist;
 mod personal_store;
 mod population;
+mod secure;
 mod task_loop;
 mod telemetry;
 mod tls;
@@ -204,6 +205,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         capabilities,
         local,
         telemetry: &telemetry,
+        secure: Default::default(),
     };
     let outcome = joined.work(&mut shutdown).await;
     telemetry.disconnected(index).await;

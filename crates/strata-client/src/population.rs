@@ -29,7 +29,10 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::example_ledger::ExampleLedger;
 use crate::personal_store::{PersonalStore, StoreStats};
-use crate::task_loop::{Caller, download_request, job_for, upload_output, upload_stats};
+use crate::secure::SecureRounds;
+use crate::task_loop::{
+    Caller, download_request, job_for, mask_output, upload_answer, upload_masked, upload_output, upload_stats,
+};
 use crate::{
     ClientError, ClientTls, DataCache, ProtocolError, Rpc, SettingsError, connect, is_outage, join_with_retry,
     local_state, transfer,
@@ -138,6 +141,9 @@ struct Shared {
     attacks: std::collections::BTreeMap<u32, crate::attack::Attack>,
     /// What DP-SGD has spent of each virtual client's data, for those that trained.
     example_ledgers: Mutex<HashMap<u32, ExampleLedger>>,
+    /// Each virtual client's part in the secure-aggregation round under way: only the round's
+    /// cohort has one, and only until its unmask.
+    secure: Mutex<HashMap<u32, SecureRounds>>,
 }
 
 /// Joins `options.clients` virtual clients and serves their tasks until the server says the
@@ -232,6 +238,7 @@ pub async fn run_population(
         keeps_personal_state,
         attacks: options.attacks.clone(),
         example_ledgers: Mutex::new(HashMap::new()),
+        secure: Mutex::new(HashMap::new()),
     });
     shared.keep_session(0, reply.session.clone());
 
@@ -461,6 +468,10 @@ impl Tally {
 async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task: pb::Task) -> Result<(), ClientError> {
     let caller = Caller { id, session: shared.session(shared.position(index)).to_string() };
     let kind = pb::TaskKind::try_from(task.kind).unwrap_or(pb::TaskKind::Unspecified);
+    if matches!(kind, pb::TaskKind::SecaggSetup | pb::TaskKind::SecaggShareKeys | pb::TaskKind::SecaggUnmask) {
+        let answer = shared.with_secure(index, |secure| secure.answer(index, kind, &task))?;
+        return upload_answer(&mut rpc, task, &caller, answer).await;
+    }
     if !matches!(kind, pb::TaskKind::Train | pb::TaskKind::Evaluate | pb::TaskKind::FeatureStats) {
         return Ok(());
     }
@@ -479,7 +490,10 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         drop(_working);
         return upload_stats(&mut rpc, task, &caller, stats).await;
     }
-    let job = job_for(&task, &shared.config, index, received, kind == pb::TaskKind::Train)?;
+    let training = kind == pb::TaskKind::Train;
+    // A masked update is the change from what was received: keep it to subtract.
+    let reference = (training && task.secagg.is_some()).then(|| received.clone());
+    let job = job_for(&task, &shared.config, index, received, training)?;
     let output = tokio::task::spawn_blocking(move || {
         let mut client = worker.materialize(index)?;
         let state = client.state();
@@ -494,10 +508,29 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     .await
     .map_err(|source| ClientError::Panicked { what: "training", source })??;
     drop(_working);
-    upload_output(&mut rpc, task, &caller, output).await
+    match reference {
+        Some(reference) => {
+            let masked = shared.with_secure(index, |secure| mask_output(secure, &task, &reference, &output))?;
+            upload_masked(&mut rpc, task, &caller, output, masked).await
+        }
+        None => upload_output(&mut rpc, task, &caller, output).await,
+    }
 }
 
 impl Shared {
+    /// Runs `step` on virtual client `index`'s secure-aggregation state, kept only while a
+    /// protocol run is under way.
+    fn with_secure<T, E>(&self, index: u32, step: impl FnOnce(&mut SecureRounds) -> Result<T, E>) -> Result<T, E> {
+        let lock = || self.secure.lock().unwrap_or_else(|e| e.into_inner());
+        // Out of the map while it works (masking takes milliseconds): other clients go on.
+        let mut secure = lock().remove(&index).unwrap_or_default();
+        let result = step(&mut secure);
+        if secure.is_active() {
+            lock().insert(index, secure);
+        }
+        result
+    }
+
     /// What DP-SGD has spent of virtual client `index`'s data (nothing yet: the default).
     fn example_ledger(&self, index: u32) -> ExampleLedger {
         self.example_ledgers.lock().unwrap_or_else(|e| e.into_inner()).get(&index).copied().unwrap_or_default()

@@ -15,8 +15,10 @@ use crate::backoff::Backoff;
 use uuid::Uuid;
 
 use crate::local::{Job, JobOutput, LocalState};
+use crate::secure::SecureRounds;
 use crate::transfer::FeatureStats;
 use crate::{ClientError, ClientOptions, ClientTelemetry, Rpc, is_outage, persist, transfer};
+use strata_proto::secagg::Answer;
 
 /// A client that has joined a run: what its task loop works with.
 pub(crate) struct Joined<'a> {
@@ -32,6 +34,8 @@ pub(crate) struct Joined<'a> {
     /// Shared with the blocking thread that trains; never locked across an await.
     pub local: Arc<Mutex<LocalState>>,
     pub telemetry: &'a ClientTelemetry,
+    /// This client's part in the secure-aggregation round under way, if any.
+    pub secure: SecureRounds,
 }
 
 impl Joined<'_> {
@@ -130,6 +134,17 @@ impl Joined<'_> {
                         }
                     }
                 }
+                kind @ (pb::TaskKind::SecaggSetup | pb::TaskKind::SecaggShareKeys | pb::TaskKind::SecaggUnmask) => {
+                    last_task = task.task_id.clone();
+                    let answered = match self.secure.answer(index, kind, &task) {
+                        Ok(answer) => upload_answer(&mut self.rpc, task, &self.caller, answer).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    // A stage not answered drops this client from the round's protocol, no more.
+                    if let Err(e) = answered {
+                        warn!(client = index, task = %last_task, "secure aggregation stage failed: {e}");
+                    }
+                }
                 other => warn!(client = index, kind = ?other, "ignoring a task kind this client does not know"),
             }
         }
@@ -161,10 +176,18 @@ impl Joined<'_> {
     async fn train_or_evaluate(&mut self, task: pb::Task, training: bool) -> Result<Option<(u64, f64)>, ClientError> {
         let request = download_request(&task, &self.caller);
         let (received, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
+        // A masked update is the change from what was received: keep it to subtract.
+        let reference = (training && task.secagg.is_some()).then(|| received.clone());
         let job = job_for(&task, &self.config, self.index, received, training)?;
         let output = self.on_worker("training", move |state| state.run(job)).await?;
         let trained = output.trained;
-        upload_output(&mut self.rpc, task, &self.caller, output).await?;
+        match reference {
+            Some(reference) => {
+                let masked = mask_output(&mut self.secure, &task, &reference, &output)?;
+                upload_masked(&mut self.rpc, task, &self.caller, output, masked).await?;
+            }
+            None => upload_output(&mut self.rpc, task, &self.caller, output).await?,
+        }
         Ok(trained)
     }
 
@@ -283,6 +306,45 @@ pub(crate) async fn upload_output(
     };
     let tensors = output.upload.unwrap_or_default();
     transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    Ok(())
+}
+
+/// A training result's masked vector (secure aggregation).
+pub(crate) fn mask_output(
+    secure: &mut SecureRounds,
+    task: &pb::Task,
+    reference: &TensorSet,
+    output: &JobOutput,
+) -> Result<Vec<u32>, ClientError> {
+    let trained = output.upload.as_ref().ok_or(crate::secure::SecureError::NoUpload)?;
+    Ok(secure.mask(task, reference, trained, output.num_samples)?)
+}
+
+/// Sends a training result under secure aggregation: its metrics and its masked vector.
+pub(crate) async fn upload_masked(
+    rpc: &mut Rpc,
+    task: pb::Task,
+    caller: &Caller,
+    output: JobOutput,
+    masked: Vec<u32>,
+) -> Result<(), ClientError> {
+    let header = pb::ResultHeader {
+        num_samples: output.num_samples,
+        metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
+        ..result_header(task, caller)
+    };
+    transfer::upload_answer(rpc, header, Answer::Masked(masked), strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    Ok(())
+}
+
+/// Answers a secure-aggregation stage task.
+pub(crate) async fn upload_answer(
+    rpc: &mut Rpc,
+    task: pb::Task,
+    caller: &Caller,
+    answer: Answer,
+) -> Result<(), ClientError> {
+    transfer::upload_answer(rpc, result_header(task, caller), answer, strata_proto::DEFAULT_CHUNK_BYTES).await?;
     Ok(())
 }
 

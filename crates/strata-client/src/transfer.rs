@@ -10,6 +10,7 @@ use strata_core::tensor::TensorSet;
 use strata_methods::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::mask::mask_slices;
+use strata_proto::secagg::{Answer, answer_to_wire};
 use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};
 
 /// One client's per-class statistics of the classifier's input (CCVR).
@@ -76,5 +77,26 @@ pub async fn upload(
     // The iterator encodes one slice at a time as the transport pulls it.
     let parts = tokio_stream::iter(std::iter::once(first).chain(slices).chain(mask_parts).chain(stats_parts));
     let ack = rpc.push_result(parts).await?.into_inner();
+    Ok(ack.bytes_received)
+}
+
+/// Uploads a secure-aggregation answer: the header alone, or with a masked vector's slices
+/// after it.
+pub async fn upload_answer(
+    rpc: &mut Rpc,
+    mut header: pb::ResultHeader,
+    answer: Answer,
+    chunk_bytes: usize,
+) -> Result<u64, ClientError> {
+    header.secagg = Some(answer_to_wire(&answer));
+    let values = match answer {
+        Answer::Masked(values) => values,
+        _ => Vec::new(),
+    };
+    let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
+    let slices: Vec<_> = strata_proto::masked::masked_slices(&values, chunk_bytes)
+        .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Masked(slice)) })
+        .collect();
+    let ack = rpc.push_result(tokio_stream::iter(std::iter::once(first).chain(slices))).await?.into_inner();
     Ok(ack.bytes_received)
 }

@@ -15,6 +15,7 @@ use crate::liveness::LivenessConfig;
 use crate::method::Method;
 use crate::partition_spec::PartitionSpec;
 use crate::privacy::{DpSgdConfig, PrivacyConfig};
+use crate::secure_aggregation::SecAggConfig;
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,10 @@ pub struct RunConfig {
     /// Example-level differential privacy in each client's training (DP-SGD); off unless set.
     #[serde(default, skip_serializing_if = "DpSgdConfig::is_default")]
     pub dp_sgd: DpSgdConfig,
+    /// Secure aggregation (SecAgg+): the server learns the round's sum, never one update; off
+    /// unless the table is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_aggregation: Option<SecAggConfig>,
 }
 
 /// What bounds a single client's influence on the shared model (`[defense]`).
@@ -323,6 +328,7 @@ impl RunConfig {
             defense: DefenseConfig::default(),
             privacy: PrivacyConfig::default(),
             dp_sgd: DpSgdConfig::default(),
+            secure_aggregation: None,
         }
     }
 
@@ -407,6 +413,54 @@ impl RunConfig {
         }
         if let Some(z) = privacy.noise_multiplier {
             privacy.sum_noise_multiplier(z, self.expected_cohort()).map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// `[secure_aggregation]` fits the method, the defense, privacy, calibration and the cohort.
+    fn validate_secure_aggregation(&self) -> Result<(), ConfigError> {
+        let Some(secagg) = &self.secure_aggregation else { return Ok(()) };
+        secagg.validate().map_err(ConfigError::Invalid)?;
+        let bad = |msg: String| Err(ConfigError::Invalid(format!("secure_aggregation: {msg}")));
+        match self.method {
+            Method::Local => return bad("method `local` shares nothing, so there is nothing to aggregate".into()),
+            Method::FedCac => {
+                return bad("fedcac builds each client's model from the individual updates of the clients \
+                            like it, which secure aggregation hides from the server"
+                    .into());
+            }
+            _ => {}
+        }
+        if self.defense.rule != Defense::None {
+            return bad(format!(
+                "defense.rule `{}` needs every client's update, which secure aggregation hides from the server; \
+                 the clipping range bounds what one client adds instead",
+                self.defense.rule
+            ));
+        }
+        if self.privacy.is_on() {
+            return bad("does not compose with [privacy] yet: the noised mean needs the clipped updates' \
+                        unweighted sum, which this version does not aggregate securely"
+                .into());
+        }
+        if !self.calibration.is_off() {
+            return bad("CCVR calibration would send per-class feature statistics in the clear; \
+                        turn calibration off with secure aggregation on"
+                .into());
+        }
+        let cohort = self.cohort_size(self.clients as usize);
+        if cohort < 2 {
+            return bad(format!(
+                "a round's cohort of {cohort} client would be its own sum; secure aggregation needs at least 2 \
+                 (raise fraction or clients)"
+            ));
+        }
+        let (q, m) = (u64::from(secagg.quantization_range), secagg.modulus_range);
+        if (cohort as u64).saturating_mul(q) >= m {
+            return bad(format!(
+                "{cohort} clients × quantization_range {q} reaches modulus_range {m}: the sum would wrap; \
+                 lower quantization_range or raise modulus_range"
+            ));
         }
         Ok(())
     }
@@ -496,6 +550,7 @@ impl RunConfig {
         self.validate_defense()?;
         self.validate_privacy()?;
         self.validate_dp_sgd()?;
+        self.validate_secure_aggregation()?;
         if self.round_timeout_secs == 0 {
             return bad("round_timeout_secs must be at least 1".into());
         }
@@ -552,6 +607,7 @@ impl RunConfig {
 mod tests {
     use super::*;
     use crate::calibration::CalibrationMethod;
+    use crate::secure_aggregation::CountOrFraction;
 
     #[test]
     fn reference_config_round_trips_through_toml() {
@@ -571,6 +627,43 @@ mod tests {
         let mut config = RunConfig::reference_fmnist();
         config.fraction = 0.0;
         assert!(config.validate().unwrap_err().to_string().contains("fraction"));
+    }
+
+    #[test]
+    fn secure_aggregation_must_fit_the_method_defense_privacy_calibration_and_cohort() {
+        let secure = |edit: &dyn Fn(&mut RunConfig)| {
+            let mut config = RunConfig::reference_fmnist();
+            config.secure_aggregation = Some(SecAggConfig::default());
+            edit(&mut config);
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(secure(&|_| {}).is_ok());
+        assert!(secure(&|c| c.method = Method::FedPer).is_ok());
+        type Edit = &'static dyn Fn(&mut RunConfig);
+        let refused: [(Edit, &str); 8] = [
+            (&|c| c.method = Method::Local, "shares nothing"),
+            (&|c| c.method = Method::FedCac, "individual updates"),
+            (&|c| c.defense.rule = Defense::Median, "needs every client's update"),
+            (&|c| c.privacy.noise_multiplier = Some(1.0), "[privacy]"),
+            (&|c| c.calibration.method = CalibrationMethod::Ccvr, "in the clear"),
+            (&|c| c.fraction = 0.05, "at least 2"),
+            (&|c| c.secure_aggregation.as_mut().unwrap().quantization_range = 1 << 30, "would wrap"),
+            (&|c| c.secure_aggregation.as_mut().unwrap().num_shares = CountOrFraction::Count(4), "num_shares"),
+        ];
+        for (edit, named) in refused {
+            let err = secure(edit).unwrap_err();
+            assert!(err.contains(named), "expected `{named}` in: {err}");
+        }
+        // On, it reads and writes under [secure_aggregation]; off, it is not written at all.
+        let mut config = RunConfig::reference_fmnist();
+        assert!(!config.to_toml().contains("secure_aggregation"));
+        config.secure_aggregation = Some(SecAggConfig { max_weight: Some(500.0), ..SecAggConfig::default() });
+        let text = config.to_toml();
+        assert!(text.contains("[secure_aggregation]") && text.contains("max_weight = 500"), "{text}");
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), config);
+        let empty =
+            RunConfig::from_toml(&format!("{}\n[secure_aggregation]\n", RunConfig::reference_fmnist().to_toml()));
+        assert_eq!(empty.unwrap().secure_aggregation, Some(SecAggConfig::default()));
     }
 
     #[test]

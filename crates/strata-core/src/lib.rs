@@ -9,6 +9,7 @@
 //! - [`partition_spec`]: the partition rule as configured (applied by `strata-data`).
 //! - [`defense`]: the robust-aggregation rule as configured (applied by `strata-methods`).
 //! - [`privacy`]: user-level differential privacy as configured (`[privacy]`), and its report.
+//! - [`secure_aggregation`]: secure aggregation (SecAgg+) as configured (`[secure_aggregation]`).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
 //! - [`evaluation`]: which clients evaluate, how often, at which moment.
@@ -36,5 +37,6 @@ pub mod partition_spec;
 pub mod privacy;
 pub mod records;
 pub mod safetensors;
+pub mod secure_aggregation;
 pub mod selection;
 pub mod tensor;

@@ -92,6 +92,9 @@ pub struct RoundRecord {
     /// With DP-SGD: the largest ε a client of this round reported for its own data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp_sgd_epsilon: Option<f64>,
+    /// What secure aggregation did, when the run has `[secure_aggregation]` and the round trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_aggregation: Option<crate::secure_aggregation::SecAggRecord>,
 }
 
 impl RoundRecord {
@@ -116,6 +119,7 @@ impl RoundRecord {
             privacy: None,
             budget_spent: false,
             dp_sgd_epsilon: rows.iter().filter_map(|r| r.dp_sgd_epsilon).reduce(f64::max),
+            secure_aggregation: None,
         }
     }
 }

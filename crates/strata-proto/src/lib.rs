@@ -8,6 +8,8 @@
 //!   index, offset and size against the header.
 //! - [`codec`]: prost's gRPC codec, with malformed messages refused as `INVALID_ARGUMENT`.
 //! - [`mask`]: bit-packed masks in slices.
+//! - [`masked`]: secure aggregation's masked vectors in slices, checked against the ring.
+//! - [`secagg`]: secure aggregation's stage messages, to and from the protocol's types.
 //! - [`stats`]: CCVR's per-class feature statistics in slices, checked on arrival.
 //! - [`receive`]: one result stream checked against its task, header first, part by part.
 //! - [`reason`]: refusals whose reason a program acts on, carried in the status details.
@@ -18,6 +20,7 @@ pub mod assemble;
 pub mod chunk;
 pub mod codec;
 pub mod mask;
+pub mod masked;
 pub mod reason;
 pub mod receive;
 pub mod scalar;

@@ -15,6 +15,8 @@ use strata_methods::ccvr::ClassStats;
 
 use crate::assemble::{Assembler, AssemblyLimits, spec_from_wire};
 use crate::mask::MaskAssembler;
+use crate::masked::MaskedAssembler;
+use crate::secagg::{Answer, Expect, answer_from_wire};
 use crate::stats::{StatsAssembler, StatsExpectation};
 use crate::{pb, scalar};
 
@@ -80,6 +82,9 @@ pub struct Expected<'a> {
     /// What the feature statistics must fit, if the task asks for them (`max_samples` is
     /// taken from `train_samples`).
     pub feature_stats: Option<StatsExpectation>,
+    /// The secure-aggregation answer the task expects, if it is one of the protocol's stages
+    /// (a TRAIN task that masks expects the masked vector and no tensors).
+    pub secagg: Option<crate::secagg::Expect>,
     pub limits: AssemblyLimits,
 }
 
@@ -91,6 +96,8 @@ pub struct Received {
     pub mask: Option<BitMask>,
     pub stats: Option<Vec<ClassStats>>,
     pub metrics: HashMap<String, f64>,
+    /// The secure-aggregation answer, its masked vector complete.
+    pub secagg: Option<Answer>,
 }
 
 /// One result stream being received: built from its header, fed every later part in order.
@@ -101,6 +108,8 @@ pub struct ResultReceiver {
     tensors: Assembler,
     mask: Option<MaskAssembler>,
     stats: Option<StatsAssembler>,
+    secagg: Option<Answer>,
+    masked: Option<MaskedAssembler>,
 }
 
 impl ResultReceiver {
@@ -149,12 +158,20 @@ impl ResultReceiver {
         };
         let tensors = Assembler::new(&header.tensors, header.total_bytes, expected.limits)
             .map_err(|e| Refusal::invalid(e.to_string()))?;
+        let secagg =
+            answer_from_wire(expected.secagg, header.secagg.as_ref()).map_err(|e| Refusal::invalid(e.to_string()))?;
+        let masked = match expected.secagg {
+            Some(Expect::Masked { values, modulus }) => Some(MaskedAssembler::new(values, modulus)),
+            _ => None,
+        };
         Ok(Self {
             num_samples: header.num_samples,
             metrics: scalar::metrics_map(&header.metrics),
             tensors,
             mask,
             stats,
+            secagg,
+            masked,
         })
     }
 
@@ -175,6 +192,10 @@ impl ResultReceiver {
                 Some(s) => s.push(slice).map_err(|e| Refusal::invalid(format!("feature statistics: {e}"))),
                 None => Err(Refusal::invalid("this task takes no feature statistics")),
             },
+            Some(pb::result_part::Part::Masked(slice)) => match self.masked.as_mut() {
+                Some(m) => m.push(slice).map_err(|e| Refusal::invalid(e.to_string())),
+                None => Err(Refusal::invalid("this task takes no masked vector")),
+            },
             None => Err(Refusal::invalid("empty result part")),
         }
     }
@@ -188,7 +209,13 @@ impl ResultReceiver {
             .map(|s| s.finish())
             .transpose()
             .map_err(|e| Refusal::invalid(format!("feature statistics: {e}")))?;
-        Ok(Received { num_samples: self.num_samples, parameters, mask, stats, metrics: self.metrics })
+        let secagg = match (self.secagg, self.masked) {
+            (Some(Answer::Masked(_)), Some(m)) => {
+                Some(Answer::Masked(m.finish().map_err(|e| Refusal::invalid(e.to_string()))?))
+            }
+            (answer, _) => answer,
+        };
+        Ok(Received { num_samples: self.num_samples, parameters, mask, stats, metrics: self.metrics, secagg })
     }
 }
 
@@ -374,8 +401,40 @@ mod tests {
             test_samples: Some(3),
             mask_bits: None,
             feature_stats: None,
+            secagg: None,
             limits: AssemblyLimits::default(),
         }
+    }
+
+    #[test]
+    fn a_masked_vector_comes_whole_in_the_ring_or_is_refused() {
+        use crate::secagg::{Answer, Expect, answer_to_wire};
+        let masked = Expected { upload: &[], secagg: Some(Expect::Masked { values: 5, modulus: 16 }), ..expected(&[]) };
+        let header = |n: u64| pb::ResultHeader {
+            num_samples: 7,
+            secagg: Some(answer_to_wire(&Answer::Masked(vec![0; n as usize]))),
+            ..Default::default()
+        };
+        let parts = |values: &[u32]| -> Vec<pb::ResultPart> {
+            crate::masked::masked_slices(values, 8)
+                .map(|s| pb::ResultPart { part: Some(pb::result_part::Part::Masked(s)) })
+                .collect()
+        };
+        let receive = |h: &pb::ResultHeader, values: &[u32]| -> Result<Received, Refusal> {
+            let mut r = ResultReceiver::new(h, masked)?;
+            parts(values).iter().try_for_each(|p| r.push(p))?;
+            r.finish()
+        };
+        let got = receive(&header(5), &[1, 2, 3, 15, 0]).unwrap();
+        assert_eq!(got.secagg, Some(Answer::Masked(vec![1, 2, 3, 15, 0])));
+        assert!(receive(&header(4), &[1, 2, 3, 4]).unwrap_err().message.contains("5"), "length checked in the header");
+        assert!(receive(&header(5), &[1, 2, 3, 16, 0]).unwrap_err().message.contains("outside the ring"));
+        assert!(receive(&header(5), &[1, 2, 3]).unwrap_err().message.contains("3 of 5"));
+        let plain = pb::ResultHeader { secagg: None, ..header(5) };
+        assert!(receive(&plain, &[]).unwrap_err().message.contains("none"), "a masking task needs its answer");
+        // A task that takes no answer refuses one.
+        let err = ResultReceiver::new(&header(5), expected(&[])).unwrap_err();
+        assert!(err.message.contains("no secure-aggregation answer"), "{err}");
     }
 
     fn header(set: &TensorSet) -> pb::ResultHeader {

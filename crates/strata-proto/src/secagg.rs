@@ -154,10 +154,110 @@ pub fn unmask_from_wire(u: &pb::SecAggUnmask, k: usize) -> Result<UnmaskReply, S
     Ok(UnmaskReply { self_mask: shares("self_mask", &u.self_mask)?, mask_key: shares("mask_key", &u.mask_key)? })
 }
 
+/// The answer a secure-aggregation stage expects of a client, and the bounds it is checked by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Setup: the client's two public keys.
+    Keys,
+    /// Share-keys: one sealed message for each of at most `neighbours − 1` others.
+    Sharing { neighbours: usize },
+    /// Masking: a vector of `values` elements in 0..`modulus`, after the header.
+    Masked { values: usize, modulus: u64 },
+    /// Unmask: at most `neighbours` shares of each kind.
+    Unmask { neighbours: usize },
+}
+
+/// A client's answer to one stage, checked against its [`Expect`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    Keys(PublicKeys),
+    Sharing(SealedShares),
+    /// The vector itself arrives after the header ([`crate::masked::MaskedAssembler`]).
+    Masked(Vec<u32>),
+    Unmask(UnmaskReply),
+}
+
+/// Why a stage's answer was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AnswerError {
+    #[error("this task expects a secure-aggregation answer ({expected}), and the result has none")]
+    Missing { expected: &'static str },
+    #[error("this task expects a secure-aggregation answer of kind {expected}, not {got}")]
+    OtherKind { expected: &'static str, got: &'static str },
+    #[error("this task takes no secure-aggregation answer")]
+    Unexpected,
+    #[error("the masked vector has {got} values, where this round's have {expected}")]
+    Length { got: u64, expected: usize },
+    #[error(transparent)]
+    Wire(#[from] SecAggWireError),
+}
+
+impl Expect {
+    fn name(self) -> &'static str {
+        match self {
+            Expect::Keys => "keys",
+            Expect::Sharing { .. } => "sharing",
+            Expect::Masked { .. } => "masked_values",
+            Expect::Unmask { .. } => "unmask",
+        }
+    }
+}
+
+fn answer_name(a: &pb::sec_agg_answer::Answer) -> &'static str {
+    use pb::sec_agg_answer::Answer as A;
+    match a {
+        A::Keys(_) => "keys",
+        A::Sharing(_) => "sharing",
+        A::MaskedValues(_) => "masked_values",
+        A::Unmask(_) => "unmask",
+    }
+}
+
+/// Checks a result header's answer against the stage. A masked answer comes back empty: its
+/// values follow the header.
+pub fn answer_from_wire(
+    expect: Option<Expect>,
+    answer: Option<&pb::SecAggAnswer>,
+) -> Result<Option<Answer>, AnswerError> {
+    use pb::sec_agg_answer::Answer as A;
+    let answer = answer.and_then(|a| a.answer.as_ref());
+    let (expect, answer) = match (expect, answer) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return Err(AnswerError::Unexpected),
+        (Some(e), None) => return Err(AnswerError::Missing { expected: e.name() }),
+        (Some(e), Some(a)) => (e, a),
+    };
+    Ok(Some(match (expect, answer) {
+        (Expect::Keys, A::Keys(peer)) => Answer::Keys(peer_from_wire(peer)?.1),
+        (Expect::Sharing { neighbours }, A::Sharing(s)) => Answer::Sharing(sharing_from_wire(s, neighbours)?),
+        (Expect::Masked { values, .. }, A::MaskedValues(n)) => {
+            if *n != values as u64 {
+                return Err(AnswerError::Length { got: *n, expected: values });
+            }
+            Answer::Masked(Vec::new())
+        }
+        (Expect::Unmask { neighbours }, A::Unmask(u)) => Answer::Unmask(unmask_from_wire(u, neighbours)?),
+        (e, a) => return Err(AnswerError::OtherKind { expected: e.name(), got: answer_name(a) }),
+    }))
+}
+
+/// A client's answer as the wire carries it (a masked vector's values go in slices).
+pub fn answer_to_wire(answer: &Answer) -> pb::SecAggAnswer {
+    use pb::sec_agg_answer::Answer as A;
+    let answer = match answer {
+        // The server knows who sent it: the peer id is the sender's own index.
+        Answer::Keys(keys) => A::Keys(peer_to_wire(0, keys)),
+        Answer::Sharing(s) => A::Sharing(sharing_to_wire(s)),
+        Answer::Masked(values) => A::MaskedValues(values.len() as u64),
+        Answer::Unmask(u) => A::Unmask(unmask_to_wire(u)),
+    };
+    pb::SecAggAnswer { answer: Some(answer) }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use strata_secagg::{CountOrFraction, SecAggClient, SecAggConfig, SecAggServer};
+    use strata_secagg::{CountOrFraction, Resolve, SecAggClient, SecAggConfig, SecAggServer};
 
     use super::*;
 

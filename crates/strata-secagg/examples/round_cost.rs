@@ -12,7 +12,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_secagg::encoding::{decode, encode, quantized_weight};
-use strata_secagg::{CountOrFraction, SecAggClient, SecAggConfig, SecAggServer};
+use strata_secagg::{CountOrFraction, Resolve, SecAggClient, SecAggConfig, SecAggServer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

@@ -53,7 +53,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::params::{CountOrFraction, SecAggConfig};
+    use crate::params::{CountOrFraction, Resolve, SecAggConfig};
 
     #[test]
     fn stochastic_rounding_is_unbiased_and_clipping_holds() {

@@ -42,7 +42,7 @@ pub use client::SecAggClient;
 pub use error::SecAggError;
 pub use keys::PublicKeys;
 pub use messages::{SealedShares, UnmaskReply, UnmaskRequest};
-pub use params::{CountOrFraction, RoundParams, SecAggConfig};
+pub use params::{CountOrFraction, Resolve, RoundParams, SecAggConfig};
 pub use server::{Dropouts, SecAggServer};
 
 #[cfg(test)]

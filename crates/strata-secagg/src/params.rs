@@ -7,107 +7,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SecAggError;
 
-/// A count, or a fraction of what it counts from (of the round's clients for `num_shares`,
-/// of the neighbourhood for `reconstruction_threshold`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum CountOrFraction {
-    Count(u32),
-    Fraction(f64),
-}
+pub use strata_core::secure_aggregation::{CountOrFraction, MAX_SHARES, SecAggConfig};
 
-/// `[secure_aggregation]`: SecAgg+ as configured by the operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SecAggConfig {
-    /// Neighbourhood size k, the client included: a count (odd, ≥ 3) or a fraction of the
-    /// round's clients. 1.0 is the complete graph (SecAgg without the plus).
-    pub num_shares: CountOrFraction,
-    /// Shares t needed to rebuild a secret: a count (≥ 2, < k) or a fraction of k. Up to
-    /// k − t neighbours of a client may drop out after it uploads.
-    pub reconstruction_threshold: CountOrFraction,
-    /// Each weighted value is clipped to [−c, c] before quantization.
-    pub clipping_range: f64,
-    /// Values map to integers 0..=Q.
-    pub quantization_range: u32,
-    /// All arithmetic is mod M, a power of two no larger than 2^32.
-    pub modulus_range: u64,
-    /// A client's weight is its sample count over this, at most 1.
-    pub max_weight: f64,
-}
-
-impl Default for SecAggConfig {
-    fn default() -> Self {
-        Self {
-            // Odd, so the ring graph is symmetric; 2 dropouts per neighbourhood are tolerated,
-            // and t > k/2 keeps two disjoint halves of a neighbourhood from both reaching t.
-            num_shares: CountOrFraction::Count(7),
-            reconstruction_threshold: CountOrFraction::Count(5),
-            clipping_range: 8.0,
-            quantization_range: 1 << 22,
-            modulus_range: 1 << 32,
-            max_weight: 1000.0,
-        }
-    }
-}
-
-impl SecAggConfig {
-    /// Checks what does not depend on the round's size.
-    pub fn validate(&self) -> Result<(), SecAggError> {
-        let bad = |what: String| Err(SecAggError::Config(what));
-        match self.num_shares {
-            CountOrFraction::Count(k) if k < 3 => {
-                return bad(format!("num_shares = {k}: a neighbourhood holds at least 3 clients (or give a fraction)"));
-            }
-            CountOrFraction::Count(k) if k.is_multiple_of(2) => {
-                return bad(format!("num_shares = {k} is even: the ring graph needs an odd neighbourhood"));
-            }
-            CountOrFraction::Count(k) if k > MAX_SHARES => {
-                return bad(format!("num_shares = {k}: at most {MAX_SHARES} (Shamir over GF(256))"));
-            }
-            CountOrFraction::Fraction(f) if !(f > 0.0 && f <= 1.0) => {
-                return bad(format!("num_shares = {f}: a fraction must be in (0, 1]"));
-            }
-            _ => {}
-        }
-        match (self.reconstruction_threshold, self.num_shares) {
-            (CountOrFraction::Count(t), _) if t < 2 => {
-                return bad(format!("reconstruction_threshold = {t}: at least 2 (or give a fraction)"));
-            }
-            (CountOrFraction::Count(t), CountOrFraction::Count(k)) if t >= k => {
-                return bad(format!(
-                    "reconstruction_threshold = {t} with num_shares = {k}: the threshold must be below k, \
-                     or no neighbour may ever drop out"
-                ));
-            }
-            (CountOrFraction::Fraction(f), _) if !(f > 0.0 && f <= 1.0) => {
-                return bad(format!("reconstruction_threshold = {f}: a fraction must be in (0, 1]"));
-            }
-            _ => {}
-        }
-        if !(self.clipping_range.is_finite() && self.clipping_range > 0.0) {
-            return bad(format!("clipping_range = {}: must be positive", self.clipping_range));
-        }
-        if !(self.max_weight.is_finite() && self.max_weight > 0.0) {
-            return bad(format!("max_weight = {}: must be positive", self.max_weight));
-        }
-        let m = self.modulus_range;
-        if !m.is_power_of_two() || !(4..=1 << 32).contains(&m) {
-            return bad(format!("modulus_range = {m}: must be a power of two from 4 to 2^32"));
-        }
-        if self.quantization_range == 0 || u64::from(self.quantization_range) >= m {
-            return bad(format!(
-                "quantization_range = {}: must be positive and below modulus_range ({m})",
-                self.quantization_range
-            ));
-        }
-        Ok(())
-    }
-
+/// The round's parameters for a config: k, t and the checks that need the round's size.
+pub trait Resolve {
     /// The round's k and t for `n` clients, and a check that the sum of `n` vectors cannot
-    /// wrap around the modulus.
-    pub fn resolve(&self, n: usize) -> Result<RoundParams, SecAggError> {
-        self.validate()?;
+    /// wrap around the modulus. Without a configured `max_weight`, the weight is relative to
+    /// [`DEFAULT_MAX_WEIGHT`] until [`RoundParams::weighing`] sets it from the round.
+    fn resolve(&self, n: usize) -> Result<RoundParams, SecAggError>;
+}
+
+/// The weight's denominator when neither the config nor the round sets one.
+pub const DEFAULT_MAX_WEIGHT: f64 = 1000.0;
+
+impl Resolve for SecAggConfig {
+    fn resolve(&self, n: usize) -> Result<RoundParams, SecAggError> {
+        self.validate().map_err(SecAggError::Config)?;
         if n < 2 {
             return Err(SecAggError::TooFewClients { n });
         }
@@ -152,13 +67,10 @@ impl SecAggConfig {
             clipping_range: self.clipping_range,
             quantization_range: self.quantization_range,
             modulus: self.modulus_range,
-            max_weight: self.max_weight,
+            max_weight: self.max_weight.unwrap_or(DEFAULT_MAX_WEIGHT),
         })
     }
 }
-
-/// At most this many shares of one secret: GF(256) has 255 non-zero points.
-pub const MAX_SHARES: u32 = 255;
 
 /// What every party of one round works with (the server sends it with the setup).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,6 +88,16 @@ pub struct RoundParams {
 }
 
 impl RoundParams {
+    /// Weights relative to the round's largest sample count, unless the config fixed
+    /// `max_weight`: every client then keeps its exact relative weight, where a fixed
+    /// denominator caps every client above it at weight 1.
+    pub fn weighing(mut self, config: &SecAggConfig, largest_samples: u64) -> Self {
+        if config.max_weight.is_none() {
+            self.max_weight = largest_samples.max(1) as f64;
+        }
+        self
+    }
+
     /// Reduces a wrapping u32 value mod M (M divides 2^32).
     pub fn reduce(&self, v: u32) -> u32 {
         (u64::from(v) & (self.modulus - 1)) as u32

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::encoding::{decode, encode, quantized_weight};
 use crate::messages::UnmaskRequest;
-use crate::params::{CountOrFraction, RoundParams, SecAggConfig};
+use crate::params::{CountOrFraction, Resolve, RoundParams, SecAggConfig};
 use crate::{SecAggClient, SecAggError, SecAggServer};
 
 /// What a client stops before sending: it answers every stage before that one.

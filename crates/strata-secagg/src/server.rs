@@ -60,6 +60,9 @@ pub struct SecAggServer {
     self_shares: BTreeMap<u32, Vec<(u32, Vec<u8>)>>,
     key_shares: BTreeMap<u32, Vec<(u32, Vec<u8>)>>,
     u4: BTreeSet<u32>,
+    /// The stage a close was last attempted into (what the dropouts can be counted up to,
+    /// even when the close failed).
+    closed: Stage,
 }
 
 impl std::fmt::Debug for SecAggServer {
@@ -109,6 +112,7 @@ impl SecAggServer {
             self_shares: BTreeMap::new(),
             key_shares: BTreeMap::new(),
             u4: BTreeSet::new(),
+            closed: Stage::Keys,
         })
     }
 
@@ -199,6 +203,7 @@ impl SecAggServer {
     /// keep t live neighbours.
     pub fn close_shares(&mut self) -> Result<(), SecAggError> {
         self.at(Stage::Shares, "share-keys")?;
+        self.closed = Stage::Vectors;
         self.u2 = self.commitments.keys().copied().collect();
         let u2 = self.u2.clone();
         self.mail.retain(|dst, _| u2.contains(dst));
@@ -252,6 +257,7 @@ impl SecAggServer {
     /// U3 to hold the shares that repair it.
     pub fn close_masked(&mut self) -> Result<(), SecAggError> {
         self.at(Stage::Vectors, "masking")?;
+        self.closed = Stage::Unmask;
         if self.u3.is_empty() {
             return Err(SecAggError::Refused("no client sent a masked vector".into()));
         }
@@ -351,13 +357,14 @@ impl SecAggServer {
 
     /// Who dropped out at which stage so far.
     pub fn dropouts(&self) -> Dropouts {
+        let reached = self.stage.max(self.closed);
         let u1: BTreeSet<u32> = self.keys.keys().copied().collect();
         let minus = |a: &BTreeSet<u32>, b: &BTreeSet<u32>| a.difference(b).copied().collect();
         Dropouts {
             setup: minus(&self.u0, &u1),
-            share_keys: if self.stage >= Stage::Vectors { minus(&u1, &self.u2) } else { Vec::new() },
-            masking: if self.stage >= Stage::Unmask { minus(&self.u2, &self.u3) } else { Vec::new() },
-            unmask: if self.stage >= Stage::Done { minus(&self.u3, &self.u4) } else { Vec::new() },
+            share_keys: if reached >= Stage::Vectors { minus(&u1, &self.u2) } else { Vec::new() },
+            masking: if reached >= Stage::Unmask { minus(&self.u2, &self.u3) } else { Vec::new() },
+            unmask: if reached >= Stage::Done { minus(&self.u3, &self.u4) } else { Vec::new() },
         }
     }
 

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_core::selection::Selector;
 use strata_core::tensor::{TensorSet, TensorSpec};
+use strata_proto::pb;
+use strata_proto::secagg::Expect;
 use strata_proto::stats::StatsExpectation;
 use tokio::time::Instant;
 
@@ -15,6 +17,10 @@ pub enum TaskKind {
     Finish,
     /// Per-class statistics of the classifier's input (CCVR).
     FeatureStats,
+    /// Secure aggregation's stages around a masked TRAIN task.
+    SecAggSetup,
+    SecAggShareKeys,
+    SecAggUnmask,
 }
 
 #[derive(Debug)]
@@ -41,14 +47,24 @@ pub struct Assignment {
     /// The L2 bound the client clips its update's change to (`[privacy]` placed on the
     /// client); the server checks the upload against it.
     pub clip_norm: Option<f64>,
+    /// Secure aggregation: what the task sends of the protocol, and the answer it expects
+    /// (on a TRAIN task, the masked vector instead of tensors).
+    pub secagg: Option<SecAggTask>,
     /// Bytes streamed to the client for this task, counted by the download handler.
     bytes_down: AtomicU64,
+}
+
+/// One client's part of a secure-aggregation stage.
+#[derive(Debug)]
+pub struct SecAggTask {
+    pub stage: pb::SecAggStage,
+    pub expect: Expect,
 }
 
 impl Assignment {
     /// Whether the task is answered by a result (not WAIT or FINISH).
     pub fn awaits_result(&self) -> bool {
-        matches!(self.kind, TaskKind::Train | TaskKind::Evaluate | TaskKind::FeatureStats)
+        !matches!(self.kind, TaskKind::Finish)
     }
 
     #[cfg(test)]
@@ -64,6 +80,9 @@ impl Assignment {
             TaskKind::Evaluate => "eval",
             TaskKind::Finish => "finish",
             TaskKind::FeatureStats => "stats",
+            TaskKind::SecAggSetup => "sa-setup",
+            TaskKind::SecAggShareKeys => "sa-keys",
+            TaskKind::SecAggUnmask => "sa-unmask",
         };
         let phase = if phase.is_empty() { String::new() } else { format!("{phase}-") };
         Self {
@@ -81,6 +100,7 @@ impl Assignment {
             evaluate_received: true,
             evaluate_trained: false,
             clip_norm: None,
+            secagg: None,
             bytes_down: AtomicU64::new(0),
         }
     }

@@ -32,6 +32,7 @@ mod output;
 mod privacy;
 mod registry;
 mod round;
+mod secure_round;
 mod service;
 mod state;
 pub mod strategy;

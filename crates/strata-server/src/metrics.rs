@@ -147,6 +147,7 @@ mod tests {
             privacy: None,
             budget_spent: false,
             dp_sgd_epsilon: None,
+            secure_aggregation: None,
         }
     }
 

@@ -158,18 +158,51 @@ impl RoundLoop {
                 assignment.evaluate_received = evaluates && moment.merged();
                 assignment.evaluate_trained = evaluates && moment.trained();
             }
-            tasks.insert(id, Arc::new(assignment));
+            tasks.insert(id, assignment);
         }
         let n_train = tasks.values().filter(|a| a.kind == TaskKind::Train).count();
         info!(round, training = n_train, evaluating = tasks.len() - n_train, "round started");
         let _ =
             self.events.send(ServerEvent::RoundStarted { round, training: n_train, evaluating: tasks.len() - n_train });
-        let mut reports = self.dispatch(round, &tasks, deadline).await;
+        let secure_config = self.config.secure_aggregation.clone().filter(|_| n_train > 0);
+        let (tasks, mut reports, mut secure) = match &secure_config {
+            Some(config) => {
+                let (tasks, reports, outcome) = self.secure_dispatch(round, tasks, deadline, config).await;
+                (tasks, reports, Some(outcome))
+            }
+            None => {
+                let tasks: HashMap<_, _> = tasks.into_iter().map(|(id, a)| (id, Arc::new(a))).collect();
+                let reports = self.dispatch(round, &tasks, deadline).await;
+                (tasks, reports, None)
+            }
+        };
 
         let rows = self.records(round, &tasks, &reports);
         let (mut defense, mut privacy) = (None, None);
         let aggregated = if evaluation_only {
             false
+        } else if let Some(outcome) = &mut secure {
+            let needed = self.config.results_needed(n_train) as u32;
+            if outcome.record.recovered && outcome.record.summed < needed {
+                let summed = outcome.record.summed;
+                warn!(round, summed, needed, "too few results in the secure sum: keeping the previous model");
+                outcome.mean = None;
+            }
+            match outcome.mean.take() {
+                Some((layout, mean)) => {
+                    match off_the_runtime(|| self.strategy.apply_mean_change(round, &layout, &mean)) {
+                        Aggregated::Updated { .. } => true,
+                        Aggregated::Skipped { reason } => {
+                            warn!(round, %reason, "aggregation skipped");
+                            false
+                        }
+                    }
+                }
+                None => {
+                    self.strategy.abandon(round);
+                    false
+                }
+            }
         } else {
             // What the strategy did not absorb on arrival (FedCAC keeps every client's model).
             let updates: Vec<_> = reports.values_mut().filter_map(|r| r.update.take()).collect();
@@ -204,6 +237,7 @@ impl RoundLoop {
             defense,
             privacy,
             budget_spent,
+            secure_aggregation: secure.map(|s| s.record),
             ..RoundRecord::from_clients(round, n_train as u32, aggregated, started.elapsed().as_secs_f64(), &rows)
         };
         if let Err(e) = self.output.append(&rows, &record) {

@@ -10,6 +10,7 @@ use prost::Message;
 use strata_methods::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::receive::{Expected, ResultReceiver};
+use strata_proto::secagg::Answer;
 use strata_proto::text::shown;
 use strata_proto::{TensorSlices, pb, reason, scalar, tensor_specs};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
@@ -43,6 +44,8 @@ pub struct Report {
     pub metrics: HashMap<String, f64>,
     /// Encoded size of every message of the upload.
     pub bytes_up: u64,
+    /// A secure-aggregation stage's answer (checked for sizes and bounds, not yet by the protocol).
+    pub secagg: Option<Answer>,
 }
 
 pub struct FederationService {
@@ -143,13 +146,16 @@ impl FederationService {
         mut bytes_up: u64,
     ) -> Result<Report, Status> {
         let info = self.registry.info(&client).ok_or_else(|| Status::permission_denied("client left the registry"))?;
+        // A masked update carries its vector, not the tensors it was made of.
+        let upload: &[_] = if task.secagg.is_some() { &[] } else { &task.expected_upload };
         let expected = Expected {
-            upload: &task.expected_upload,
+            upload,
             training: task.kind == TaskKind::Train,
             train_samples: self.registry.capabilities(&client).map(|c| c.train_samples),
             test_samples: self.registry.capabilities(&client).map(|c| c.test_samples),
             mask_bits: task.mask_bits,
             feature_stats: task.feature_stats,
+            secagg: task.secagg.as_ref().map(|s| s.expect),
             limits: self.limits,
         };
         let mut receiver = ResultReceiver::new(&header, expected)?;
@@ -161,6 +167,8 @@ impl FederationService {
         }
         let received = receiver.finish()?;
         let update = match task.kind {
+            // A masked update is summed, never seen: its vector is the answer.
+            TaskKind::Train if task.secagg.is_some() => None,
             TaskKind::Train => {
                 let update = validate::update(
                     info,
@@ -176,11 +184,13 @@ impl FederationService {
             }
             _ => None,
         };
+        let masked = matches!(received.secagg, Some(Answer::Masked(_)));
         Ok(Report {
             client: info,
             round: header.round,
             task_id: header.task_id,
-            trained: update.is_some(),
+            trained: update.is_some() || masked,
+            secagg: received.secagg,
             upload_permit,
             update,
             stats: received.stats,
@@ -412,6 +422,9 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         TaskKind::Evaluate => pb::TaskKind::Evaluate,
         TaskKind::Finish => pb::TaskKind::Finish,
         TaskKind::FeatureStats => pb::TaskKind::FeatureStats,
+        TaskKind::SecAggSetup => pb::TaskKind::SecaggSetup,
+        TaskKind::SecAggShareKeys => pb::TaskKind::SecaggShareKeys,
+        TaskKind::SecAggUnmask => pb::TaskKind::SecaggUnmask,
     };
     let parameters = a
         .parameters
@@ -430,6 +443,7 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         evaluate_received: a.evaluate_received,
         evaluate_trained: a.evaluate_trained,
         clip_norm: a.clip_norm.unwrap_or(0.0),
+        secagg: a.secagg.as_ref().map(|s| s.stage.clone()),
     }
 }
 

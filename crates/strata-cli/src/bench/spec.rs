@@ -113,7 +113,7 @@ struct Variant<'a> {
     options: Vec<&'a str>,
 }
 
-const OPTIONS: &[&str] = &["ccvr", "fn", "fn-unit", "ln"];
+const OPTIONS: &[&str] = &["ccvr", "fn", "fn-unit", "ln", "secagg"];
 
 impl<'a> Variant<'a> {
     fn parse(label: &'a str) -> anyhow::Result<Self> {
@@ -135,23 +135,29 @@ impl<'a> Variant<'a> {
 
     /// Writes the options into a cell's config table.
     fn apply(&self, table: &mut toml::Table) {
-        let mut set = |section: &str, key: &str, value: toml::Value| {
-            let entry = table.entry(section.to_string()).or_insert_with(|| toml::Table::new().into());
-            if let Some(t) = entry.as_table_mut() {
+        fn section<'t>(table: &'t mut toml::Table, name: &str) -> Option<&'t mut toml::Table> {
+            table.entry(name.to_string()).or_insert_with(|| toml::Table::new().into()).as_table_mut()
+        }
+        fn set(table: &mut toml::Table, name: &str, key: &str, value: toml::Value) {
+            if let Some(t) = section(table, name) {
                 t.insert(key.into(), value);
             }
-        };
+        }
         for option in &self.options {
-            if let Some((section, key, value)) = privacy_option(option) {
-                set(section, key, value);
+            if let Some((name, key, value)) = privacy_option(option) {
+                set(table, name, key, value);
                 continue;
             }
             match *option {
-                "ccvr" => set("calibration", "method", "ccvr".into()),
-                "fn" => set("model", "feature_norm", "sqrt-d".into()),
-                "fn-unit" => set("model", "feature_norm", "unit".into()),
-                "ln" => set("model", "feature_norm", "layer-norm".into()),
-                rule => set("defense", "rule", rule.into()),
+                "ccvr" => set(table, "calibration", "method", "ccvr".into()),
+                "fn" => set(table, "model", "feature_norm", "sqrt-d".into()),
+                "fn-unit" => set(table, "model", "feature_norm", "unit".into()),
+                "ln" => set(table, "model", "feature_norm", "layer-norm".into()),
+                // `[secure_aggregation]` with its defaults (settings may hold its keys).
+                "secagg" => {
+                    let _ = section(table, "secure_aggregation");
+                }
+                rule => set(table, "defense", "rule", rule.into()),
             }
         }
     }
@@ -437,6 +443,11 @@ fedbn = "cnn-bn"
         );
         let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp-1000.toml"), "fmnist-dp-1000").unwrap();
         assert_eq!(dp.cells().len(), 4 * 3);
+        let secagg = BenchSpec::parse(include_str!("../../../../bench/fmnist-secagg.toml"), "fmnist-secagg").unwrap();
+        assert_eq!(secagg.cells().len(), 4 * 3);
+        let cell = secagg.cells().into_iter().find(|c| c.method == "fedper+secagg").unwrap();
+        let c = secagg.config(&cell).unwrap();
+        assert_eq!((c.method, c.secure_aggregation), (Method::FedPer, Some(Default::default())));
         let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp-sgd.toml"), "fmnist-dp-sgd").unwrap();
         let c = dp.config(&dp.cells()[0]).unwrap();
         assert_eq!((c.dp_sgd.noise_multiplier, c.method), (Some(1.0), strata_core::method::Method::FedPer));

@@ -65,6 +65,16 @@ pub struct RunArgs {
     /// Where updates are clipped: server, or client (the server never sees an unclipped update).
     #[arg(long)]
     pub dp_placement: Option<strata_core::privacy::ClipPlacement>,
+    /// Secure aggregation (SecAgg+): the server learns each round's sum of the shared tensors'
+    /// changes, never one client's. Settings under [secure_aggregation] in a config file.
+    #[arg(long)]
+    pub secure_aggregation: bool,
+    /// SecAgg+'s neighbourhood size k (odd, at least 3) or a fraction of the round's clients.
+    #[arg(long)]
+    pub secagg_num_shares: Option<strata_core::secure_aggregation::CountOrFraction>,
+    /// Shares that rebuild a secret: a count below k, or a fraction of k.
+    #[arg(long)]
+    pub secagg_threshold: Option<strata_core::secure_aggregation::CountOrFraction>,
     /// Who evaluates: cohort (the clients that train), all, or a fraction such as 0.1.
     #[arg(long)]
     pub eval_clients: Option<EvalClients>,
@@ -156,6 +166,15 @@ impl RunArgs {
             self.dp_target_quantile.or(p.target_quantile),
         );
         set!(dp_delta => c.privacy.delta, dp_clip => c.privacy.clipping_norm, dp_placement => c.privacy.placement);
+        if self.secure_aggregation || self.secagg_num_shares.is_some() || self.secagg_threshold.is_some() {
+            let secagg = c.secure_aggregation.get_or_insert_with(Default::default);
+            if let Some(k) = self.secagg_num_shares {
+                secagg.num_shares = k;
+            }
+            if let Some(t) = self.secagg_threshold {
+                secagg.reconstruction_threshold = t;
+            }
+        }
         if let Some(secs) = self.start_deadline {
             c.liveness.start_deadline_secs = Some(secs);
         }

@@ -28,6 +28,7 @@ use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::aggregate::RunningMean;
 use strata_methods::robust::{self, Contribution};
+use strata_secagg::layout::Layout;
 use tracing::warn;
 
 use super::private_mean::{PrivateMean, PrivateSettings};
@@ -192,6 +193,23 @@ impl Strategy for AverageShared {
                 Aggregated::Updated { defense: None, privacy: None }
             }
             None => Aggregated::Skipped { reason: "no update with training samples".into() },
+        }
+    }
+
+    fn apply_mean_change(&mut self, round: u64, layout: &Layout, mean: &[f32]) -> Aggregated {
+        self.abandon(round);
+        if self.privacy.is_some() || self.defense.keeps_updates() {
+            return Aggregated::Skipped { reason: "privacy and robust rules need the updates themselves".into() };
+        }
+        if let Some(i) = mean.iter().position(|v| !v.is_finite()) {
+            return Aggregated::Skipped { reason: format!("the unmasked mean is not finite at value {i}") };
+        }
+        match layout.apply(&self.global, mean) {
+            Ok(next) => {
+                self.global = Arc::new(next);
+                Aggregated::Updated { defense: None, privacy: None }
+            }
+            Err(e) => Aggregated::Skipped { reason: e.to_string() },
         }
     }
 

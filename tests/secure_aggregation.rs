@@ -1,0 +1,144 @@
+//! Secure aggregation end to end: real client daemons (and a population) on loopback, the
+//! server running SecAgg+'s four stages around each training round and moving the global model
+//! by the unmasked mean, as `rounds.jsonl` and the saved model show. A scripted client that
+//! takes part in the protocol and then vanishes shows dropouts repaired.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use strata_core::config::RunConfig;
+use strata_core::method::Method;
+use strata_core::records::RoundRecord;
+use strata_core::secure_aggregation::{CountOrFraction, SecAggConfig, SecAggRecord};
+use strata_core::tensor::TensorSet;
+use strata_proto::pb;
+use strata_proto::secagg::{Answer, answer_to_wire, neighbours_from_wire, params_from_wire};
+use strata_secagg::SecAggClient;
+use strata_tests::{RawClient, client_options, read_jsonl, start_server, synthetic_config};
+
+/// `config` with four daemons at indices 0-3 and, at index 4, a scripted client that answers
+/// setup and share-keys (when `secagg`) and then never trains. Returns the final global model.
+async fn run_with_a_quitter(config: RunConfig, out: &Path) -> TensorSet {
+    let secagg = config.secure_aggregation.is_some();
+    let server = start_server(config, out).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let daemons: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(strata_client::run(client_options(&server.url, i, &cache), std::future::pending())))
+        .collect();
+    let mut quitter = RawClient::join(&server.url, 4).await;
+    if secagg {
+        let setup = quitter.wait_for(pb::TaskKind::SecaggSetup).await;
+        let stage = setup.secagg.clone().expect("a setup task carries its stage");
+        let params = params_from_wire(stage.params.as_ref()).expect("parameters");
+        let (mut client, keys) = SecAggClient::setup(4, &stage.context, params.clone()).expect("setup");
+        let answer = pb::ResultHeader { secagg: Some(answer_to_wire(&Answer::Keys(keys))), ..quitter.header(&setup) };
+        quitter.push(vec![header_part(answer)]).await.expect("keys accepted");
+        let share = quitter.wait_for(pb::TaskKind::SecaggShareKeys).await;
+        let stage = share.secagg.clone().expect("stage");
+        let neighbours = neighbours_from_wire(&stage.neighbours, params.neighbours).expect("neighbours");
+        let sharing = Answer::Sharing(client.share_keys(neighbours).expect("shares"));
+        let answer = pb::ResultHeader { secagg: Some(answer_to_wire(&sharing)), ..quitter.header(&share) };
+        quitter.push(vec![header_part(answer)]).await.expect("shares accepted");
+    }
+    // Polls on without answering its training task (answering evaluations), until the end.
+    quitter.wait_for(pb::TaskKind::Finish).await;
+    server.handle.await.expect("server task").expect("the run completes");
+    for d in daemons {
+        d.await.expect("client task").expect("clients end cleanly");
+    }
+    strata_core::safetensors::read(&out.join("model.safetensors")).expect("the final model").0
+}
+
+fn header_part(header: pb::ResultHeader) -> pb::ResultPart {
+    pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) }
+}
+
+fn max_difference(a: &TensorSet, b: &TensorSet) -> f64 {
+    assert_eq!(a.specs(), b.specs());
+    a.tensors()
+        .iter()
+        .zip(b.tensors())
+        .flat_map(|(x, y)| x.values().iter().zip(y.values()).map(|(p, q)| f64::from((p - q).abs())))
+        .fold(0.0, f64::max)
+}
+
+/// The summed model is plain FedAvg's within the quantization error, with a client that
+/// dropped out after sharing its keys: its pairwise masks are rebuilt from its neighbours'
+/// shares and removed, and the record says who dropped where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_unmasked_sum_is_fedavgs_within_the_quantization_error_despite_a_dropout() {
+    let config = RunConfig { min_results: Some(4), ..synthetic_config(5, 1) };
+    let plain_dir = tempfile::tempdir().expect("tempdir");
+    let plain = run_with_a_quitter(config.clone(), plain_dir.path()).await;
+
+    let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(3), ..SecAggConfig::default() };
+    let secure_dir = tempfile::tempdir().expect("tempdir");
+    let secure =
+        run_with_a_quitter(RunConfig { secure_aggregation: Some(secagg.clone()), ..config }, secure_dir.path()).await;
+
+    let rounds: Vec<RoundRecord> = read_jsonl(&secure_dir.path().join("rounds.jsonl"));
+    let record: &SecAggRecord = rounds[0].secure_aggregation.as_ref().expect("round 0 records the protocol");
+    assert!(record.recovered && rounds[0].aggregated, "{record:?}");
+    assert_eq!((record.clients, record.neighbours, record.threshold, record.summed), (5, 5, 3, 4));
+    assert_eq!(record.dropped_masking, [4], "{record:?}");
+    assert!(
+        record.dropped_setup.is_empty() && record.dropped_share_keys.is_empty() && record.dropped_unmask.is_empty()
+    );
+    assert!(record.protocol_bytes > 0 && record.protocol_seconds > 0.0);
+    assert!(rounds[1].secure_aggregation.is_none(), "the evaluation round runs no protocol");
+
+    // Each of the 4 clients rounds each weighted value to one of Q levels over [−c, c]: at most
+    // 2c/Q off; the sum of 4 over the total weight (all clients hold 225 samples: Σw = 4).
+    // Weights are exact (w = 1 is Q levels exactly); f32 adds a rounding of the values (≤ 1).
+    let q = f64::from(secagg.quantization_range);
+    let bound = 4.0 * 2.0 * secagg.clipping_range / q / 4.0 + 2.0 * f64::from(f32::EPSILON);
+    let difference = max_difference(&plain, &secure);
+    assert!(difference <= bound, "secure aggregation moved the model {difference} from FedAvg's (bound {bound})");
+    assert!(difference > 0.0, "quantization leaves some trace: an identical model would mean no masking ran");
+}
+
+/// FedPer through a population of virtual clients: only the body is masked and summed; every
+/// round recovers its sum and the personalized accuracy is FedPer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fedper_in_a_population_sums_the_body_only() {
+    let mut config = synthetic_config(8, 2);
+    config.method = Method::FedPer;
+    config.fraction = 0.75;
+    config.secure_aggregation = Some(SecAggConfig::default());
+    let out = tempfile::tempdir().expect("tempdir");
+    let server = start_server(config.clone(), out.path()).await;
+    let mut options = strata_client::PopulationOptions::new(server.url.clone(), config.clients);
+    options.device = "cpu".into();
+    let population = tokio::spawn(strata_client::run_population(options, std::future::pending()));
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    let population = population.await.expect("population task").expect("population ends cleanly");
+    assert_eq!(population.tasks_failed, 0, "{:?}", population.failures);
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    for r in rounds.iter().filter(|r| r.round < 2) {
+        let s = r.secure_aggregation.as_ref().expect("a training round records the protocol");
+        assert!(s.recovered && r.aggregated && s.summed == 6, "{s:?}");
+        assert_eq!((s.clients, s.neighbours, s.threshold), (6, 6, 5), "k = n when num_shares ≥ n");
+    }
+    let accuracy = outcome.summary.final_eval.personalized_accuracy.expect("measured");
+    assert!(accuracy > 0.5, "FedPer's personalized accuracy after 2 rounds: {accuracy}");
+}
+
+/// With a threshold no dropout can meet (t = n), a client that vanishes after sharing its keys
+/// leaves its neighbours' masks beyond repair: the round fails safely, keeping the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_dropouts_than_the_threshold_allows_keep_the_previous_model() {
+    let mut config = RunConfig { min_results: Some(4), ..synthetic_config(5, 1) };
+    let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(5), ..SecAggConfig::default() };
+    config.secure_aggregation = Some(secagg);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let after = run_with_a_quitter(config, dir.path()).await;
+    let rounds: Vec<RoundRecord> = read_jsonl(&dir.path().join("rounds.jsonl"));
+    let record = rounds[0].secure_aggregation.as_ref().expect("recorded");
+    assert!(!record.recovered && !rounds[0].aggregated, "{record:?}");
+    assert_eq!(record.dropped_masking, [4]);
+    let failure = record.failure.as_deref().unwrap_or_default();
+    assert!(failure.contains("below the threshold 5"), "{failure}");
+    // Nothing moved: the final model is the initial one every client started from.
+    let initial = strata_tests::torch_backend().initial_model(&synthetic_config(5, 1)).expect("initial model");
+    assert_eq!(max_difference(&initial, &after), 0.0);
+}
