@@ -3,14 +3,28 @@
 
     python run.py --split bench/fmnist-dir0.1-20clients-pfllib.json --rounds 5 \\
         --rounds-out w1-flower.jsonl [--fraction-train 1.0] [--fraction-evaluate 1.0] \\
-        [--actors 2] [--summary-out FILE.json]
+        [--actors 2] [--summary-out FILE.json] [--secagg | --legacy-workflow]
 
 One virtual SuperNode per client of the split file (node i holds client i). `--actors` Ray
 actors of one CPU each run the ClientApps; Ray is started with exactly that many CPUs.
 Needs the virtualenv scripts/bench-flower.sh installs (flwr[simulation]==1.42.0, torch).
+
+Three modes, the same FedAvg round in each:
+  (default)          flwr.serverapp.strategy.FedAvg, the message API (server_app.py,
+                     client_app.py); what scripts/bench-flower.sh runs.
+  --secagg           SecAgg+: flwr.server.workflow.DefaultWorkflow with SecAggPlusWorkflow over
+                     the legacy flwr.server.strategy.FedAvg, and secaggplus_mod on the
+                     ClientApp (strata_flower/legacy_app.py). Flower 1.42 has SecAgg+ only
+                     on this legacy path. Its parameters: --num-shares,
+                     --reconstruction-threshold, --clipping-range, --quantization-range,
+                     --modulus-range, --max-weight.
+  --legacy-workflow  the same legacy path without SecAgg+ (Flower's default fit workflow): the
+                     matched baseline, so that secagg minus legacy-workflow is what SecAgg+
+                     adds and nothing else.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -36,6 +50,23 @@ def main() -> int:
     ap.add_argument("--local-epochs", type=int, default=1)
     ap.add_argument("--eval-batch", type=int, default=100)
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--secagg", action="store_true",
+                      help="FedAvg under Flower's SecAgg+ (legacy DefaultWorkflow + SecAggPlusWorkflow)")
+    mode.add_argument("--legacy-workflow", action="store_true",
+                      help="FedAvg on the same legacy path without SecAgg+ (the baseline for --secagg)")
+    sa = ap.add_argument_group("SecAgg+ (with --secagg; SecAggPlusWorkflow's parameters)")
+    sa.add_argument("--num-shares", type=_count_or_fraction, default=7,
+                    help="neighbourhood size k, the client included; a float is a fraction of the round's clients (7)")
+    sa.add_argument("--reconstruction-threshold", type=_count_or_fraction, default=5,
+                    help="shares needed to rebuild a secret; a float is a fraction of k (5)")
+    sa.add_argument("--clipping-range", type=float, default=8.0, help="weighted values clipped to [-c, c] (8.0)")
+    sa.add_argument("--quantization-range", type=int, default=1 << 22, help="values quantized to 0..Q-1 (4194304 = 2^22)")
+    sa.add_argument("--modulus-range", type=int, default=1 << 32, help="mask ring size, a power of 2 (4294967296 = 2^32)")
+    sa.add_argument("--max-weight", type=float, default=1000.0,
+                    help="a client's weight is its training samples / max-weight (Flower's default 1000)")
+    sa.add_argument("--secagg-timeout", type=float, default=None,
+                    help="seconds to wait for each stage's replies (default: wait for all)")
     args = ap.parse_args()
 
     # The benchmark runs offline: no usage reports from Flower or Ray (each would try the network).
@@ -48,9 +79,31 @@ def main() -> int:
     import torch
     from flwr.simulation import run_simulation
 
-    from strata_flower.client_app import app as client_app
     from strata_flower.task import REPO_ROOT
-    from strata_flower.server_app import Settings, make_server_app, settings_dict
+    from strata_flower.server_app import Settings, settings_dict
+
+    if args.secagg or args.legacy_workflow:
+        from strata_flower import legacy_app
+
+        secagg = None
+        if args.secagg:
+            secagg = legacy_app.SecAggSettings(
+                num_shares=args.num_shares,
+                reconstruction_threshold=args.reconstruction_threshold,
+                clipping_range=args.clipping_range,
+                quantization_range=args.quantization_range,
+                modulus_range=args.modulus_range,
+                max_weight=args.max_weight,
+                timeout=args.secagg_timeout,
+            )
+        client_app = legacy_app.secagg_client_app if args.secagg else legacy_app.plain_client_app
+
+        def make_server_app(settings, t_start):
+            return legacy_app.make_server_app(settings, t_start, secagg)
+    else:
+        secagg = None
+        from strata_flower.client_app import app as client_app
+        from strata_flower.server_app import make_server_app
 
     with open(args.split) as f:
         num_clients = len(json.load(f)["clients"])
@@ -87,6 +140,8 @@ def main() -> int:
     if args.summary_out:
         summary = {
             "settings": settings_dict(settings),
+            "mode": "secagg" if args.secagg else "legacy-workflow" if args.legacy_workflow else "message-api",
+            "secagg": None if secagg is None else dataclasses.asdict(secagg),
             "actors": args.actors,
             "backend_config": backend_config,
             "versions": {"flwr": flwr.__version__, "ray": ray.__version__, "torch": torch.__version__,
@@ -101,7 +156,17 @@ def main() -> int:
     if len(rows) != args.rounds:
         print(f"run.py: {len(rows)} of {args.rounds} rounds recorded in {settings.rounds_out}", file=sys.stderr)
         return 1
+    halted = [r["round"] for r in rows if "secagg" in r and not r["secagg"].get("completed")]
+    if halted:
+        # SecAggPlusWorkflow logs "Secure aggregation halted." and leaves the model as it was.
+        print(f"run.py: SecAgg+ did not complete in round(s) {halted} ({settings.rounds_out})", file=sys.stderr)
+        return 1
     return 0
+
+
+def _count_or_fraction(text: str) -> int | float:
+    """Flower's int-or-float parameters: "7" is a count, "0.5" a fraction."""
+    return float(text) if any(c in text for c in ".eE") else int(text)
 
 
 if __name__ == "__main__":
