@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use strata_core::config::RunConfig;
 use strata_core::method::Method;
-use strata_core::records::RoundRecord;
+use strata_core::records::{ClientRoundRecord, RoundRecord};
 use strata_core::secure_aggregation::{CountOrFraction, SecAggConfig, SecAggRecord};
 use strata_core::tensor::TensorSet;
 use strata_proto::pb;
@@ -86,6 +86,10 @@ async fn the_unmasked_sum_is_fedavgs_within_the_quantization_error_despite_a_dro
     );
     assert!(record.protocol_bytes > 0 && record.protocol_seconds > 0.0);
     assert!(rounds[1].secure_aggregation.is_none(), "the evaluation round runs no protocol");
+    let rows: Vec<ClientRoundRecord> = read_jsonl(&secure_dir.path().join("metrics.jsonl"));
+    let masked: Vec<_> = rows.iter().filter(|r| r.round == 0 && r.trained).collect();
+    assert_eq!(masked.len(), 4);
+    assert!(masked.iter().all(|r| r.secagg_seconds.is_some_and(|s| s > 0.0)), "each reports its masking time");
 
     // Each of the 4 clients rounds each weighted value to one of Q levels over [−c, c]: at most
     // 2c/Q off; the sum of 4 over the total weight (all clients hold 225 samples: Σw = 4).

@@ -510,7 +510,8 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     drop(_working);
     match reference {
         Some(reference) => {
-            let masked = shared.with_secure(index, |secure| mask_output(secure, &task, &reference, &output))?;
+            let mut output = output;
+            let masked = shared.with_secure(index, |secure| mask_output(secure, &task, &reference, &mut output))?;
             upload_masked(&mut rpc, task, &caller, output, masked).await
         }
         None => upload_output(&mut rpc, task, &caller, output).await,

@@ -179,11 +179,11 @@ impl Joined<'_> {
         // A masked update is the change from what was received: keep it to subtract.
         let reference = (training && task.secagg.is_some()).then(|| received.clone());
         let job = job_for(&task, &self.config, self.index, received, training)?;
-        let output = self.on_worker("training", move |state| state.run(job)).await?;
+        let mut output = self.on_worker("training", move |state| state.run(job)).await?;
         let trained = output.trained;
         match reference {
             Some(reference) => {
-                let masked = mask_output(&mut self.secure, &task, &reference, &output)?;
+                let masked = mask_output(&mut self.secure, &task, &reference, &mut output)?;
                 upload_masked(&mut self.rpc, task, &self.caller, output, masked).await?;
             }
             None => upload_output(&mut self.rpc, task, &self.caller, output).await?,
@@ -309,15 +309,19 @@ pub(crate) async fn upload_output(
     Ok(())
 }
 
-/// A training result's masked vector (secure aggregation).
+/// A training result's masked vector (secure aggregation); the seconds it took go into the
+/// result's metrics.
 pub(crate) fn mask_output(
     secure: &mut SecureRounds,
     task: &pb::Task,
     reference: &TensorSet,
-    output: &JobOutput,
+    output: &mut JobOutput,
 ) -> Result<Vec<u32>, ClientError> {
+    let started = std::time::Instant::now();
     let trained = output.upload.as_ref().ok_or(crate::secure::SecureError::NoUpload)?;
-    Ok(secure.mask(task, reference, trained, output.num_samples)?)
+    let masked = secure.mask(task, reference, trained, output.num_samples)?;
+    output.metrics.push((strata_core::records::metric::SECAGG_SECONDS, started.elapsed().as_secs_f64()));
+    Ok(masked)
 }
 
 /// Sends a training result under secure aggregation: its metrics and its masked vector.

@@ -22,6 +22,8 @@ pub mod metric {
     /// A client training with DP-SGD (`[dp_sgd]`): the ε its own accountant gives for its
     /// training data so far, at `dp_sgd.delta`.
     pub const DP_SGD_EPSILON: &str = "dp_sgd_epsilon";
+    /// A client under secure aggregation: seconds it spent encoding and masking its update.
+    pub const SECAGG_SECONDS: &str = "secagg_seconds";
 }
 
 /// What one client reported for one round.
@@ -58,6 +60,9 @@ pub struct ClientRoundRecord {
     /// so far, as it reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp_sgd_epsilon: Option<f64>,
+    /// Under secure aggregation: seconds the client spent encoding and masking its update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secagg_seconds: Option<f64>,
 }
 
 /// What the server saw of one round.
@@ -222,6 +227,7 @@ mod tests {
             train_seconds: 1.0,
             device: None,
             dp_sgd_epsilon: None,
+            secagg_seconds: None,
         }
     }
 

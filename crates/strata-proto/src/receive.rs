@@ -302,7 +302,7 @@ pub fn metrics(metrics: &[pb::Metric], expected: &Expected<'_>) -> Result<(), Re
             metric::ACCURACY | metric::ACCURACY_TRAINED | metric::GLOBAL_ACCURACY if !(0.0..=1.0).contains(&v) => {
                 return refuse("an accuracy is in [0, 1]".into());
             }
-            metric::TRAIN_LOSS | metric::TRAIN_SECONDS | metric::DP_SGD_EPSILON if v < 0.0 => {
+            metric::TRAIN_LOSS | metric::TRAIN_SECONDS | metric::DP_SGD_EPSILON | metric::SECAGG_SECONDS if v < 0.0 => {
                 return refuse("it cannot be negative".into());
             }
             metric::DP_UNCLIPPED if v != 0.0 && v != 1.0 => return refuse("it is a bit: 0 or 1".into()),

@@ -56,6 +56,7 @@ pub(crate) fn client(
         train_seconds: if trained { 1.0 } else { 0.0 },
         device: None,
         dp_sgd_epsilon: None,
+        secagg_seconds: None,
     }
 }
 

@@ -485,6 +485,7 @@ impl RoundLoop {
                     train_seconds: m(metric::TRAIN_SECONDS).unwrap_or(0.0),
                     device: self.registry.capabilities(id).map(|c| c.device).filter(|d| !d.is_empty()),
                     dp_sgd_epsilon: m(metric::DP_SGD_EPSILON).filter(|_| trained),
+                    secagg_seconds: m(metric::SECAGG_SECONDS).filter(|_| trained),
                 }
             })
             .collect();
