@@ -4,6 +4,7 @@
 //! sample count, quantized and masked. One protocol run at a time; a setup for another round
 //! starts a new one (what an interrupted round leaves behind is dropped).
 
+use rand::SeedableRng;
 use strata_core::tensor::TensorSet;
 use strata_proto::pb;
 use strata_proto::secagg::{
@@ -88,7 +89,10 @@ impl SecureRounds {
         let layout = Layout::of(&trained.specs());
         let changes = layout.changes(received, trained)?;
         let weight = quantized_weight(&current.params, samples);
-        let encoded = encode(&current.params, &changes, weight, &mut rand::rng());
+        // Stochastic rounding needs unbiased coins, not secret ones (the masks hide them):
+        // ChaCha8, seeded from the thread's generator, is the fastest such.
+        let mut coins = rand_chacha::ChaCha8Rng::from_rng(&mut rand::rng());
+        let encoded = encode(&current.params, &changes, weight, &mut coins);
         Ok(current.client.mask(&shares, &encoded)?)
     }
 
