@@ -21,14 +21,20 @@ pub fn encode(params: &RoundParams, values: &[f32], weight: u32, rng: &mut impl 
     let w = f64::from(weight) / q;
     let mut out = Vec::with_capacity(values.len() + 1);
     out.push(weight);
-    out.extend(values.iter().map(|&v| {
-        let x = (w * f64::from(v)).clamp(-c, c);
-        let u = (x + c) * q / (2.0 * c);
-        let (floor, frac) = (u.floor(), u - u.floor());
-        // Up with probability frac: E[z] = u.
-        let z = if rng.random::<f64>() < frac { floor + 1.0 } else { floor };
-        z.clamp(0.0, q) as u32
-    }));
+    // The coins a block at a time: one u32 each, up when below frac · 2^32 (E[z] = u to
+    // within 2^-32), so that the loop vectorizes.
+    let mut coins = [0u32; 4096];
+    for chunk in values.chunks(coins.len()) {
+        let coins = &mut coins[..chunk.len()];
+        rng.fill(coins);
+        out.extend(chunk.iter().zip(coins.iter()).map(|(&v, &coin)| {
+            let x = (w * f64::from(v)).clamp(-c, c);
+            let u = (x + c) * q / (2.0 * c);
+            let floor = u.floor();
+            let up = f64::from(coin) < (u - floor) * 4_294_967_296.0;
+            (floor + f64::from(u8::from(up))).clamp(0.0, q) as u32
+        }));
+    }
     out
 }
 
