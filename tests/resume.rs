@@ -30,6 +30,17 @@ async fn killed_after_round_one_and_resumed(
     out: &std::path::Path,
     grace: Duration,
 ) -> strata_server::RunOutcome {
+    let round_one = |e: &ServerEvent| matches!(e, ServerEvent::RoundFinished(r) if r.round == 1);
+    killed_and_resumed(config, out, round_one, grace).await
+}
+
+/// As above, killing the server `grace` after the first event `kill_at` picks.
+async fn killed_and_resumed(
+    config: strata_core::config::RunConfig,
+    out: &std::path::Path,
+    kill_at: impl Fn(&ServerEvent) -> bool,
+    grace: Duration,
+) -> strata_server::RunOutcome {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (events, mut rx) = tokio::sync::broadcast::channel(4096);
@@ -40,12 +51,7 @@ async fn killed_after_round_one_and_resumed(
     let cache = Arc::new(strata_client::DataCache::default());
     let url = format!("http://{addr}");
     let clients: Vec<_> = (0..3).map(|i| spawn_client(&url, i, &cache)).collect();
-    loop {
-        match rx.recv().await.expect("events") {
-            ServerEvent::RoundFinished(r) if r.round == 1 => break,
-            _ => {}
-        }
-    }
+    while !kill_at(&rx.recv().await.expect("events")) {}
     tokio::time::sleep(grace).await;
     first.abort();
     assert!(first.await.expect_err("aborted").is_cancelled());
@@ -112,5 +118,27 @@ async fn a_resumed_private_run_keeps_its_epsilon_and_its_bound() {
     }
     for pair in released.windows(2) {
         assert_eq!(Some(pair[1].1.clipping_norm), pair[0].1.next_clipping_norm, "the bound carries over");
+    }
+}
+
+/// Under secure aggregation, a server killed as the next round's protocol starts redoes that
+/// round from its setup: every round is recorded once, each with its sum recovered from every
+/// client, and the clients drop what they held of the interrupted protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_interrupted_in_the_middle_of_secure_aggregation_is_redone() {
+    use strata_core::secure_aggregation::{CountOrFraction, SecAggConfig};
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(3, 4);
+    config.secure_aggregation =
+        Some(SecAggConfig { reconstruction_threshold: CountOrFraction::Count(2), ..SecAggConfig::default() });
+    // Killed as round 2's first setup answer (a client's keys) is accepted: mid-protocol.
+    let setup_answered = |e: &ServerEvent| matches!(e, ServerEvent::ResultAccepted { round: 2, .. });
+    let outcome = killed_and_resumed(config, out.path(), setup_answered, Duration::ZERO).await;
+    assert_eq!(outcome.summary.rounds_completed, 4);
+    let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
+    assert_eq!(rounds.iter().map(|r| r.round).collect::<Vec<_>>(), (0..=4).collect::<Vec<_>>());
+    for r in rounds.iter().filter(|r| r.round < 4) {
+        let s = r.secure_aggregation.as_ref().expect("a training round records the protocol");
+        assert!(s.recovered && s.summed == 3 && r.aggregated, "round {}: {s:?}", r.round);
     }
 }
