@@ -38,6 +38,37 @@ pub fn encode(params: &RoundParams, values: &[f32], weight: u32, rng: &mut impl 
     out
 }
 
+/// What the server can check of an unmasked sum without seeing a vector: its weight element
+/// is exactly the sum of the contributors' quantized weights (which the server computes from
+/// the sample counts they reported), and no element exceeds what `contributors` honest
+/// vectors can add up to (Q each). A hostile client that wrote its own weight, or values
+/// outside 0..=Q that do not cancel out, is caught here; one that stays inside the ranges is
+/// not (secure aggregation hides which vector moved the sum).
+pub fn check_sum(
+    params: &RoundParams,
+    sum: &[u32],
+    contributors: usize,
+    expected_weight: u64,
+) -> Result<(), SecAggError> {
+    let refuse = |what: String| Err(SecAggError::Refused(format!("the unmasked sum: {what}")));
+    let Some((&weight, values)) = sum.split_first() else { return refuse("it is empty".into()) };
+    if u64::from(weight) != expected_weight {
+        return refuse(format!(
+            "its weight is {weight}, where the contributors' sample counts give {expected_weight}: \
+             a client sent a weight of its own"
+        ));
+    }
+    let most = contributors as u64 * u64::from(params.quantization_range);
+    if let Some(i) = values.iter().position(|&v| u64::from(v) > most) {
+        return refuse(format!(
+            "value {i} is {}, beyond the {most} that {contributors} clients can add up to: a client sent values \
+             outside the quantization range",
+            values[i]
+        ));
+    }
+    Ok(())
+}
+
 /// The weighted mean `Σ wᵢ xᵢ / Σ wᵢ` from the (unmasked) sum of `contributors` vectors,
 /// and the total weight Σ wᵢ.
 pub fn decode(params: &RoundParams, sum: &[u32], contributors: usize) -> Result<(Vec<f32>, f64), SecAggError> {
@@ -60,6 +91,25 @@ mod tests {
 
     use super::*;
     use crate::params::{CountOrFraction, Resolve, SecAggConfig};
+
+    #[test]
+    fn a_sum_with_a_forged_weight_or_out_of_range_values_is_refused() {
+        let p = SecAggConfig {
+            quantization_range: 16,
+            modulus_range: 1 << 12,
+            reconstruction_threshold: CountOrFraction::Fraction(0.5),
+            ..SecAggConfig::default()
+        }
+        .resolve(4)
+        .unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let (a, b) = (encode(&p, &[0.5, -1.0], 16, &mut rng), encode(&p, &[2.0, 8.0], 8, &mut rng));
+        let sum: Vec<u32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert!(check_sum(&p, &sum, 2, 24).is_ok());
+        assert!(check_sum(&p, &sum, 2, 25).unwrap_err().to_string().contains("weight of its own"));
+        let forged: Vec<u32> = sum.iter().enumerate().map(|(i, &v)| if i == 2 { 33 } else { v }).collect();
+        assert!(check_sum(&p, &forged, 2, 24).unwrap_err().to_string().contains("value 1 is 33"));
+    }
 
     #[test]
     fn stochastic_rounding_is_unbiased_and_clipping_holds() {

@@ -15,7 +15,7 @@ use prost::Message;
 use strata_core::secure_aggregation::{SecAggConfig, SecAggRecord};
 use strata_proto::pb;
 use strata_proto::secagg::{Answer, Expect, params_to_wire, peer_to_wire, sealed_to_wire};
-use strata_secagg::encoding::decode;
+use strata_secagg::encoding::{check_sum, decode, quantized_weight};
 use strata_secagg::layout::{self, Layout};
 use strata_secagg::{Resolve, RoundParams, SecAggError, SecAggServer};
 use tracing::{info, warn};
@@ -166,6 +166,17 @@ impl RoundLoop {
                 }
             }
             let (sum, summed) = protocol.server.finish()?;
+            // The weights the contributors' reported sample counts give (their results' sample
+            // counts were checked against those): a forged weight shows in the sum.
+            let expected_weight: u64 = protocol
+                .server
+                .contributors()
+                .iter()
+                .filter_map(|i| index_of.get(i))
+                .map(|id| self.registry.capabilities(id).map_or(0, |c| c.train_samples))
+                .map(|samples| u64::from(quantized_weight(&protocol.params, samples)))
+                .sum();
+            check_sum(&protocol.params, &sum, summed, expected_weight)?;
             let (mean, _total_weight) = decode(&protocol.params, &sum, summed)?;
             Ok::<_, SecAggError>((mean, summed))
         }
