@@ -92,16 +92,21 @@ mod tests {
     use super::*;
     use crate::params::{CountOrFraction, Resolve, SecAggConfig};
 
-    #[test]
-    fn a_sum_with_a_forged_weight_or_out_of_range_values_is_refused() {
-        let p = SecAggConfig {
+    /// 16 levels over [−8, 8] for 4 clients: rounding errors large enough to see.
+    fn coarse() -> RoundParams {
+        SecAggConfig {
             quantization_range: 16,
             modulus_range: 1 << 12,
             reconstruction_threshold: CountOrFraction::Fraction(0.5),
             ..SecAggConfig::default()
         }
         .resolve(4)
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sum_with_a_forged_weight_or_out_of_range_values_is_refused() {
+        let p = coarse();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         let (a, b) = (encode(&p, &[0.5, -1.0], 16, &mut rng), encode(&p, &[2.0, 8.0], 8, &mut rng));
         let sum: Vec<u32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
@@ -113,14 +118,7 @@ mod tests {
 
     #[test]
     fn stochastic_rounding_is_unbiased_and_clipping_holds() {
-        let p = SecAggConfig {
-            quantization_range: 16,
-            modulus_range: 1 << 12,
-            reconstruction_threshold: CountOrFraction::Fraction(0.5),
-            ..SecAggConfig::default()
-        }
-        .resolve(4)
-        .unwrap();
+        let p = coarse();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let weight = 16; // w = 1
         // 0.3 sits between two of the 16 levels of [−8, 8]; the mean of many roundings finds it.
