@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use strata_core::config::RunConfig;
 use strata_core::method::Method;
+use strata_core::privacy::ClipPlacement;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 use strata_core::secure_aggregation::{CountOrFraction, SecAggConfig, SecAggRecord};
 use strata_core::tensor::TensorSet;
@@ -16,16 +17,29 @@ use strata_proto::secagg::{Answer, answer_to_wire, neighbours_from_wire, params_
 use strata_secagg::SecAggClient;
 use strata_tests::{RawClient, client_options, read_jsonl, start_server, synthetic_config};
 
-/// `config` with four daemons at indices 0-3 and, at index 4, a scripted client that answers
-/// setup and share-keys (when `secagg`) and then never trains. Returns the final global model.
-async fn run_with_a_quitter(config: RunConfig, out: &Path) -> TensorSet {
+/// `config` with four daemons at indices 0-3 and, with `quitter`, at index 4 a scripted
+/// client that answers setup and share-keys (when `secagg`) and then never trains. Returns
+/// the final global model.
+async fn run_clients(config: RunConfig, out: &Path, quitter: bool) -> TensorSet {
     let secagg = config.secure_aggregation.is_some();
     let server = start_server(config, out).await;
     let cache = Arc::new(strata_client::DataCache::default());
     let daemons: Vec<_> = (0..4)
         .map(|i| tokio::spawn(strata_client::run(client_options(&server.url, i, &cache), std::future::pending())))
         .collect();
-    let mut quitter = RawClient::join(&server.url, 4).await;
+    if quitter {
+        quit_after_sharing_keys(&server.url, secagg).await;
+    }
+    server.handle.await.expect("server task").expect("the run completes");
+    for d in daemons {
+        d.await.expect("client task").expect("clients end cleanly");
+    }
+    strata_core::safetensors::read(&out.join("model.safetensors")).expect("the final model").0
+}
+
+/// Client 4: shares its keys (when `secagg`), never trains, and polls on until the end.
+async fn quit_after_sharing_keys(url: &str, secagg: bool) {
+    let mut quitter = RawClient::join(url, 4).await;
     if secagg {
         let setup = quitter.wait_for(pb::TaskKind::SecaggSetup).await;
         let stage = setup.secagg.clone().expect("a setup task carries its stage");
@@ -42,11 +56,6 @@ async fn run_with_a_quitter(config: RunConfig, out: &Path) -> TensorSet {
     }
     // Polls on without answering its training task (answering evaluations), until the end.
     quitter.wait_for(pb::TaskKind::Finish).await;
-    server.handle.await.expect("server task").expect("the run completes");
-    for d in daemons {
-        d.await.expect("client task").expect("clients end cleanly");
-    }
-    strata_core::safetensors::read(&out.join("model.safetensors")).expect("the final model").0
 }
 
 fn header_part(header: pb::ResultHeader) -> pb::ResultPart {
@@ -69,12 +78,12 @@ fn max_difference(a: &TensorSet, b: &TensorSet) -> f64 {
 async fn the_unmasked_sum_is_fedavgs_within_the_quantization_error_despite_a_dropout() {
     let config = RunConfig { min_results: Some(4), ..synthetic_config(5, 1) };
     let plain_dir = tempfile::tempdir().expect("tempdir");
-    let plain = run_with_a_quitter(config.clone(), plain_dir.path()).await;
+    let plain = run_clients(config.clone(), plain_dir.path(), true).await;
 
     let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(3), ..SecAggConfig::default() };
     let secure_dir = tempfile::tempdir().expect("tempdir");
     let secure =
-        run_with_a_quitter(RunConfig { secure_aggregation: Some(secagg.clone()), ..config }, secure_dir.path()).await;
+        run_clients(RunConfig { secure_aggregation: Some(secagg.clone()), ..config }, secure_dir.path(), true).await;
 
     let rounds: Vec<RoundRecord> = read_jsonl(&secure_dir.path().join("rounds.jsonl"));
     let record: &SecAggRecord = rounds[0].secure_aggregation.as_ref().expect("round 0 records the protocol");
@@ -135,7 +144,7 @@ async fn more_dropouts_than_the_threshold_allows_keep_the_previous_model() {
     let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(5), ..SecAggConfig::default() };
     config.secure_aggregation = Some(secagg);
     let dir = tempfile::tempdir().expect("tempdir");
-    let after = run_with_a_quitter(config, dir.path()).await;
+    let after = run_clients(config, dir.path(), true).await;
     let rounds: Vec<RoundRecord> = read_jsonl(&dir.path().join("rounds.jsonl"));
     let record = rounds[0].secure_aggregation.as_ref().expect("recorded");
     assert!(!record.recovered && !rounds[0].aggregated, "{record:?}");
@@ -145,4 +154,39 @@ async fn more_dropouts_than_the_threshold_allows_keep_the_previous_model() {
     // Nothing moved: the final model is the initial one every client started from.
     let initial = strata_tests::torch_backend().initial_model(&synthetic_config(5, 1)).expect("initial model");
     assert_eq!(max_difference(&initial, &after), 0.0);
+}
+
+/// User-level DP over secure aggregation: clients clip to the DP bound less what rounding can
+/// add, weigh 1 each, and hide their adaptive-clipping bit inside the masked vector; the server
+/// noises the decoded sum over the expected cohort. With z = 0 the release is client-clipped
+/// DP-FedAvg's, within twice the rounding slack per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_round_releases_the_clipped_sum_within_the_rounding_slack() {
+    let mut config = synthetic_config(4, 1);
+    config.privacy.noise_multiplier = Some(0.0);
+    config.privacy.placement = ClipPlacement::Client;
+    config.privacy.clipping_norm = 0.05;
+    config.privacy.target_quantile = Some(0.5);
+    let plain_dir = tempfile::tempdir().expect("tempdir");
+    let plain = run_clients(config.clone(), plain_dir.path(), false).await;
+    let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(3), ..SecAggConfig::default() };
+    let secure_dir = tempfile::tempdir().expect("tempdir");
+    let secure =
+        run_clients(RunConfig { secure_aggregation: Some(secagg.clone()), ..config }, secure_dir.path(), false).await;
+
+    let rounds: Vec<RoundRecord> = read_jsonl(&secure_dir.path().join("rounds.jsonl"));
+    let record = rounds[0].secure_aggregation.as_ref().expect("round 0 records the protocol");
+    assert!(record.recovered && record.summed == 4, "{record:?}");
+    let release = rounds[0].privacy.as_ref().expect("round 0 releases");
+    assert_eq!(release.clipping_norm, 0.05, "the report names the DP bound, not the clients' tighter one");
+    assert!(release.unclipped_share.is_some() && release.next_clipping_norm.is_some(), "the bits were summed");
+
+    // Each client's decoded change is within s of its change clipped to C − s, which is within
+    // s of its change clipped to C: 4 clients over the expected 4 move the release by ≤ 2s.
+    let d: usize = secure.tensors().iter().map(|t| t.numel()).sum();
+    let slack = (d as f64).sqrt() * 2.0 * secagg.clipping_range / f64::from(secagg.quantization_range);
+    let bound = 2.0 * slack + 4.0 * f64::from(f32::EPSILON);
+    let difference = max_difference(&plain, &secure);
+    assert!(difference <= bound, "the secure release is {difference} from the plain one (bound {bound})");
+    assert!(difference > 0.0, "quantization leaves some trace: an identical model would mean no masking ran");
 }

@@ -27,6 +27,8 @@ pub enum SecureError {
     NoUpload,
     #[error("secure aggregation: a {0} task for a round this client did not set up")]
     NotSetUp(&'static str),
+    #[error("secure aggregation: the round wants the adaptive-clipping bit, but the training task set no bound")]
+    NoClippingBit,
 }
 
 struct Current {
@@ -75,13 +77,15 @@ impl SecureRounds {
     }
 
     /// The masked vector of a training task: `trained`'s change from `received` (the shared
-    /// tensors), weighted by `samples`.
+    /// tensors), weighted by `samples`; with user-level DP, `unclipped` says whether the
+    /// change was within the task's bound (the bit goes inside the mask, never in the clear).
     pub fn mask(
         &mut self,
         task: &pb::Task,
         received: &TensorSet,
         trained: &TensorSet,
         samples: u64,
+        unclipped: Option<bool>,
     ) -> Result<Vec<u32>, SecureError> {
         let stage = task.secagg.as_ref().ok_or(SecureError::NoStage)?;
         let current = self.current_for(stage, "masking")?;
@@ -89,10 +93,14 @@ impl SecureRounds {
         let layout = Layout::of(&trained.specs());
         let changes = layout.changes(received, trained)?;
         let weight = quantized_weight(&current.params, samples);
+        let bit = match (current.params.unclipped_bit, unclipped) {
+            (true, None) => return Err(SecureError::NoClippingBit),
+            (_, bit) => bit.unwrap_or(false),
+        };
         // Stochastic rounding needs unbiased coins, not secret ones (the masks hide them):
         // ChaCha8, seeded from the thread's generator, is the fastest such.
         let mut coins = rand_chacha::ChaCha8Rng::from_rng(&mut rand::rng());
-        let encoded = encode(&current.params, &changes, weight, &mut coins);
+        let encoded = encode(&current.params, &changes, weight, bit, &mut coins);
         Ok(current.client.mask(&shares, &encoded)?)
     }
 

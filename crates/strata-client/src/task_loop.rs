@@ -319,7 +319,14 @@ pub(crate) fn mask_output(
 ) -> Result<Vec<u32>, ClientError> {
     let started = std::time::Instant::now();
     let trained = output.upload.as_ref().ok_or(crate::secure::SecureError::NoUpload)?;
-    let masked = secure.mask(task, reference, trained, output.num_samples)?;
+    // Whether the update was within its DP bound goes inside the masked vector: in the clear
+    // it would tell the server something of this client's update alone.
+    let unclipped = output
+        .metrics
+        .iter()
+        .position(|(name, _)| *name == strata_core::records::metric::DP_UNCLIPPED)
+        .map(|i| output.metrics.remove(i).1 > 0.5);
+    let masked = secure.mask(task, reference, trained, output.num_samples, unclipped)?;
     output.metrics.push((strata_core::records::metric::SECAGG_SECONDS, started.elapsed().as_secs_f64()));
     Ok(masked)
 }

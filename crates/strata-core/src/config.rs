@@ -14,7 +14,7 @@ use crate::evaluation::EvaluationConfig;
 use crate::liveness::LivenessConfig;
 use crate::method::Method;
 use crate::partition_spec::PartitionSpec;
-use crate::privacy::{DpSgdConfig, PrivacyConfig};
+use crate::privacy::{ClipPlacement, DpSgdConfig, PrivacyConfig};
 use crate::secure_aggregation::SecAggConfig;
 
 /// Everything that defines a federated run. Serialized as `config.toml` in the run's output.
@@ -438,9 +438,9 @@ impl RunConfig {
                 self.defense.rule
             ));
         }
-        if self.privacy.is_on() {
-            return bad("does not compose with [privacy] yet: the noised mean needs the clipped updates' \
-                        unweighted sum, which this version does not aggregate securely"
+        if self.privacy.is_on() && self.privacy.placement != ClipPlacement::Client {
+            return bad("with [privacy], updates are clipped on the server, which never sees them under secure \
+                        aggregation; set privacy.placement = \"client\""
                 .into());
         }
         if !self.calibration.is_off() {
@@ -448,7 +448,11 @@ impl RunConfig {
                         turn calibration off with secure aggregation on"
                 .into());
         }
-        let cohort = self.cohort_size(self.clients as usize);
+        // Under [privacy] each client is drawn independently: a round may hold all of them.
+        let (cohort, largest) = match self.privacy.is_on() {
+            true => (self.expected_cohort().round() as usize, self.clients as usize),
+            false => (self.cohort_size(self.clients as usize), self.cohort_size(self.clients as usize)),
+        };
         if cohort < 2 {
             return bad(format!(
                 "a round's cohort of {cohort} client would be its own sum; secure aggregation needs at least 2 \
@@ -456,9 +460,9 @@ impl RunConfig {
             ));
         }
         let (q, m) = (u64::from(secagg.quantization_range), secagg.modulus_range);
-        if (cohort as u64).saturating_mul(q) >= m {
+        if (largest as u64).saturating_mul(q) >= m {
             return bad(format!(
-                "{cohort} clients × quantization_range {q} reaches modulus_range {m}: the sum would wrap; \
+                "{largest} clients × quantization_range {q} reaches modulus_range {m}: the sum would wrap; \
                  lower quantization_range or raise modulus_range"
             ));
         }
@@ -639,12 +643,36 @@ mod tests {
         };
         assert!(secure(&|_| {}).is_ok());
         assert!(secure(&|c| c.method = Method::FedPer).is_ok());
+        // With user-level DP: clients clip (the server never sees an update to clip).
+        let private = |c: &mut RunConfig| {
+            c.privacy.noise_multiplier = Some(1.0);
+            c.privacy.placement = ClipPlacement::Client;
+        };
+        assert!(secure(&private).is_ok());
         type Edit = &'static dyn Fn(&mut RunConfig);
-        let refused: [(Edit, &str); 8] = [
+        let refused: [(Edit, &str); 10] = [
             (&|c| c.method = Method::Local, "shares nothing"),
             (&|c| c.method = Method::FedCac, "individual updates"),
             (&|c| c.defense.rule = Defense::Median, "needs every client's update"),
-            (&|c| c.privacy.noise_multiplier = Some(1.0), "[privacy]"),
+            (&|c| c.privacy.noise_multiplier = Some(1.0), "privacy.placement = \"client\""),
+            // Poisson rounds may draw every client: 20 × 2^28 wraps 2^32 though 0.1 × 20 would not.
+            (
+                &|c| {
+                    c.privacy.noise_multiplier = Some(1.0);
+                    c.privacy.placement = ClipPlacement::Client;
+                    c.fraction = 0.1;
+                    c.secure_aggregation.as_mut().unwrap().quantization_range = 1 << 28;
+                },
+                "20 clients × quantization_range",
+            ),
+            (
+                &|c| {
+                    c.privacy.noise_multiplier = Some(1.0);
+                    c.privacy.placement = ClipPlacement::Client;
+                    c.fraction = 0.05;
+                },
+                "at least 2",
+            ),
             (&|c| c.calibration.method = CalibrationMethod::Ccvr, "in the clear"),
             (&|c| c.fraction = 0.05, "at least 2"),
             (&|c| c.secure_aggregation.as_mut().unwrap().quantization_range = 1 << 30, "would wrap"),

@@ -62,6 +62,8 @@ pub fn params_to_wire(p: &RoundParams) -> pb::SecAggParams {
         quantization_range: p.quantization_range,
         modulus: p.modulus,
         max_weight: p.max_weight,
+        uniform_weights: p.uniform_weights,
+        unclipped_bit: p.unclipped_bit,
     }
 }
 
@@ -76,6 +78,8 @@ pub fn params_from_wire(p: Option<&pb::SecAggParams>) -> Result<RoundParams, Sec
         quantization_range: p.quantization_range,
         modulus: p.modulus,
         max_weight: p.max_weight,
+        uniform_weights: p.uniform_weights,
+        unclipped_bit: p.unclipped_bit,
     })
 }
 
@@ -310,5 +314,8 @@ mod tests {
         let reply = UnmaskReply { self_mask: vec![(0, vec![7; SHARE_BYTES])], mask_key: vec![] };
         assert_eq!(unmask_from_wire(&unmask_to_wire(&reply), 3).unwrap(), reply);
         assert_eq!(params_from_wire(None).unwrap_err(), SecAggWireError::NoParams);
+        // User-level DP's flags travel too.
+        let private = config.resolve(3).unwrap().private(true);
+        assert_eq!(params_from_wire(Some(&params_to_wire(&private))).unwrap(), private);
     }
 }

@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (&id, client) in clients.iter_mut().skip(dropped) {
             let shares = server.shares_for(id)?;
             let t = Instant::now();
-            let encoded = encode(&params, &update, quantized_weight(&params, 300), &mut client_rng);
+            let encoded = encode(&params, &update, quantized_weight(&params, 300), false, &mut client_rng);
             let masked = client.mask(&shares, &encoded)?;
             *client_seconds.entry(id).or_default() += t.elapsed().as_secs_f64();
             // One u32 per value where the plain update is one f32, and the weight.
@@ -91,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let t = Instant::now();
         let (sum, contributors) = server.finish()?;
-        let (mean, _) = decode(&params, &sum, contributors)?;
+        let mean = decode(&params, &sum, contributors)?.mean();
         server_seconds += t.elapsed().as_secs_f64();
         let worst = mean.iter().zip(&update).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let mut per_client: Vec<f64> = client_seconds.values().copied().collect();

@@ -57,8 +57,25 @@ impl Layout {
     /// `reference` with the mean change `mean` (in the layout's order) added to each tensor
     /// of the layout; tensors outside it are kept as they are.
     pub fn apply(&self, reference: &TensorSet, mean: &[f32]) -> Result<TensorSet, SecAggError> {
-        if mean.len() != self.len() {
-            return Err(SecAggError::Config(format!("{} values for a layout of {}", mean.len(), self.len())));
+        let tensors = reference
+            .tensors()
+            .iter()
+            .zip(self.slices(reference, mean)?)
+            .map(|(t, change)| {
+                let Some(change) = change else { return Ok(t.clone()) };
+                let values = t.values().iter().zip(change).map(|(v, d)| v + d).collect();
+                NamedTensor::new(t.name(), t.shape().to_vec(), values)
+            })
+            .collect::<Result<Vec<_>, TensorError>>()
+            .map_err(|e| SecAggError::Config(e.to_string()))?;
+        TensorSet::new(tensors).map_err(|e| SecAggError::Config(e.to_string()))
+    }
+
+    /// `flat` (in the layout's order) cut into one slice for each tensor of `reference`, in
+    /// `reference`'s order: `None` for a tensor outside the layout.
+    pub fn slices<'a, T>(&self, reference: &TensorSet, flat: &'a [T]) -> Result<Vec<Option<&'a [T]>>, SecAggError> {
+        if flat.len() != self.len() {
+            return Err(SecAggError::Config(format!("{} values for a layout of {}", flat.len(), self.len())));
         }
         let mut offsets = std::collections::HashMap::new();
         let mut at = 0;
@@ -67,17 +84,11 @@ impl Layout {
             offsets.insert(spec.name.as_str(), at);
             at += spec.numel();
         }
-        let tensors = reference
+        Ok(reference
             .tensors()
             .iter()
-            .map(|t| {
-                let Some(&start) = offsets.get(t.name()) else { return Ok(t.clone()) };
-                let values = t.values().iter().zip(&mean[start..start + t.numel()]).map(|(v, d)| v + d).collect();
-                NamedTensor::new(t.name(), t.shape().to_vec(), values)
-            })
-            .collect::<Result<Vec<_>, TensorError>>()
-            .map_err(|e| SecAggError::Config(e.to_string()))?;
-        TensorSet::new(tensors).map_err(|e| SecAggError::Config(e.to_string()))
+            .map(|t| offsets.get(t.name()).map(|&start| &flat[start..start + t.numel()]))
+            .collect())
     }
 
     fn tensor<'a>(&self, set: &'a TensorSet, spec: &TensorSpec, which: &str) -> Result<&'a NamedTensor, SecAggError> {

@@ -68,6 +68,8 @@ impl Resolve for SecAggConfig {
             quantization_range: self.quantization_range,
             modulus: self.modulus_range,
             max_weight: self.max_weight.unwrap_or(DEFAULT_MAX_WEIGHT),
+            uniform_weights: false,
+            unclipped_bit: false,
         })
     }
 }
@@ -85,6 +87,11 @@ pub struct RoundParams {
     pub quantization_range: u32,
     pub modulus: u64,
     pub max_weight: f64,
+    /// Every client weighs 1 whatever its sample count: user-level DP's unweighted sum.
+    pub uniform_weights: bool,
+    /// The vector ends with the client's adaptive-clipping bit (1: its update was within the
+    /// bound), so that the server learns the count from the sum, like the rest.
+    pub unclipped_bit: bool,
 }
 
 impl RoundParams {
@@ -96,6 +103,19 @@ impl RoundParams {
             self.max_weight = largest_samples.max(1) as f64;
         }
         self
+    }
+
+    /// User-level DP's sum: every client weighs 1, and with adaptive clipping the vector
+    /// carries the client's unclipped bit.
+    pub fn private(mut self, adaptive: bool) -> Self {
+        self.uniform_weights = true;
+        self.unclipped_bit = adaptive;
+        self
+    }
+
+    /// A client's vector for `values` shared values: the weight, the values, the bit if any.
+    pub fn vector_len(&self, values: usize) -> usize {
+        1 + values + usize::from(self.unclipped_bit)
     }
 
     /// Reduces a wrapping u32 value mod M (M divides 2^32).

@@ -17,7 +17,8 @@ use strata_core::backend::ModelBackend;
 use strata_core::config::RunConfig;
 use strata_core::evaluation::EvalClients;
 use strata_core::liveness::RoundCloses;
-use strata_core::records::{ClientRoundRecord, RoundRecord, metric};
+use strata_core::privacy::PrivacyReport;
+use strata_core::records::{ClientRoundRecord, DefenseReport, RoundRecord, metric};
 use strata_core::tensor::{TensorSet, TensorSpec};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
@@ -178,29 +179,30 @@ impl RoundLoop {
         };
 
         let rows = self.records(round, &tasks, &reports);
-        let (mut defense, mut privacy) = (None, None);
-        let aggregated = if evaluation_only {
-            false
+        let (aggregated, defense, privacy) = if evaluation_only {
+            (false, None, None)
         } else if let Some(outcome) = &mut secure {
-            let needed = self.config.results_needed(n_train) as u32;
+            // A private round releases whoever answered (skipping would tell); else the sum
+            // must hold enough clients.
+            let needed = if self.privacy.is_some() { 0 } else { self.config.results_needed(n_train) as u32 };
             if outcome.record.recovered && outcome.record.summed < needed {
                 let summed = outcome.record.summed;
                 warn!(round, summed, needed, "too few results in the secure sum: keeping the previous model");
-                outcome.mean = None;
+                outcome.sum = None;
             }
-            match outcome.mean.take() {
-                Some((layout, mean)) => {
-                    match off_the_runtime(|| self.strategy.apply_mean_change(round, &layout, &mean)) {
-                        Aggregated::Updated { .. } => true,
-                        Aggregated::Skipped { reason } => {
-                            warn!(round, %reason, "aggregation skipped");
-                            false
-                        }
-                    }
+            match outcome.sum.take() {
+                Some((layout, sum)) => {
+                    let aggregated = off_the_runtime(|| self.strategy.apply_secure_sum(round, &layout, &sum));
+                    self.settle(round, aggregated)
+                }
+                // The protocol failed: a private round still releases, with noise alone.
+                None if self.privacy.is_some() => {
+                    let aggregated = off_the_runtime(|| self.strategy.aggregate_train(round, Vec::new()));
+                    self.settle(round, aggregated)
                 }
                 None => {
                     self.strategy.abandon(round);
-                    false
+                    (false, None, None)
                 }
             }
         } else {
@@ -212,24 +214,10 @@ impl RoundLoop {
             if received < needed {
                 warn!(round, received, needed, "too few results: keeping the previous model");
                 self.strategy.abandon(round);
-                false
+                (false, None, None)
             } else {
-                match off_the_runtime(|| self.strategy.aggregate_train(round, updates)) {
-                    Aggregated::Updated { defense: report, privacy: released } => {
-                        defense = report;
-                        privacy = released.map(|mut r| {
-                            if let Some(ledger) = &mut self.privacy {
-                                r.epsilon = Some(ledger.record_release()).filter(|e| e.is_finite());
-                            }
-                            r
-                        });
-                        true
-                    }
-                    Aggregated::Skipped { reason } => {
-                        warn!(round, %reason, "aggregation skipped");
-                        false
-                    }
-                }
+                let aggregated = off_the_runtime(|| self.strategy.aggregate_train(round, updates));
+                self.settle(round, aggregated)
             }
         };
 
@@ -253,6 +241,26 @@ impl RoundLoop {
             "round finished"
         );
         let _ = self.events.send(ServerEvent::RoundFinished(Box::new(record)));
+    }
+
+    /// What a round's aggregation did, for its record: whether the state moved, the robust
+    /// rule's report, and the privacy release's, with the ε spent so far.
+    fn settle(&mut self, round: u64, aggregated: Aggregated) -> (bool, Option<DefenseReport>, Option<PrivacyReport>) {
+        match aggregated {
+            Aggregated::Updated { defense, privacy } => {
+                let privacy = privacy.map(|mut r| {
+                    if let Some(ledger) = &mut self.privacy {
+                        r.epsilon = Some(ledger.record_release()).filter(|e| e.is_finite());
+                    }
+                    r
+                });
+                (true, defense, privacy)
+            }
+            Aggregated::Skipped { reason } => {
+                warn!(round, %reason, "aggregation skipped");
+                (false, None, None)
+            }
+        }
     }
 
     /// Posts the tasks, opens the gate to their results, and collects them until every task

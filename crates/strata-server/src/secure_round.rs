@@ -2,7 +2,9 @@
 //! loop's side of `strata-secagg`'s server half. Setup and share-keys run as their own phases
 //! before the TRAIN tasks, which carry each client's sealed shares and come back as masked
 //! vectors; an unmask phase follows, and the strategy moves the global model by the unmasked
-//! weighted mean change. Every phase is posted, gated and timed out like a round's tasks, so
+//! weighted mean change. Under `[privacy]` every client weighs 1, clips its change to the DP
+//! bound less what rounding can add, and hides its adaptive-clipping bit in the vector, so
+//! that the strategy noises the decoded sum as it would the sum of the clipped updates. Every phase is posted, gated and timed out like a round's tasks, so
 //! clients that drop out at any stage are dropped from the protocol (and recorded), and a
 //! round whose sum cannot be recovered keeps the previous model. Nothing is saved in the
 //! middle: a round interrupted here is redone from its start by `--resume`.
@@ -15,7 +17,7 @@ use prost::Message;
 use strata_core::secure_aggregation::{SecAggConfig, SecAggRecord};
 use strata_proto::pb;
 use strata_proto::secagg::{Answer, Expect, params_to_wire, peer_to_wire, sealed_to_wire};
-use strata_secagg::encoding::{check_sum, decode, quantized_weight};
+use strata_secagg::encoding::{Decoded, check_sum, decode, quantized_weight, rounding_slack};
 use strata_secagg::layout::{self, Layout};
 use strata_secagg::{Resolve, RoundParams, SecAggError, SecAggServer};
 use tracing::{info, warn};
@@ -25,11 +27,11 @@ use crate::assignment::{Assignment, SecAggTask, TaskKind};
 use crate::round::RoundLoop;
 use crate::service::Report;
 
-/// What the protocol gave the round: its record, and the weighted mean change of the shared
-/// tensors when the sum was recovered.
+/// What the protocol gave the round: its record, and the decoded sum of the shared tensors'
+/// changes when it was recovered.
 pub(crate) struct SecureOutcome {
     pub record: SecAggRecord,
-    pub mean: Option<(Layout, Vec<f32>)>,
+    pub sum: Option<(Layout, Decoded)>,
 }
 
 /// One protocol run: the server half, and what it is bound to.
@@ -38,6 +40,9 @@ struct Protocol {
     params: RoundParams,
     context: Vec<u8>,
     layout: Layout,
+    /// Under `[privacy]`: the bound the clients clip to, the DP bound less what rounding
+    /// can add, so that each decoded change is within the DP bound.
+    clip_norm: Option<f64>,
 }
 
 impl RoundLoop {
@@ -117,7 +122,7 @@ impl RoundLoop {
 
         // Masking: training tasks carry the shares sealed to each client; those that did not
         // share keys train in another round.
-        let values = protocol.layout.len() + 1;
+        let values = protocol.params.vector_len(protocol.layout.len());
         let modulus = protocol.params.modulus;
         tasks.retain(|id, a| {
             if a.kind != TaskKind::Train {
@@ -128,6 +133,7 @@ impl RoundLoop {
             let stage = pb::SecAggStage { shares: sealed_to_wire(&shares), ..base.clone() };
             protocol_bytes += stage.encoded_len() as u64;
             a.secagg = Some(SecAggTask { stage, expect: Expect::Masked { values, modulus } });
+            a.clip_norm = protocol.clip_norm;
             true
         });
         let setup_seconds = started.elapsed().as_secs_f64();
@@ -177,8 +183,7 @@ impl RoundLoop {
                 .map(|samples| u64::from(quantized_weight(&protocol.params, samples)))
                 .sum();
             check_sum(&protocol.params, &sum, summed, expected_weight)?;
-            let (mean, _total_weight) = decode(&protocol.params, &sum, summed)?;
-            Ok::<_, SecAggError>((mean, summed))
+            Ok::<_, SecAggError>((decode(&protocol.params, &sum, summed)?, summed))
         }
         .await;
         let dropouts = protocol.server.dropouts();
@@ -188,12 +193,12 @@ impl RoundLoop {
         record.dropped_unmask = dropouts.unmask;
         record.protocol_seconds = setup_seconds + unmask_started.elapsed().as_secs_f64();
         record.protocol_bytes = protocol_bytes;
-        let mean = match outcome {
-            Ok((mean, summed)) => {
+        let sum = match outcome {
+            Ok((decoded, summed)) => {
                 record.summed = summed as u32;
                 record.recovered = true;
                 info!(round, summed, seconds = record.protocol_seconds, "secure aggregation: sum recovered");
-                Some((protocol.layout, mean))
+                Some((protocol.layout, decoded))
             }
             Err(e) => {
                 warn!(round, "secure aggregation failed; keeping the previous model: {e}");
@@ -201,7 +206,7 @@ impl RoundLoop {
                 None
             }
         };
-        (tasks, reports, SecureOutcome { record, mean })
+        (tasks, reports, SecureOutcome { record, sum })
     }
 
     /// The protocol for the round's training clients: one layout of the shared tensors for
@@ -223,11 +228,29 @@ impl RoundLoop {
             .filter_map(|(id, _)| self.registry.capabilities(id).map(|c| c.train_samples))
             .max()
             .unwrap_or(1);
-        let params = config.resolve(training.len())?.weighing(config, largest);
+        let mut params = config.resolve(training.len())?.weighing(config, largest);
+        let mut clip_norm = None;
+        if self.config.privacy.is_on() {
+            params = params.private(self.config.privacy.is_adaptive());
+            // The strategy set the DP bound on every training task (clients clip under
+            // secure aggregation): what they clip to leaves room for the rounding.
+            let bound = training.iter().filter_map(|(id, _)| tasks.get(id)?.clip_norm).next().ok_or_else(|| {
+                SecAggError::Config("a private round's training tasks carry no clipping bound".into())
+            })?;
+            let slack = rounding_slack(&params, layout.len());
+            if bound <= 2.0 * slack {
+                return Err(SecAggError::Config(format!(
+                    "the DP clipping bound {bound:.3e} is within twice the {slack:.3e} that rounding can add to {} \
+                     values; lower clipping_range or raise quantization_range",
+                    layout.len()
+                )));
+            }
+            clip_norm = Some(bound - slack);
+        }
         let context = layout::context(&self.run_id, round, &format!("{}-secagg", self.session), &layout);
         let clients: Vec<u32> = training.iter().map(|(_, i)| *i).collect();
         let server = SecAggServer::new(params.clone(), &context, &clients, &mut strata_methods::dp::secure_rng())?;
-        Ok(Protocol { server, params, context, layout })
+        Ok(Protocol { server, params, context, layout, clip_norm })
     }
 
     fn stage_message(&self, protocol: &Protocol) -> pb::SecAggStage {
@@ -299,6 +322,6 @@ impl RoundLoop {
         tasks.retain(|_, a| a.kind != TaskKind::Train);
         let tasks: HashMap<Uuid, Arc<Assignment>> = tasks.into_iter().map(|(id, a)| (id, Arc::new(a))).collect();
         let reports = self.dispatch(round, &tasks, deadline).await;
-        (tasks, reports, SecureOutcome { record, mean: None })
+        (tasks, reports, SecureOutcome { record, sum: None })
     }
 }

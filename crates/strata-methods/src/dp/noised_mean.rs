@@ -27,6 +27,33 @@ impl NoisedMean {
         Self { specs: reference.specs(), sums, bound, updates: 0, unclipped: 0 }
     }
 
+    /// A sum of `updates` changes from `reference` made elsewhere (secure aggregation's, of
+    /// changes the clients clipped to `bound` themselves), one vector per tensor of `reference`.
+    pub fn from_sum(
+        reference: &TensorSet,
+        bound: f64,
+        sums: Vec<Vec<f64>>,
+        updates: usize,
+        unclipped: usize,
+    ) -> Result<Self, TensorError> {
+        let specs = reference.specs();
+        if sums.len() != specs.len() {
+            return Err(TensorError::ShapeMismatch {
+                name: "(the sum)".into(),
+                shape: vec![specs.len()],
+                len: sums.len(),
+            });
+        }
+        if let Some((spec, sum)) = specs.iter().zip(&sums).find(|(spec, sum)| spec.numel() != sum.len()) {
+            return Err(TensorError::ShapeMismatch {
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+                len: sum.len(),
+            });
+        }
+        Ok(Self { specs, sums, bound, updates, unclipped })
+    }
+
     /// Clips `update`'s change from `reference` and adds it; the clipped copy is never made.
     pub fn add(&mut self, reference: &TensorSet, update: &TensorSet) -> ClipOutcome {
         let outcome = ClipOutcome::measure(delta_norm(reference, update), self.bound);
@@ -134,5 +161,19 @@ mod tests {
         let var = values.iter().map(|v| v * v).sum::<f64>() / n as f64;
         let expected = (z * bound / m).powi(2);
         assert!((var - expected).abs() < 5.0 * expected * (2.0 / n as f64).sqrt(), "{var} vs {expected}");
+    }
+
+    #[test]
+    fn a_sum_made_elsewhere_is_noised_and_divided_alike() {
+        let reference = set(&[1.0, 1.0]);
+        let mut folded = NoisedMean::new(&reference, 1.0);
+        folded.add(&reference, &set(&[1.5, 1.0]));
+        folded.add(&reference, &set(&[1.0, 0.5]));
+        let given = NoisedMean::from_sum(&reference, 1.0, vec![vec![0.5, -0.5]], 2, 2).unwrap();
+        assert_eq!((given.updates(), given.unclipped(), given.bound()), (2, 2, 1.0));
+        let finish = |m: NoisedMean| m.finish(&reference, 0.7, 4.0, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
+        assert_eq!(finish(folded), finish(given), "same sum, same noise: the same release");
+        assert!(NoisedMean::from_sum(&reference, 1.0, vec![vec![0.5]], 1, 1).is_err());
+        assert!(NoisedMean::from_sum(&reference, 1.0, vec![], 1, 1).is_err());
     }
 }

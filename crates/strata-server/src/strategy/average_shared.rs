@@ -28,6 +28,7 @@ use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::aggregate::RunningMean;
 use strata_methods::robust::{self, Contribution};
+use strata_secagg::encoding::Decoded;
 use strata_secagg::layout::Layout;
 use tracing::warn;
 
@@ -196,15 +197,21 @@ impl Strategy for AverageShared {
         }
     }
 
-    fn apply_mean_change(&mut self, round: u64, layout: &Layout, mean: &[f32]) -> Aggregated {
+    fn apply_secure_sum(&mut self, round: u64, layout: &Layout, sum: &Decoded) -> Aggregated {
         self.abandon(round);
-        if self.privacy.is_some() || self.defense.keeps_updates() {
-            return Aggregated::Skipped { reason: "privacy and robust rules need the updates themselves".into() };
+        if self.defense.keeps_updates() {
+            return Aggregated::Skipped { reason: "robust rules need the updates themselves".into() };
         }
-        if let Some(i) = mean.iter().position(|v| !v.is_finite()) {
-            return Aggregated::Skipped { reason: format!("the unmasked mean is not finite at value {i}") };
+        if let Some(i) = sum.sum.iter().position(|v| !v.is_finite()) {
+            return Aggregated::Skipped { reason: format!("the unmasked sum is not finite at value {i}") };
         }
-        match layout.apply(&self.global, mean) {
+        if let Some(privacy) = &mut self.privacy {
+            if let Err(reason) = privacy.absorb_sum(round, &self.global, layout, sum) {
+                return Aggregated::Skipped { reason };
+            }
+            return self.release(round, Vec::new());
+        }
+        match layout.apply(&self.global, &sum.mean()) {
             Ok(next) => {
                 self.global = Arc::new(next);
                 Aggregated::Updated { defense: None, privacy: None }

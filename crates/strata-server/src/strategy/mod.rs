@@ -20,6 +20,7 @@ use strata_core::privacy::PrivacyReport;
 use strata_core::records::DefenseReport;
 use strata_core::selection::Selector;
 use strata_core::tensor::{TensorError, TensorSet, TensorSpec};
+use strata_secagg::encoding::Decoded;
 use strata_secagg::layout::Layout;
 
 pub use average_shared::AverageShared;
@@ -77,11 +78,12 @@ pub trait Strategy: Send {
     fn abandon(&mut self, _round: u64) {}
     /// Folds the round's updates (those `absorb` kept, and anything absorbed) into the next state.
     fn aggregate_train(&mut self, round: u64, updates: Vec<ValidUpdate>) -> Aggregated;
-    /// Secure aggregation: moves the shared tensors by the round's weighted mean change (laid
-    /// out by `layout`), the only thing the server learned of the round's updates. Methods
-    /// that need the updates themselves cannot (the config refuses them at start).
-    fn apply_mean_change(&mut self, _round: u64, _layout: &Layout, _mean: &[f32]) -> Aggregated {
-        Aggregated::Skipped { reason: "this method does not take a securely aggregated mean".into() }
+    /// Secure aggregation: moves the shared tensors by the round's decoded sum (laid out by
+    /// `layout`), the only thing the server learned of the round's updates: their weighted
+    /// mean change, or under `[privacy]` the sum of clipped changes the release noises.
+    /// Methods that need the updates themselves cannot (the config refuses them at start).
+    fn apply_secure_sum(&mut self, _round: u64, _layout: &Layout, _sum: &Decoded) -> Aggregated {
+        Aggregated::Skipped { reason: "this method does not take a securely aggregated sum".into() }
     }
     /// The global model, if the method has one.
     fn global(&self) -> Option<Arc<TensorSet>>;

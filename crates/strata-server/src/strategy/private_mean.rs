@@ -13,6 +13,8 @@ use rand_chacha::ChaCha20Rng;
 use strata_core::privacy::{ClipPlacement, PrivacyConfig, PrivacyReport};
 use strata_core::tensor::TensorSet;
 use strata_methods::dp::{AdaptiveClip, NoisedMean, secure_rng};
+use strata_secagg::encoding::Decoded;
+use strata_secagg::layout::Layout;
 
 use super::RestoreError;
 use crate::validate::ValidUpdate;
@@ -84,6 +86,29 @@ impl PrivateMean {
         }
     }
 
+    /// Takes the round's sum from secure aggregation (`decoded`, laid out by `layout`): the
+    /// clients clipped their changes to this round's bound and weighed 1 each, so it is the
+    /// sum [`Self::absorb`] would have made; [`Self::release`] noises it alike.
+    pub fn absorb_sum(
+        &mut self,
+        round: u64,
+        global: &TensorSet,
+        layout: &Layout,
+        decoded: &Decoded,
+    ) -> Result<(), String> {
+        let sums = layout
+            .slices(global, &decoded.sum)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|s| s.map(<[f64]>::to_vec).ok_or("the secure sum does not cover every shared tensor"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let updates = decoded.total_weight.round() as usize;
+        let bits = decoded.unclipped.unwrap_or(0) as usize;
+        let mean = NoisedMean::from_sum(global, self.clip.bound, sums, updates, bits).map_err(|e| e.to_string())?;
+        self.pending = Some((round, mean, bits));
+        Ok(())
+    }
+
     /// The round's release from `global`, and what it did; the bound then learns, when adaptive.
     pub fn release(&mut self, round: u64, global: &TensorSet) -> Result<(TensorSet, PrivacyReport), String> {
         let (mean, client_bits) = match self.pending.take() {
@@ -151,6 +176,8 @@ mod tests {
 
     use strata_core::method::Method;
     use strata_core::tensor::NamedTensor;
+    use strata_secagg::encoding::Decoded;
+    use strata_secagg::layout::Layout;
 
     use super::*;
     use crate::client_info::ClientInfo;
@@ -249,5 +276,40 @@ mod tests {
         let plain = AverageShared::new(Method::FedAvg, set(&[("w", &[0.0])])).snapshot();
         let err = restored.restore(plain).unwrap_err().to_string();
         assert!(err.contains("not differentially private"), "{err}");
+    }
+
+    #[test]
+    fn a_secure_sum_is_released_as_the_clients_clipped_updates_would_be() {
+        let adaptive = |c: &mut PrivacyConfig| {
+            c.placement = ClipPlacement::Client;
+            c.target_quantile = Some(0.5);
+            c.clipped_count_stddev = Some(0.0);
+        };
+        let initial = set(&[("b", &[0.0]), ("a", &[1.0, 1.0])]);
+        let mut folded = AverageShared::new(Method::FedAvg, initial.clone()).with_privacy(settings(0.0, adaptive));
+        let mut secure = AverageShared::new(Method::FedAvg, initial).with_privacy(settings(0.0, adaptive));
+        // Two clients that clipped their own changes: (a: +0.6 +0.8, b: 0) and (a: 0, b: −0.5).
+        let updates = vec![
+            ValidUpdate::for_tests(client(0), set(&[("b", &[0.0]), ("a", &[1.6, 1.8])]), 3).with_unclipped(false),
+            ValidUpdate::for_tests(client(1), set(&[("b", &[-0.5]), ("a", &[1.0, 1.0])]), 9).with_unclipped(true),
+        ];
+        let from_updates = released(&mut folded, 0, updates);
+        // The same sum as secure aggregation decodes it: the layout sorts by name (a, then b).
+        let layout = Layout::of(&secure.global().unwrap().specs());
+        let decoded = Decoded { sum: vec![0.6, 0.8, -0.5], total_weight: 2.0, unclipped: Some(1) };
+        let from_sum = match secure.apply_secure_sum(0, &layout, &decoded) {
+            Aggregated::Updated { privacy: Some(report), .. } => report,
+            other => panic!("a private secure round releases: {other:?}"),
+        };
+        assert_eq!(from_sum, from_updates);
+        assert_eq!(from_sum.unclipped_share, Some(0.25), "one bit of the expected four");
+        let values = |s: &AverageShared| {
+            s.global().unwrap().tensors().iter().flat_map(|t| t.values().to_vec()).collect::<Vec<f32>>()
+        };
+        assert_eq!(values(&secure), values(&folded));
+        assert_eq!(values(&secure), vec![0.0 - 0.125, 1.15, 1.2]);
+        // A sum that does not fit the shared tensors moves nothing.
+        let short = Decoded { sum: vec![0.6, 0.8], total_weight: 2.0, unclipped: Some(1) };
+        assert!(matches!(secure.apply_secure_sum(1, &layout, &short), Aggregated::Skipped { .. }));
     }
 }
