@@ -9,6 +9,7 @@ use strata_core::calibration::CalibrationMethod;
 use strata_core::method::Method;
 use strata_core::partition_spec::PartitionSpec;
 use strata_core::records::CalibrationRecord;
+use strata_core::secure_aggregation::{CountOrFraction, SecAggConfig};
 use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -73,4 +74,49 @@ async fn calibration_with_a_method_without_a_global_model_is_refused_at_start() 
     let server = start_server(config, out.path()).await;
     let err = server.handle.await.expect("server task").expect_err("refused").to_string();
     assert!(err.contains("calibration needs a method with a global model") && err.contains("fedper"), "{err}");
+}
+
+/// CCVR under secure aggregation: each client's class moments and counts are masked and
+/// summed (`strata_methods::ccvr_sums`), the server pools from the totals alone, and the
+/// calibrated model is the plain calibration's within the fixed-point rounding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ccvr_over_secure_aggregation_calibrates_as_the_plain_statistics_do() {
+    let mut config = synthetic_config(3, 1);
+    config.data.split = PartitionSpec::Pathological { classes_per_client: 4 };
+    config.calibration.method = CalibrationMethod::Ccvr;
+    let run = |config: strata_core::config::RunConfig| async move {
+        let out = tempfile::tempdir().expect("tempdir");
+        let server = start_server(config, out.path()).await;
+        let cache = Arc::new(strata_client::DataCache::default());
+        let clients: Vec<_> = (0..3).map(|i| spawn_client(&server.url, i, &cache)).collect();
+        server.handle.await.expect("server task").expect("run completes");
+        for c in clients {
+            c.await.expect("client task").expect("client ends cleanly");
+        }
+        let records: Vec<CalibrationRecord> = read_jsonl(&out.path().join("calibration.jsonl"));
+        let (model, _) =
+            strata_core::safetensors::read(&out.path().join("model-calibrated.safetensors")).expect("calibrated model");
+        (records.into_iter().last().expect("the final calibration"), model)
+    };
+    let (plain, plain_model) = run(config.clone()).await;
+    let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(2), ..SecAggConfig::default() };
+    config.secure_aggregation = Some(secagg);
+    let (secure, secure_model) = run(config).await;
+
+    let protocol = secure.secure_aggregation.as_ref().expect("the statistics went through the protocol");
+    assert!(protocol.recovered && protocol.summed == 3, "{protocol:?}");
+    assert_eq!(protocol.statistics_clipped, Some(0), "no share reached the statistics range");
+    assert_eq!((secure.clients_pooled, secure.classes), (3, plain.classes));
+    // The training round's sum is FedAvg's within the rounding (the body, a few 1e-6 here).
+    // The classifier is retrained on draws from Gaussians a rounding apart; with fewer
+    // samples per class than features the covariances are rank-deficient, and rounding in
+    // their null directions moves single weights by up to ~0.15 here, not the accuracy.
+    for (a, b) in
+        plain_model.tensors().iter().zip(secure_model.tensors()).filter(|(a, _)| !a.name().starts_with("head."))
+    {
+        let d = a.values().iter().zip(b.values()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(d > 0.0 && d < 1e-4, "{}: {d} between the plain and the secure runs", a.name());
+    }
+    let (before, after) = (plain.global_accuracy.expect("measured"), secure.global_accuracy.expect("measured"));
+    assert!((before - after).abs() <= 0.01, "calibrated accuracy {after} under secure aggregation, {before} without");
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use strata_core::config::RunConfig;
 use strata_core::method::Method;
+use strata_core::partition_spec::PartitionSpec;
 use strata_core::privacy::ClipPlacement;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 use strata_core::secure_aggregation::{CountOrFraction, SecAggConfig, SecAggRecord};
@@ -73,10 +74,12 @@ fn max_difference(a: &TensorSet, b: &TensorSet) -> f64 {
 
 /// The summed model is plain FedAvg's within the quantization error, with a client that
 /// dropped out after sharing its keys: its pairwise masks are rebuilt from its neighbours'
-/// shares and removed, and the record says who dropped where.
+/// shares and removed, and the record says who dropped where. The clients hold different
+/// numbers of samples, so the sample weighting is what is compared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_unmasked_sum_is_fedavgs_within_the_quantization_error_despite_a_dropout() {
-    let config = RunConfig { min_results: Some(4), ..synthetic_config(5, 1) };
+    let mut config = RunConfig { min_results: Some(4), ..synthetic_config(5, 1) };
+    config.data.split = PartitionSpec::Pathological { classes_per_client: 4 };
     let plain_dir = tempfile::tempdir().expect("tempdir");
     let plain = run_clients(config.clone(), plain_dir.path(), true).await;
 
@@ -101,10 +104,14 @@ async fn the_unmasked_sum_is_fedavgs_within_the_quantization_error_despite_a_dro
     assert!(masked.iter().all(|r| r.secagg_seconds.is_some_and(|s| s > 0.0)), "each reports its masking time");
 
     // Each of the 4 clients rounds each weighted value to one of Q levels over [−c, c]: at most
-    // 2c/Q off; the sum of 4 over the total weight (all clients hold 225 samples: Σw = 4).
-    // Weights are exact (w = 1 is Q levels exactly); f32 adds a rounding of the values (≤ 1).
-    let q = f64::from(secagg.quantization_range);
-    let bound = 4.0 * 2.0 * secagg.clipping_range / q / 4.0 + 2.0 * f64::from(f32::EPSILON);
+    // 2c/Q off; the sum of 4 over the total weight Σw = Σ nᵢ / max nᵢ. Each quantized weight is
+    // off by at most 1/(2Q), which moves the mean of changes within ±c by at most 4·c/(Q·Σw);
+    // f32 adds a rounding of the values (≤ 1).
+    let samples: Vec<f64> = masked.iter().map(|r| r.train_samples as f64).collect();
+    assert!(samples.iter().any(|&n| n != samples[0]), "the clients' weights differ: {samples:?}");
+    let total_weight = samples.iter().sum::<f64>() / samples.iter().copied().fold(0.0, f64::max);
+    let (q, c) = (f64::from(secagg.quantization_range), secagg.clipping_range);
+    let bound = 4.0 * 2.0 * c / q / total_weight + 4.0 * c / q / total_weight + 2.0 * f64::from(f32::EPSILON);
     let difference = max_difference(&plain, &secure);
     assert!(difference <= bound, "secure aggregation moved the model {difference} from FedAvg's (bound {bound})");
     assert!(difference > 0.0, "quantization leaves some trace: an identical model would mean no masking ran");

@@ -60,6 +60,14 @@ pub struct JobOutput {
     pub trained: Option<(u64, f64)>,
 }
 
+impl JobOutput {
+    /// What a statistics task reports besides its masked vector: the samples it covers.
+    pub fn statistics(stats: &crate::transfer::FeatureStats) -> Self {
+        let samples = stats.classes.iter().map(|c| c.count).sum();
+        Self { metrics: Vec::new(), upload: None, mask: None, num_samples: samples, trained: None }
+    }
+}
+
 impl LocalState {
     pub fn run(&mut self, job: Job) -> Result<JobOutput, TorchError> {
         // at::set_num_threads applies to the calling thread's pool: set it on every job.

@@ -31,7 +31,8 @@ use crate::example_ledger::ExampleLedger;
 use crate::personal_store::{PersonalStore, StoreStats};
 use crate::secure::SecureRounds;
 use crate::task_loop::{
-    Caller, download_request, job_for, mask_output, upload_answer, upload_masked, upload_output, upload_stats,
+    Caller, download_request, job_for, mask_output, mask_statistics, upload_answer, upload_masked, upload_output,
+    upload_stats,
 };
 use crate::{
     ClientError, ClientTls, DataCache, ProtocolError, Rpc, SettingsError, connect, is_outage, join_with_retry,
@@ -488,6 +489,10 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         .await
         .map_err(|source| ClientError::Panicked { what: "feature statistics", source })??;
         drop(_working);
+        if task.secagg.is_some() {
+            let masked = shared.with_secure(index, |secure| mask_statistics(secure, &task, &stats))?;
+            return upload_masked(&mut rpc, task, &caller, crate::local::JobOutput::statistics(&stats), masked).await;
+        }
         return upload_stats(&mut rpc, task, &caller, stats).await;
     }
     let training = kind == pb::TaskKind::Train;

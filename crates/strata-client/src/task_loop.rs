@@ -196,6 +196,10 @@ impl Joined<'_> {
         let request = download_request(&task, &self.caller);
         let (global, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
         let stats = self.on_worker("feature statistics", move |state| state.feature_stats(&global)).await?;
+        if task.secagg.is_some() {
+            let masked = mask_statistics(&mut self.secure, &task, &stats)?;
+            return upload_masked(&mut self.rpc, task, &self.caller, JobOutput::statistics(&stats), masked).await;
+        }
         upload_stats(&mut self.rpc, task, &self.caller, stats).await
     }
 
@@ -329,6 +333,15 @@ pub(crate) fn mask_output(
     let masked = secure.mask(task, reference, trained, output.num_samples, unclipped)?;
     output.metrics.push((strata_core::records::metric::SECAGG_SECONDS, started.elapsed().as_secs_f64()));
     Ok(masked)
+}
+
+/// CCVR's statistics as a masked vector (secure aggregation).
+pub(crate) fn mask_statistics(
+    secure: &mut SecureRounds,
+    task: &pb::Task,
+    stats: &FeatureStats,
+) -> Result<Vec<u32>, ClientError> {
+    Ok(secure.mask_statistics(task, stats)?)
 }
 
 /// Sends a training result under secure aggregation: its metrics and its masked vector.

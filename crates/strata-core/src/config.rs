@@ -417,7 +417,7 @@ impl RunConfig {
         Ok(())
     }
 
-    /// `[secure_aggregation]` fits the method, the defense, privacy, calibration and the cohort.
+    /// `[secure_aggregation]` fits the method, the defense, privacy and the cohort.
     fn validate_secure_aggregation(&self) -> Result<(), ConfigError> {
         let Some(secagg) = &self.secure_aggregation else { return Ok(()) };
         secagg.validate().map_err(ConfigError::Invalid)?;
@@ -441,11 +441,6 @@ impl RunConfig {
         if self.privacy.is_on() && self.privacy.placement != ClipPlacement::Client {
             return bad("with [privacy], updates are clipped on the server, which never sees them under secure \
                         aggregation; set privacy.placement = \"client\""
-                .into());
-        }
-        if !self.calibration.is_off() {
-            return bad("CCVR calibration would send per-class feature statistics in the clear; \
-                        turn calibration off with secure aggregation on"
                 .into());
         }
         // Under [privacy] each client is drawn independently: a round may hold all of them.
@@ -634,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn secure_aggregation_must_fit_the_method_defense_privacy_calibration_and_cohort() {
+    fn secure_aggregation_must_fit_the_method_defense_privacy_and_cohort() {
         let secure = |edit: &dyn Fn(&mut RunConfig)| {
             let mut config = RunConfig::reference_fmnist();
             config.secure_aggregation = Some(SecAggConfig::default());
@@ -649,8 +644,10 @@ mod tests {
             c.privacy.placement = ClipPlacement::Client;
         };
         assert!(secure(&private).is_ok());
+        // CCVR's statistics are summed securely too.
+        assert!(secure(&|c| c.calibration.method = CalibrationMethod::Ccvr).is_ok());
         type Edit = &'static dyn Fn(&mut RunConfig);
-        let refused: [(Edit, &str); 10] = [
+        let refused: [(Edit, &str); 9] = [
             (&|c| c.method = Method::Local, "shares nothing"),
             (&|c| c.method = Method::FedCac, "individual updates"),
             (&|c| c.defense.rule = Defense::Median, "needs every client's update"),
@@ -673,7 +670,6 @@ mod tests {
                 },
                 "at least 2",
             ),
-            (&|c| c.calibration.method = CalibrationMethod::Ccvr, "in the clear"),
             (&|c| c.fraction = 0.05, "at least 2"),
             (&|c| c.secure_aggregation.as_mut().unwrap().quantization_range = 1 << 30, "would wrap"),
             (&|c| c.secure_aggregation.as_mut().unwrap().num_shares = CountOrFraction::Count(4), "num_shares"),

@@ -173,6 +173,9 @@ pub struct CalibrationRecord {
     pub bytes_down: u64,
     /// Every client's evaluation of the calibrated model.
     pub clients: Vec<ClientRoundRecord>,
+    /// Under `[secure_aggregation]`: the protocol that summed the statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_aggregation: Option<crate::secure_aggregation::SecAggRecord>,
 }
 
 /// Sample-weighted mean of (value, weight) pairs; `None` when there is no weight.

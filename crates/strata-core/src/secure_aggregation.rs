@@ -35,6 +35,10 @@ pub struct SecAggConfig {
     /// count among the round's clients, so that every weight keeps its proportion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_weight: Option<f64>,
+    /// CCVR's statistics under secure aggregation: each client's per-class shares of the
+    /// features' first and second moments are clipped to [−r, r] (the squares of the
+    /// classifier's inputs must average below it; a calibration whose statistics hit it says so).
+    pub statistics_range: f64,
 }
 
 /// `7` is a count, `0.5` a fraction (what a command line gives).
@@ -63,11 +67,14 @@ impl Default for SecAggConfig {
             quantization_range: 1 << 22,
             modulus_range: 1 << 32,
             max_weight: None,
+            statistics_range: Self::DEFAULT_STATISTICS_RANGE,
         }
     }
 }
 
 impl SecAggConfig {
+    pub const DEFAULT_STATISTICS_RANGE: f64 = 64.0;
+
     /// Checks what does not depend on the round's size.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |what: String| Err(format!("secure_aggregation.{what}"));
@@ -103,6 +110,9 @@ impl SecAggConfig {
         }
         if !(self.clipping_range.is_finite() && self.clipping_range > 0.0) {
             return bad(format!("clipping_range = {}: must be positive", self.clipping_range));
+        }
+        if !(self.statistics_range.is_finite() && self.statistics_range > 0.0) {
+            return bad(format!("statistics_range = {}: must be positive", self.statistics_range));
         }
         if let Some(w) = self.max_weight.filter(|w| !(w.is_finite() && *w > 0.0)) {
             return bad(format!("max_weight = {w}: must be positive"));
@@ -145,4 +155,7 @@ pub struct SecAggRecord {
     pub protocol_seconds: f64,
     /// Bytes of those stages, both ways, all clients together.
     pub protocol_bytes: u64,
+    /// CCVR's statistics: how many clients' shares hit ±`statistics_range` (learned as a sum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistics_clipped: Option<u32>,
 }

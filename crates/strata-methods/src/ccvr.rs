@@ -68,6 +68,10 @@ pub enum CcvrError {
     ZeroCount { class: u32 },
     #[error("class {class}: {what} value {index} is not finite ({value})")]
     NonFinite { class: u32, what: &'static str, index: usize, value: f64 },
+    #[error("class {class} is beyond the classifier's {classes} classes")]
+    ClassOutOfRange { class: u32, classes: usize },
+    #[error("the classes' moment sums hold {got} values, expected {expected}")]
+    SumLength { expected: usize, got: usize },
 }
 
 /// Length of the upper triangle (diagonal included) of a d×d matrix: d(d+1)/2.
@@ -138,7 +142,7 @@ pub fn client_stats(features: &[f32], labels: &[u32], dim: usize) -> Vec<ClassSt
         .collect()
 }
 
-fn validate(s: &ClassStats, dim: usize) -> Result<(), CcvrError> {
+pub(crate) fn validate(s: &ClassStats, dim: usize) -> Result<(), CcvrError> {
     let class = s.class;
     if s.mean.len() != dim {
         return Err(CcvrError::MeanLength { class, expected: dim, got: s.mean.len() });

@@ -63,7 +63,7 @@ pub fn params_to_wire(p: &RoundParams) -> pb::SecAggParams {
         modulus: p.modulus,
         max_weight: p.max_weight,
         uniform_weights: p.uniform_weights,
-        unclipped_bit: p.unclipped_bit,
+        tail: p.tail as u32,
     }
 }
 
@@ -79,7 +79,7 @@ pub fn params_from_wire(p: Option<&pb::SecAggParams>) -> Result<RoundParams, Sec
         modulus: p.modulus,
         max_weight: p.max_weight,
         uniform_weights: p.uniform_weights,
-        unclipped_bit: p.unclipped_bit,
+        tail: p.tail as usize,
     })
 }
 

@@ -141,6 +141,7 @@ mod tests {
             bytes_up: 0,
             bytes_down: 0,
             clients,
+            secure_aggregation: None,
         }
     }
 

@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (&id, client) in clients.iter_mut().skip(dropped) {
             let shares = server.shares_for(id)?;
             let t = Instant::now();
-            let encoded = encode(&params, &update, quantized_weight(&params, 300), false, &mut client_rng);
+            let encoded = encode(&params, &update, quantized_weight(&params, 300), &[], &mut client_rng)?.vector;
             let masked = client.mask(&shares, &encoded)?;
             *client_seconds.entry(id).or_default() += t.elapsed().as_secs_f64();
             // One u32 per value where the plain update is one f32, and the weight.

@@ -1,7 +1,7 @@
 //! Fixed point in the ring: a client's weighted, clipped values map to integers 0..=Q by
-//! stochastic rounding (unbiased), its quantized weight goes first (and, for adaptive DP
-//! clipping, its unclipped bit last); the server decodes the sum of such vectors into the
-//! weighted sum and mean. Flower's encoding (§6 of the spec), with the overflow it leaves
+//! stochastic rounding (unbiased), its quantized weight goes first, and a tail of integers
+//! summed as they are (DP's unclipped bit, CCVR's class counts) last; the server decodes the
+//! sum of such vectors into the weighted sum and mean and the tail's totals. Flower's encoding (§6 of the spec), with the overflow it leaves
 //! unchecked refused when the round's parameters are resolved.
 
 use rand::Rng;
@@ -26,20 +26,36 @@ pub fn rounding_slack(params: &RoundParams, values: usize) -> f64 {
     (values as f64).sqrt() * 2.0 * params.clipping_range / f64::from(params.quantization_range)
 }
 
-/// `[q] ++ z (++ [bit])`: the weight, then each value times q/Q, clipped to [−c, c] and mapped
-/// to 0..=Q; with [`RoundParams::unclipped_bit`], 1 when the update was within its DP bound.
-pub fn encode(params: &RoundParams, values: &[f32], weight: u32, unclipped: bool, rng: &mut impl Rng) -> Vec<u32> {
+/// `[q] ++ z ++ tail`: the weight, then each value times q/Q, clipped to [−c, c] and mapped
+/// to 0..=Q, then the [`RoundParams::tail`] integers as they are. Also returns how many
+/// values the clipping changed.
+pub fn encode(
+    params: &RoundParams,
+    values: &[f32],
+    weight: u32,
+    tail: &[u32],
+    rng: &mut impl Rng,
+) -> Result<Encoded, SecAggError> {
+    if tail.len() != params.tail {
+        return Err(SecAggError::Config(format!(
+            "{} integers after the values, where the round carries {}",
+            tail.len(),
+            params.tail
+        )));
+    }
     let q = f64::from(params.quantization_range);
     let c = params.clipping_range;
     let w = f64::from(weight) / q;
     let mut out = Vec::with_capacity(params.vector_len(values.len()));
     out.push(weight);
+    let mut clipped = 0;
     // The coins a block at a time: one u32 each, up when below frac · 2^32 (E[z] = u to
     // within 2^-32), so that the loop vectorizes.
     let mut coins = [0u32; 4096];
     for chunk in values.chunks(coins.len()) {
         let coins = &mut coins[..chunk.len()];
         rng.fill(coins);
+        clipped += chunk.iter().filter(|&&v| (w * f64::from(v)).abs() > c).count();
         out.extend(chunk.iter().zip(coins.iter()).map(|(&v, &coin)| {
             let x = (w * f64::from(v)).clamp(-c, c);
             let u = (x + c) * q / (2.0 * c);
@@ -48,26 +64,29 @@ pub fn encode(params: &RoundParams, values: &[f32], weight: u32, unclipped: bool
             (floor + f64::from(u8::from(up))).clamp(0.0, q) as u32
         }));
     }
-    if params.unclipped_bit {
-        out.push(u32::from(unclipped));
-    }
-    out
+    out.extend_from_slice(tail);
+    Ok(Encoded { vector: out, clipped })
 }
 
-/// An unmasked sum split into its parts.
-fn split<'a>(params: &RoundParams, sum: &'a [u32]) -> Option<(u32, &'a [u32], Option<u32>)> {
+/// A client's vector before masking, and how many of its values hit ±c.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    pub vector: Vec<u32>,
+    pub clipped: usize,
+}
+
+/// An unmasked sum split into its weight, values and tail.
+fn split<'a>(params: &RoundParams, sum: &'a [u32]) -> Option<(u32, &'a [u32], &'a [u32])> {
     let (&weight, rest) = sum.split_first()?;
-    if !params.unclipped_bit {
-        return Some((weight, rest, None));
-    }
-    let (&bits, values) = rest.split_last()?;
-    Some((weight, values, Some(bits)))
+    let at = rest.len().checked_sub(params.tail)?;
+    let (values, tail) = rest.split_at(at);
+    Some((weight, values, tail))
 }
 
 /// What the server can check of an unmasked sum without seeing a vector: its weight element
 /// is exactly the sum of the contributors' quantized weights (which the server computes from
 /// the sample counts they reported), no element exceeds what `contributors` honest vectors
-/// can add up to (Q each), and the unclipped bits are at most one each. A hostile client that
+/// can add up to (Q each), and no tail total exceeds `tail_limit`. A hostile client that
 /// wrote its own weight, or values outside 0..=Q that do not cancel out, is caught here; one
 /// that stays inside the ranges is not (secure aggregation hides which vector moved the sum).
 pub fn check_sum(
@@ -75,9 +94,10 @@ pub fn check_sum(
     sum: &[u32],
     contributors: usize,
     expected_weight: u64,
+    tail_limit: u64,
 ) -> Result<(), SecAggError> {
     let refuse = |what: String| Err(SecAggError::Refused(format!("the unmasked sum: {what}")));
-    let Some((weight, values, bits)) = split(params, sum) else { return refuse("it is too short".into()) };
+    let Some((weight, values, tail)) = split(params, sum) else { return refuse("it is too short".into()) };
     if u64::from(weight) != expected_weight {
         return refuse(format!(
             "its weight is {weight}, where the contributors' sample counts give {expected_weight}: \
@@ -92,19 +112,21 @@ pub fn check_sum(
             values[i]
         ));
     }
-    if let Some(bits) = bits.filter(|&b| b as usize > contributors) {
-        return refuse(format!("{bits} unclipped bits from {contributors} clients: a client sent a bit above 1"));
+    if let Some(i) = tail.iter().position(|&t| u64::from(t) > tail_limit) {
+        return refuse(format!(
+            "integer {i} after the values totals {}, beyond the {tail_limit} that {contributors} clients can send",
+            tail[i]
+        ));
     }
     Ok(())
 }
 
-/// A decoded sum: `Σ wᵢ xᵢ` per value, `Σ wᵢ`, and (adaptive DP clipping) how many clients
-/// were within their bound.
-#[derive(Clone, Debug, PartialEq)]
+/// A decoded sum: `Σ wᵢ xᵢ` per value, `Σ wᵢ`, and the tail's totals.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Decoded {
     pub sum: Vec<f64>,
     pub total_weight: f64,
-    pub unclipped: Option<u32>,
+    pub tail: Vec<u32>,
 }
 
 impl Decoded {
@@ -114,17 +136,17 @@ impl Decoded {
     }
 }
 
-/// The weighted sum, total weight and bits from the (unmasked) sum of `contributors` vectors.
+/// The weighted sum, total weight and tail from the (unmasked) sum of `contributors` vectors.
 pub fn decode(params: &RoundParams, sum: &[u32], contributors: usize) -> Result<Decoded, SecAggError> {
     let q = f64::from(params.quantization_range);
     let c = params.clipping_range;
-    let (total, values, unclipped) = split(params, sum).ok_or_else(|| SecAggError::Config("an empty sum".into()))?;
+    let (total, values, tail) = split(params, sum).ok_or_else(|| SecAggError::Config("a sum too short".into()))?;
     if total == 0 {
         return Err(SecAggError::Config("the clients' weights sum to zero: nothing to average".into()));
     }
     let shift = contributors as f64 * c;
     let sum = values.iter().map(|&z| f64::from(z) * 2.0 * c / q - shift).collect();
-    Ok(Decoded { sum, total_weight: f64::from(total) / q, unclipped })
+    Ok(Decoded { sum, total_weight: f64::from(total) / q, tail: tail.to_vec() })
 }
 
 #[cfg(test)]
@@ -151,12 +173,15 @@ mod tests {
     fn a_sum_with_a_forged_weight_or_out_of_range_values_is_refused() {
         let p = coarse();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
-        let (a, b) = (encode(&p, &[0.5, -1.0], 16, false, &mut rng), encode(&p, &[2.0, 8.0], 8, false, &mut rng));
+        let (a, b) = (
+            encode(&p, &[0.5, -1.0], 16, &[], &mut rng).unwrap().vector,
+            encode(&p, &[2.0, 8.0], 8, &[], &mut rng).unwrap().vector,
+        );
         let sum: Vec<u32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-        assert!(check_sum(&p, &sum, 2, 24).is_ok());
-        assert!(check_sum(&p, &sum, 2, 25).unwrap_err().to_string().contains("weight of its own"));
+        assert!(check_sum(&p, &sum, 2, 24, 0).is_ok());
+        assert!(check_sum(&p, &sum, 2, 25, 0).unwrap_err().to_string().contains("weight of its own"));
         let forged: Vec<u32> = sum.iter().enumerate().map(|(i, &v)| if i == 2 { 33 } else { v }).collect();
-        assert!(check_sum(&p, &forged, 2, 24).unwrap_err().to_string().contains("value 1 is 33"));
+        assert!(check_sum(&p, &forged, 2, 24, 0).unwrap_err().to_string().contains("value 1 is 33"));
     }
 
     #[test]
@@ -166,14 +191,14 @@ mod tests {
         let weight = 16; // w = 1
         // 0.3 sits between two of the 16 levels of [−8, 8]; the mean of many roundings finds it.
         let draws: Vec<f32> = (0..20_000)
-            .map(|_| decode(&p, &encode(&p, &[0.3], weight, false, &mut rng), 1).unwrap().mean()[0])
+            .map(|_| decode(&p, &encode(&p, &[0.3], weight, &[], &mut rng).unwrap().vector, 1).unwrap().mean()[0])
             .collect();
         let mean = draws.iter().map(|&v| f64::from(v)).sum::<f64>() / draws.len() as f64;
         assert!((mean - 0.3).abs() < 0.02, "{mean}");
         assert!(draws.iter().all(|&v| v == 0.0 || v == 1.0), "one of the two nearest levels");
         // Beyond ±c: clipped.
-        let big = encode(&p, &[100.0, -100.0], weight, false, &mut rng);
-        assert_eq!(&big[1..], &[16, 0]);
+        let big = encode(&p, &[100.0, -100.0, 1.0], weight, &[], &mut rng).unwrap();
+        assert_eq!((&big.vector[1..3], big.clipped), (&[16, 0][..], 2));
     }
 
     #[test]
@@ -183,16 +208,20 @@ mod tests {
         // Sample counts no longer weigh: both clients carry Q.
         let (wa, wb) = (quantized_weight(&p, 1), quantized_weight(&p, 10_000));
         assert_eq!((wa, wb), (16, 16));
-        let a = encode(&p, &[1.0, -2.0], wa, true, &mut rng);
-        let b = encode(&p, &[3.0, 1.0], wb, false, &mut rng);
+        let a = encode(&p, &[1.0, -2.0], wa, &[1], &mut rng).unwrap().vector;
+        let b = encode(&p, &[3.0, 1.0], wb, &[0], &mut rng).unwrap().vector;
         assert_eq!((a.len(), p.vector_len(2), a[3], b[3]), (4, 4, 1, 0));
+        assert!(encode(&p, &[3.0, 1.0], wb, &[], &mut rng).unwrap_err().to_string().contains("carries 1"));
         let sum: Vec<u32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-        check_sum(&p, &sum, 2, 32).unwrap();
+        check_sum(&p, &sum, 2, 32, 2).unwrap();
         let decoded = decode(&p, &sum, 2).unwrap();
         // 1.0, −2.0, 3.0 and 1.0 are levels of the 16 over [−8, 8]: no rounding.
-        assert_eq!((decoded.sum.as_slice(), decoded.total_weight, decoded.unclipped), (&[4.0, -1.0][..], 2.0, Some(1)));
+        assert_eq!(
+            (decoded.sum.as_slice(), decoded.total_weight, decoded.tail.as_slice()),
+            (&[4.0, -1.0][..], 2.0, &[1][..])
+        );
         let forged: Vec<u32> = sum.iter().enumerate().map(|(i, &v)| if i == 3 { 3 } else { v }).collect();
-        assert!(check_sum(&p, &forged, 2, 32).unwrap_err().to_string().contains("3 unclipped bits from 2"));
+        assert!(check_sum(&p, &forged, 2, 32, 2).unwrap_err().to_string().contains("totals 3, beyond the 2"));
     }
 
     #[test]
@@ -211,7 +240,7 @@ mod tests {
             let raw: Vec<f64> = (0..d).map(|i| if i % 2 == 0 { half_step } else { -half_step }).collect();
             let scale = (bound - slack) / norm(&raw);
             let x: Vec<f32> = raw.iter().map(|v| (v * scale) as f32).collect();
-            let decoded = decode(&p, &encode(&p, &x, p.quantization_range, false, &mut rng), 1).unwrap();
+            let decoded = decode(&p, &encode(&p, &x, p.quantization_range, &[], &mut rng).unwrap().vector, 1).unwrap();
             worst = worst.max(norm(&decoded.sum));
         }
         assert!(worst <= bound, "{worst}");

@@ -69,7 +69,7 @@ impl Resolve for SecAggConfig {
             modulus: self.modulus_range,
             max_weight: self.max_weight.unwrap_or(DEFAULT_MAX_WEIGHT),
             uniform_weights: false,
-            unclipped_bit: false,
+            tail: 0,
         })
     }
 }
@@ -89,33 +89,35 @@ pub struct RoundParams {
     pub max_weight: f64,
     /// Every client weighs 1 whatever its sample count: user-level DP's unweighted sum.
     pub uniform_weights: bool,
-    /// The vector ends with the client's adaptive-clipping bit (1: its update was within the
-    /// bound), so that the server learns the count from the sum, like the rest.
-    pub unclipped_bit: bool,
+    /// Integers summed as they are after the values, so that the server learns only their
+    /// totals: user-level DP's adaptive-clipping bit (1: the update was within the bound),
+    /// CCVR's class counts.
+    pub tail: usize,
 }
 
 impl RoundParams {
-    /// Weights relative to the round's largest sample count, unless the config fixed
-    /// `max_weight`: every client then keeps its exact relative weight, where a fixed
-    /// denominator caps every client above it at weight 1.
-    pub fn weighing(mut self, config: &SecAggConfig, largest_samples: u64) -> Self {
-        if config.max_weight.is_none() {
-            self.max_weight = largest_samples.max(1) as f64;
-        }
+    /// The longest tail a client accepts: CCVR's counts for this many classes, and one more.
+    pub const MAX_TAIL: usize = 1 << 16;
+
+    /// Weights relative to `largest_samples`, the round's largest sample count: every client
+    /// keeps its exact relative weight, where a fixed denominator (`max_weight` in the config)
+    /// caps every client above it at weight 1.
+    pub fn relative_to(mut self, largest_samples: u64) -> Self {
+        self.max_weight = largest_samples.max(1) as f64;
         self
     }
 
     /// User-level DP's sum: every client weighs 1, and with adaptive clipping the vector
-    /// carries the client's unclipped bit.
+    /// ends with the client's unclipped bit.
     pub fn private(mut self, adaptive: bool) -> Self {
         self.uniform_weights = true;
-        self.unclipped_bit = adaptive;
+        self.tail = usize::from(adaptive);
         self
     }
 
-    /// A client's vector for `values` shared values: the weight, the values, the bit if any.
+    /// A client's vector for `values` values: the weight, the values, the tail.
     pub fn vector_len(&self, values: usize) -> usize {
-        1 + values + usize::from(self.unclipped_bit)
+        1 + values + self.tail
     }
 
     /// Reduces a wrapping u32 value mod M (M divides 2^32).
@@ -141,6 +143,9 @@ impl RoundParams {
         }
         if !(self.clipping_range.is_finite() && self.clipping_range > 0.0 && self.max_weight > 0.0) {
             return fail("clipping range and max weight must be positive");
+        }
+        if self.tail > Self::MAX_TAIL {
+            return fail("a tail of more integers than any method sends");
         }
         Ok(())
     }

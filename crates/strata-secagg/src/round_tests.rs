@@ -93,7 +93,8 @@ fn the_unmasked_mean_is_fedavgs_within_the_quantization_bound() {
     let samples: Vec<u64> = (0..n).map(|i| 20 + (i as u64 * 37) % 900).collect();
     let updates: Vec<Vec<f32>> = (0..n).map(|_| (0..dim).map(|_| rng.random_range(-0.05f32..0.05)).collect()).collect();
     let weights: Vec<u32> = samples.iter().map(|&s| quantized_weight(&params, s)).collect();
-    let inputs: Vec<Vec<u32>> = (0..n).map(|i| encode(&params, &updates[i], weights[i], false, &mut rng)).collect();
+    let inputs: Vec<Vec<u32>> =
+        (0..n).map(|i| encode(&params, &updates[i], weights[i], &[], &mut rng).unwrap().vector).collect();
 
     let (sum, contributors, _) = round(&params, &inputs, &BTreeMap::new(), &mut rng).unwrap();
     assert_eq!(contributors, n);
@@ -143,7 +144,7 @@ fn one_clients_masked_upload_looks_uniform() {
     let (server, mut clients, params) = shared_round(6, 5, 3);
     // A constant-ish update: its encoding sits in a narrow band around Q/2, far from uniform.
     let update: Vec<f32> = (0..200_000).map(|i| 0.01 * (i % 7) as f32).collect();
-    let encoded = encode(&params, &update, params.quantization_range, false, &mut rng);
+    let encoded = encode(&params, &update, params.quantization_range, &[], &mut rng).unwrap().vector;
     let masked = clients[0].mask(&server.shares_for(0).unwrap(), &encoded).unwrap();
     // 63 degrees of freedom: P(χ² > 132) ≈ 1e-6 for uniform values (Wilson–Hilferty).
     let critical = 132.0;

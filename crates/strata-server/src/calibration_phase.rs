@@ -12,6 +12,8 @@ use strata_core::records::{CalibrationRecord, weighted_mean};
 use strata_proto::stats::StatsExpectation;
 use tracing::{info, warn};
 
+use strata_secagg::encoding::Decoded;
+
 use crate::assignment::{Assignment, TaskKind};
 use crate::ccvr::{self, head_shape};
 use crate::round::RoundLoop;
@@ -46,22 +48,61 @@ impl RoundLoop {
                 );
                 a.parameters = Some(Arc::clone(&global));
                 a.feature_stats = Some(expect);
-                (c.id, Arc::new(a))
+                (c.id, a)
             })
             .collect();
         info!(row, clients = tasks.len(), "calibration: gathering feature statistics");
-        let reports = self.dispatch(row, &tasks, deadline).await;
-        let stats_bytes_down: u64 = tasks.values().map(|t| t.bytes_down()).sum();
-        let bytes_up: u64 = reports.values().map(|r| r.bytes_up).sum();
-        let stats: Vec<_> = reports.into_values().filter_map(|r| r.stats).collect();
-        let clients_pooled = stats.len() as u32;
+        let (pooled, clients_pooled, stats_bytes_down, bytes_up, secure) = match self.config.secure_aggregation.clone()
+        {
+            Some(config) => {
+                let (tasks, reports, outcome) =
+                    self.secure_statistics(row, tasks, deadline, &config, (num_classes, dim)).await;
+                let bytes_down: u64 = tasks.values().map(|t| t.bytes_down()).sum();
+                let bytes_up = reports.values().map(|r| r.bytes_up).sum::<u64>() + outcome.record.protocol_bytes;
+                let mut record = outcome.record;
+                let pooled = match outcome.sum {
+                    Some((_, sum)) => {
+                        let pooled = pool_secure_sum(&sum, outcome.samples, num_classes, dim);
+                        record.statistics_clipped = sum.tail.last().copied();
+                        pooled
+                    }
+                    None => Err("the statistics' secure sum was not recovered".to_string()),
+                };
+                if let Some(clipped) = record.statistics_clipped.filter(|&n| n > 0) {
+                    warn!(
+                        row,
+                        clipped,
+                        range = config.statistics_range,
+                        "calibration: some clients' statistics hit ±secure_aggregation.statistics_range; raise it"
+                    );
+                }
+                (pooled, record.summed, bytes_down, bytes_up, Some(record))
+            }
+            None => {
+                let tasks: HashMap<_, _> = tasks.into_iter().map(|(id, a)| (id, Arc::new(a))).collect();
+                let reports = self.dispatch(row, &tasks, deadline).await;
+                let bytes_down: u64 = tasks.values().map(|t| t.bytes_down()).sum();
+                let bytes_up: u64 = reports.values().map(|r| r.bytes_up).sum();
+                let stats: Vec<_> = reports.into_values().filter_map(|r| r.stats).collect();
+                let count = stats.len() as u32;
+                let all: Vec<_> = stats.into_iter().flatten().collect();
+                (strata_methods::ccvr::pool(&all, dim).map_err(|e| e.to_string()), count, bytes_down, bytes_up, None)
+            }
+        };
+        let pooled = match pooled {
+            Ok(p) => p,
+            Err(reason) => {
+                warn!(row, clients_pooled, "calibration failed: {reason}");
+                return;
+            }
+        };
 
         // 2. Pool, sample, retrain the classifier (CPU work, off the runtime's threads).
         let config = self.config.calibration.clone();
         let seed = self.config.seed ^ row.wrapping_mul(0xC0FF_EE00_D15E_A5E5);
         let (base, backend) = (Arc::clone(&global), Arc::clone(&self.backend));
         let calibrated =
-            tokio::task::spawn_blocking(move || ccvr::calibrate(&base, &stats, &config, seed, &*backend)).await;
+            tokio::task::spawn_blocking(move || ccvr::calibrate_pooled(&base, &pooled, &config, seed, &*backend)).await;
         let calibrated = match calibrated {
             Ok(Ok(c)) => c,
             Ok(Err(reason)) => {
@@ -110,10 +151,33 @@ impl RoundLoop {
             bytes_up: bytes_up + rows.iter().map(|r| r.bytes_up).sum::<u64>(),
             bytes_down: stats_bytes_down + rows.iter().map(|r| r.bytes_down).sum::<u64>(),
             clients: rows,
+            secure_aggregation: secure,
         };
         info!(row, global = ?record.global_accuracy, seconds = record.seconds, "calibration finished");
         if let Err(e) = self.output.append_calibration(&record) {
             warn!(row, "cannot write calibration record: {e}");
         }
     }
+}
+
+/// The pooled classes from secure aggregation's sum of the clients' moment shares: the tail
+/// holds the class counts (which must add up to the samples the contributors reported) and
+/// how many clients' shares were clipped. The shares were weighted by n_k/M, so the sums
+/// scale back by M = Σ n_k / Σ w_k.
+fn pool_secure_sum(
+    sum: &Decoded,
+    samples: u64,
+    classes: usize,
+    dim: usize,
+) -> Result<Vec<strata_methods::ccvr::PooledClass>, String> {
+    let counts: Vec<u64> = sum.tail.iter().take(classes).map(|&n| u64::from(n)).collect();
+    let total: u64 = counts.iter().sum();
+    if total != samples {
+        return Err(format!(
+            "the class counts add up to {total}, where the contributors reported {samples} training samples: \
+             a client sent counts of its own"
+        ));
+    }
+    let scale = samples as f64 / sum.total_weight;
+    strata_methods::ccvr_sums::pool_sums(&sum.sum, scale, &counts, classes, dim).map_err(|e| e.to_string())
 }

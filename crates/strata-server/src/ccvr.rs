@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
 use strata_core::calibration::CalibrationConfig;
 use strata_core::tensor::{NamedTensor, TensorError, TensorSet, TensorSpec};
-use strata_methods::ccvr::{self, CcvrError, ClassStats};
+use strata_methods::ccvr::{self, CcvrError, ClassStats, PooledClass};
 
 pub const HEAD_WEIGHT: &str = "head.weight";
 pub const HEAD_BIAS: &str = "head.bias";
@@ -62,13 +62,33 @@ pub fn calibrate(
     seed: u64,
     backend: &dyn ModelBackend,
 ) -> Result<Calibrated, CalibrationError> {
+    let weight = global.get(HEAD_WEIGHT).ok_or(CalibrationError::NoHead)?;
+    let (_, dim) = head_shape(&[weight.spec()]).ok_or(CalibrationError::HeadNotMatrix)?;
+    let all: Vec<ClassStats> = stats.iter().flatten().cloned().collect();
+    calibrate_pooled(global, &ccvr::pool(&all, dim)?, config, seed, backend)
+}
+
+/// Calibrates the classifier of `global` with classes pooled already (by [`ccvr::pool`], or
+/// from secure aggregation's sums); as [`calibrate`].
+pub fn calibrate_pooled(
+    global: &TensorSet,
+    pooled: &[PooledClass],
+    config: &CalibrationConfig,
+    seed: u64,
+    backend: &dyn ModelBackend,
+) -> Result<Calibrated, CalibrationError> {
     let (weight, bias) = match (global.get(HEAD_WEIGHT), global.get(HEAD_BIAS)) {
         (Some(w), Some(b)) => (w, b),
         _ => return Err(CalibrationError::NoHead),
     };
     let (classes, dim) = head_shape(&[weight.spec()]).ok_or(CalibrationError::HeadNotMatrix)?;
-    let all: Vec<ClassStats> = stats.iter().flatten().cloned().collect();
-    let pooled = ccvr::pool(&all, dim)?;
+    if let Some(class) = pooled.iter().find(|c| c.dim() != dim) {
+        return Err(CalibrationError::Pool(CcvrError::MeanLength {
+            class: class.class,
+            expected: dim,
+            got: class.dim(),
+        }));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut features, mut labels) = (Vec::new(), Vec::new());
     let mut covered = 0;

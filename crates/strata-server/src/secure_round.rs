@@ -1,13 +1,16 @@
-//! A training round under secure aggregation (`[secure_aggregation]`, SecAgg+): the round
-//! loop's side of `strata-secagg`'s server half. Setup and share-keys run as their own phases
-//! before the TRAIN tasks, which carry each client's sealed shares and come back as masked
-//! vectors; an unmask phase follows, and the strategy moves the global model by the unmasked
-//! weighted mean change. Under `[privacy]` every client weighs 1, clips its change to the DP
-//! bound less what rounding can add, and hides its adaptive-clipping bit in the vector, so
-//! that the strategy noises the decoded sum as it would the sum of the clipped updates. Every phase is posted, gated and timed out like a round's tasks, so
-//! clients that drop out at any stage are dropped from the protocol (and recorded), and a
-//! round whose sum cannot be recovered keeps the previous model. Nothing is saved in the
-//! middle: a round interrupted here is redone from its start by `--resume`.
+//! Secure aggregation (`[secure_aggregation]`, SecAgg+) in the round loop: the loop's side of
+//! `strata-secagg`'s server half, around a training round's TRAIN tasks or a calibration's
+//! FEATURE_STATS tasks. Setup and share-keys run as their own phases before those tasks,
+//! which carry each client's sealed shares and come back as masked vectors; an unmask phase
+//! follows, and the caller gets the decoded sum. For training, the strategy moves the global
+//! model by the weighted mean change; under `[privacy]` every client weighs 1, clips its
+//! change to the DP bound less what rounding can add, and hides its adaptive-clipping bit in
+//! the vector, so that the strategy noises the decoded sum as it would the sum of the clipped
+//! updates. For CCVR, the sum is the classes' moment sums and counts
+//! (`strata_methods::ccvr_sums`). Every phase is posted, gated and timed out like a round's
+//! tasks, so clients that drop out at any stage are dropped from the protocol (and recorded),
+//! and a run whose sum cannot be recovered changes nothing. Nothing is saved in the middle: a
+//! round interrupted here is redone from its start by `--resume`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,23 +30,48 @@ use crate::assignment::{Assignment, SecAggTask, TaskKind};
 use crate::round::RoundLoop;
 use crate::service::Report;
 
-/// What the protocol gave the round: its record, and the decoded sum of the shared tensors'
-/// changes when it was recovered.
+/// What the protocol gave the round: its record, the decoded sum when it was recovered, and
+/// the training samples its contributors reported.
 pub(crate) struct SecureOutcome {
     pub record: SecAggRecord,
     pub sum: Option<(Layout, Decoded)>,
+    pub samples: u64,
+}
+
+/// How large each integer of a vector's tail may total over the sum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TailLimit {
+    /// DP's unclipped bit: at most one a client.
+    OnePerClient,
+    /// CCVR's class counts: at most the contributors' reported samples.
+    Samples,
+}
+
+/// What one protocol run masks, before its server half exists.
+struct Job {
+    /// The task kind answered by the masked vector.
+    kind: TaskKind,
+    /// Keeps the run's context apart from another run of the same round.
+    label: &'static str,
+    layout: Layout,
+    params: RoundParams,
+    /// Under `[privacy]`: the bound the clients clip to, the DP bound less the rounding slack.
+    clip_norm: Option<f64>,
+    tail_limit: TailLimit,
+    /// Weights relative to the largest sample count among the clients that set up (no fixed
+    /// `max_weight`).
+    relative_weights: bool,
 }
 
 /// One protocol run: the server half, and what it is bound to.
 struct Protocol {
     server: SecAggServer,
-    params: RoundParams,
+    job: Job,
     context: Vec<u8>,
-    layout: Layout,
-    /// Under `[privacy]`: the bound the clients clip to, the DP bound less what rounding
-    /// can add, so that each decoded change is within the DP bound.
-    clip_norm: Option<f64>,
 }
+
+/// The tasks posted, their reports, and the outcome, as the round loop records them.
+type Dispatched = (HashMap<Uuid, Arc<Assignment>>, HashMap<Uuid, Report>, SecureOutcome);
 
 impl RoundLoop {
     /// Runs the round's tasks under secure aggregation. `tasks` are the round's TRAIN and
@@ -52,31 +80,81 @@ impl RoundLoop {
     pub(crate) async fn secure_dispatch(
         &mut self,
         round: u64,
-        mut tasks: HashMap<Uuid, Assignment>,
+        tasks: HashMap<Uuid, Assignment>,
         deadline: tokio::time::Instant,
         config: &SecAggConfig,
-    ) -> (HashMap<Uuid, Arc<Assignment>>, HashMap<Uuid, Report>, SecureOutcome) {
+    ) -> Dispatched {
+        let participants = self.participants(&tasks, TaskKind::Train);
+        let job = self.training_job(&tasks, &participants, config);
+        self.run_protocol(round, tasks, deadline, (TaskKind::Train, participants), job).await
+    }
+
+    /// Gathers CCVR's statistics under secure aggregation: `tasks` are FEATURE_STATS
+    /// assignments for a classifier of `classes` classes over `dim` features.
+    pub(crate) async fn secure_statistics(
+        &mut self,
+        row: u64,
+        tasks: HashMap<Uuid, Assignment>,
+        deadline: tokio::time::Instant,
+        config: &SecAggConfig,
+        (classes, dim): (usize, usize),
+    ) -> Dispatched {
+        let participants = self.participants(&tasks, TaskKind::FeatureStats);
+        let job = (|| {
+            let mut params = config.resolve(participants.len())?;
+            params.clipping_range = config.statistics_range;
+            // The class counts, and whether the client's shares hit the range.
+            params.tail = classes + 1;
+            let layout = Layout::of(&strata_methods::ccvr_sums::layout_specs(classes, dim));
+            let (kind, label, tail_limit) = (TaskKind::FeatureStats, "ccvr-secagg", TailLimit::Samples);
+            let relative_weights = config.max_weight.is_none();
+            Ok(Job { kind, label, layout, params, clip_norm: None, tail_limit, relative_weights })
+        })();
+        self.run_protocol(row, tasks, deadline, (TaskKind::FeatureStats, participants), job).await
+    }
+
+    /// The clients of `tasks` whose `kind` tasks answer with a masked vector, with their indices.
+    fn participants(&self, tasks: &HashMap<Uuid, Assignment>, kind: TaskKind) -> Vec<(Uuid, u32)> {
+        tasks
+            .iter()
+            .filter(|(_, a)| a.kind == kind)
+            .filter_map(|(id, _)| Some((*id, self.registry.info(id)?.index)))
+            .collect()
+    }
+
+    /// The largest training set among `participants`, as they reported it.
+    fn largest(&self, participants: &[(Uuid, u32)]) -> u64 {
+        participants
+            .iter()
+            .filter_map(|(id, _)| self.registry.capabilities(id).map(|c| c.train_samples))
+            .max()
+            .unwrap_or(1)
+    }
+
+    async fn run_protocol(
+        &mut self,
+        round: u64,
+        mut tasks: HashMap<Uuid, Assignment>,
+        deadline: tokio::time::Instant,
+        (masked, participants): (TaskKind, Vec<(Uuid, u32)>),
+        job: Result<Job, SecAggError>,
+    ) -> Dispatched {
         let started = Instant::now();
         let mut record = SecAggRecord::default();
         let mut protocol_bytes = 0;
-        let training: Vec<(Uuid, u32)> = tasks
-            .iter()
-            .filter(|(_, a)| a.kind == TaskKind::Train)
-            .filter_map(|(id, _)| Some((*id, self.registry.info(id)?.index)))
-            .collect();
-        let prepared = self.prepare(round, &tasks, &training, config);
-        let mut protocol = match prepared {
+        let mut protocol = match job.and_then(|job| self.start(round, job, &participants)) {
             Ok(p) => p,
-            Err(e) => return self.without_training(round, tasks, deadline, record, e.to_string()).await,
+            Err(e) => return self.without_protocol(round, tasks, deadline, record, masked, e.to_string()).await,
         };
-        record.clients = protocol.params.clients as u32;
-        record.neighbours = protocol.params.neighbours as u32;
-        record.threshold = protocol.params.threshold as u32;
-        let index_of: HashMap<u32, Uuid> = training.iter().map(|(id, i)| (*i, *id)).collect();
+        let params = protocol.job.params.clone();
+        record.clients = params.clients as u32;
+        record.neighbours = params.neighbours as u32;
+        record.threshold = params.threshold as u32;
+        let index_of: HashMap<u32, Uuid> = participants.iter().map(|(id, i)| (*i, *id)).collect();
 
         // Setup: every picked client's fresh keys.
         let base = self.stage_message(&protocol);
-        let setup: Vec<_> = training
+        let setup: Vec<_> = participants
             .iter()
             .map(|(id, i)| (*id, *i, SecAggTask { stage: base.clone(), expect: Expect::Keys }))
             .collect();
@@ -90,8 +168,18 @@ impl RoundLoop {
             }
         }
         if let Err(e) = protocol.server.close_keys() {
-            return self.failed(round, tasks, deadline, record, &protocol, started, protocol_bytes, e).await;
+            early_failure(&mut record, &protocol, started, protocol_bytes);
+            return self.without_protocol(round, tasks, deadline, record, protocol.job.kind, e.to_string()).await;
         }
+        // Every client that answered had polled, and said its sample count, by now; at the
+        // round's start a daemon that just joined may not have. The weights' denominator
+        // goes out with the later stages, and the masking stage's is the one clients use.
+        if protocol.job.relative_weights {
+            let largest = self.largest(&participants);
+            protocol.job.params = protocol.job.params.clone().relative_to(largest);
+        }
+        let params = protocol.job.params.clone();
+        let base = self.stage_message(&protocol);
 
         // Share-keys: each client's neighbourhood, and its sealed shares back.
         let neighbourhoods: Vec<_> = index_of
@@ -100,11 +188,7 @@ impl RoundLoop {
                 let keys = protocol.server.neighbour_keys(index).ok()?;
                 let neighbours = keys.iter().map(|(j, k)| peer_to_wire(*j, k)).collect();
                 let stage = pb::SecAggStage { neighbours, ..base.clone() };
-                Some((
-                    id,
-                    index,
-                    SecAggTask { stage, expect: Expect::Sharing { neighbours: protocol.params.neighbours } },
-                ))
+                Some((id, index, SecAggTask { stage, expect: Expect::Sharing { neighbours: params.neighbours } }))
             })
             .collect();
         let (answers, bytes) = self.stage(round, "sa-keys", TaskKind::SecAggShareKeys, neighbourhoods).await;
@@ -117,15 +201,16 @@ impl RoundLoop {
             }
         }
         if let Err(e) = protocol.server.close_shares() {
-            return self.failed(round, tasks, deadline, record, &protocol, started, protocol_bytes, e).await;
+            early_failure(&mut record, &protocol, started, protocol_bytes);
+            return self.without_protocol(round, tasks, deadline, record, protocol.job.kind, e.to_string()).await;
         }
 
-        // Masking: training tasks carry the shares sealed to each client; those that did not
-        // share keys train in another round.
-        let values = protocol.params.vector_len(protocol.layout.len());
-        let modulus = protocol.params.modulus;
+        // Masking: the masked tasks carry the shares sealed to each client; those that did
+        // not share keys sit this one out.
+        let values = params.vector_len(protocol.job.layout.len());
+        let modulus = params.modulus;
         tasks.retain(|id, a| {
-            if a.kind != TaskKind::Train {
+            if a.kind != protocol.job.kind {
                 return true;
             }
             let Some(index) = self.registry.info(id).map(|c| c.index) else { return false };
@@ -133,7 +218,7 @@ impl RoundLoop {
             let stage = pb::SecAggStage { shares: sealed_to_wire(&shares), ..base.clone() };
             protocol_bytes += stage.encoded_len() as u64;
             a.secagg = Some(SecAggTask { stage, expect: Expect::Masked { values, modulus } });
-            a.clip_norm = protocol.clip_norm;
+            a.clip_norm = protocol.job.clip_norm;
             true
         });
         let setup_seconds = started.elapsed().as_secs_f64();
@@ -148,6 +233,7 @@ impl RoundLoop {
                 report.trained = false;
             }
         }
+        let mut samples = 0;
         let outcome = async {
             protocol.server.close_masked()?;
             // Unmask: the shares that remove the masks, from every client in the sum.
@@ -158,7 +244,7 @@ impl RoundLoop {
                 .filter_map(|&index| {
                     let request = protocol.server.unmask_request(index).ok()?;
                     let stage = pb::SecAggStage { active: request.active, dead: request.dead, ..base.clone() };
-                    let expect = Expect::Unmask { neighbours: protocol.params.neighbours };
+                    let expect = Expect::Unmask { neighbours: params.neighbours };
                     Some((*index_of.get(&index)?, index, SecAggTask { stage, expect }))
                 })
                 .collect();
@@ -174,16 +260,21 @@ impl RoundLoop {
             let (sum, summed) = protocol.server.finish()?;
             // The weights the contributors' reported sample counts give (their results' sample
             // counts were checked against those): a forged weight shows in the sum.
-            let expected_weight: u64 = protocol
+            let reported: Vec<u64> = protocol
                 .server
                 .contributors()
                 .iter()
                 .filter_map(|i| index_of.get(i))
                 .map(|id| self.registry.capabilities(id).map_or(0, |c| c.train_samples))
-                .map(|samples| u64::from(quantized_weight(&protocol.params, samples)))
-                .sum();
-            check_sum(&protocol.params, &sum, summed, expected_weight)?;
-            Ok::<_, SecAggError>((decode(&protocol.params, &sum, summed)?, summed))
+                .collect();
+            samples = reported.iter().sum();
+            let expected_weight = reported.iter().map(|&n| u64::from(quantized_weight(&params, n))).sum();
+            let tail_limit = match protocol.job.tail_limit {
+                TailLimit::OnePerClient => summed as u64,
+                TailLimit::Samples => samples,
+            };
+            check_sum(&params, &sum, summed, expected_weight, tail_limit)?;
+            Ok::<_, SecAggError>((decode(&params, &sum, summed)?, summed))
         }
         .await;
         let dropouts = protocol.server.dropouts();
@@ -198,37 +289,32 @@ impl RoundLoop {
                 record.summed = summed as u32;
                 record.recovered = true;
                 info!(round, summed, seconds = record.protocol_seconds, "secure aggregation: sum recovered");
-                Some((protocol.layout, decoded))
+                Some((protocol.job.layout, decoded))
             }
             Err(e) => {
-                warn!(round, "secure aggregation failed; keeping the previous model: {e}");
+                warn!(round, "secure aggregation failed: {e}");
                 record.failure = Some(e.to_string());
                 None
             }
         };
-        (tasks, reports, SecureOutcome { record, sum })
+        (tasks, reports, SecureOutcome { record, sum, samples })
     }
 
     /// The protocol for the round's training clients: one layout of the shared tensors for
-    /// all, the parameters resolved for their number, weights relative to the largest of them.
-    fn prepare(
+    /// all, the parameters resolved for their number, weights relative to the largest of them
+    /// (uniform, and the DP bound tightened, under `[privacy]`).
+    fn training_job(
         &self,
-        round: u64,
         tasks: &HashMap<Uuid, Assignment>,
         training: &[(Uuid, u32)],
         config: &SecAggConfig,
-    ) -> Result<Protocol, SecAggError> {
+    ) -> Result<Job, SecAggError> {
         let mut layouts = training.iter().filter_map(|(id, _)| tasks.get(id)).map(|a| Layout::of(&a.expected_upload));
         let layout = layouts.next().ok_or(SecAggError::TooFewClients { n: 0 })?;
         if layouts.any(|l| l != layout) || layout.is_empty() {
             return Err(SecAggError::Config("the round's clients upload different tensors, or none".into()));
         }
-        let largest = training
-            .iter()
-            .filter_map(|(id, _)| self.registry.capabilities(id).map(|c| c.train_samples))
-            .max()
-            .unwrap_or(1);
-        let mut params = config.resolve(training.len())?.weighing(config, largest);
+        let mut params = config.resolve(training.len())?;
         let mut clip_norm = None;
         if self.config.privacy.is_on() {
             params = params.private(self.config.privacy.is_adaptive());
@@ -247,15 +333,22 @@ impl RoundLoop {
             }
             clip_norm = Some(bound - slack);
         }
-        let context = layout::context(&self.run_id, round, &format!("{}-secagg", self.session), &layout);
-        let clients: Vec<u32> = training.iter().map(|(_, i)| *i).collect();
-        let server = SecAggServer::new(params.clone(), &context, &clients, &mut strata_methods::dp::secure_rng())?;
-        Ok(Protocol { server, params, context, layout, clip_norm })
+        let (kind, label, tail_limit) = (TaskKind::Train, "secagg", TailLimit::OnePerClient);
+        let relative_weights = config.max_weight.is_none();
+        Ok(Job { kind, label, layout, params, clip_norm, tail_limit, relative_weights })
+    }
+
+    /// The server half for `job` over `participants`, bound to the run, round and layout.
+    fn start(&self, round: u64, job: Job, participants: &[(Uuid, u32)]) -> Result<Protocol, SecAggError> {
+        let context = layout::context(&self.run_id, round, &format!("{}-{}", self.session, job.label), &job.layout);
+        let clients: Vec<u32> = participants.iter().map(|(_, i)| *i).collect();
+        let server = SecAggServer::new(job.params.clone(), &context, &clients, &mut strata_methods::dp::secure_rng())?;
+        Ok(Protocol { server, job, context })
     }
 
     fn stage_message(&self, protocol: &Protocol) -> pb::SecAggStage {
         pb::SecAggStage {
-            params: Some(params_to_wire(&protocol.params)),
+            params: Some(params_to_wire(&protocol.job.params)),
             context: protocol.context.clone(),
             ..Default::default()
         }
@@ -287,41 +380,31 @@ impl RoundLoop {
         (answers, bytes)
     }
 
-    /// The protocol broke before training: the round's training clients sit it out (their
-    /// evaluations, if any, still run) and the previous model is kept.
-    #[allow(clippy::too_many_arguments)]
-    async fn failed(
-        &mut self,
-        round: u64,
-        tasks: HashMap<Uuid, Assignment>,
-        deadline: tokio::time::Instant,
-        mut record: SecAggRecord,
-        protocol: &Protocol,
-        started: Instant,
-        protocol_bytes: u64,
-        error: SecAggError,
-    ) -> (HashMap<Uuid, Arc<Assignment>>, HashMap<Uuid, Report>, SecureOutcome) {
-        let dropouts = protocol.server.dropouts();
-        record.dropped_setup = dropouts.setup;
-        record.dropped_share_keys = dropouts.share_keys;
-        record.protocol_seconds = started.elapsed().as_secs_f64();
-        record.protocol_bytes = protocol_bytes;
-        self.without_training(round, tasks, deadline, record, error.to_string()).await
-    }
-
-    async fn without_training(
+    /// The protocol broke before its `masked` tasks: their clients sit them out (the round's
+    /// evaluations, if any, still run) and nothing is summed.
+    async fn without_protocol(
         &mut self,
         round: u64,
         mut tasks: HashMap<Uuid, Assignment>,
         deadline: tokio::time::Instant,
         mut record: SecAggRecord,
+        masked: TaskKind,
         reason: String,
-    ) -> (HashMap<Uuid, Arc<Assignment>>, HashMap<Uuid, Report>, SecureOutcome) {
-        warn!(round, "secure aggregation failed before training; keeping the previous model: {reason}");
+    ) -> Dispatched {
+        warn!(round, "secure aggregation failed before its masked tasks: {reason}");
         record.failure = Some(reason);
-        tasks.retain(|_, a| a.kind != TaskKind::Train);
+        tasks.retain(|_, a| a.kind != masked);
         let tasks: HashMap<Uuid, Arc<Assignment>> = tasks.into_iter().map(|(id, a)| (id, Arc::new(a))).collect();
         let reports = self.dispatch(round, &tasks, deadline).await;
-        (tasks, reports, SecureOutcome { record, sum: None })
+        (tasks, reports, SecureOutcome { record, sum: None, samples: 0 })
     }
+}
+
+/// What a protocol that broke before its masked tasks did, for the record.
+fn early_failure(record: &mut SecAggRecord, protocol: &Protocol, started: Instant, protocol_bytes: u64) {
+    let dropouts = protocol.server.dropouts();
+    record.dropped_setup = dropouts.setup;
+    record.dropped_share_keys = dropouts.share_keys;
+    record.protocol_seconds = started.elapsed().as_secs_f64();
+    record.protocol_bytes = protocol_bytes;
 }

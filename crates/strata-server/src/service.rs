@@ -154,7 +154,8 @@ impl FederationService {
             train_samples: self.registry.capabilities(&client).map(|c| c.train_samples),
             test_samples: self.registry.capabilities(&client).map(|c| c.test_samples),
             mask_bits: task.mask_bits,
-            feature_stats: task.feature_stats,
+            // Under secure aggregation the statistics come masked, as the vector.
+            feature_stats: task.feature_stats.filter(|_| task.secagg.is_none()),
             secagg: task.secagg.as_ref().map(|s| s.expect),
             limits: self.limits,
         };

@@ -103,7 +103,7 @@ impl PrivateMean {
             .map(|s| s.map(<[f64]>::to_vec).ok_or("the secure sum does not cover every shared tensor"))
             .collect::<Result<Vec<_>, _>>()?;
         let updates = decoded.total_weight.round() as usize;
-        let bits = decoded.unclipped.unwrap_or(0) as usize;
+        let bits = decoded.tail.first().map_or(0, |&b| b as usize);
         let mean = NoisedMean::from_sum(global, self.clip.bound, sums, updates, bits).map_err(|e| e.to_string())?;
         self.pending = Some((round, mean, bits));
         Ok(())
@@ -296,7 +296,7 @@ mod tests {
         let from_updates = released(&mut folded, 0, updates);
         // The same sum as secure aggregation decodes it: the layout sorts by name (a, then b).
         let layout = Layout::of(&secure.global().unwrap().specs());
-        let decoded = Decoded { sum: vec![0.6, 0.8, -0.5], total_weight: 2.0, unclipped: Some(1) };
+        let decoded = Decoded { sum: vec![0.6, 0.8, -0.5], total_weight: 2.0, tail: vec![1] };
         let from_sum = match secure.apply_secure_sum(0, &layout, &decoded) {
             Aggregated::Updated { privacy: Some(report), .. } => report,
             other => panic!("a private secure round releases: {other:?}"),
@@ -309,7 +309,7 @@ mod tests {
         assert_eq!(values(&secure), values(&folded));
         assert_eq!(values(&secure), vec![0.0 - 0.125, 1.15, 1.2]);
         // A sum that does not fit the shared tensors moves nothing.
-        let short = Decoded { sum: vec![0.6, 0.8], total_weight: 2.0, unclipped: Some(1) };
+        let short = Decoded { sum: vec![0.6, 0.8], total_weight: 2.0, tail: vec![1] };
         assert!(matches!(secure.apply_secure_sum(1, &layout, &short), Aggregated::Skipped { .. }));
     }
 }
