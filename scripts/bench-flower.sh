@@ -30,12 +30,11 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 # shellcheck source=scripts/lib/install.sh
 source scripts/lib/install.sh
+# shellcheck source=scripts/lib/flower.sh
+source scripts/lib/flower.sh
 
-FLOWER_VERSION=1.42.0
-FLOWER_VENV="$STRATA_CACHE/flower-$FLOWER_VERSION"
 W1_SPLIT=bench/fmnist-dir0.1-20clients-pfllib.json
 W2_SPLIT=bench/fmnist-iid-1000clients.json
-DATA_DIR=/usr/share/datasets/fashion-mnist
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 die() { echo "bench-flower: $*" >&2; exit 1; }
@@ -75,25 +74,7 @@ if [ -z "${STRATA_BIN:-}" ]; then
 fi
 [ -x "$STRATA_BIN" ] || die "STRATA_BIN=$STRATA_BIN is not an executable"
 
-if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
-  echo "bench-flower: installing Debian's dataset-fashion-mnist" >&2
-  apt_install dataset-fashion-mnist
-fi
-
-if [ ! -f "$FLOWER_VENV/.strata-complete" ]; then
-  echo "bench-flower: installing flwr[simulation]==$FLOWER_VERSION and torch==$STRATA_TORCH_VERSION into $FLOWER_VENV (about 1.5 minutes, 5 GB)" >&2
-  cached_venv "$FLOWER_VENV" "flwr[simulation]==$FLOWER_VERSION" "torch==$STRATA_TORCH_VERSION"
-fi
-py="$FLOWER_VENV/bin/python"
-versions="$("$py" -c '
-import flwr, ray, torch, sys
-print(f"flwr {flwr.__version__}, ray {ray.__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}")
-if flwr.__version__ != sys.argv[1] or not torch.__version__.startswith(sys.argv[2]):
-    sys.exit(1)
-' "$FLOWER_VERSION" "$STRATA_TORCH_VERSION")" || {
-  rm -f "$FLOWER_VENV/.strata-complete"
-  die "$FLOWER_VENV does not hold flwr $FLOWER_VERSION and torch $STRATA_TORCH_VERSION; run again to reinstall"
-}
+flower_env bench-flower
 
 if [ ! -f "$W2_SPLIT" ]; then
   python3 bench/flower/make_iid_split.py --check --out "$W2_SPLIT"

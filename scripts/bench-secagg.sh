@@ -30,12 +30,11 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 # shellcheck source=scripts/lib/install.sh
 source scripts/lib/install.sh
+# shellcheck source=scripts/lib/flower.sh
+source scripts/lib/flower.sh
 
-FLOWER_VERSION=1.42.0
-FLOWER_VENV="$STRATA_CACHE/flower-$FLOWER_VERSION"
 S20_SPLIT=bench/fmnist-dir0.1-20clients-pfllib.json
 S100_SPLIT=bench/fmnist-iid-100clients.json
-DATA_DIR=/usr/share/datasets/fashion-mnist
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 die() { echo "bench-secagg: $*" >&2; exit 1; }
@@ -70,12 +69,7 @@ case "$side" in
 esac
 out="${out:-bench/results/$(date +%F)-secagg-cost}"
 
-if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then apt_install dataset-fashion-mnist; fi
-if [ ! -f "$FLOWER_VENV/.strata-complete" ]; then
-  echo "bench-secagg: installing flwr[simulation]==$FLOWER_VERSION and torch==$STRATA_TORCH_VERSION into $FLOWER_VENV" >&2
-  cached_venv "$FLOWER_VENV" "flwr[simulation]==$FLOWER_VERSION" "torch==$STRATA_TORCH_VERSION"
-fi
-py="$FLOWER_VENV/bin/python"
+flower_env bench-secagg
 if [ -z "${STRATA_BIN:-}" ]; then
   make build >&2
   STRATA_BIN=target/release/strata
