@@ -143,6 +143,30 @@ async fn fedper_in_a_population_sums_the_body_only() {
     assert!(accuracy > 0.5, "FedPer's personalized accuracy after 2 rounds: {accuracy}");
 }
 
+/// FedAvg with CCVR through a population: the virtual clients mask their class statistics on
+/// the host's blocking threads, and the calibration pools the securely summed totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_population_calibrates_from_securely_summed_statistics() {
+    let mut config = synthetic_config(6, 1);
+    config.data.split = PartitionSpec::Pathological { classes_per_client: 4 };
+    config.calibration.method = strata_core::calibration::CalibrationMethod::Ccvr;
+    let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(3), ..SecAggConfig::default() };
+    config.secure_aggregation = Some(secagg);
+    let out = tempfile::tempdir().expect("tempdir");
+    let server = start_server(config.clone(), out.path()).await;
+    let mut options = strata_client::PopulationOptions::new(server.url.clone(), config.clients);
+    options.device = "cpu".into();
+    let population = tokio::spawn(strata_client::run_population(options, std::future::pending()));
+    server.handle.await.expect("server task").expect("run completes");
+    let population = population.await.expect("population task").expect("population ends cleanly");
+    assert_eq!(population.tasks_failed, 0, "{:?}", population.failures);
+    let records: Vec<strata_core::records::CalibrationRecord> = read_jsonl(&out.path().join("calibration.jsonl"));
+    let last = records.last().expect("calibrated after the last round");
+    let protocol = last.secure_aggregation.as_ref().expect("the statistics went through the protocol");
+    assert!(protocol.recovered && protocol.summed == 6 && protocol.statistics_clipped == Some(0), "{protocol:?}");
+    assert!(last.classes >= 2 && last.global_accuracy.is_some_and(|a| a > 0.0), "{last:?}");
+}
+
 /// With a threshold no dropout can meet (t = n), a client that vanishes after sharing its keys
 /// leaves its neighbours' masks beyond repair: the round fails safely, keeping the model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -482,43 +482,51 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     let _working = shared.working.acquire().await.map_err(closed)?;
     let worker = Arc::clone(&shared);
     if kind == pb::TaskKind::FeatureStats {
-        let stats = tokio::task::spawn_blocking(move || {
+        let masking = task.secagg.is_some().then(|| task.clone());
+        let (stats, masked) = tokio::task::spawn_blocking(move || {
             let mut client = worker.materialize(index)?;
-            client.state().feature_stats(&received).map_err(ClientError::from)
+            let stats = client.state().feature_stats(&received)?;
+            let masked = match masking {
+                Some(task) => Some(worker.with_secure(index, |secure| mask_statistics(secure, &task, &stats))?),
+                None => None,
+            };
+            Ok::<_, ClientError>((stats, masked))
         })
         .await
         .map_err(|source| ClientError::Panicked { what: "feature statistics", source })??;
         drop(_working);
-        if task.secagg.is_some() {
-            let masked = shared.with_secure(index, |secure| mask_statistics(secure, &task, &stats))?;
+        if let Some(masked) = masked {
             return upload_masked(&mut rpc, task, &caller, crate::local::JobOutput::statistics(&stats), masked).await;
         }
         return upload_stats(&mut rpc, task, &caller, stats).await;
     }
     let training = kind == pb::TaskKind::Train;
-    // A masked update is the change from what was received: keep it to subtract.
-    let reference = (training && task.secagg.is_some()).then(|| received.clone());
+    // A masked update is the change from what was received: keep it to subtract. The
+    // masking is CPU work too: done on the blocking thread, off the runtime's.
+    let masking = (training && task.secagg.is_some()).then(|| (received.clone(), task.clone()));
     let job = job_for(&task, &shared.config, index, received, training)?;
-    let output = tokio::task::spawn_blocking(move || {
+    let (output, masked) = tokio::task::spawn_blocking(move || {
         let mut client = worker.materialize(index)?;
         let state = client.state();
         state.example_ledger = worker.example_ledger(index);
-        let output = state.run(job)?;
+        let mut output = state.run(job)?;
         worker.keep_example_ledger(index, state.example_ledger);
         if worker.keeps_personal_state {
             worker.store.put(index, state.model.export())?;
         }
-        Ok::<_, ClientError>(output)
+        let masked = match masking {
+            Some((reference, task)) => {
+                Some(worker.with_secure(index, |secure| mask_output(secure, &task, &reference, &mut output))?)
+            }
+            None => None,
+        };
+        Ok::<_, ClientError>((output, masked))
     })
     .await
     .map_err(|source| ClientError::Panicked { what: "training", source })??;
     drop(_working);
-    match reference {
-        Some(reference) => {
-            let mut output = output;
-            let masked = shared.with_secure(index, |secure| mask_output(secure, &task, &reference, &mut output))?;
-            upload_masked(&mut rpc, task, &caller, output, masked).await
-        }
+    match masked {
+        Some(masked) => upload_masked(&mut rpc, task, &caller, output, masked).await,
         None => upload_output(&mut rpc, task, &caller, output).await,
     }
 }

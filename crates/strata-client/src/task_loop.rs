@@ -183,8 +183,16 @@ impl Joined<'_> {
         let trained = output.trained;
         match reference {
             Some(reference) => {
-                let masked = mask_output(&mut self.secure, &task, &reference, &mut output)?;
-                upload_masked(&mut self.rpc, task, &self.caller, output, masked).await?;
+                // The masking is CPU work: on a blocking thread, with the protocol's state.
+                let (mut secure, masking) = (std::mem::take(&mut self.secure), task.clone());
+                let (masked, secure, output) = tokio::task::spawn_blocking(move || {
+                    let masked = mask_output(&mut secure, &masking, &reference, &mut output);
+                    (masked, secure, output)
+                })
+                .await
+                .map_err(|source| ClientError::Panicked { what: "masking", source })?;
+                self.secure = secure;
+                upload_masked(&mut self.rpc, task, &self.caller, output, masked?).await?;
             }
             None => upload_output(&mut self.rpc, task, &self.caller, output).await?,
         }
