@@ -59,6 +59,18 @@ async fn quit_after_sharing_keys(url: &str, secagg: bool) {
     quitter.wait_for(pb::TaskKind::Finish).await;
 }
 
+/// `config` with one population host of virtual clients, none of whose tasks may fail.
+async fn run_population(config: RunConfig, out: &Path) -> strata_server::RunOutcome {
+    let server = start_server(config.clone(), out).await;
+    let mut options = strata_client::PopulationOptions::new(server.url.clone(), config.clients);
+    options.device = "cpu".into();
+    let population = tokio::spawn(strata_client::run_population(options, std::future::pending()));
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    let population = population.await.expect("population task").expect("population ends cleanly");
+    assert_eq!(population.tasks_failed, 0, "{:?}", population.failures);
+    outcome
+}
+
 fn header_part(header: pb::ResultHeader) -> pb::ResultPart {
     pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) }
 }
@@ -126,13 +138,7 @@ async fn fedper_in_a_population_sums_the_body_only() {
     config.fraction = 0.75;
     config.secure_aggregation = Some(SecAggConfig::default());
     let out = tempfile::tempdir().expect("tempdir");
-    let server = start_server(config.clone(), out.path()).await;
-    let mut options = strata_client::PopulationOptions::new(server.url.clone(), config.clients);
-    options.device = "cpu".into();
-    let population = tokio::spawn(strata_client::run_population(options, std::future::pending()));
-    let outcome = server.handle.await.expect("server task").expect("run completes");
-    let population = population.await.expect("population task").expect("population ends cleanly");
-    assert_eq!(population.tasks_failed, 0, "{:?}", population.failures);
+    let outcome = run_population(config, out.path()).await;
     let rounds: Vec<RoundRecord> = read_jsonl(&out.path().join("rounds.jsonl"));
     for r in rounds.iter().filter(|r| r.round < 2) {
         let s = r.secure_aggregation.as_ref().expect("a training round records the protocol");
@@ -153,13 +159,7 @@ async fn a_population_calibrates_from_securely_summed_statistics() {
     let secagg = SecAggConfig { reconstruction_threshold: CountOrFraction::Count(3), ..SecAggConfig::default() };
     config.secure_aggregation = Some(secagg);
     let out = tempfile::tempdir().expect("tempdir");
-    let server = start_server(config.clone(), out.path()).await;
-    let mut options = strata_client::PopulationOptions::new(server.url.clone(), config.clients);
-    options.device = "cpu".into();
-    let population = tokio::spawn(strata_client::run_population(options, std::future::pending()));
-    server.handle.await.expect("server task").expect("run completes");
-    let population = population.await.expect("population task").expect("population ends cleanly");
-    assert_eq!(population.tasks_failed, 0, "{:?}", population.failures);
+    run_population(config, out.path()).await;
     let records: Vec<strata_core::records::CalibrationRecord> = read_jsonl(&out.path().join("calibration.jsonl"));
     let last = records.last().expect("calibrated after the last round");
     let protocol = last.secure_aggregation.as_ref().expect("the statistics went through the protocol");

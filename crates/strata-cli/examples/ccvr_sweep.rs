@@ -74,6 +74,8 @@ fn main() -> anyhow::Result<()> {
         dim = d;
     }
     eprintln!("statistics of {} clients in {:.1} s", stats.len(), started.elapsed().as_secs_f64());
+    // Pooled once: every setting below calibrates from the same classes.
+    let pooled = strata_methods::ccvr::pool(&stats.concat(), dim)?;
     let accuracy = |params: &TensorSet| -> f64 {
         let w = params.get("head.weight").expect("head.weight").values();
         let b = params.get("head.bias").expect("head.bias").values();
@@ -117,7 +119,7 @@ fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let accs: Vec<f64> = (0..cli.seeds)
                     .map(|seed| {
-                        strata_server::ccvr::calibrate(&global, &stats, &calib, seed, &TorchBackend)
+                        strata_server::ccvr::calibrate(&global, &pooled, &calib, seed, &TorchBackend)
                             .map(|c| accuracy(&c.parameters))
                             .map_err(anyhow::Error::msg)
                     })

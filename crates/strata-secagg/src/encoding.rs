@@ -122,7 +122,7 @@ pub fn check_sum(
 }
 
 /// A decoded sum: `Σ wᵢ xᵢ` per value, `Σ wᵢ`, and the tail's totals.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decoded {
     pub sum: Vec<f64>,
     pub total_weight: f64,

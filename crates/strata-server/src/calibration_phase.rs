@@ -102,7 +102,7 @@ impl RoundLoop {
         let seed = self.config.seed ^ row.wrapping_mul(0xC0FF_EE00_D15E_A5E5);
         let (base, backend) = (Arc::clone(&global), Arc::clone(&self.backend));
         let calibrated =
-            tokio::task::spawn_blocking(move || ccvr::calibrate_pooled(&base, &pooled, &config, seed, &*backend)).await;
+            tokio::task::spawn_blocking(move || ccvr::calibrate(&base, &pooled, &config, seed, &*backend)).await;
         let calibrated = match calibrated {
             Ok(Ok(c)) => c,
             Ok(Err(reason)) => {

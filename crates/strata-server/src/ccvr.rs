@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
 use strata_core::calibration::CalibrationConfig;
 use strata_core::tensor::{NamedTensor, TensorError, TensorSet, TensorSpec};
-use strata_methods::ccvr::{self, CcvrError, ClassStats, PooledClass};
+use strata_methods::ccvr::{self, CcvrError, PooledClass};
 
 pub const HEAD_WEIGHT: &str = "head.weight";
 pub const HEAD_BIAS: &str = "head.bias";
@@ -52,25 +52,10 @@ pub enum CalibrationError {
     Shape(#[from] TensorError),
 }
 
-/// Calibrates the classifier of `global` with every client's statistics (one list per
-/// client); `backend` retrains it. `seed` makes the draws and the shuffling reproducible.
-/// Blocks for as long as the retraining takes.
+/// Calibrates the classifier of `global` with the clients' classes, pooled (by
+/// [`ccvr::pool`], or from secure aggregation's sums); `backend` retrains it. `seed` makes the
+/// draws and the shuffling reproducible. Blocks for as long as the retraining takes.
 pub fn calibrate(
-    global: &TensorSet,
-    stats: &[Vec<ClassStats>],
-    config: &CalibrationConfig,
-    seed: u64,
-    backend: &dyn ModelBackend,
-) -> Result<Calibrated, CalibrationError> {
-    let weight = global.get(HEAD_WEIGHT).ok_or(CalibrationError::NoHead)?;
-    let (_, dim) = head_shape(&[weight.spec()]).ok_or(CalibrationError::HeadNotMatrix)?;
-    let all: Vec<ClassStats> = stats.iter().flatten().cloned().collect();
-    calibrate_pooled(global, &ccvr::pool(&all, dim)?, config, seed, backend)
-}
-
-/// Calibrates the classifier of `global` with classes pooled already (by [`ccvr::pool`], or
-/// from secure aggregation's sums); as [`calibrate`].
-pub fn calibrate_pooled(
     global: &TensorSet,
     pooled: &[PooledClass],
     config: &CalibrationConfig,
@@ -125,8 +110,27 @@ mod tests {
 
     use strata_core::backend::BackendError;
 
+    use strata_methods::ccvr::ClassStats;
+
     use super::*;
     use crate::test_backend::PlainBackend;
+
+    /// [`calibrate`] from every client's statistics (one list per client), pooled as the
+    /// calibration phase pools them in the clear.
+    fn calibrate_stats(
+        global: &TensorSet,
+        stats: &[Vec<ClassStats>],
+        config: &CalibrationConfig,
+        seed: u64,
+        backend: &dyn ModelBackend,
+    ) -> Result<Calibrated, CalibrationError> {
+        let all: Vec<ClassStats> = stats.iter().flatten().cloned().collect();
+        let pooled = match global.get(HEAD_WEIGHT).and_then(|w| head_shape(&[w.spec()])) {
+            Some((_, dim)) => ccvr::pool(&all, dim)?,
+            None => Vec::new(),
+        };
+        calibrate(global, &pooled, config, seed, backend)
+    }
 
     fn global(weight: Vec<f32>) -> TensorSet {
         TensorSet::new(vec![
@@ -150,13 +154,13 @@ mod tests {
         let stats = vec![client(0, 1.0), client(1, -1.0)];
         let config = CalibrationConfig { method: CalibrationMethod::Ccvr, lr: 0.5, ..Default::default() };
         let before = global(vec![-1.0, 0.0, 1.0, 0.0]);
-        let out = calibrate(&before, &stats, &config, 1, &PlainBackend).unwrap();
+        let out = calibrate_stats(&before, &stats, &config, 1, &PlainBackend).unwrap();
         assert_eq!((out.classes, out.virtual_features), (2, 2 * config.samples_per_class));
         assert_eq!(out.parameters.get("body.w"), before.get("body.w"));
         let w = out.parameters.get(HEAD_WEIGHT).unwrap().values();
         // Class 0 (at +1) now scores higher on +x than class 1 does.
         assert!(w[0] > w[2], "{w:?}");
-        let again = calibrate(&before, &stats, &config, 1, &PlainBackend).unwrap();
+        let again = calibrate_stats(&before, &stats, &config, 1, &PlainBackend).unwrap();
         assert_eq!(again.parameters, out.parameters, "seeded: reproducible");
     }
 
@@ -165,17 +169,20 @@ mod tests {
         let config = CalibrationConfig { method: CalibrationMethod::Ccvr, ..Default::default() };
         let single = vec![client_stats(&[1.0, 2.0], &[0], 2)];
         assert!(
-            calibrate(&global(vec![0.0; 4]), &single, &config, 1, &PlainBackend)
+            calibrate_stats(&global(vec![0.0; 4]), &single, &config, 1, &PlainBackend)
                 .unwrap_err()
                 .to_string()
                 .contains("two or more")
         );
         let no_head = TensorSet::new(vec![NamedTensor::new("body.w", vec![2], vec![0.0; 2]).unwrap()]).unwrap();
         assert!(
-            calibrate(&no_head, &single, &config, 1, &PlainBackend).unwrap_err().to_string().contains("head.weight")
+            calibrate_stats(&no_head, &single, &config, 1, &PlainBackend)
+                .unwrap_err()
+                .to_string()
+                .contains("head.weight")
         );
         let wrong_dim = vec![client_stats(&[1.0, 2.0, 3.0, 1.0, 2.0, 4.0], &[0, 0], 3)];
-        assert!(calibrate(&global(vec![0.0; 4]), &wrong_dim, &config, 1, &PlainBackend).is_err());
+        assert!(calibrate_stats(&global(vec![0.0; 4]), &wrong_dim, &config, 1, &PlainBackend).is_err());
     }
 
     /// What the backend gives back goes into the model only with the classifier's shape and
@@ -201,13 +208,16 @@ mod tests {
         let stats = vec![client_stats(&[1.0, 2.0, 1.5, 2.5], &[0, 0], 2)];
         let head = |weight: Vec<f32>| LinearHead { classes: 2, dim: 2, weight, bias: vec![0.0; 2] };
         let short = Returns(head(vec![0.0; 3]));
-        assert!(calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &short).is_err());
+        assert!(calibrate_stats(&global(vec![0.0; 4]), &stats, &config, 1, &short).is_err());
         let nan = Returns(head(vec![0.0, f32::NAN, 0.0, 0.0]));
         assert!(
-            calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &nan).unwrap_err().to_string().contains("non-finite")
+            calibrate_stats(&global(vec![0.0; 4]), &stats, &config, 1, &nan)
+                .unwrap_err()
+                .to_string()
+                .contains("non-finite")
         );
         let fine = Returns(head(vec![1.0, 2.0, 3.0, 4.0]));
-        let out = calibrate(&global(vec![0.0; 4]), &stats, &config, 1, &fine).unwrap();
+        let out = calibrate_stats(&global(vec![0.0; 4]), &stats, &config, 1, &fine).unwrap();
         assert_eq!(out.parameters.get(HEAD_WEIGHT).unwrap().values(), vec![1.0, 2.0, 3.0, 4.0]);
     }
 }

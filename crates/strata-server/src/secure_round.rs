@@ -100,16 +100,7 @@ impl RoundLoop {
         (classes, dim): (usize, usize),
     ) -> Dispatched {
         let participants = self.participants(&tasks, TaskKind::FeatureStats);
-        let job = (|| {
-            let mut params = config.resolve(participants.len())?;
-            params.clipping_range = config.statistics_range;
-            // The class counts, and whether the client's shares hit the range.
-            params.tail = classes + 1;
-            let layout = Layout::of(&strata_methods::ccvr_sums::layout_specs(classes, dim));
-            let (kind, label, tail_limit) = (TaskKind::FeatureStats, "ccvr-secagg", TailLimit::Samples);
-            let relative_weights = config.max_weight.is_none();
-            Ok(Job { kind, label, layout, params, clip_norm: None, tail_limit, relative_weights })
-        })();
+        let job = statistics_job(config, participants.len(), classes, dim);
         self.run_protocol(row, tasks, deadline, (TaskKind::FeatureStats, participants), job).await
     }
 
@@ -146,10 +137,9 @@ impl RoundLoop {
             Ok(p) => p,
             Err(e) => return self.without_protocol(round, tasks, deadline, record, masked, e.to_string()).await,
         };
-        let params = protocol.job.params.clone();
-        record.clients = params.clients as u32;
-        record.neighbours = params.neighbours as u32;
-        record.threshold = params.threshold as u32;
+        record.clients = protocol.job.params.clients as u32;
+        record.neighbours = protocol.job.params.neighbours as u32;
+        record.threshold = protocol.job.params.threshold as u32;
         let index_of: HashMap<u32, Uuid> = participants.iter().map(|(id, i)| (*i, *id)).collect();
 
         // Setup: every picked client's fresh keys.
@@ -398,6 +388,24 @@ impl RoundLoop {
         let reports = self.dispatch(round, &tasks, deadline).await;
         (tasks, reports, SecureOutcome { record, sum: None, samples: 0 })
     }
+}
+
+/// The protocol for CCVR's statistics of a classifier of `classes` classes over `dim`
+/// features: the classes' moment shares, clipped to the statistics' own range, then the
+/// class counts and whether the client's shares hit the range.
+fn statistics_job(config: &SecAggConfig, clients: usize, classes: usize, dim: usize) -> Result<Job, SecAggError> {
+    let mut params = config.resolve(clients)?;
+    params.clipping_range = config.statistics_range;
+    params.tail = classes + 1;
+    Ok(Job {
+        kind: TaskKind::FeatureStats,
+        label: "ccvr-secagg",
+        layout: Layout::of(&strata_methods::ccvr_sums::layout_specs(classes, dim)),
+        params,
+        clip_norm: None,
+        tail_limit: TailLimit::Samples,
+        relative_weights: config.max_weight.is_none(),
+    })
 }
 
 /// What a protocol that broke before its masked tasks did, for the record.

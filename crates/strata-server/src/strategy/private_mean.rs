@@ -198,6 +198,13 @@ mod tests {
         PrivateSettings::new(config, z, 4.0).unwrap()
     }
 
+    /// Clients clip; the bound learns the median from a noiseless count.
+    fn client_adaptive(c: &mut PrivacyConfig) {
+        c.placement = ClipPlacement::Client;
+        c.target_quantile = Some(0.5);
+        c.clipped_count_stddev = Some(0.0);
+    }
+
     fn released(strategy: &mut AverageShared, round: u64, updates: Vec<ValidUpdate>) -> PrivacyReport {
         match strategy.aggregate_train(round, updates) {
             Aggregated::Updated { privacy: Some(report), .. } => report,
@@ -250,13 +257,8 @@ mod tests {
 
     #[test]
     fn clients_that_clip_are_told_the_bound_and_their_bits_drive_the_adaptive_bound() {
-        let adaptive = |c: &mut PrivacyConfig| {
-            c.placement = ClipPlacement::Client;
-            c.target_quantile = Some(0.5);
-            c.clipped_count_stddev = Some(0.0);
-        };
         let mut strategy =
-            AverageShared::new(Method::FedAvg, set(&[("w", &[0.0])])).with_privacy(settings(0.0, adaptive));
+            AverageShared::new(Method::FedAvg, set(&[("w", &[0.0])])).with_privacy(settings(0.0, client_adaptive));
         let tasks = strategy.configure_train(0, &[client(0), client(1)]);
         assert!(tasks.iter().all(|t| t.clip_norm == Some(1.0)));
         assert!(strategy.configure_evaluate(0, &[client(2)])[0].clip_norm.is_none());
@@ -270,7 +272,7 @@ mod tests {
         // The learned bound survives --resume.
         let snapshot = strategy.snapshot();
         let mut restored =
-            AverageShared::new(Method::FedAvg, set(&[("w", &[0.0])])).with_privacy(settings(0.0, adaptive));
+            AverageShared::new(Method::FedAvg, set(&[("w", &[0.0])])).with_privacy(settings(0.0, client_adaptive));
         restored.restore(snapshot).unwrap();
         assert_eq!(restored.configure_train(1, &[client(0)])[0].clip_norm, Some(next));
         let plain = AverageShared::new(Method::FedAvg, set(&[("w", &[0.0])])).snapshot();
@@ -280,14 +282,10 @@ mod tests {
 
     #[test]
     fn a_secure_sum_is_released_as_the_clients_clipped_updates_would_be() {
-        let adaptive = |c: &mut PrivacyConfig| {
-            c.placement = ClipPlacement::Client;
-            c.target_quantile = Some(0.5);
-            c.clipped_count_stddev = Some(0.0);
-        };
         let initial = set(&[("b", &[0.0]), ("a", &[1.0, 1.0])]);
-        let mut folded = AverageShared::new(Method::FedAvg, initial.clone()).with_privacy(settings(0.0, adaptive));
-        let mut secure = AverageShared::new(Method::FedAvg, initial).with_privacy(settings(0.0, adaptive));
+        let mut folded =
+            AverageShared::new(Method::FedAvg, initial.clone()).with_privacy(settings(0.0, client_adaptive));
+        let mut secure = AverageShared::new(Method::FedAvg, initial).with_privacy(settings(0.0, client_adaptive));
         // Two clients that clipped their own changes: (a: +0.6 +0.8, b: 0) and (a: 0, b: −0.5).
         let updates = vec![
             ValidUpdate::for_tests(client(0), set(&[("b", &[0.0]), ("a", &[1.6, 1.8])]), 3).with_unclipped(false),
