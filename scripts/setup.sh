@@ -20,4 +20,9 @@ if [ ! -f "$STRATA_VENV/.strata-complete" ]; then
   "$STRATA_VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$STRATA_TORCH_VERSION') else 1)" \
     || { rm -f "$STRATA_VENV/.strata-complete"; echo "setup: $STRATA_VENV does not hold torch $STRATA_TORCH_VERSION" >&2; exit 1; }
 fi
+# The TorchScript example and its test load Strata's safetensors back into PyTorch.
+if ! "$STRATA_VENV/bin/python" -c "import safetensors.torch" >/dev/null 2>&1; then
+  echo "setup: installing safetensors into $STRATA_VENV"
+  "$STRATA_VENV/bin/pip" install --quiet --disable-pip-version-check safetensors==0.7.0 packaging==25.0
+fi
 echo "setup: libtorch from $("$STRATA_VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)"

@@ -52,13 +52,7 @@ fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let (dataset, partition) = strata_client::DataCache::default().get(&config).map_err(anyhow::Error::msg)?;
-    let mut model = LocalModel::with_feature_norm(
-        &config.model.name,
-        &dataset.shape,
-        tch::Device::Cpu,
-        config.seed,
-        config.model.feature_norm,
-    )?;
+    let mut model = LocalModel::build(&config.model, &dataset.shape, tch::Device::Cpu, config.seed)?;
     model.import(&global)?;
     let mut stats: Vec<Vec<ClassStats>> = Vec::new();
     let (mut test_features, mut test_labels, mut dim) = (Vec::new(), Vec::new(), 0);
@@ -119,7 +113,7 @@ fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let accs: Vec<f64> = (0..cli.seeds)
                     .map(|seed| {
-                        strata_server::ccvr::calibrate(&global, &pooled, &calib, seed, &TorchBackend)
+                        strata_server::ccvr::calibrate(&global, model.parts(), &pooled, &calib, seed, &TorchBackend)
                             .map(|c| accuracy(&c.parameters))
                             .map_err(anyhow::Error::msg)
                     })

@@ -350,13 +350,7 @@ async fn load_local(
     let (threads, attack) = (options.threads, options.attack);
     tokio::task::spawn_blocking(move || {
         let (dataset, partition) = cache.get(&config)?;
-        let model = strata_torch::LocalModel::with_feature_norm(
-            &config.model.name,
-            &dataset.shape,
-            device,
-            config.seed,
-            config.model.feature_norm,
-        )?;
+        let model = strata_torch::LocalModel::build(&config.model, &dataset.shape, device, config.seed)?;
         Ok((local_state(&config, &dataset, &partition, index, model, threads, attack)?, dataset.fingerprint()))
     })
     .await

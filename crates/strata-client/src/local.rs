@@ -132,13 +132,14 @@ impl LocalState {
     /// (the received model, in eval mode) sees over this client's training data.
     pub fn feature_stats(&self, global: &TensorSet) -> Result<FeatureStats, TorchError> {
         set_threads(self.threads);
-        let mut scratch = LocalModel::with_feature_norm(
-            self.model.name(),
-            &self.model.shape(),
-            self.model.device(),
-            0,
-            self.model.feature_norm(),
-        )?;
+        if !self.model.has_head_input() {
+            return Err(TorchError::Model(
+                "CCVR needs the classifier's input: the TorchScript module must export a `features(x)` method \
+                 (@torch.jit.export) whose output the classifier takes"
+                    .into(),
+            ));
+        }
+        let mut scratch = LocalModel::build(self.model.config(), &self.model.shape(), self.model.device(), 0)?;
         // Start from the personal model so that tensors the server keeps local (none for the
         // methods CCVR composes with) still have this client's values; only those are copied.
         scratch.import(&self.model.export_where(|name| global.get(name).is_none()))?;

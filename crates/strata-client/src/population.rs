@@ -210,8 +210,7 @@ pub async fn run_population(
     let built = config.clone();
     let shape = dataset.shape.clone();
     let (initial, keeps_personal_state) = tokio::task::spawn_blocking(move || {
-        let model =
-            LocalModel::with_feature_norm(&built.model.name, &shape, device, built.seed, built.model.feature_norm)?;
+        let model = LocalModel::build(&built.model, &shape, device, built.seed)?;
         let method = crate::method::build(built.method, &built.methods, &model)?;
         Ok::<_, ClientError>((model.export(), method.keeps_personal_state()))
     })
@@ -589,13 +588,7 @@ impl Shared {
         let spare = self.spare_models.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut model = match spare {
             Some(model) => model,
-            None => LocalModel::with_feature_norm(
-                &self.config.model.name,
-                &self.dataset.shape,
-                self.device,
-                self.config.seed,
-                self.config.model.feature_norm,
-            )?,
+            None => LocalModel::build(&self.config.model, &self.dataset.shape, self.device, self.config.seed)?,
         };
         // Every tensor is overwritten: with the client's own state, or the initial model, or
         // (for a method without personal state) with the parameters the task brings.

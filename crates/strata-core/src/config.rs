@@ -221,13 +221,35 @@ impl Default for SyntheticConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Registered model name: `cnn` (PFLlib's FedAvgCNN), `cnn-bn`, `mlp`, `resnet8`.
+    /// Registered model name (`cnn` is PFLlib's FedAvgCNN; `cnn-bn`, `mlp`, `resnet8`, ...), or
+    /// `torchscript:PATH`, a module saved by PyTorch's `torch.jit.save`.
     pub name: String,
     /// Feature normalization of the head's input, or layer norm in the body (Zhang et al.,
     /// arXiv:2308.09565).
     #[serde(default)]
     pub feature_norm: FeatureNorm,
+    /// The classifier's parameters, a glob over the model's names (`classifier.*`): one linear
+    /// layer, its weight `[classes, features]` and bias `[classes]`. Registered models name it
+    /// `head.*`; for a TorchScript module, unset means its one linear layer with an output per
+    /// class (see [`crate::parts::ModelParts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
 }
+
+impl ModelConfig {
+    /// The registered model `name`, without a head pattern or feature normalization.
+    pub fn named(name: &str) -> Self {
+        Self { name: name.to_string(), feature_norm: FeatureNorm::Off, head: None }
+    }
+
+    /// The module file of a `torchscript:PATH` model.
+    pub fn torchscript_path(&self) -> Option<&str> {
+        self.name.strip_prefix(TORCHSCRIPT_PREFIX)
+    }
+}
+
+/// The model-name prefix of a TorchScript module file.
+pub const TORCHSCRIPT_PREFIX: &str = "torchscript:";
 
 /// Per-sample normalization of the features (Zhang et al., arXiv:2308.09565): `unit` and
 /// `sqrt-d` scale the penultimate feature h before the classifier, h ← s·h/‖h‖₂; `layer-norm`
@@ -312,7 +334,7 @@ impl RunConfig {
                 train_fraction: default_train_fraction(),
                 synthetic: SyntheticConfig::default(),
             },
-            model: ModelConfig { name: "cnn".into(), feature_norm: FeatureNorm::Off },
+            model: ModelConfig::named("cnn"),
             train: TrainConfig {
                 lr: 0.005,
                 batch_size: 10,

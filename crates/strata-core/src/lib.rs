@@ -34,6 +34,7 @@ pub mod mask;
 pub mod method;
 pub mod parallel;
 pub mod partition_spec;
+pub mod parts;
 pub mod privacy;
 pub mod records;
 pub mod safetensors;

@@ -10,7 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::selection::{NORM_LAYERS, Selector};
+use crate::parts::ModelParts;
+use crate::selection::Selector;
 
 /// A method: its server strategy and its client half together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,12 +72,13 @@ impl Method {
         }
     }
 
-    /// The parameters that travel between server and clients, both ways.
-    pub fn shares(self) -> Selector {
+    /// The parameters that travel between server and clients, both ways, in a model whose
+    /// head and normalization layers are `parts`.
+    pub fn shares(self, parts: &ModelParts) -> Selector {
         match self {
             Method::FedAvg | Method::FedProx | Method::Ditto | Method::FedCac => Selector::all(),
-            Method::FedPer | Method::FedRep => Selector::new(["body.*"]),
-            Method::FedBn => Selector::all().except(NORM_LAYERS),
+            Method::FedPer | Method::FedRep => parts.body(),
+            Method::FedBn => Selector::all().except(parts.norm.patterns().iter().cloned()),
             Method::Local => Selector::none(),
         }
     }
@@ -156,11 +158,12 @@ mod tests {
 
     #[test]
     fn what_each_method_shares() {
-        assert!(Method::FedPer.shares().matches("body.conv1.weight"));
-        assert!(!Method::FedPer.shares().matches("head.weight"));
-        assert!(!Method::FedBn.shares().matches("body.bn1.weight"));
-        assert!(Method::FedBn.shares().matches("body.conv1.weight"));
-        assert!(!Method::Local.shares().matches("body.conv1.weight"));
+        let parts = ModelParts::registered();
+        assert!(Method::FedPer.shares(&parts).matches("body.conv1.weight"));
+        assert!(!Method::FedPer.shares(&parts).matches("head.weight"));
+        assert!(!Method::FedBn.shares(&parts).matches("body.bn1.weight"));
+        assert!(Method::FedBn.shares(&parts).matches("body.conv1.weight"));
+        assert!(!Method::Local.shares(&parts).matches("body.conv1.weight"));
         assert!(Method::ALL.iter().filter(|m| m.has_global_model()).count() == 3);
     }
 }

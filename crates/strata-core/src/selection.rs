@@ -2,7 +2,8 @@
 //! without knowing a model's layers.
 //!
 //! Patterns are globs over the dotted parameter names: `*` matches any run of characters
-//! (dots included). Models name their parts `body.` and `head.`, so `head.*` is the classifier.
+//! (dots included). Registered models name their parts `body.` and `head.`, so `head.*` is the
+//! classifier; [`crate::parts`] finds the parts of other models.
 
 /// A set of glob patterns, minus exceptions: a name is selected when a pattern matches it
 /// and no exception does.
@@ -13,9 +14,10 @@ pub struct Selector {
     except: Vec<String>,
 }
 
-/// Names of normalization layers' running statistics: buffers, not trained parameters.
-pub const RUNNING_STATS: [&str; 2] = ["*.running_mean", "*.running_var"];
-/// Normalization layers (parameters and statistics), as the models name them.
+/// Names of normalization layers' running statistics: buffers, not trained parameters
+/// (PyTorch's BatchNorm also counts its batches; registered models do not).
+pub const RUNNING_STATS: [&str; 3] = ["*.running_mean", "*.running_var", "*.num_batches_tracked"];
+/// Normalization layers (parameters and statistics), as the registered models name them.
 pub const NORM_LAYERS: [&str; 2] = ["*.bn*", "*.downsample.1.*"];
 
 impl Selector {

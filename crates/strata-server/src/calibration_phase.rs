@@ -26,8 +26,8 @@ impl RoundLoop {
             warn!(row, "calibration skipped: the method has no global model");
             return;
         };
-        let Some((num_classes, dim)) = head_shape(&self.model_spec) else {
-            warn!(row, "calibration skipped: the model has no linear classifier `head.weight`");
+        let Some((num_classes, dim)) = head_shape(&self.model_spec, &self.parts) else {
+            warn!(row, head = %self.parts.head_weight, "calibration skipped: the model has no linear classifier");
             return;
         };
         let clients = self.registry.available(self.patience());
@@ -100,9 +100,10 @@ impl RoundLoop {
         // 2. Pool, sample, retrain the classifier (CPU work, off the runtime's threads).
         let config = self.config.calibration.clone();
         let seed = self.config.seed ^ row.wrapping_mul(0xC0FF_EE00_D15E_A5E5);
-        let (base, backend) = (Arc::clone(&global), Arc::clone(&self.backend));
+        let (base, backend, parts) = (Arc::clone(&global), Arc::clone(&self.backend), self.parts.clone());
         let calibrated =
-            tokio::task::spawn_blocking(move || ccvr::calibrate(&base, &pooled, &config, seed, &*backend)).await;
+            tokio::task::spawn_blocking(move || ccvr::calibrate(&base, &parts, &pooled, &config, seed, &*backend))
+                .await;
         let calibrated = match calibrated {
             Ok(Ok(c)) => c,
             Ok(Err(reason)) => {

@@ -1,6 +1,6 @@
 //! CCVR's server half (`shared/methods/ccvr.md`): pool the clients' class statistics exactly,
 //! draw virtual features from the pooled Gaussians, and retrain the global model's classifier
-//! (`head.weight`, `head.bias`) on them, starting from its current values (the retraining
+//! (the model's linear head, [`ModelParts`]) on them, starting from its current values (the retraining
 //! itself is the backend's). No IO: the round loop gathers the statistics and sends the
 //! calibrated model out.
 
@@ -8,15 +8,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
 use strata_core::calibration::CalibrationConfig;
+use strata_core::parts::ModelParts;
 use strata_core::tensor::{NamedTensor, TensorError, TensorSet, TensorSpec};
 use strata_methods::ccvr::{self, CcvrError, PooledClass};
 
-pub const HEAD_WEIGHT: &str = "head.weight";
-pub const HEAD_BIAS: &str = "head.bias";
-
 /// The classifier's shape, `(classes, dim)`, from the model's specs.
-pub fn head_shape(model: &[TensorSpec]) -> Option<(usize, usize)> {
-    let weight = model.iter().find(|s| s.name == HEAD_WEIGHT)?;
+pub fn head_shape(model: &[TensorSpec], parts: &ModelParts) -> Option<(usize, usize)> {
+    let weight = model.iter().find(|s| s.name == parts.head_weight)?;
     match weight.shape.as_slice() {
         &[classes, dim] => Some((classes, dim)),
         _ => None,
@@ -35,8 +33,8 @@ pub struct Calibrated {
 /// Why a calibration did not happen; the run goes on with the uncalibrated model.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
-    #[error("the global model has no `{HEAD_WEIGHT}` and `{HEAD_BIAS}` to calibrate")]
-    NoHead,
+    #[error("the global model has no `{weight}` and `{bias}` to calibrate")]
+    NoHead { weight: String, bias: String },
     #[error("the classifier's weight is not a matrix")]
     HeadNotMatrix,
     #[error("pooling the clients' statistics: {0}")]
@@ -57,16 +55,19 @@ pub enum CalibrationError {
 /// draws and the shuffling reproducible. Blocks for as long as the retraining takes.
 pub fn calibrate(
     global: &TensorSet,
+    parts: &ModelParts,
     pooled: &[PooledClass],
     config: &CalibrationConfig,
     seed: u64,
     backend: &dyn ModelBackend,
 ) -> Result<Calibrated, CalibrationError> {
-    let (weight, bias) = match (global.get(HEAD_WEIGHT), global.get(HEAD_BIAS)) {
+    let (weight, bias) = match (global.get(&parts.head_weight), global.get(&parts.head_bias)) {
         (Some(w), Some(b)) => (w, b),
-        _ => return Err(CalibrationError::NoHead),
+        _ => {
+            return Err(CalibrationError::NoHead { weight: parts.head_weight.clone(), bias: parts.head_bias.clone() });
+        }
     };
-    let (classes, dim) = head_shape(&[weight.spec()]).ok_or(CalibrationError::HeadNotMatrix)?;
+    let (classes, dim) = head_shape(&[weight.spec()], parts).ok_or(CalibrationError::HeadNotMatrix)?;
     if let Some(class) = pooled.iter().find(|c| c.dim() != dim) {
         return Err(CalibrationError::Pool(CcvrError::MeanLength {
             class: class.class,
@@ -95,8 +96,8 @@ pub fn calibrate(
     }
     let mut parameters = global.clone();
     let replacement = TensorSet::new(vec![
-        NamedTensor::new(HEAD_WEIGHT, weight.shape().to_vec(), trained.weight)?,
-        NamedTensor::new(HEAD_BIAS, bias.shape().to_vec(), trained.bias)?,
+        NamedTensor::new(&parts.head_weight, weight.shape().to_vec(), trained.weight)?,
+        NamedTensor::new(&parts.head_bias, bias.shape().to_vec(), trained.bias)?,
     ])?;
     parameters.overwrite_from(&replacement)?;
     Ok(Calibrated { parameters, classes: covered, virtual_features: labels.len() })
@@ -115,6 +116,9 @@ mod tests {
     use super::*;
     use crate::test_backend::PlainBackend;
 
+    const HEAD_WEIGHT: &str = "head.weight";
+    const HEAD_BIAS: &str = "head.bias";
+
     /// [`calibrate`] from every client's statistics (one list per client), pooled as the
     /// calibration phase pools them in the clear.
     fn calibrate_stats(
@@ -125,11 +129,11 @@ mod tests {
         backend: &dyn ModelBackend,
     ) -> Result<Calibrated, CalibrationError> {
         let all: Vec<ClassStats> = stats.iter().flatten().cloned().collect();
-        let pooled = match global.get(HEAD_WEIGHT).and_then(|w| head_shape(&[w.spec()])) {
+        let pooled = match global.get(HEAD_WEIGHT).and_then(|w| head_shape(&[w.spec()], &ModelParts::registered())) {
             Some((_, dim)) => ccvr::pool(&all, dim)?,
             None => Vec::new(),
         };
-        calibrate(global, &pooled, config, seed, backend)
+        calibrate(global, &ModelParts::registered(), &pooled, config, seed, backend)
     }
 
     fn global(weight: Vec<f32>) -> TensorSet {

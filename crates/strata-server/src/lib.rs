@@ -193,7 +193,14 @@ pub async fn run(
     }
     let private = privacy::settings(&config)
         .map_err(|e| ServerError::Config(strata_core::config_error::ConfigError::Invalid(e)))?;
-    let mut strategy = strategy::build(config.method, initial, &config.methods, &config.defense, private.clone());
+    let parts = strata_core::parts::ModelParts::resolve(&config.model, &model_spec, None).map_err(|e| {
+        ServerError::Config(strata_core::config_error::ConfigError::Invalid(format!(
+            "model `{}`: {e}",
+            config.model.name
+        )))
+    })?;
+    let mut strategy =
+        strategy::build(config.method, &parts, initial, &config.methods, &config.defense, private.clone());
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }
@@ -306,6 +313,7 @@ pub async fn run(
         reports: report_rx,
         strategy,
         model_spec,
+        parts,
         backend: options.backend,
         events,
         output,

@@ -17,6 +17,7 @@ use strata_core::backend::ModelBackend;
 use strata_core::config::RunConfig;
 use strata_core::evaluation::EvalClients;
 use strata_core::liveness::RoundCloses;
+use strata_core::parts::ModelParts;
 use strata_core::privacy::PrivacyReport;
 use strata_core::records::{ClientRoundRecord, DefenseReport, RoundRecord, metric};
 use strata_core::tensor::{TensorSet, TensorSpec};
@@ -41,6 +42,8 @@ pub struct RoundLoop {
     pub reports: mpsc::Receiver<Report>,
     pub strategy: Box<dyn Strategy>,
     pub model_spec: Vec<TensorSpec>,
+    /// The model's head and normalization layers, by name.
+    pub parts: ModelParts,
     /// Retrains the classifier when calibrating.
     pub backend: Arc<dyn ModelBackend>,
     pub events: broadcast::Sender<ServerEvent>,

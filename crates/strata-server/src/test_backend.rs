@@ -7,9 +7,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
 use strata_core::config::RunConfig;
+use strata_core::parts::ModelParts;
 use strata_core::tensor::{NamedTensor, TensorSet};
-
-use crate::ccvr::{HEAD_BIAS, HEAD_WEIGHT};
 
 /// Classes and feature dimension of [`PlainBackend`]'s model.
 pub const CLASSES: usize = 10;
@@ -21,10 +20,11 @@ impl ModelBackend for PlainBackend {
     fn initial_model(&self, config: &RunConfig) -> Result<TensorSet, BackendError> {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut draw = |n: usize| (0..n).map(|_| rng.random_range(-0.5f32..0.5)).collect::<Vec<_>>();
+        let head = ModelParts::registered();
         Ok(TensorSet::new(vec![
             NamedTensor::new("body.weight", vec![DIM, 3], draw(DIM * 3))?,
-            NamedTensor::new(HEAD_WEIGHT, vec![CLASSES, DIM], draw(CLASSES * DIM))?,
-            NamedTensor::new(HEAD_BIAS, vec![CLASSES], draw(CLASSES))?,
+            NamedTensor::new(&head.head_weight, vec![CLASSES, DIM], draw(CLASSES * DIM))?,
+            NamedTensor::new(&head.head_bias, vec![CLASSES], draw(CLASSES))?,
         ])?)
     }
 

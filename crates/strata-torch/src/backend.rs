@@ -15,7 +15,7 @@ pub struct TorchBackend;
 impl ModelBackend for TorchBackend {
     fn initial_model(&self, config: &RunConfig) -> Result<TensorSet, BackendError> {
         let shape = strata_data::describe(&config.data)?;
-        Ok(LocalModel::new(&config.model.name, &shape, tch::Device::Cpu, config.seed)?.export())
+        Ok(LocalModel::build(&config.model, &shape, tch::Device::Cpu, config.seed)?.export())
     }
 
     fn retrain_head(
@@ -27,6 +27,19 @@ impl ModelBackend for TorchBackend {
     ) -> Result<LinearHead, BackendError> {
         Ok(retrain_head(head, features, labels, training)?)
     }
+}
+
+/// Names a TorchScript module's classifier in `config` when the config leaves it to be found
+/// (the one linear layer with a logit per class, which takes the data's classes to tell), so
+/// that the server, which knows neither, and every client select the same tensors, and the
+/// run's `config.toml` says which. Other configs come back unchanged.
+pub fn pin_head(mut config: RunConfig) -> Result<RunConfig, BackendError> {
+    if config.model.torchscript_path().is_some() && config.model.head.is_none() {
+        let shape = strata_data::describe(&config.data)?;
+        let model = LocalModel::build(&config.model, &shape, tch::Device::Cpu, config.seed)?;
+        config.model.head = model.parts().head.patterns().first().cloned();
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

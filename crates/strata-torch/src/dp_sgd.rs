@@ -81,6 +81,13 @@ fn train_private_with(
              use a model without it"
         )));
     }
+    if model.net().is_script() {
+        return Err(TorchError::Train(
+            "DP-SGD computes per-sample gradients from the layers of a registered model; a TorchScript module's \
+             layers are its own (use [privacy], user-level DP, instead)"
+                .into(),
+        ));
+    }
     let start = Instant::now();
     let n = data.train_len();
     let rate = DpSgd::sampling_rate(n, cfg.batch_size);

@@ -17,6 +17,10 @@ pub enum TorchError {
     Data(String),
     #[error("invalid training settings: {0}")]
     Train(String),
+    #[error("TorchScript module `{path}`: {reason}")]
+    Script { path: String, reason: String },
+    #[error("model: {0}")]
+    Model(String),
     #[error("libtorch: {0}")]
     Tch(#[from] tch::TchError),
 }

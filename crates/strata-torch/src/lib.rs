@@ -34,6 +34,7 @@ mod local_model;
 pub mod model;
 mod per_sample;
 mod proximal;
+mod script_module;
 pub mod seed;
 #[cfg(test)]
 mod test_data;

@@ -1,35 +1,39 @@
-//! One client's model: a registered [`Net`] and the VarStore holding its variables, with
+//! One client's model: a registered [`Net`] or a user's TorchScript module, and the VarStore holding its variables, with
 //! conversion to and from [`TensorSet`], the currency of the other crates.
 
 use std::collections::HashMap;
 
-use strata_core::config::FeatureNorm;
+use std::path::Path;
+
+use strata_core::config::{FeatureNorm, ModelConfig};
+use strata_core::parts::ModelParts;
 use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
 use strata_data::DataShape;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::TorchError;
+use crate::model::script_net::ScriptNet;
 use crate::model::{self, BodyNorm, Net};
 use crate::seed::with_seed;
 
 /// A model ready for local training: its variables live in `vs`, `net` computes with them.
 #[derive(Debug)]
 pub struct LocalModel {
-    name: String,
+    config: ModelConfig,
+    parts: ModelParts,
     shape: DataShape,
-    feature_norm: FeatureNorm,
     vs: nn::VarStore,
     net: Box<dyn Net>,
 }
 
 impl LocalModel {
-    /// Builds model `model_name` for `shape` with deterministic initial values.
+    /// Builds the registered model `model_name` for `shape` with deterministic initial values.
     ///
     /// The variables are drawn on the CPU from torch's generator seeded with `seed` (see
     /// [`crate::seed`]), then moved to `device`, so the initial values depend on the seed
     /// only, not on the device, and match PyTorch's `torch.manual_seed(seed)` + construction.
     pub fn new(model_name: &str, shape: &DataShape, device: Device, seed: u64) -> Result<Self, TorchError> {
-        Self::with_feature_norm(model_name, shape, device, seed, FeatureNorm::Off)
+        Self::build(&ModelConfig::named(model_name), shape, device, seed)
     }
 
     /// [`LocalModel::new`] with feature normalization of the classifier's input, or, for
@@ -41,32 +45,80 @@ impl LocalModel {
         seed: u64,
         feature_norm: FeatureNorm,
     ) -> Result<Self, TorchError> {
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let body_norm = match feature_norm {
-            FeatureNorm::LayerNorm => BodyNorm::Layer,
-            FeatureNorm::Off | FeatureNorm::Unit | FeatureNorm::SqrtD => BodyNorm::None,
+        Self::build(&ModelConfig { feature_norm, ..ModelConfig::named(model_name) }, shape, device, seed)
+    }
+
+    /// The model `config` describes: a registered one drawn from `seed` (see [`Self::new`]), or
+    /// a TorchScript module (`torchscript:PATH`) with the values it was saved with.
+    pub fn build(config: &ModelConfig, shape: &DataShape, device: Device, seed: u64) -> Result<Self, TorchError> {
+        let (vs, net, parts) = match config.torchscript_path() {
+            Some(path) => {
+                let vs = nn::VarStore::new(device);
+                let (net, parts) = ScriptNet::load(Path::new(path), &vs.root(), shape, config.head.as_deref())?;
+                let refuse = |what: &str| Err(TorchError::Script { path: path.to_string(), reason: what.to_string() });
+                match config.feature_norm {
+                    FeatureNorm::LayerNorm => {
+                        return refuse(
+                            "model.feature_norm = \"layer-norm\" changes a registered model's body; a module's body is its own",
+                        );
+                    }
+                    FeatureNorm::Unit | FeatureNorm::SqrtD if !net.has_features() => {
+                        return refuse(
+                            "model.feature_norm needs the classifier's input: export a `features(x)` method (@torch.jit.export)",
+                        );
+                    }
+                    _ => {}
+                }
+                (vs, Box::new(net) as Box<dyn Net>, parts)
+            }
+            None => {
+                let parts = ModelParts::resolve(config, &[], None).map_err(|e| TorchError::Model(e.0))?;
+                let mut vs = nn::VarStore::new(Device::Cpu);
+                let body_norm = match config.feature_norm {
+                    FeatureNorm::LayerNorm => BodyNorm::Layer,
+                    FeatureNorm::Off | FeatureNorm::Unit | FeatureNorm::SqrtD => BodyNorm::None,
+                };
+                let net = with_seed(seed, || model::build_with_norm(&config.name, &vs.root(), shape, body_norm))?;
+                if device != Device::Cpu {
+                    vs.set_device(device);
+                }
+                (vs, net, parts)
+            }
         };
-        let net = with_seed(seed, || model::build_with_norm(model_name, &vs.root(), shape, body_norm))?;
-        if device != Device::Cpu {
-            vs.set_device(device);
-        }
-        Ok(Self { name: model_name.to_string(), shape: shape.clone(), feature_norm, vs, net })
+        Ok(Self { config: config.clone(), parts, shape: shape.clone(), vs, net })
     }
 
     /// The name the model was built with.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.config.name
+    }
+
+    /// What the model was built from: another [`Self::build`] with it gives the same model.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Where the classifier and the normalization layers are, by name.
+    pub fn parts(&self) -> &ModelParts {
+        &self.parts
     }
 
     /// Logits: the head applied to the (optionally normalized) features.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        crate::model::layers::apply_linear(self.net.head(), &self.head_input_t(xs, train))
+        match self.config.feature_norm {
+            // The layer norm is inside the body: the model computes its logits as it is.
+            FeatureNorm::Off | FeatureNorm::LayerNorm => self.net.forward_t(xs, train),
+            FeatureNorm::Unit | FeatureNorm::SqrtD => {
+                crate::model::layers::apply_linear(self.net.head(), &self.head_input_t(xs, train))
+            }
+        }
     }
 
     /// What the head sees: the penultimate features, normalized when the model says so.
+    /// Panics for a TorchScript module without `features`; [`Self::has_head_input`] says.
     pub fn head_input_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let features = self.net.features_t(xs, train);
-        match self.feature_norm {
+        match self.config.feature_norm {
             // The layer norm is inside the body: the features arrive normalized.
             FeatureNorm::Off | FeatureNorm::LayerNorm => features,
             norm => {
@@ -80,7 +132,13 @@ impl LocalModel {
     }
 
     pub fn feature_norm(&self) -> FeatureNorm {
-        self.feature_norm
+        self.config.feature_norm
+    }
+
+    /// Whether [`Self::head_input_t`] can be computed: always for registered models, for a
+    /// TorchScript module when it exports `features`.
+    pub fn has_head_input(&self) -> bool {
+        self.net.has_features()
     }
 
     /// The data shape the model was built for.

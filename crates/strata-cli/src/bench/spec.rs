@@ -26,7 +26,9 @@
 //! the classifier after the last round (`calibration.method = "ccvr"`), `+fn` normalizes the
 //! features (`model.feature_norm = "sqrt-d"`), `+fn-unit` with s = 1, `+ln` the layer-norm
 //! variant; a robust rule (`+median`, `+krum:4`, `+norm-bound:median`, ... as `--defense`
-//! writes it) sets `defense.rule`. `fedavg+fn` is a method of its own in the tables.
+//! writes it) sets `defense.rule`. `fedavg+fn` is a method of its own in the tables. A label
+//! may end in `@TAG`, a name and nothing else, so that one method appears in two rows that
+//! differ by what `model_by_method` gives them (`fedavg@torchscript`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -117,7 +119,8 @@ const OPTIONS: &[&str] = &["ccvr", "fn", "fn-unit", "ln", "secagg"];
 
 impl<'a> Variant<'a> {
     fn parse(label: &'a str) -> anyhow::Result<Self> {
-        let mut parts = label.split('+');
+        let untagged = label.split_once('@').map_or(label, |(method, _)| method);
+        let mut parts = untagged.split('+');
         let base: Method =
             parts.next().unwrap_or_default().parse().map_err(|e| anyhow::anyhow!("[matrix] methods: {e}"))?;
         let options: Vec<&str> = parts.collect();
@@ -381,6 +384,23 @@ fedcac = [1, 2]
 fedbn = "cnn-bn"
 "#;
 
+    /// A tag names a row apart; the cell runs the method before it with the row's model.
+    #[test]
+    fn a_tagged_method_is_its_own_row_with_its_own_model() {
+        let text = SPEC
+            .replace(r#"methods = ["fedavg", "fedbn", "fedcac"]"#, r#"methods = ["fedavg", "fedavg@wide"]"#)
+            .replace(r#"fedbn = "cnn-bn""#, r#""fedavg@wide" = "mlp-wide""#)
+            .replace("fedcac = [1, 2]", "");
+        let spec = BenchSpec::parse(&text, "t").unwrap();
+        let cells = spec.cells();
+        let tagged = cells.iter().find(|c| c.method == "fedavg@wide").unwrap();
+        let config = spec.config(tagged).unwrap();
+        assert_eq!((config.method, config.model.name.as_str()), (Method::FedAvg, "mlp-wide"));
+        let plain = spec.config(cells.iter().find(|c| c.method == "fedavg").unwrap()).unwrap();
+        assert_eq!(plain.model.name, "mlp");
+        assert!(spec.cell_dir(Path::new("out"), tagged).to_string_lossy().contains("fedavg-wide"));
+    }
+
     #[test]
     fn cells_run_the_first_seed_everywhere_first() {
         let spec = BenchSpec::parse(SPEC, "t").unwrap();
@@ -440,6 +460,12 @@ fedbn = "cnn-bn"
         assert_eq!(
             (c.privacy.target_epsilon, c.privacy.clipping_norm, c.privacy.noise_multiplier),
             (Some(3.0), 0.15, None)
+        );
+        let ts = BenchSpec::parse(include_str!("../../../../bench/fmnist-torchscript.toml"), "ts").unwrap();
+        let cell = ts.cells().into_iter().find(|c| c.method == "fedavg@torchscript").unwrap();
+        assert_eq!(
+            (ts.cells().len(), ts.config(&cell).unwrap().model.torchscript_path()),
+            (6, Some("bench/models/fedavg-cnn-seed1.pt"))
         );
         let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp-1000.toml"), "fmnist-dp-1000").unwrap();
         assert_eq!(dp.cells().len(), 4 * 3);

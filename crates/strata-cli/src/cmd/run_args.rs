@@ -101,9 +101,14 @@ pub struct RunArgs {
     /// Split: iid, dirichlet:ALPHA, pathological:K, file:PATH.
     #[arg(long)]
     pub split: Option<PartitionSpec>,
-    /// Model: cnn, cnn-bn, mlp, resnet8 (mlp-wide: 1 GB of parameters, for memory tests).
+    /// Model: cnn, cnn-bn, mlp, resnet8 (mlp-wide: 1 GB of parameters, for memory tests), or
+    /// torchscript:PATH, a module saved by PyTorch's torch.jit.save.
     #[arg(long)]
     pub model: Option<String>,
+    /// A TorchScript module's classifier, a glob over its parameter names (classifier.*);
+    /// unset, its one linear layer with an output per class.
+    #[arg(long)]
+    pub head: Option<String>,
     /// Feature normalization: off, unit or sqrt-d (of the classifier's input), or layer-norm
     /// (after each ReLU of the body).
     #[arg(long)]
@@ -147,6 +152,9 @@ impl RunArgs {
              seed => c.seed, method => c.method, dataset => c.data.dataset, split => c.data.split,
              model => c.model.name, feature_norm => c.model.feature_norm, lr => c.train.lr, batch_size => c.train.batch_size,
              local_epochs => c.train.local_epochs, momentum => c.train.momentum);
+        if let Some(head) = &self.head {
+            c.model.head = Some(head.clone());
+        }
         if let Some(n) = self.min_results {
             c.min_results = Some(n);
         }

@@ -51,7 +51,7 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.resume {
         args.run.config = Some(dir.join("config.toml"));
     }
-    let config = args.run.resolve()?;
+    let config = strata_torch::backend::pin_head(args.run.resolve()?).map_err(|e| anyhow::anyhow!("{e}"))?;
     let out = match (&args.resume, args.out) {
         (Some(dir), _) => dir.clone(),
         (None, Some(out)) => out,

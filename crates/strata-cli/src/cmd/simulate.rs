@@ -88,6 +88,7 @@ pub async fn simulate(
     clients: Clients,
     attack: Option<AttackSpec>,
 ) -> anyhow::Result<strata_server::RunOutcome> {
+    let config = strata_torch::backend::pin_head(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let parallel = parallel.unwrap_or(cores).clamp(1, config.clients as usize);
     // Divide the cores so that K clients training at once do not oversubscribe them.

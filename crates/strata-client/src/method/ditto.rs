@@ -24,13 +24,7 @@ impl Ditto {
     /// The global copy starts as a clone of the personal model's architecture and values.
     pub fn new(params: &MethodParams, reference: &LocalModel) -> Result<Self, TorchError> {
         let shape_source = reference.export();
-        let mut global = LocalModel::with_feature_norm(
-            reference.name(),
-            &reference.shape(),
-            reference.device(),
-            0,
-            reference.feature_norm(),
-        )?;
+        let mut global = LocalModel::build(reference.config(), &reference.shape(), reference.device(), 0)?;
         global.import(&shape_source)?;
         Ok(Self { global, anchor: None, lambda: params.ditto_lambda, personal_epochs: params.ditto_personal_epochs })
     }

@@ -20,10 +20,6 @@ impl FedRep {
     }
 }
 
-fn is_head(name: &str) -> bool {
-    name.starts_with("head.")
-}
-
 impl ClientMethod for FedRep {
     fn merge(&mut self, model: &mut LocalModel, received: &TensorSet, _round: u64) -> Result<(), TorchError> {
         model.import(received)
@@ -38,6 +34,8 @@ impl ClientMethod for FedRep {
         let head_epochs = self.head_epochs;
         let head_cfg = ctx.train.for_epochs(head_epochs);
         // Both passes reach the shared body: the head's shapes the body's gradients.
+        let parts = model.parts().head.clone();
+        let is_head = |n: &str| parts.matches(n);
         let head = with_frozen(model, &|n| !is_head(n), |m| ctx.train_shared(m, data, &head_cfg, ctx.seed, None))?;
         let body = with_frozen(model, &is_head, |m| ctx.train_shared(m, data, ctx.train, ctx.seed ^ 0x5EED, None))?;
         let samples = head.samples + body.samples;

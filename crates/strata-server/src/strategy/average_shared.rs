@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use strata_core::defense::Defense;
 use strata_core::method::Method;
+use strata_core::parts::ModelParts;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
 use strata_methods::aggregate::RunningMean;
@@ -54,9 +55,14 @@ pub struct AverageShared {
 }
 
 impl AverageShared {
-    /// Averages the tensors `method` shares, starting from `initial`; the rest stay on the clients.
+    /// Averages the tensors `method` shares of a registered model, starting from `initial`; the
+    /// rest stay on the clients.
     pub fn new(method: Method, initial: TensorSet) -> Self {
-        let shared = method.shares();
+        Self::sharing(method, method.shares(&ModelParts::registered()), initial)
+    }
+
+    /// Averages the tensors `shared` selects (what `method` shares of the run's model).
+    pub fn sharing(method: Method, shared: Selector, initial: TensorSet) -> Self {
         let global = initial.select(|n| shared.matches(n));
         let whole_model = global.len() == initial.len();
         Self {

@@ -16,6 +16,7 @@ use strata_core::config::{DefenseConfig, MethodParams};
 use strata_core::defense::Defense;
 use strata_core::mask::BitMask;
 use strata_core::method::Method;
+use strata_core::parts::ModelParts;
 use strata_core::privacy::PrivacyReport;
 use strata_core::records::DefenseReport;
 use strata_core::selection::Selector;
@@ -141,6 +142,7 @@ pub(crate) fn same_specs(current: &TensorSet, incoming: &TensorSet, what: &'stat
 /// `defense`'s rule or privately (the config's validation made sure the method takes them).
 pub fn build(
     method: Method,
+    parts: &ModelParts,
     initial: TensorSet,
     params: &MethodParams,
     defense: &DefenseConfig,
@@ -154,7 +156,7 @@ pub fn build(
         | Method::FedRep
         | Method::FedBn
         | Method::Ditto => {
-            let strategy = AverageShared::new(method, initial).with_defense(defense.rule);
+            let strategy = AverageShared::sharing(method, method.shares(parts), initial).with_defense(defense.rule);
             Box::new(match privacy {
                 Some(settings) => strategy.with_privacy(settings),
                 None => strategy,

@@ -9,12 +9,16 @@
 //! | `mlp` | anything, flattened | FedAvg's 2NN ([`mlp`]) |
 //! | `resnet8` (alias `resnet`) | C×H×W images | CIFAR-style ResNet-8, 16/32/64 ([`resnet`]) |
 //! | `resnet8-fling` | C×H×W images | Fling's (FedCAC's) ResNet-8, 64/128/256 ([`resnet`]) |
+//!
+//! Besides these, `torchscript:PATH` is a user's module saved by PyTorch ([`script_net`]),
+//! named as its author named it; `LocalModel::build` loads it.
 
 pub mod cnn;
 pub(crate) mod layers;
 pub mod mlp;
 mod net;
 pub mod resnet;
+pub mod script_net;
 
 pub use layers::BodyNorm;
 pub use net::Net;

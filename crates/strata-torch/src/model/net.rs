@@ -2,7 +2,7 @@
 //! linear classifier on top (`head.*`).
 
 use tch::Tensor;
-use tch::nn::{self, Module};
+use tch::nn;
 
 /// A classifier split into body and head, so that `forward_t(x) == head(features_t(x))`.
 ///
@@ -17,6 +17,17 @@ pub trait Net: Send + std::fmt::Debug {
 
     /// Class logits, shape [batch, classes]. `train` selects batch statistics in norm layers.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.head().forward(&self.features_t(xs, train))
+        super::layers::apply_linear(self.head(), &self.features_t(xs, train))
+    }
+
+    /// Whether [`Net::features_t`] can be called (a TorchScript module may not export it).
+    fn has_features(&self) -> bool {
+        true
+    }
+
+    /// Whether the model is a user's TorchScript module, whose layers Strata cannot see into
+    /// (DP-SGD's per-sample gradients need them).
+    fn is_script(&self) -> bool {
+        false
     }
 }
