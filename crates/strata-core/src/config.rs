@@ -139,7 +139,8 @@ impl Default for MethodParams {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     pub dataset: DatasetKind,
-    /// Directory (IDX, CIFAR-10) holding the files; `None` takes the dataset's default location.
+    /// Directory (IDX, CIFAR-10, NumPy) or file (`.npz`) holding the data; `None` takes the
+    /// dataset's default location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// How samples are split over clients, e.g. `dirichlet:0.1` or `file:splits.json`.
@@ -149,6 +150,13 @@ pub struct DataConfig {
     pub train_fraction: f64,
     #[serde(default)]
     pub synthetic: SyntheticConfig,
+    /// A table's label column (`csv`; default `label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_column: Option<String>,
+    /// A table's owner column (`csv`): not a feature; the `natural` split keeps each owner's
+    /// samples on one client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_column: Option<String>,
 }
 
 /// Datasets by name. IDX covers any MNIST-format dataset a user brings (EMNIST, KMNIST, ...).
@@ -159,6 +167,10 @@ pub enum DatasetKind {
     Mnist,
     Idx,
     Cifar10,
+    /// NumPy arrays: an `.npz` archive or a directory of `.npy` files.
+    Numpy,
+    /// A CSV table with a label column.
+    Csv,
     Synthetic,
 }
 
@@ -169,6 +181,8 @@ impl DatasetKind {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Idx => "idx",
             DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Numpy => "numpy",
+            DatasetKind::Csv => "csv",
             DatasetKind::Synthetic => "synthetic",
         }
     }
@@ -184,8 +198,10 @@ impl std::str::FromStr for DatasetKind {
             "idx" => Ok(DatasetKind::Idx),
             "cifar10" | "cifar-10" => Ok(DatasetKind::Cifar10),
             "synthetic" => Ok(DatasetKind::Synthetic),
+            "numpy" | "npz" | "npy" => Ok(DatasetKind::Numpy),
+            "csv" => Ok(DatasetKind::Csv),
             other => Err(ConfigError::Invalid(format!(
-                "unknown dataset `{other}`: expected fmnist, mnist, idx, cifar10 or synthetic"
+                "unknown dataset `{other}`: expected fmnist, mnist, idx, cifar10, numpy, csv or synthetic"
             ))),
         }
     }
@@ -333,6 +349,8 @@ impl RunConfig {
                 split: PartitionSpec::Dirichlet { alpha: 0.1 },
                 train_fraction: default_train_fraction(),
                 synthetic: SyntheticConfig::default(),
+                label_column: None,
+                group_column: None,
             },
             model: ModelConfig::named("cnn"),
             train: TrainConfig {

@@ -21,6 +21,8 @@ pub enum PartitionSpec {
     File {
         path: std::path::PathBuf,
     },
+    /// By the data's own owners (a table's group column): each owner's samples on one client.
+    Natural,
 }
 
 impl std::str::FromStr for PartitionSpec {
@@ -33,6 +35,7 @@ impl std::str::FromStr for PartitionSpec {
         };
         match (kind, arg) {
             ("iid", None) => Ok(PartitionSpec::Iid),
+            ("natural", None) => Ok(PartitionSpec::Natural),
             ("dirichlet", Some(a)) => match a.parse::<f64>() {
                 Ok(alpha) if alpha.is_finite() && alpha > 0.0 => Ok(PartitionSpec::Dirichlet { alpha }),
                 _ => Err(InvalidValue(format!("split `{s}`: dirichlet needs a positive alpha, e.g. dirichlet:0.1"))),
@@ -45,7 +48,7 @@ impl std::str::FromStr for PartitionSpec {
             },
             ("file", Some(p)) if !p.is_empty() => Ok(PartitionSpec::File { path: p.into() }),
             _ => Err(InvalidValue(format!(
-                "unknown split `{s}`: expected iid, dirichlet:ALPHA, pathological:K or file:PATH"
+                "unknown split `{s}`: expected iid, dirichlet:ALPHA, pathological:K, natural or file:PATH"
             ))),
         }
     }
@@ -55,6 +58,7 @@ impl std::fmt::Display for PartitionSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PartitionSpec::Iid => write!(f, "iid"),
+            PartitionSpec::Natural => write!(f, "natural"),
             PartitionSpec::Dirichlet { alpha } => write!(f, "dirichlet:{alpha}"),
             PartitionSpec::Pathological { classes_per_client } => write!(f, "pathological:{classes_per_client}"),
             PartitionSpec::File { path } => write!(f, "file:{}", path.display()),

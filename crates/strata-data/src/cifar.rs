@@ -40,6 +40,7 @@ pub fn load(dir: &Path) -> Result<Dataset, DataError> {
         labels,
         shape: shape(),
         official_train_len,
+        owners: None,
     })
 }
 

@@ -24,6 +24,8 @@ impl Dataset {
     /// E.g. `fmnist/70000/train60000/1x28x28/10c/fnv1a64:0123456789abcdef`.
     pub fn fingerprint(&self) -> String {
         let hash = self.labels.iter().fold(FNV_OFFSET, |h, label| fnv1a64(h, &label.to_le_bytes()));
+        // Owners decide the natural split: data with other owners is other data.
+        let hash = self.owners.iter().flatten().fold(hash, |h, owner| fnv1a64(h, &owner.to_le_bytes()));
         let shape: Vec<String> = self.shape.sample_shape.iter().map(usize::to_string).collect();
         format!(
             "{}/{}/train{}/{}/{}c/fnv1a64:{hash:016x}",
@@ -47,6 +49,7 @@ mod tests {
             features: Features::Floats(vec![0.0; labels.len()]),
             shape: DataShape { sample_shape: vec![1], num_classes: 3 },
             official_train_len: labels.len(),
+            owners: None,
             labels,
         }
     }

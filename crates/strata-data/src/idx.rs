@@ -116,7 +116,14 @@ pub fn load_dataset(name: &str, dir: &Path, hint: &str) -> Result<Dataset, DataE
     pixels.extend_from_slice(&test.pixels);
     let labels: Vec<u32> = train_labels.iter().chain(&test_labels).map(|&l| u32::from(l)).collect();
     let shape = DataShape { sample_shape: vec![1, train.rows, train.cols], num_classes: num_classes(&labels) };
-    Ok(Dataset { name: name.to_string(), features: Features::Pixels(pixels), labels, shape, official_train_len })
+    Ok(Dataset {
+        name: name.to_string(),
+        features: Features::Pixels(pixels),
+        labels,
+        shape,
+        official_train_len,
+        owners: None,
+    })
 }
 
 /// The shape of an MNIST-like set in `dir`, reading the image header and the (small) label files.

@@ -1,5 +1,5 @@
 //! Datasets on disk, read without libtorch: IDX (MNIST, Fashion-MNIST, EMNIST, KMNIST, ...),
-//! CIFAR-10 binary, and FedProx's synthetic generator.
+//! CIFAR-10 binary, NumPy arrays, and FedProx's synthetic generator.
 //!
 //! Every dataset comes out in the merged index space: the official train set first, then the
 //! official test set. Partitions index into that space.
@@ -7,14 +7,18 @@
 //! # Layout
 //! - [`idx`]: IDX files (plain or gzip) and the four-file MNIST layout.
 //! - [`cifar`]: CIFAR-10's binary batches.
+//! - [`numpy`]: `.npz` archives and `.npy` files (`x_train`, `y_train`, `x_test`, `y_test`).
+//! - [`table`]: CSV tables with a label column and, optionally, an owner (group) column.
 //! - [`synthetic`]: FedProx's Synthetic(α, β) generator.
 //! - `fingerprint`: [`Dataset::fingerprint`], to check that clients hold the same data.
 
 pub mod cifar;
 mod fingerprint;
 pub mod idx;
+pub mod numpy;
 pub mod partition;
 pub mod synthetic;
+pub mod table;
 
 use std::path::PathBuf;
 
@@ -37,6 +41,10 @@ pub fn load(config: &DataConfig, seed: u64) -> Result<Dataset, DataError> {
             idx::load_dataset(config.dataset.name(), &dir, hint)
         }
         DatasetKind::Cifar10 => cifar::load(&required_path(config)?),
+        DatasetKind::Numpy => numpy::load(&required_path(config)?),
+        DatasetKind::Csv => {
+            table::load(&required_path(config)?, config.label_column.as_deref(), config.group_column.as_deref())
+        }
         DatasetKind::Synthetic => synthetic::generate(&config.synthetic, seed),
     }
 }
@@ -46,7 +54,9 @@ pub fn default_path(kind: DatasetKind) -> Option<PathBuf> {
     match kind {
         DatasetKind::Fmnist => Some(PathBuf::from(FMNIST_DIR)),
         DatasetKind::Mnist => Some(PathBuf::from(MNIST_DIR)),
-        DatasetKind::Idx | DatasetKind::Cifar10 | DatasetKind::Synthetic => None,
+        DatasetKind::Idx | DatasetKind::Cifar10 | DatasetKind::Numpy | DatasetKind::Csv | DatasetKind::Synthetic => {
+            None
+        }
     }
 }
 
@@ -60,6 +70,8 @@ pub fn describe(config: &DataConfig) -> Result<DataShape, DataError> {
             idx::describe_dataset(&dir, hint)
         }
         DatasetKind::Cifar10 => Ok(cifar::shape()),
+        // The class count is in the labels: reading them means reading the arrays.
+        DatasetKind::Numpy | DatasetKind::Csv => Ok(load(config, 0)?.shape),
         DatasetKind::Synthetic => Ok(synthetic::shape(&config.synthetic)),
     }
 }
@@ -93,6 +105,9 @@ pub struct Dataset {
     pub shape: DataShape,
     /// How many of the samples come from the official train set (they come first).
     pub official_train_len: usize,
+    /// Each sample's owner (a writer, a site, a device), numbered from 0, when the data says:
+    /// the `natural` split keeps an owner's samples on one client.
+    pub owners: Option<Vec<u32>>,
 }
 
 /// Raw pixels stay u8 (a quarter of the memory); the trainer scales them to [-1, 1].
@@ -151,6 +166,8 @@ mod tests {
             split: PartitionSpec::Iid,
             train_fraction: 0.75,
             synthetic: SyntheticConfig::default(),
+            label_column: None,
+            group_column: None,
         }
     }
 

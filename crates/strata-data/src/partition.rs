@@ -60,6 +60,16 @@ pub fn for_run(
     seed: u64,
     dataset: &crate::Dataset,
 ) -> Result<Partition, PartitionError> {
+    if data.split == PartitionSpec::Natural {
+        let owners = dataset.owners.as_deref().ok_or_else(|| {
+            PartitionError::Invalid(format!(
+                "split `natural` follows the data's owners, and dataset `{}` names none (a csv table names them \
+                 with data.group_column)",
+                dataset.name
+            ))
+        })?;
+        return natural(owners, clients, data.train_fraction, seed);
+    }
     partition(&dataset.labels, dataset.shape.num_classes, clients, &data.split, data.train_fraction, seed)
 }
 
@@ -101,7 +111,42 @@ pub fn partition(
             pathological::split(&by_class(labels, num_classes), num_clients, *classes_per_client, &mut assign)?
         }
         PartitionSpec::File { path } => return from_file(path, labels.len(), num_clients),
+        PartitionSpec::Natural => {
+            return Err(PartitionError::Invalid(
+                "split `natural` needs the samples' owners: it is computed from the dataset (for_run)".into(),
+            ));
+        }
     };
+    train_test::split(shares, train_fraction, seed)
+}
+
+/// Owners dealt to clients in order (owner k to client k mod n, so an owner's samples never
+/// straddle two clients), then each client's samples cut into train and test as for the
+/// other rules. There must be at least as many owners as clients.
+pub fn natural(
+    owners: &[u32],
+    num_clients: usize,
+    train_fraction: f64,
+    seed: u64,
+) -> Result<Partition, PartitionError> {
+    if num_clients == 0 {
+        return Err(PartitionError::Invalid("the number of clients must be at least 1".into()));
+    }
+    let distinct = owners.iter().copied().collect::<std::collections::BTreeSet<u32>>();
+    if distinct.len() < num_clients {
+        return Err(PartitionError::Impossible(format!(
+            "the data has {} owners for {num_clients} clients: a client needs an owner of its own; use at most {} \
+             clients",
+            distinct.len(),
+            distinct.len()
+        )));
+    }
+    let client_of: std::collections::HashMap<u32, usize> =
+        distinct.into_iter().enumerate().map(|(k, owner)| (owner, k % num_clients)).collect();
+    let mut shares = vec![Vec::new(); num_clients];
+    for (i, owner) in owners.iter().enumerate() {
+        shares[client_of[owner]].push(i);
+    }
     train_test::split(shares, train_fraction, seed)
 }
 
@@ -508,6 +553,26 @@ mod tests {
 
     fn classes_held(p: &Partition, labels: &[u32]) -> Vec<usize> {
         p.label_counts(labels, 10).iter().map(|c| c.iter().filter(|&&n| n > 0).count()).collect()
+    }
+
+    /// Owners are dealt whole: no owner's samples straddle two clients, every sample is placed
+    /// once, and a client needs an owner of its own.
+    #[test]
+    fn the_natural_split_keeps_each_owners_samples_together() {
+        let owners: Vec<u32> = (0..200u32).map(|i| (i * 7) % 5).collect();
+        let p = natural(&owners, 3, 0.75, 9).expect("five owners for three clients");
+        p.validate(owners.len()).expect("every sample once");
+        for owner in 0..5 {
+            let holders: Vec<usize> = (0..3)
+                .filter(|&c| p.clients[c].train.iter().chain(&p.clients[c].test).any(|&i| owners[i] == owner))
+                .collect();
+            assert_eq!(holders.len(), 1, "owner {owner} is on clients {holders:?}");
+        }
+        assert_eq!(p, natural(&owners, 3, 0.75, 9).unwrap(), "a pure function of its arguments");
+        let err = natural(&owners, 6, 0.75, 9).unwrap_err().to_string();
+        assert!(err.contains("5 owners for 6 clients"), "{err}");
+        let err = partition(&[0, 1], 2, 1, &PartitionSpec::Natural, 0.75, 0).unwrap_err().to_string();
+        assert!(err.contains("owners"), "{err}");
     }
 
     #[test]

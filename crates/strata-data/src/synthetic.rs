@@ -87,6 +87,7 @@ fn generate_with_groups(config: &SyntheticConfig, seed: u64) -> Result<(Dataset,
         labels,
         shape: shape(config),
         official_train_len: config.samples,
+        owners: None,
     };
     Ok((data, groups))
 }

@@ -107,6 +107,7 @@ mod tests {
             labels: vec![0, 1],
             shape: DataShape { sample_shape: vec![1, 2, 2], num_classes: 2 },
             official_train_len: 2,
+            owners: None,
         }
     }
 
@@ -133,6 +134,7 @@ mod tests {
             labels: vec![2, 0],
             shape: DataShape { sample_shape: vec![3], num_classes: 3 },
             official_train_len: 2,
+            owners: None,
         };
         let share = ClientShare { train: vec![1, 0], test: vec![] };
         let t = ClientTensors::from_share(&data, &share, Device::Cpu).expect("gather");

@@ -47,6 +47,7 @@ mod tests {
             labels,
             shape: shape.clone(),
             official_train_len: 20,
+            owners: None,
         };
         let share = ClientShare { train: (0..16).collect(), test: (16..20).collect() };
         let data = ClientTensors::from_share(&dataset, &share, tch::Device::Cpu).expect("data");

@@ -25,5 +25,6 @@ pub fn blobs(n: usize, seed: u64) -> Dataset {
         labels,
         shape: DataShape { sample_shape: vec![DIM], num_classes: 2 },
         official_train_len: n,
+        owners: None,
     }
 }

@@ -92,15 +92,23 @@ pub struct RunArgs {
     /// Method (strategy and client half).
     #[arg(long, value_parser = method_parser())]
     pub method: Option<Method>,
-    /// Dataset: fmnist, mnist, idx, cifar10, synthetic.
+    /// Dataset: fmnist, mnist, idx, cifar10, numpy (an .npz file or a directory of .npy
+    /// files), csv (a table), synthetic.
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
     /// Directory with the dataset's files (default: where Debian's package puts them).
     #[arg(long)]
     pub data_path: Option<PathBuf>,
-    /// Split: iid, dirichlet:ALPHA, pathological:K, file:PATH.
+    /// Split: iid, dirichlet:ALPHA, pathological:K, natural (by --group-column), file:PATH.
     #[arg(long)]
     pub split: Option<PartitionSpec>,
+    /// A CSV table's label column (default: label).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// A CSV table's owner column: not a feature; `--split natural` keeps each owner's rows on
+    /// one client.
+    #[arg(long)]
+    pub group_column: Option<String>,
     /// Model: cnn, cnn-bn, mlp, resnet8 (mlp-wide: 1 GB of parameters, for memory tests), or
     /// torchscript:PATH, a module saved by PyTorch's torch.jit.save.
     #[arg(long)]
@@ -203,6 +211,12 @@ impl RunArgs {
         }
         if let Some(p) = &self.data_path {
             c.data.path = Some(p.clone());
+        }
+        if let Some(column) = &self.label_column {
+            c.data.label_column = Some(column.clone());
+        }
+        if let Some(column) = &self.group_column {
+            c.data.group_column = Some(column.clone());
         }
         match self.local_steps {
             Some(k) => c.train.local_steps = Some(k),

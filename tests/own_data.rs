@@ -1,0 +1,109 @@
+//! Data as people keep it, through a real server and real clients: a CSV table whose rows have
+//! owners (sites), split so that each site's rows stay on one client, and NumPy arrays.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use strata_core::config::{DatasetKind, RunConfig};
+use strata_core::evaluation::EvaluationConfig;
+use strata_core::partition_spec::PartitionSpec;
+use strata_core::records::ClientRoundRecord;
+use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config};
+
+/// Runs `config` with three client daemons; returns the per-client rows.
+async fn run(mut config: RunConfig) -> Vec<ClientRoundRecord> {
+    // Every client evaluates as merged and after training.
+    config.evaluation = EvaluationConfig::every_client();
+    let out = tempfile::tempdir().expect("tempdir");
+    let server = start_server(config, out.path()).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let clients: Vec<_> = (0..3).map(|i| spawn_client(&server.url, i, &cache)).collect();
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    assert_eq!(outcome.rounds.iter().filter(|r| r.aggregated).count(), 2, "both rounds aggregated");
+    for c in clients {
+        c.await.expect("client task").expect("client ends cleanly");
+    }
+    read_jsonl(&out.path().join("metrics.jsonl"))
+}
+
+/// Rows of three sites of different sizes; the class is the sign pattern of two features.
+fn hospital_table() -> (String, [usize; 3]) {
+    let sizes = [120, 90, 60];
+    let mut text = String::from("site,age,pressure,noise,outcome\n");
+    for (site, &n) in ["north", "south", "west"].iter().zip(&sizes) {
+        for i in 0..n {
+            let (a, b) = (((i * 37) % 100) as f32 / 50.0 - 1.0, ((i * 61) % 100) as f32 / 50.0 - 1.0);
+            let outcome = if a > 0.0 {
+                "sick"
+            } else if b > 0.0 {
+                "well"
+            } else {
+                "unknown"
+            };
+            writeln!(text, "{site},{a},{b},{},{outcome}", (i % 7) as f32 / 7.0).expect("write");
+        }
+    }
+    (text, sizes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_trains_with_each_owners_rows_on_one_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (table, sizes) = hospital_table();
+    let path = dir.path().join("patients.csv");
+    std::fs::write(&path, table).expect("write the table");
+    let mut config = synthetic_config(3, 2);
+    config.data.dataset = DatasetKind::Csv;
+    config.data.path = Some(path);
+    config.data.label_column = Some("outcome".into());
+    config.data.group_column = Some("site".into());
+    config.data.split = PartitionSpec::Natural;
+    let rows = run(config).await;
+    // Owners are dealt in sorted order: north, south, west to clients 0, 1, 2.
+    for (client, &n) in sizes.iter().enumerate() {
+        let row = rows.iter().find(|r| r.client == client as u32 && r.trained).expect("the client trained");
+        assert_eq!(row.train_samples + row.test_samples, n as u64, "client {client} holds its site's rows");
+        assert_eq!(row.train_samples, (0.75 * n as f64).floor() as u64);
+    }
+    let last = rows.iter().filter(|r| r.round == 1).filter_map(|r| r.accuracy_trained).fold(0.0, f64::max);
+    assert!(last > 0.5, "three separable classes are learned: {last}");
+}
+
+/// A `.npy` file as NumPy writes it (version 1.0, little-endian).
+fn npy(descr: &str, shape: &str, values: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (11 + header.len()) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(values);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn numpy_arrays_train_like_any_dataset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 600;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let class = (i % 4) as i64;
+        for d in 0..8 {
+            let v = if d == class as usize { 2.0f32 } else { ((i * 13 + d * 7) % 10) as f32 / 10.0 };
+            x.extend(v.to_le_bytes());
+        }
+        y.extend(class.to_le_bytes());
+    }
+    std::fs::write(dir.path().join("x_train.npy"), npy("<f4", &format!("({n}, 8)"), &x)).expect("write");
+    std::fs::write(dir.path().join("y_train.npy"), npy("<i8", &format!("({n},)"), &y)).expect("write");
+    let mut config = synthetic_config(3, 2);
+    config.data.dataset = DatasetKind::Numpy;
+    config.data.path = Some(dir.path().to_path_buf());
+    let rows = run(config).await;
+    let held: u64 = rows.iter().filter(|r| r.round == 0).map(|r| r.train_samples + r.test_samples).sum();
+    assert_eq!(held, n as u64, "every sample is on one client");
+    let best = rows.iter().filter_map(|r| r.accuracy_trained).fold(0.0, f64::max);
+    assert!(best > 0.6, "four separable classes are learned: {best}");
+}
