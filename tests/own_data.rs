@@ -107,3 +107,29 @@ async fn numpy_arrays_train_like_any_dataset() {
     let best = rows.iter().filter_map(|r| r.accuracy_trained).fold(0.0, f64::max);
     assert!(best > 0.6, "four separable classes are learned: {best}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn image_folders_train_like_any_dataset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Three classes told apart by where the bright band is; JPEG and PNG mixed.
+    for (c, class) in ["left", "middle", "right"].iter().enumerate() {
+        let folder = dir.path().join("train").join(class);
+        std::fs::create_dir_all(&folder).expect("mkdir");
+        for i in 0..60u32 {
+            let image = image::GrayImage::from_fn(12, 12, |x, y| {
+                let band = x / 4 == c as u32;
+                image::Luma([if band { 220 } else { ((x * 7 + y * 3 + i) % 60) as u8 }])
+            });
+            let name = if i % 2 == 0 { format!("{i}.png") } else { format!("{i}.jpg") };
+            image.save(folder.join(name)).expect("save");
+        }
+    }
+    let mut config = synthetic_config(3, 2);
+    config.data.dataset = DatasetKind::Images;
+    config.data.path = Some(dir.path().to_path_buf());
+    let rows = run(config).await;
+    let held: u64 = rows.iter().filter(|r| r.round == 0).map(|r| r.train_samples + r.test_samples).sum();
+    assert_eq!(held, 180, "every image is on one client");
+    let best = rows.iter().filter_map(|r| r.accuracy_trained).fold(0.0, f64::max);
+    assert!(best > 0.6, "three bands are learned: {best}");
+}

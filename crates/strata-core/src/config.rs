@@ -157,6 +157,12 @@ pub struct DataConfig {
     /// samples on one client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_column: Option<String>,
+    /// Image folders' `[height, width]` (`images`; default: the first image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<[u32; 2]>,
+    /// Image folders' channels, 1 or 3 (`images`; default: 3 when the first image has colour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
 }
 
 /// Datasets by name. IDX covers any MNIST-format dataset a user brings (EMNIST, KMNIST, ...).
@@ -171,6 +177,8 @@ pub enum DatasetKind {
     Numpy,
     /// A CSV table with a label column.
     Csv,
+    /// Image folders, one per class (torchvision's ImageFolder layout).
+    Images,
     Synthetic,
 }
 
@@ -183,6 +191,7 @@ impl DatasetKind {
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Numpy => "numpy",
             DatasetKind::Csv => "csv",
+            DatasetKind::Images => "images",
             DatasetKind::Synthetic => "synthetic",
         }
     }
@@ -200,8 +209,9 @@ impl std::str::FromStr for DatasetKind {
             "synthetic" => Ok(DatasetKind::Synthetic),
             "numpy" | "npz" | "npy" => Ok(DatasetKind::Numpy),
             "csv" => Ok(DatasetKind::Csv),
+            "images" | "image-folder" => Ok(DatasetKind::Images),
             other => Err(ConfigError::Invalid(format!(
-                "unknown dataset `{other}`: expected fmnist, mnist, idx, cifar10, numpy, csv or synthetic"
+                "unknown dataset `{other}`: expected fmnist, mnist, idx, cifar10, numpy, csv, images or synthetic"
             ))),
         }
     }
@@ -351,6 +361,8 @@ impl RunConfig {
                 synthetic: SyntheticConfig::default(),
                 label_column: None,
                 group_column: None,
+                image_size: None,
+                channels: None,
             },
             model: ModelConfig::named("cnn"),
             train: TrainConfig {

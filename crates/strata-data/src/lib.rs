@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`idx`]: IDX files (plain or gzip) and the four-file MNIST layout.
 //! - [`cifar`]: CIFAR-10's binary batches.
+//! - [`folders`]: image folders (`ROOT/[train|test]/<class>/<image>`, PNG or JPEG).
 //! - [`numpy`]: `.npz` archives and `.npy` files (`x_train`, `y_train`, `x_test`, `y_test`).
 //! - [`table`]: CSV tables with a label column and, optionally, an owner (group) column.
 //! - [`synthetic`]: FedProx's Synthetic(α, β) generator.
@@ -14,6 +15,7 @@
 
 pub mod cifar;
 mod fingerprint;
+pub mod folders;
 pub mod idx;
 pub mod numpy;
 pub mod partition;
@@ -42,6 +44,10 @@ pub fn load(config: &DataConfig, seed: u64) -> Result<Dataset, DataError> {
         }
         DatasetKind::Cifar10 => cifar::load(&required_path(config)?),
         DatasetKind::Numpy => numpy::load(&required_path(config)?),
+        DatasetKind::Images => folders::load(
+            &required_path(config)?,
+            folders::ImageShape { size: config.image_size, channels: config.channels },
+        ),
         DatasetKind::Csv => {
             table::load(&required_path(config)?, config.label_column.as_deref(), config.group_column.as_deref())
         }
@@ -54,9 +60,12 @@ pub fn default_path(kind: DatasetKind) -> Option<PathBuf> {
     match kind {
         DatasetKind::Fmnist => Some(PathBuf::from(FMNIST_DIR)),
         DatasetKind::Mnist => Some(PathBuf::from(MNIST_DIR)),
-        DatasetKind::Idx | DatasetKind::Cifar10 | DatasetKind::Numpy | DatasetKind::Csv | DatasetKind::Synthetic => {
-            None
-        }
+        DatasetKind::Idx
+        | DatasetKind::Cifar10
+        | DatasetKind::Numpy
+        | DatasetKind::Csv
+        | DatasetKind::Images
+        | DatasetKind::Synthetic => None,
     }
 }
 
@@ -71,7 +80,7 @@ pub fn describe(config: &DataConfig) -> Result<DataShape, DataError> {
         }
         DatasetKind::Cifar10 => Ok(cifar::shape()),
         // The class count is in the labels: reading them means reading the arrays.
-        DatasetKind::Numpy | DatasetKind::Csv => Ok(load(config, 0)?.shape),
+        DatasetKind::Numpy | DatasetKind::Csv | DatasetKind::Images => Ok(load(config, 0)?.shape),
         DatasetKind::Synthetic => Ok(synthetic::shape(&config.synthetic)),
     }
 }
@@ -168,6 +177,8 @@ mod tests {
             synthetic: SyntheticConfig::default(),
             label_column: None,
             group_column: None,
+            image_size: None,
+            channels: None,
         }
     }
 
