@@ -133,3 +133,32 @@ async fn image_folders_train_like_any_dataset() {
     let best = rows.iter().filter_map(|r| r.accuracy_trained).fold(0.0, f64::max);
     assert!(best > 0.6, "three bands are learned: {best}");
 }
+
+/// LEAF's layout: users own their samples; the natural split deals whole users to clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaf_users_stay_whole_on_the_natural_split() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("train")).expect("mkdir");
+    let sizes = [40usize, 30, 50, 20];
+    let mut user_data = serde_json::Map::new();
+    for (u, &n) in sizes.iter().enumerate() {
+        let x: Vec<Vec<f32>> = (0..n)
+            .map(|i| (0..6).map(|d| if d == i % 3 { 2.0 } else { ((i + d * u) % 5) as f32 / 5.0 }).collect())
+            .collect();
+        let y: Vec<usize> = (0..n).map(|i| i % 3).collect();
+        user_data.insert(format!("writer{u}"), serde_json::json!({ "x": x, "y": y }));
+    }
+    let users: Vec<String> = (0..sizes.len()).map(|u| format!("writer{u}")).collect();
+    let file = serde_json::json!({ "users": users, "num_samples": sizes, "user_data": user_data });
+    std::fs::write(dir.path().join("train/all_data_0.json"), file.to_string()).expect("write");
+    let mut config = synthetic_config(3, 2);
+    config.data.dataset = DatasetKind::Leaf;
+    config.data.path = Some(dir.path().to_path_buf());
+    config.data.split = PartitionSpec::Natural;
+    let rows = run(config).await;
+    // Users in sorted order: writer0 and writer3 on client 0, writer1 on 1, writer2 on 2.
+    for (client, n) in [(0u32, 60u64), (1, 30), (2, 50)] {
+        let row = rows.iter().find(|r| r.client == client && r.round == 0).expect("row");
+        assert_eq!(row.train_samples + row.test_samples, n, "client {client} holds its writers' samples");
+    }
+}

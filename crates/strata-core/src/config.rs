@@ -157,7 +157,8 @@ pub struct DataConfig {
     /// samples on one client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_column: Option<String>,
-    /// Image folders' `[height, width]` (`images`; default: the first image's).
+    /// Image folders' `[height, width]` (`images`; default: the first image's); a LEAF
+    /// sample's, when its values are an image (`leaf`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<[u32; 2]>,
     /// Image folders' channels, 1 or 3 (`images`; default: 3 when the first image has colour).
@@ -179,6 +180,8 @@ pub enum DatasetKind {
     Csv,
     /// Image folders, one per class (torchvision's ImageFolder layout).
     Images,
+    /// LEAF's JSON files, users → samples (the users own them: `split = "natural"`).
+    Leaf,
     Synthetic,
 }
 
@@ -192,6 +195,7 @@ impl DatasetKind {
             DatasetKind::Numpy => "numpy",
             DatasetKind::Csv => "csv",
             DatasetKind::Images => "images",
+            DatasetKind::Leaf => "leaf",
             DatasetKind::Synthetic => "synthetic",
         }
     }
@@ -210,8 +214,10 @@ impl std::str::FromStr for DatasetKind {
             "numpy" | "npz" | "npy" => Ok(DatasetKind::Numpy),
             "csv" => Ok(DatasetKind::Csv),
             "images" | "image-folder" => Ok(DatasetKind::Images),
+            "leaf" => Ok(DatasetKind::Leaf),
             other => Err(ConfigError::Invalid(format!(
-                "unknown dataset `{other}`: expected fmnist, mnist, idx, cifar10, numpy, csv, images or synthetic"
+                "unknown dataset `{other}`: expected fmnist, mnist, idx, cifar10, numpy, csv, images, leaf or \
+                 synthetic"
             ))),
         }
     }

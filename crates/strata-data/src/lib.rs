@@ -9,6 +9,7 @@
 //! - [`cifar`]: CIFAR-10's binary batches.
 //! - [`folders`]: image folders (`ROOT/[train|test]/<class>/<image>`, PNG or JPEG).
 //! - [`numpy`]: `.npz` archives and `.npy` files (`x_train`, `y_train`, `x_test`, `y_test`).
+//! - [`leaf`]: LEAF's JSON layout (users → samples; the users are the samples' owners).
 //! - [`table`]: CSV tables with a label column and, optionally, an owner (group) column.
 //! - [`synthetic`]: FedProx's Synthetic(α, β) generator.
 //! - `fingerprint`: [`Dataset::fingerprint`], to check that clients hold the same data.
@@ -17,6 +18,7 @@ pub mod cifar;
 mod fingerprint;
 pub mod folders;
 pub mod idx;
+pub mod leaf;
 pub mod numpy;
 pub mod partition;
 pub mod synthetic;
@@ -44,6 +46,9 @@ pub fn load(config: &DataConfig, seed: u64) -> Result<Dataset, DataError> {
         }
         DatasetKind::Cifar10 => cifar::load(&required_path(config)?),
         DatasetKind::Numpy => numpy::load(&required_path(config)?),
+        DatasetKind::Leaf => {
+            leaf::load(&required_path(config)?, config.image_size.map(|s| (s, config.channels.unwrap_or(1))))
+        }
         DatasetKind::Images => folders::load(
             &required_path(config)?,
             folders::ImageShape { size: config.image_size, channels: config.channels },
@@ -65,6 +70,7 @@ pub fn default_path(kind: DatasetKind) -> Option<PathBuf> {
         | DatasetKind::Numpy
         | DatasetKind::Csv
         | DatasetKind::Images
+        | DatasetKind::Leaf
         | DatasetKind::Synthetic => None,
     }
 }
@@ -80,7 +86,7 @@ pub fn describe(config: &DataConfig) -> Result<DataShape, DataError> {
         }
         DatasetKind::Cifar10 => Ok(cifar::shape()),
         // The class count is in the labels: reading them means reading the arrays.
-        DatasetKind::Numpy | DatasetKind::Csv | DatasetKind::Images => Ok(load(config, 0)?.shape),
+        DatasetKind::Numpy | DatasetKind::Csv | DatasetKind::Images | DatasetKind::Leaf => Ok(load(config, 0)?.shape),
         DatasetKind::Synthetic => Ok(synthetic::shape(&config.synthetic)),
     }
 }

@@ -64,7 +64,7 @@ pub fn for_run(
         let owners = dataset.owners.as_deref().ok_or_else(|| {
             PartitionError::Invalid(format!(
                 "split `natural` follows the data's owners, and dataset `{}` names none (a csv table names them \
-                 with data.group_column)",
+                 with data.group_column; LEAF's users are theirs)",
                 dataset.name
             ))
         })?;
