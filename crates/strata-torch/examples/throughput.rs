@@ -1,7 +1,10 @@
 //! Local-training throughput of FedAvgCNN on random 1×28×28 data (Fashion-MNIST's shape),
 //! batch 10 (PFLlib's default), one CPU thread.
 //!
-//! `cargo run --release -p strata-torch --example throughput [-- STEPS [THREADS [DEVICE]]]`
+//! `cargo run --release -p strata-torch --example throughput [-- STEPS [THREADS [DEVICE [MODEL]]]]`
+//!
+//! MODEL is `cnn` (the default) or any model `--model` takes, such as
+//! `torchscript:bench/models/fedavg-cnn-seed1.pt` (scripts/byo-model/fedavg_cnn.py's export).
 
 use std::time::Instant;
 
@@ -15,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = args.next().map_or(Ok(300), |s| s.parse())?;
     let threads: usize = args.next().map_or(Ok(1), |s| s.parse())?;
     let device = parse_device(&args.next().unwrap_or_else(|| "cpu".into()))?;
+    let model_name = args.next().unwrap_or_else(|| "cnn".into());
     set_threads(threads);
 
     let batch = 10;
@@ -27,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         test_x: Tensor::zeros([0, 1, 28, 28], (Kind::Float, device)),
         test_y: Tensor::zeros([0], (Kind::Int64, device)),
     };
-    let mut model = LocalModel::new("cnn", &shape, device, 1)?;
+    let mut model = LocalModel::build(&strata_core::config::ModelConfig::named(&model_name), &shape, device, 1)?;
     let cfg = TrainConfig {
         lr: 0.005,
         batch_size: batch,
@@ -52,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "fedavgcnn 1x28x28 batch {batch} threads {threads} device {device:?}: {} steps in {secs:.2} s = {:.1} steps/s ({:.0} samples/s), loss {:.3}",
+        "{model_name} 1x28x28 batch {batch} threads {threads} device {device:?}: {} steps in {secs:.2} s = {:.1} steps/s ({:.0} samples/s), loss {:.3}",
         stats.steps,
         stats.steps as f64 / secs,
         stats.samples as f64 / secs,
