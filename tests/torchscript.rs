@@ -135,7 +135,12 @@ async fn a_pytorch_model_trains_federated_and_loads_back_into_pytorch() {
     // Personalized methods: client 0's personal model, as its daemon saved it, measured on
     // its own test split, is the accuracy it reported last.
     for method in [Method::FedPer, Method::FedBn, Method::FedCac] {
-        let run = run(config(data.path(), method)).await;
+        let mut settings = config(data.path(), method);
+        if method == Method::FedPer {
+            // The head named by the user, as `[model] head = "classifier.*"` does.
+            settings.model.head = Some("classifier.*".into());
+        }
+        let run = run(settings).await;
         let samples = run.out.path().join("client-0-test.safetensors");
         test_samples(&run.config, &[0], &samples);
         let rows: Vec<ClientRoundRecord> = read_jsonl(&run.out.path().join("metrics.jsonl"));
