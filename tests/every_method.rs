@@ -1,27 +1,14 @@
 //! Every registered method runs two rounds with a real server and three real clients, and
 //! each sends exactly the parameters it is meant to share: the bytes on the wire show it.
 
-use std::sync::Arc;
-
 use strata_core::config::RunConfig;
-use strata_core::evaluation::EvaluationConfig;
 use strata_core::method::Method;
 use strata_core::records::ClientRoundRecord;
-use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config, write_tiny_idx};
+use strata_tests::{synthetic_config, write_tiny_idx};
 
 /// Runs `config` with three clients; returns the per-client rows and the summary.
-async fn run(mut config: RunConfig) -> (Vec<ClientRoundRecord>, strata_server::RunOutcome) {
-    // Every client evaluates as merged and after training, so both numbers can be checked.
-    config.evaluation = EvaluationConfig::every_client();
-    let out = tempfile::tempdir().expect("tempdir");
-    let server = start_server(config, out.path()).await;
-    let cache = Arc::new(strata_client::DataCache::default());
-    let clients: Vec<_> = (0..3).map(|i| spawn_client(&server.url, i, &cache)).collect();
-    let outcome = server.handle.await.expect("server task").expect("run completes");
-    for c in clients {
-        c.await.expect("client task").expect("client ends cleanly");
-    }
-    (read_jsonl(&out.path().join("metrics.jsonl")), outcome)
+async fn run(config: RunConfig) -> (Vec<ClientRoundRecord>, strata_server::RunOutcome) {
+    strata_tests::run_three_clients(config).await
 }
 
 /// Values of the MLP on FedProx's synthetic data (60 inputs, 10 classes).

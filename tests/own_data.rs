@@ -2,28 +2,17 @@
 //! owners (sites), split so that each site's rows stay on one client, and NumPy arrays.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use strata_core::config::{DatasetKind, RunConfig};
-use strata_core::evaluation::EvaluationConfig;
 use strata_core::partition_spec::PartitionSpec;
 use strata_core::records::ClientRoundRecord;
-use strata_tests::{read_jsonl, spawn_client, start_server, synthetic_config};
+use strata_tests::synthetic_config;
 
 /// Runs `config` with three client daemons; returns the per-client rows.
-async fn run(mut config: RunConfig) -> Vec<ClientRoundRecord> {
-    // Every client evaluates as merged and after training.
-    config.evaluation = EvaluationConfig::every_client();
-    let out = tempfile::tempdir().expect("tempdir");
-    let server = start_server(config, out.path()).await;
-    let cache = Arc::new(strata_client::DataCache::default());
-    let clients: Vec<_> = (0..3).map(|i| spawn_client(&server.url, i, &cache)).collect();
-    let outcome = server.handle.await.expect("server task").expect("run completes");
+async fn run(config: RunConfig) -> Vec<ClientRoundRecord> {
+    let (rows, outcome) = strata_tests::run_three_clients(config).await;
     assert_eq!(outcome.rounds.iter().filter(|r| r.aggregated).count(), 2, "both rounds aggregated");
-    for c in clients {
-        c.await.expect("client task").expect("client ends cleanly");
-    }
-    read_jsonl(&out.path().join("metrics.jsonl"))
+    rows
 }
 
 /// Rows of three sites of different sizes; the class is the sign pattern of two features.

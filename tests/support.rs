@@ -73,6 +73,23 @@ pub fn client_options(url: &str, index: u32, cache: &Arc<strata_client::DataCach
     options
 }
 
+/// Runs `config` to its end with three client daemons, every client evaluating as merged and
+/// after training; returns the per-client rows and the outcome.
+pub async fn run_three_clients(
+    mut config: RunConfig,
+) -> (Vec<strata_core::records::ClientRoundRecord>, strata_server::RunOutcome) {
+    config.evaluation = strata_core::evaluation::EvaluationConfig::every_client();
+    let out = tempfile::tempdir().expect("tempdir");
+    let server = start_server(config, out.path()).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let clients: Vec<_> = (0..3).map(|i| spawn_client(&server.url, i, &cache)).collect();
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    for c in clients {
+        c.await.expect("client task").expect("client ends cleanly");
+    }
+    (read_jsonl(&out.path().join("metrics.jsonl")), outcome)
+}
+
 /// Spawns a real client daemon for partition index `index`.
 pub fn spawn_client(url: &str, index: u32, cache: &Arc<strata_client::DataCache>) -> ClientHandle {
     tokio::spawn(strata_client::run(client_options(url, index, cache), std::future::pending()))

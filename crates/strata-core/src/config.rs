@@ -263,7 +263,7 @@ pub struct ModelConfig {
     /// The classifier's parameters, a glob over the model's names (`classifier.*`): one linear
     /// layer, its weight `[classes, features]` and bias `[classes]`. Registered models name it
     /// `head.*`; for a TorchScript module, unset means its one linear layer with an output per
-    /// class (see [`crate::parts::ModelParts`]).
+    /// class (see `parts.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
 }

@@ -3,7 +3,6 @@
 //! local). Registered models name them `head.*` and `*.bn*`; a user's TorchScript module names
 //! them as its author did, so the parts are found from the config and the model's own names.
 
-use crate::config::ModelConfig;
 use crate::selection::{NORM_LAYERS, Selector, glob_match};
 use crate::tensor::TensorSpec;
 
@@ -38,14 +37,20 @@ impl ModelParts {
         }
     }
 
-    /// The parts of the model `config` names, whose tensors are `spec` (parameters and
-    /// buffers, the model's own names). A TorchScript module's head is `config.head`, which must
-    /// match one weight `[c, f]` and one bias `[c]`, or, unset, the one linear layer whose
-    /// output has `classes` entries; its normalization layers are the modules with a
-    /// `running_mean` buffer (BatchNorm's), all of their tensors.
-    pub fn resolve(config: &ModelConfig, spec: &[TensorSpec], classes: Option<usize>) -> Result<Self, PartsError> {
-        if config.torchscript_path().is_none() {
-            return match &config.head {
+    /// The parts of a model whose tensors are `spec` (parameters and buffers, the model's own
+    /// names), with `head` the config's `model.head`. A TorchScript module's (`script`) head is
+    /// `head`, which must match one weight `[c, f]` and one bias `[c]`, or, unset, the one
+    /// linear layer whose output has `classes` entries; its normalization layers are the
+    /// modules with a `running_mean` buffer (BatchNorm's), all of their tensors. A registered
+    /// model's are fixed.
+    pub fn resolve(
+        head: Option<&str>,
+        script: bool,
+        spec: &[TensorSpec],
+        classes: Option<usize>,
+    ) -> Result<Self, PartsError> {
+        if !script {
+            return match head {
                 None => Ok(Self::registered()),
                 Some(p) if p == REGISTERED_HEAD => Ok(Self::registered()),
                 Some(p) => Err(PartsError(format!(
@@ -54,10 +59,10 @@ impl ModelParts {
                 ))),
             };
         }
-        let (head, weight, bias) = match &config.head {
+        let (head, weight, bias) = match head {
             Some(pattern) => {
                 let (weight, bias) = linear_matching(pattern, spec)?;
-                (pattern.clone(), weight, bias)
+                (pattern.to_string(), weight, bias)
             }
             None => {
                 let (weight, bias) = find_classifier(spec, classes)?;
@@ -139,10 +144,6 @@ mod tests {
         items.iter().map(|(n, s)| TensorSpec { name: n.to_string(), shape: s.to_vec() }).collect()
     }
 
-    fn script(head: Option<&str>) -> ModelConfig {
-        ModelConfig { head: head.map(str::to_string), ..ModelConfig::named("torchscript:/m.pt") }
-    }
-
     fn user_cnn() -> Vec<TensorSpec> {
         spec(&[
             ("features.0.weight", &[8, 1, 3, 3]),
@@ -161,11 +162,10 @@ mod tests {
 
     #[test]
     fn registered_models_use_their_fixed_names() {
-        let parts = ModelParts::resolve(&ModelConfig::named("cnn"), &[], None).unwrap();
+        let parts = ModelParts::resolve(None, false, &[], None).unwrap();
         assert_eq!(parts, ModelParts::registered());
         assert!(parts.body().matches("body.conv1.weight") && !parts.body().matches("head.bias"));
-        let err =
-            ModelParts::resolve(&ModelConfig { head: Some("fc.*".into()), ..ModelConfig::named("cnn") }, &[], None);
+        let err = ModelParts::resolve(Some("fc.*"), false, &[], None);
         assert!(err.unwrap_err().0.contains("TorchScript"));
     }
 
@@ -173,7 +173,7 @@ mod tests {
     /// modules with running statistics, all of their tensors.
     #[test]
     fn a_modules_parts_are_found_by_shape_and_buffers() {
-        let parts = ModelParts::resolve(&script(None), &user_cnn(), Some(10)).unwrap();
+        let parts = ModelParts::resolve(None, true, &user_cnn(), Some(10)).unwrap();
         assert_eq!((parts.head_weight.as_str(), parts.head_bias.as_str()), ("classifier.weight", "classifier.bias"));
         assert!(parts.head.matches("classifier.bias") && !parts.head.matches("hidden.bias"));
         assert!(parts.body().matches("hidden.weight") && !parts.body().matches("classifier.weight"));
@@ -185,21 +185,21 @@ mod tests {
 
     #[test]
     fn an_ambiguous_or_missing_classifier_is_refused_with_the_candidates() {
-        let err = ModelParts::resolve(&script(None), &user_cnn(), None).unwrap_err().0;
+        let err = ModelParts::resolve(None, true, &user_cnn(), None).unwrap_err().0;
         assert!(err.contains("hidden.weight, classifier.weight") && err.contains("model.head"), "{err}");
-        let err = ModelParts::resolve(&script(None), &user_cnn(), Some(7)).unwrap_err().0;
+        let err = ModelParts::resolve(None, true, &user_cnn(), Some(7)).unwrap_err().0;
         assert!(err.contains("no linear layer with 7 outputs"), "{err}");
-        let named = ModelParts::resolve(&script(Some("hidden.*")), &user_cnn(), Some(10)).unwrap();
+        let named = ModelParts::resolve(Some("hidden.*"), true, &user_cnn(), Some(10)).unwrap();
         assert_eq!(named.head_weight, "hidden.weight");
     }
 
     #[test]
     fn a_head_pattern_must_match_one_linear_layer() {
-        let err = ModelParts::resolve(&script(Some("fc.*")), &user_cnn(), Some(10)).unwrap_err().0;
+        let err = ModelParts::resolve(Some("fc.*"), true, &user_cnn(), Some(10)).unwrap_err().0;
         assert!(err.contains("matches none") && err.contains("features.0.weight"), "{err}");
-        let err = ModelParts::resolve(&script(Some("*.weight")), &user_cnn(), Some(10)).unwrap_err().0;
+        let err = ModelParts::resolve(Some("*.weight"), true, &user_cnn(), Some(10)).unwrap_err().0;
         assert!(err.contains("one linear layer") && err.contains("hidden.weight [32, 72]"), "{err}");
-        let err = ModelParts::resolve(&script(Some("features.0.*")), &user_cnn(), Some(10)).unwrap_err().0;
+        let err = ModelParts::resolve(Some("features.0.*"), true, &user_cnn(), Some(10)).unwrap_err().0;
         assert!(err.contains("one linear layer"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Patterns are globs over the dotted parameter names: `*` matches any run of characters
 //! (dots included). Registered models name their parts `body.` and `head.`, so `head.*` is the
-//! classifier; [`crate::parts`] finds the parts of other models.
+//! classifier; `parts.rs` finds the parts of other models.
 
 /// A set of glob patterns, minus exceptions: a name is selected when a pattern matches it
 /// and no exception does.

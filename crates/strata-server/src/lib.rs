@@ -193,7 +193,13 @@ pub async fn run(
     }
     let private = privacy::settings(&config)
         .map_err(|e| ServerError::Config(strata_core::config_error::ConfigError::Invalid(e)))?;
-    let parts = strata_core::parts::ModelParts::resolve(&config.model, &model_spec, None).map_err(|e| {
+    let parts = strata_core::parts::ModelParts::resolve(
+        config.model.head.as_deref(),
+        config.model.torchscript_path().is_some(),
+        &model_spec,
+        None,
+    )
+    .map_err(|e| {
         ServerError::Config(strata_core::config_error::ConfigError::Invalid(format!(
             "model `{}`: {e}",
             config.model.name

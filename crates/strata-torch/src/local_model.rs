@@ -72,7 +72,8 @@ impl LocalModel {
                 (vs, Box::new(net) as Box<dyn Net>, parts)
             }
             None => {
-                let parts = ModelParts::resolve(config, &[], None).map_err(|e| TorchError::Model(e.0))?;
+                let parts = ModelParts::resolve(config.head.as_deref(), false, &[], None)
+                    .map_err(|e| TorchError::Model(e.0))?;
                 let mut vs = nn::VarStore::new(Device::Cpu);
                 let body_norm = match config.feature_norm {
                     FeatureNorm::LayerNorm => BodyNorm::Layer,

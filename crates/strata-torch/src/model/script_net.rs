@@ -72,15 +72,7 @@ impl ScriptNet {
             let variable = at.add(leaf, tensor, trainable);
             added.insert(name, variable);
         }
-        let config = strata_core::config::ModelConfig {
-            head: head_pattern.map(str::to_string),
-            ..strata_core::config::ModelConfig::named(&format!(
-                "{}{}",
-                strata_core::config::TORCHSCRIPT_PREFIX,
-                path.display()
-            ))
-        };
-        let parts = ModelParts::resolve(&config, &spec, Some(shape.num_classes))
+        let parts = ModelParts::resolve(head_pattern, true, &spec, Some(shape.num_classes))
             .map_err(|PartsError(reason)| failed(reason))?;
         let head = nn::Linear {
             ws: added[&parts.head_weight].shallow_clone(),
