@@ -37,6 +37,14 @@ async fn fedavg_over_grpc_learns_and_writes_its_records() {
     let last = rounds[4].global_accuracy.expect("final global accuracy");
     assert!(last > 0.6, "final global accuracy {last:.3} should be well above chance (0.1)");
     assert!(last > first + 0.2, "accuracy should rise: {first:.3} -> {last:.3}");
+    // Where the time went: every training round streamed, trained, received, checked and folded.
+    for r in &rounds[..4] {
+        let p = r.phases.expect("phase timings");
+        assert!(p.download > 0.0 && p.train > 0.0 && p.upload > 0.0 && p.aggregation > 0.0, "round {}: {p:?}", r.round);
+        assert!(p.validation > 0.0 && p.validation < r.seconds * 3.0, "round {}: {p:?}", r.round);
+    }
+    let report = std::fs::read_to_string(out.path().join("report.md")).expect("report");
+    assert!(report.contains("## Where the time went"), "{report}");
 
     let rows: Vec<ClientRoundRecord> = read_jsonl(&out.path().join("metrics.jsonl"));
     assert_eq!(rows.len(), 15, "one row per client per round");

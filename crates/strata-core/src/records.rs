@@ -100,6 +100,26 @@ pub struct RoundRecord {
     /// What secure aggregation did, when the run has `[secure_aggregation]` and the round trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_aggregation: Option<crate::secure_aggregation::SecAggRecord>,
+    /// Where the round's time went, by phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<PhaseSeconds>,
+}
+
+/// Seconds a round spent in each phase a user can act on. Client phases overlap (clients
+/// work at once), so they are summed over the round's clients, client-seconds; the server's
+/// aggregation is its own. `seconds` of the round is the wall clock around them all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSeconds {
+    /// Streaming the parameters down, as the server saw each download: first to last part.
+    pub download: f64,
+    /// Local training, as the clients reported it.
+    pub train: f64,
+    /// Receiving the results, from the header to the last part.
+    pub upload: f64,
+    /// Checking every result (sizes, finiteness, bounds) before it touches global state.
+    pub validation: f64,
+    /// Folding the updates into the global model (on arrival and at the round's end).
+    pub aggregation: f64,
 }
 
 impl RoundRecord {
@@ -125,6 +145,7 @@ impl RoundRecord {
             budget_spent: false,
             dp_sgd_epsilon: rows.iter().filter_map(|r| r.dp_sgd_epsilon).reduce(f64::max),
             secure_aggregation: None,
+            phases: None,
         }
     }
 }

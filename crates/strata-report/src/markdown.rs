@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use strata_core::records::{ClientRoundRecord, RoundRecord};
+use strata_core::records::{ClientRoundRecord, PhaseSeconds, RoundRecord};
 
 use crate::format::{NONE, mb, num, pct};
 use crate::summary::{BestValue, DpSgdSummary, PrivacySummary, RunSummary};
@@ -21,6 +21,7 @@ pub fn report_markdown(summary: &RunSummary, rounds: &[RoundRecord], clients: &[
         dp_sgd(&mut out, d);
     }
     round_table(&mut out, summary, rounds);
+    phase_table(&mut out, rounds);
     if let Some(c) = &summary.calibration {
         out.push_str(&crate::calibration_summary::calibration_markdown(c));
     }
@@ -153,6 +154,35 @@ fn round_table(out: &mut String, s: &RunSummary, rounds: &[RoundRecord]) {
             r.seconds,
             mb(r.bytes_up),
             mb(r.bytes_down),
+        );
+    }
+    out.push('\n');
+}
+
+/// Where each round's time went: the server's wall clock, and the phases' seconds (client
+/// phases summed over the round's clients, so they may exceed the wall clock).
+fn phase_table(out: &mut String, rounds: &[RoundRecord]) {
+    let mut timed: Vec<(&RoundRecord, &PhaseSeconds)> =
+        rounds.iter().filter_map(|r| Some((r, r.phases.as_ref()?))).collect();
+    if timed.is_empty() {
+        return;
+    }
+    timed.sort_by_key(|(r, _)| r.round);
+    let _ = writeln!(
+        out,
+        "## Where the time went
+
+Seconds. Download, training, upload and validation are summed over the round's \
+         clients (they work at once); aggregation is the server's.
+
+| round | wall clock | download | training \
+         | upload | validation | aggregation |\n|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (r, p) in timed {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.3} | {:.2} | {:.3} | {:.3} | {:.3} |",
+            r.round, r.seconds, p.download, p.train, p.upload, p.validation, p.aggregation
         );
     }
     out.push('\n');
@@ -316,6 +346,19 @@ mod tests {
         // Client 0 trained last in round 1; client 1 never trained.
         assert!(md.contains("| 0 | 30 | 10 | 75.00 | 65.00 (round 1) | 2.000 | 6.000 |"), "{md}");
         assert!(md.contains("| 1 | 60 | 20 | 68.00 | - | 0.000 | 4.000 |"), "{md}");
+    }
+
+    /// Rounds with phase timings get a row each; a run without them gets no section.
+    #[test]
+    fn the_time_table_lists_each_timed_rounds_phases() {
+        let (s, mut rounds, clients) = run();
+        assert!(!report_markdown(&s, &rounds, &clients).contains("Where the time went"));
+        rounds[1].phases =
+            Some(PhaseSeconds { download: 0.25, train: 3.5, upload: 0.125, validation: 0.0625, aggregation: 0.5 });
+        let md = report_markdown(&s, &rounds, &clients);
+        assert!(md.contains("## Where the time went"), "{md}");
+        assert!(md.contains("| 1 | 2.00 | 0.250 | 3.50 | 0.125 | 0.062 | 0.500 |"), "{md}");
+        assert!(!md.contains("| 0 | 2.00 | 0."), "untimed rounds have no row: {md}");
     }
 
     #[test]

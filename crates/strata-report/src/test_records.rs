@@ -29,6 +29,7 @@ pub(crate) fn round(round: u64, global: Option<f64>, personalized: f64, seconds:
         budget_spent: false,
         dp_sgd_epsilon: None,
         secure_aggregation: None,
+        phases: None,
     }
 }
 

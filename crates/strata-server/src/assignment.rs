@@ -52,6 +52,8 @@ pub struct Assignment {
     pub secagg: Option<SecAggTask>,
     /// Bytes streamed to the client for this task, counted by the download handler.
     bytes_down: AtomicU64,
+    /// Microseconds the download handler spent streaming this task's parameters.
+    download_micros: AtomicU64,
 }
 
 /// One client's part of a secure-aggregation stage.
@@ -102,6 +104,7 @@ impl Assignment {
             clip_norm: None,
             secagg: None,
             bytes_down: AtomicU64::new(0),
+            download_micros: AtomicU64::new(0),
         }
     }
 
@@ -111,5 +114,14 @@ impl Assignment {
 
     pub fn bytes_down(&self) -> u64 {
         self.bytes_down.load(Ordering::Relaxed)
+    }
+
+    /// Counts a download's streaming time (every download of the task adds up).
+    pub fn add_download_time(&self, elapsed: std::time::Duration) {
+        self.download_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn download_seconds(&self) -> f64 {
+        self.download_micros.load(Ordering::Relaxed) as f64 / 1e6
     }
 }

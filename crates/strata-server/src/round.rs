@@ -19,7 +19,7 @@ use strata_core::evaluation::EvalClients;
 use strata_core::liveness::RoundCloses;
 use strata_core::parts::ModelParts;
 use strata_core::privacy::PrivacyReport;
-use strata_core::records::{ClientRoundRecord, DefenseReport, RoundRecord, metric};
+use strata_core::records::{ClientRoundRecord, DefenseReport, PhaseSeconds, RoundRecord, metric};
 use strata_core::tensor::{TensorSet, TensorSpec};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
@@ -58,6 +58,8 @@ pub struct RoundLoop {
     pub session: String,
     /// ε spent so far, when the run is differentially private (`[privacy]`).
     pub privacy: Option<PrivacyLedger>,
+    /// The current round's time folding updates into the strategy.
+    pub aggregation_time: Duration,
 }
 
 /// How a run ended.
@@ -182,6 +184,7 @@ impl RoundLoop {
         };
 
         let rows = self.records(round, &tasks, &reports);
+        let aggregating = Instant::now();
         let (aggregated, defense, privacy) = if evaluation_only {
             (false, None, None)
         } else if let Some(outcome) = &mut secure {
@@ -224,11 +227,20 @@ impl RoundLoop {
             }
         };
 
+        self.aggregation_time += aggregating.elapsed();
+        let phases = PhaseSeconds {
+            download: tasks.values().map(|t| t.download_seconds()).sum(),
+            train: rows.iter().map(|r| r.train_seconds).sum(),
+            upload: reports.values().map(|r| r.upload_seconds).sum(),
+            validation: reports.values().map(|r| r.validation_seconds).sum(),
+            aggregation: std::mem::take(&mut self.aggregation_time).as_secs_f64(),
+        };
         let record = RoundRecord {
             defense,
             privacy,
             budget_spent,
             secure_aggregation: secure.map(|s| s.record),
+            phases: Some(phases),
             ..RoundRecord::from_clients(round, n_train as u32, aggregated, started.elapsed().as_secs_f64(), &rows)
         };
         if let Err(e) = self.output.append(&rows, &record) {
@@ -464,7 +476,9 @@ impl RoundLoop {
         let _ = self.events.send(ServerEvent::ResultAccepted { round, client: report.client.index });
         // Folded in now, so that a strategy with running sums holds no client's copy.
         if let Some(update) = report.update.take() {
+            let folding = Instant::now();
             report.update = self.strategy.absorb(round, update);
+            self.aggregation_time += folding.elapsed();
         }
         report.upload_permit = None;
         reports.insert(report.client.id, report);

@@ -46,6 +46,10 @@ pub struct Report {
     pub bytes_up: u64,
     /// A secure-aggregation stage's answer (checked for sizes and bounds, not yet by the protocol).
     pub secagg: Option<Answer>,
+    /// Receiving the result, header to last part (waiting for upload budget excluded).
+    pub upload_seconds: f64,
+    /// Checking the update before it may reach the strategy.
+    pub validation_seconds: f64,
 }
 
 pub struct FederationService {
@@ -162,11 +166,14 @@ impl FederationService {
         let mut receiver = ResultReceiver::new(&header, expected)?;
         // Room in the upload budget before reading the data (the assembler's zeros are lazy pages).
         let upload_permit = self.upload_budget.reserve(header.total_bytes, task.deadline).await?;
+        let receiving = std::time::Instant::now();
         while let Some(part) = stream.message().await? {
             bytes_up += part.encoded_len() as u64;
             receiver.push(&part)?;
         }
         let received = receiver.finish()?;
+        let upload_seconds = receiving.elapsed().as_secs_f64();
+        let validating = std::time::Instant::now();
         let update = match task.kind {
             // A masked update is summed, never seen: its vector is the answer.
             TaskKind::Train if task.secagg.is_some() => None,
@@ -197,6 +204,8 @@ impl FederationService {
             stats: received.stats,
             metrics: received.metrics,
             bytes_up,
+            upload_seconds,
+            validation_seconds: validating.elapsed().as_secs_f64(),
         })
     }
 }
@@ -356,6 +365,7 @@ impl pb::federation_server::Federation for FederationService {
         let chunk_bytes = self.chunk_bytes;
         tokio::spawn(async move {
             let _slot = stream_slot;
+            let streaming = std::time::Instant::now();
             let first = pb::ParameterPart { part: Some(pb::parameter_part::Part::Header(header)) };
             task.add_bytes_down(first.encoded_len() as u64);
             if tx.send(Ok(first)).await.is_err() {
@@ -369,6 +379,7 @@ impl pb::federation_server::Federation for FederationService {
                     return;
                 }
             }
+            task.add_download_time(streaming.elapsed());
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

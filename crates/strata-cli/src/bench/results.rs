@@ -304,6 +304,7 @@ mod tests {
             budget_spent: false,
             dp_sgd_epsilon: None,
             secure_aggregation: None,
+            phases: None,
         }
     }
 
