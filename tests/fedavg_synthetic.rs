@@ -41,10 +41,15 @@ async fn fedavg_over_grpc_learns_and_writes_its_records() {
     for r in &rounds[..4] {
         let p = r.phases.expect("phase timings");
         assert!(p.download > 0.0 && p.train > 0.0 && p.upload > 0.0 && p.aggregation > 0.0, "round {}: {p:?}", r.round);
+        assert!(p.snapshot > 0.0 && p.snapshot < r.seconds, "round {}: {p:?}", r.round);
         assert!(p.validation > 0.0 && p.validation < r.seconds * 3.0, "round {}: {p:?}", r.round);
     }
     let report = std::fs::read_to_string(out.path().join("report.md")).expect("report");
     assert!(report.contains("## Where the time went"), "{report}");
+    // Each round's state is written beside the next round; the last one before the run ends.
+    let state = std::fs::read(out.path().join("state/state.json")).expect("state.json");
+    let state: serde_json::Value = serde_json::from_slice(&state).expect("state.json is JSON");
+    assert_eq!(state["next_round"], 5, "{state}");
 
     let rows: Vec<ClientRoundRecord> = read_jsonl(&out.path().join("metrics.jsonl"));
     assert_eq!(rows.len(), 15, "one row per client per round");

@@ -86,6 +86,18 @@ impl BitMask {
         })
     }
 
+    /// The 64 bits from position `start` on (bit 0 is `start`), zeros past the end: a window
+    /// at any offset, for loops that blend 64 entries at a time.
+    pub fn word_at(&self, start: usize) -> u64 {
+        let (w, shift) = (start / 64, start % 64);
+        let low = self.words.get(w).map_or(0, |&x| x >> shift);
+        let high = match shift {
+            0 => 0,
+            _ => self.words.get(w + 1).map_or(0, |&x| x << (64 - shift)),
+        };
+        low | high
+    }
+
     /// Number of set bits.
     pub fn count_ones(&self) -> u64 {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
@@ -176,5 +188,14 @@ mod tests {
         assert_eq!(a.hamming(&b).unwrap(), 2);
         assert_eq!(a.and_count(&b).unwrap(), 2);
         assert!(a.hamming(&BitMask::zeros(4)).is_err());
+    }
+    #[test]
+    fn a_word_at_any_offset_reads_the_bits_from_there() {
+        let bits: Vec<bool> = (0..150).map(|i| i % 3 == 0 || i % 7 == 0).collect();
+        let mask = BitMask::from_bools(bits.iter().copied());
+        for start in [0, 1, 5, 63, 64, 65, 100, 127, 140, 149, 150, 200] {
+            let expected = (0..64).filter(|&b| bits.get(start + b) == Some(&true)).fold(0u64, |w, b| w | 1 << b);
+            assert_eq!(mask.word_at(start), expected, "start {start}");
+        }
     }
 }

@@ -120,6 +120,11 @@ pub struct PhaseSeconds {
     pub validation: f64,
     /// Folding the updates into the global model (on arrival and at the round's end).
     pub aggregation: f64,
+    /// Taking the state `--resume` needs (the strategy's snapshot), and waiting for the
+    /// previous round's to be written if it still was; the writing itself runs beside the
+    /// next round. Absent from records written before it was measured.
+    #[serde(default)]
+    pub snapshot: f64,
 }
 
 impl RoundRecord {

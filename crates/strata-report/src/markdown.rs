@@ -173,16 +173,17 @@ fn phase_table(out: &mut String, rounds: &[RoundRecord]) {
         "## Where the time went
 
 Seconds. Download, training, upload and validation are summed over the round's \
-         clients (they work at once); aggregation is the server's.
+         clients (they work at once); aggregation and the state snapshot for `--resume` are \
+         the server's (the state is written to disk beside the next round).
 
 | round | wall clock | download | training \
-         | upload | validation | aggregation |\n|---:|---:|---:|---:|---:|---:|---:|"
+         | upload | validation | aggregation | snapshot |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (r, p) in timed {
         let _ = writeln!(
             out,
-            "| {} | {:.2} | {:.3} | {:.2} | {:.3} | {:.3} | {:.3} |",
-            r.round, r.seconds, p.download, p.train, p.upload, p.validation, p.aggregation
+            "| {} | {:.2} | {:.3} | {:.2} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            r.round, r.seconds, p.download, p.train, p.upload, p.validation, p.aggregation, p.snapshot
         );
     }
     out.push('\n');
@@ -353,11 +354,17 @@ mod tests {
     fn the_time_table_lists_each_timed_rounds_phases() {
         let (s, mut rounds, clients) = run();
         assert!(!report_markdown(&s, &rounds, &clients).contains("Where the time went"));
-        rounds[1].phases =
-            Some(PhaseSeconds { download: 0.25, train: 3.5, upload: 0.125, validation: 0.0625, aggregation: 0.5 });
+        rounds[1].phases = Some(PhaseSeconds {
+            download: 0.25,
+            train: 3.5,
+            upload: 0.125,
+            validation: 0.0625,
+            aggregation: 0.5,
+            snapshot: 0.75,
+        });
         let md = report_markdown(&s, &rounds, &clients);
         assert!(md.contains("## Where the time went"), "{md}");
-        assert!(md.contains("| 1 | 2.00 | 0.250 | 3.50 | 0.125 | 0.062 | 0.500 |"), "{md}");
+        assert!(md.contains("| 1 | 2.00 | 0.250 | 3.50 | 0.125 | 0.062 | 0.500 | 0.750 |"), "{md}");
         assert!(!md.contains("| 0 | 2.00 | 0."), "untimed rounds have no row: {md}");
     }
 

@@ -1,10 +1,13 @@
 //! Times FedCAC's whole server-side round at scale: `FedCac::aggregate_train` (the weighted
 //! average w̄, the overlaps and collaborator sets, every client's customized model) and then the
 //! state a round leaves for `--resume` (`snapshot` and its safetensors file), for K clients with
-//! P-parameter models and random critical masks of density 0.5 (τ = 0.5).
+//! P-parameter models and random critical masks of density 0.5 (τ = 0.5): the worst case for
+//! the customized models, as every client has its own collaborator set of about K/2 clients.
+//! Round 0 allocates every client's model; later rounds write into the previous ones, so they
+//! show what a run's rounds cost.
 //!
-//! Run: `cargo run --release -p strata-server --example fedcac_round [clients] [parameters]`
-//! (defaults 100 and 10,000,000: about 12 GB of memory at the peak).
+//! Run: `cargo run --release -p strata-server --example fedcac_round [clients] [parameters]
+//! [rounds]` (defaults 100, 10,000,000 and 3: about 8 GB of memory at the peak).
 
 mod common;
 
@@ -39,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let clients: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100);
     let parameters: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000_000);
+    let rounds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("clients: {clients}, parameters per model: {parameters}, threads: {threads}");
 
@@ -46,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut strategy = FedCac::new(model(&mut rng, parameters), 0.5, 100.0);
     let ids: Vec<ClientInfo> =
         (0..clients).map(|i| ClientInfo { id: uuid::Uuid::from_u128(i as u128 + 1), index: i as u32 }).collect();
-    for round in 0..2 {
+    for round in 0..rounds {
         let started = Instant::now();
         let updates = ids
             .iter()

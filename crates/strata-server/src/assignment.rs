@@ -1,7 +1,7 @@
 //! A task given to one client in one round, as the server keeps it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use strata_core::selection::Selector;
 use strata_core::tensor::{TensorSet, TensorSpec};
@@ -28,7 +28,8 @@ pub struct Assignment {
     pub task_id: String,
     pub round: u64,
     pub kind: TaskKind,
-    pub parameters: Option<Arc<TensorSet>>,
+    /// The model sent, until the round is over ([`Assignment::release_parameters`]).
+    parameters: Mutex<Option<Arc<TensorSet>>>,
     pub parameters_are_global: bool,
     pub upload: Selector,
     /// What the upload must look like (names and shapes, in order); empty for evaluation.
@@ -64,6 +65,24 @@ pub struct SecAggTask {
 }
 
 impl Assignment {
+    /// Sends `parameters` with the task.
+    pub fn set_parameters(&mut self, parameters: Arc<TensorSet>) {
+        *self.parameters.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(parameters);
+    }
+
+    /// The model the task sends, unless it was released.
+    pub fn parameters(&self) -> Option<Arc<TensorSet>> {
+        self.parameters.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Lets go of the model once the round's results are in: a task outlives its round (the
+    /// registry and the round's records hold it), and a strategy can then write the next
+    /// model over the memory of this one (FedCAC reuses each client's) instead of asking the
+    /// kernel for fresh pages. A download asked for after this is refused.
+    pub fn release_parameters(&self) {
+        self.parameters.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     /// Whether the task is answered by a result (not WAIT or FINISH).
     pub fn awaits_result(&self) -> bool {
         !matches!(self.kind, TaskKind::Finish)
@@ -91,7 +110,7 @@ impl Assignment {
             task_id: format!("r{round}-{phase}{kind_name}-c{client_index}"),
             round,
             kind,
-            parameters: None,
+            parameters: Mutex::new(None),
             parameters_are_global: false,
             upload: Selector::default(),
             expected_upload: Arc::new(Vec::new()),
@@ -123,5 +142,24 @@ impl Assignment {
 
     pub fn download_seconds(&self) -> f64 {
         self.download_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strata_core::tensor::NamedTensor;
+
+    #[test]
+    fn released_parameters_are_let_go() {
+        let model = Arc::new(TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![1.0, 2.0]).unwrap()]).unwrap());
+        let mut task = Assignment::new(0, TaskKind::Train, 0, Instant::now());
+        assert!(task.parameters().is_none());
+        task.set_parameters(Arc::clone(&model));
+        assert_eq!(task.parameters().as_deref(), Some(&*model));
+        task.release_parameters();
+        assert!(task.parameters().is_none());
+        assert_eq!(Arc::strong_count(&model), 1, "the task holds no copy");
     }
 }

@@ -46,7 +46,7 @@ impl RoundLoop {
                     c.index,
                     deadline,
                 );
-                a.parameters = Some(Arc::clone(&global));
+                a.set_parameters(Arc::clone(&global));
                 a.feature_stats = Some(expect);
                 (c.id, a)
             })
@@ -133,7 +133,7 @@ impl RoundLoop {
                     c.index,
                     deadline,
                 );
-                a.parameters = Some(Arc::clone(&parameters));
+                a.set_parameters(Arc::clone(&parameters));
                 a.parameters_are_global = true;
                 (c.id, Arc::new(a))
             })

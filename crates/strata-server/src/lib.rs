@@ -330,6 +330,7 @@ pub async fn run(
         // Every training round before a resumed run's first released a noised model.
         privacy: private.as_ref().map(|s| privacy::PrivacyLedger::new(s, config.fraction, start_round)),
         aggregation_time: Duration::ZERO,
+        saving: None,
     };
     strata_telemetry::health::set(&health, strata_telemetry::health::ServingStatus::Serving).await;
     let (ending, output) = rounds.run(shutdown).await;

@@ -22,7 +22,8 @@ use strata_core::privacy::PrivacyReport;
 use strata_core::records::{ClientRoundRecord, DefenseReport, PhaseSeconds, RoundRecord, metric};
 use strata_core::tensor::{TensorSet, TensorSpec};
 use tokio::sync::{broadcast, mpsc};
-use tracing::{info, warn};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 
 use crate::assignment::{Assignment, TaskKind};
 use crate::client_info::ClientInfo;
@@ -33,7 +34,7 @@ use crate::privacy::PrivacyLedger;
 use crate::registry::Registry;
 use crate::service::Report;
 use crate::state::{self, SavedClient};
-use crate::strategy::{Aggregated, Instruction, Strategy, expected_upload};
+use crate::strategy::{Aggregated, Instruction, Snapshot, Strategy, expected_upload};
 
 pub struct RoundLoop {
     pub config: RunConfig,
@@ -60,6 +61,26 @@ pub struct RoundLoop {
     pub privacy: Option<PrivacyLedger>,
     /// The current round's time folding updates into the strategy.
     pub aggregation_time: Duration,
+    /// The state still being written for `--resume`, while the next round runs.
+    pub saving: Option<JoinHandle<StateWritten>>,
+}
+
+/// What `--resume` needs after a round, taken from the strategy and the registry.
+struct StateToWrite {
+    next_round: u64,
+    generation: u64,
+    clients: state::ClientList,
+    fingerprint: Option<String>,
+    snapshot: Snapshot,
+}
+
+/// How writing a [`StateToWrite`] went: the round it resumes at, the registry generation of its
+/// identities, the clients file it refers to, and how long the writing took.
+pub struct StateWritten {
+    next_round: u64,
+    generation: u64,
+    file: Result<String, state::StateError>,
+    seconds: f64,
 }
 
 /// How a run ended.
@@ -115,6 +136,7 @@ impl RoundLoop {
                 _ = self.round(round, evaluation_only, over_budget.is_some()) => {}
                 _ = &mut shutdown => {
                     self.gate.close();
+                    self.state_written().await;
                     return (Ending::Interrupted, self.output);
                 }
             }
@@ -130,6 +152,7 @@ impl RoundLoop {
                     _ = self.calibrate(row) => {}
                     _ = &mut shutdown => {
                         self.gate.close();
+                        self.state_written().await;
                         return (Ending::Interrupted, self.output);
                     }
                 }
@@ -138,6 +161,7 @@ impl RoundLoop {
                 break;
             }
         }
+        self.state_written().await;
         self.save_global("model.safetensors", self.strategy.global().as_deref(), last_row);
         self.finish().await;
         (Ending::Completed, self.output)
@@ -184,6 +208,11 @@ impl RoundLoop {
         };
 
         let rows = self.records(round, &tasks, &reports);
+        // The results are in: what was sent is no longer needed, and its memory can take the
+        // next models.
+        for task in tasks.values() {
+            task.release_parameters();
+        }
         let aggregating = Instant::now();
         let (aggregated, defense, privacy) = if evaluation_only {
             (false, None, None)
@@ -228,7 +257,10 @@ impl RoundLoop {
         };
 
         self.aggregation_time += aggregating.elapsed();
+        let snapshotting = Instant::now();
+        let state = self.take_state(round + 1).await;
         let phases = PhaseSeconds {
+            snapshot: snapshotting.elapsed().as_secs_f64(),
             download: tasks.values().map(|t| t.download_seconds()).sum(),
             train: rows.iter().map(|r| r.train_seconds).sum(),
             upload: reports.values().map(|r| r.upload_seconds).sum(),
@@ -246,7 +278,7 @@ impl RoundLoop {
         if let Err(e) = self.output.append(&rows, &record) {
             warn!(round, "cannot write metrics: {e}");
         }
-        self.save_state(round + 1).await;
+        self.write_state(state);
         info!(
             round,
             global = ?record.global_accuracy,
@@ -406,7 +438,7 @@ impl RoundLoop {
             a.upload = i.upload;
             a.clip_norm = i.clip_norm;
         }
-        a.parameters = Some(i.parameters);
+        a.set_parameters(i.parameters);
         a.parameters_are_global = i.parameters_are_global;
         a
     }
@@ -518,10 +550,11 @@ impl RoundLoop {
         rows
     }
 
-    /// Saves what `--resume` needs to go on at `next_round`; a failure is logged, not fatal
-    /// (the run goes on; only resumability suffers).
-    async fn save_state(&mut self, next_round: u64) {
-        // FedCAC's gathers every client's critical entries: seconds at 100 clients × 10M.
+    /// Takes what `--resume` needs to go on at `next_round` (FedCAC's snapshot gathers every
+    /// client's critical entries: most of a second at 100 clients × 10M), after the previous
+    /// state has been written: states are written in order, one at a time.
+    async fn take_state(&mut self, next_round: u64) -> StateToWrite {
+        self.state_written().await;
         let snapshot = off_the_runtime(|| self.strategy.snapshot());
         // The identities are written again only when someone joined since the last save.
         let generation = self.registry.generation();
@@ -532,16 +565,36 @@ impl RoundLoop {
                 state::ClientList::New { generation, clients }
             }
         };
-        let (dir, run_id, fingerprint) =
-            (self.output.dir().to_path_buf(), self.run_id.clone(), self.registry.fingerprint());
-        let saved = tokio::task::spawn_blocking(move || {
-            state::save(&dir, &run_id, next_round, clients, fingerprint, &snapshot)
-        })
-        .await;
-        match saved {
-            Ok(Ok(file)) => self.clients_saved = Some((generation, file)),
-            Ok(Err(e)) => warn!(next_round, "cannot save the server state: {e}"),
-            Err(e) => warn!(next_round, "saving the server state panicked: {e}"),
+        StateToWrite { next_round, generation, clients, fingerprint: self.registry.fingerprint(), snapshot }
+    }
+
+    /// Writes a taken state on a blocking thread while the next round runs (2 GB of FedCAC
+    /// state take seconds to write). A crash meanwhile resumes from the previous state and runs
+    /// this round again, as a crash between a round's records and its state always did: the
+    /// state written is whole either way.
+    fn write_state(&mut self, state: StateToWrite) {
+        let (dir, run_id) = (self.output.dir().to_path_buf(), self.run_id.clone());
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let StateToWrite { next_round, generation, clients, fingerprint, snapshot } = state;
+            let file = state::save(&dir, &run_id, next_round, clients, fingerprint, &snapshot);
+            StateWritten { next_round, generation, file, seconds: started.elapsed().as_secs_f64() }
+        }));
+    }
+
+    /// Waits for the state being written, if any; a failure is logged, not fatal (the run goes
+    /// on; only resumability suffers).
+    pub(crate) async fn state_written(&mut self) {
+        let Some(writing) = self.saving.take() else {
+            return;
+        };
+        match writing.await {
+            Ok(StateWritten { next_round, generation, file: Ok(file), seconds }) => {
+                debug!(next_round, seconds, "server state written");
+                self.clients_saved = Some((generation, file));
+            }
+            Ok(StateWritten { next_round, file: Err(e), .. }) => warn!(next_round, "cannot save the server state: {e}"),
+            Err(e) => warn!("saving the server state panicked: {e}"),
         }
     }
 

@@ -185,8 +185,8 @@ impl FederationService {
                     received.mask,
                     self.max_abs_value,
                 )?;
-                Some(match (task.clip_norm, &task.parameters) {
-                    (Some(bound), Some(sent)) => validate::clipped_by_client(update, sent, bound, &received.metrics)?,
+                Some(match (task.clip_norm, task.parameters()) {
+                    (Some(bound), Some(sent)) => validate::clipped_by_client(update, &sent, bound, &received.metrics)?,
                     _ => update,
                 })
             }
@@ -342,8 +342,11 @@ impl pb::federation_server::Federation for FederationService {
         let task = self.registry.current(&id).filter(|a| a.task_id == req.task_id).ok_or_else(|| {
             Status::failed_precondition(format!("task `{}` is not this client's current task", shown(&req.task_id)))
         })?;
-        let parameters = task.parameters.clone().ok_or_else(|| {
-            Status::failed_precondition(format!("task `{}` carries no parameters", shown(&req.task_id)))
+        let parameters = task.parameters().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "task `{}` carries no parameters, or its round is over",
+                shown(&req.task_id)
+            ))
         })?;
         // A client needs one download per task; a few at once leave room for a retry.
         let stream_slot = self.registry.begin_download(&id, MAX_DOWNLOADS_PER_CLIENT).ok_or_else(|| {
@@ -438,10 +441,8 @@ fn task_to_wire(run_id: &str, a: &Assignment) -> pb::Task {
         TaskKind::SecAggShareKeys => pb::TaskKind::SecaggShareKeys,
         TaskKind::SecAggUnmask => pb::TaskKind::SecaggUnmask,
     };
-    let parameters = a
-        .parameters
-        .as_ref()
-        .map(|p| pb::ParameterSetInfo { num_tensors: p.len() as u32, total_bytes: p.byte_len() as u64 });
+    let parameters =
+        a.parameters().map(|p| pb::ParameterSetInfo { num_tensors: p.len() as u32, total_bytes: p.byte_len() as u64 });
     pb::Task {
         run_id: run_id.to_string(),
         round: a.round,
@@ -510,7 +511,7 @@ mod tests {
         let (_, session) = registry.join(id, Some(0), None, "").expect("join");
         registry.set_capabilities(&id, Capabilities { train_samples: 1, ..Default::default() });
         let mut task = Assignment::new(0, TaskKind::Train, 0, tokio::time::Instant::now() + Duration::from_secs(600));
-        task.parameters = Some(Arc::clone(&set));
+        task.set_parameters(Arc::clone(&set));
         task.upload = Selector::all();
         task.expected_upload = Arc::new(set.specs());
         let task = Arc::new(task);

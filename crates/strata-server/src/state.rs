@@ -1,5 +1,5 @@
 //! The server's state on disk, for `--resume`: after every completed round the round loop
-//! writes `state/strategy-r<N>.safetensors` (the strategy's [`Snapshot`] tensors, and its bit
+//! takes the strategy's snapshot and, on a blocking thread while the next round runs, writes `state/strategy-r<N>.safetensors` (the strategy's [`Snapshot`] tensors, and its bit
 //! masks as U8 tensors with their lengths in the file's metadata) and then
 //! `state/state.json` (the round to resume at, the run id, the clients' identities, the
 //! strategy's strings, and which tensor file goes with them). Both are written atomically and

@@ -19,7 +19,8 @@
 //! known client that did not report keeps its last mask and customized part and gets the fresh
 //! w̄ for the rest. The server stores, per client, only its last mask and its next-round model
 //! w_i: the critical entries of w_i *are* its customized part (`m ⊙ w_i = m ⊙ u_i`), so an
-//! absent client's new model is `combine(m_i, w_i, w̄_new)`, with no copy of u_i kept.
+//! absent client's new model is `combine(m_i, w_i, w̄_new)`, with no copy of u_i kept. A round
+//! writes each model over the client's previous one (see `FedCac::fold`).
 //! Every w_i is w̄ outside its critical entries, so the state saved for `--resume` holds w̄
 //! and, per client, only the mask and those entries.
 
@@ -36,8 +37,6 @@ use strata_methods::fedcac::{self, Collaboration};
 use strata_methods::robust::{self, Contribution};
 use strata_proto::text::shown;
 use tracing::{debug, warn};
-
-use strata_methods::aggregate::weighted_average;
 
 use super::{Aggregated, Instruction, RestoreError, Snapshot, Strategy};
 use crate::client_info::ClientInfo;
@@ -133,37 +132,69 @@ impl FedCac {
             .collect()
     }
 
-    /// Everything a round produces, computed before any state changes so that a failure
-    /// leaves the previous state whole.
-    fn fold(
-        &self,
-        round: u64,
-        updates: &[&ValidUpdate],
-    ) -> Result<(TensorSet, Collaboration, HashMap<uuid::Uuid, Personal>), String> {
-        let weighted = updates.iter().map(|u| (u.parameters(), u.num_samples() as f64));
-        let average = weighted_average(weighted).ok_or("no update with training samples")?;
-        let mut global = (*self.global).clone();
-        global.overwrite_from(&average).map_err(|e| format!("cannot fold the average into w̄: {e}"))?;
-
+    /// Folds a round into the state, or leaves it whole and says why. The reporting clients'
+    /// previous models are taken as the buffers their next ones are written into (when no
+    /// task still holds them), and absent clients' models are refreshed in place, so that a
+    /// round allocates no model per client: on this machine fresh memory costs more than the
+    /// arithmetic (the kernel clears every page first).
+    fn fold(&mut self, round: u64, updates: &[&ValidUpdate]) -> Result<Collaboration, String> {
         let masks: Vec<&BitMask> = updates.iter().filter_map(|u| u.mask()).collect();
         let collab = fedcac::collaboration(&masks, round, self.beta).map_err(|e| format!("overlaps: {e}"))?;
-
-        let uploads: Vec<&TensorSet> = updates.iter().map(|u| u.parameters()).collect();
-        let models = fedcac::customize(&masks, &collab.collaborators, &uploads, &global, &self.covered)
-            .map_err(|e| format!("customized models: {e}"))?;
-        let mut next = HashMap::with_capacity(self.clients.len().max(updates.len()));
-        for ((u, mask), model) in updates.iter().zip(&masks).zip(models) {
-            next.insert(u.client().id, Personal { mask: (*mask).clone(), model: Arc::new(model) });
-        }
-        // Absent clients: their critical entries of w_i are their customized part.
         for (id, p) in &self.clients {
-            if !next.contains_key(id) {
-                let model = fedcac::combine(&p.mask, &p.model, &global, &self.covered)
-                    .map_err(|e| format!("absent client {id}: {e}"))?;
-                next.insert(*id, Personal { mask: p.mask.clone(), model: Arc::new(model) });
+            if fedcac::covered_len(&p.model, &self.covered) != p.mask.len() {
+                return Err(format!("client {id}'s stored mask does not cover its model"));
             }
         }
-        Ok((global, collab, next))
+        let models: Vec<&TensorSet> = updates.iter().map(|u| u.parameters()).collect();
+        let weights: Vec<f64> = updates.iter().map(|u| u.num_samples() as f64).collect();
+        let uploads =
+            fedcac::Uploads { models: &models, weights: &weights, masks: &masks, collaborators: &collab.collaborators };
+
+        // Each reporting client's previous state, and the buffer its next model is written into.
+        let mut previous: Vec<Option<Personal>> = updates.iter().map(|u| self.clients.remove(&u.client().id)).collect();
+        let mut reused = Vec::with_capacity(updates.len());
+        let mut buffers: Vec<TensorSet> = previous
+            .iter_mut()
+            .map(|p| match p.as_mut().and_then(|p| Arc::get_mut(&mut p.model)) {
+                Some(model) => {
+                    reused.push(true);
+                    std::mem::replace(model, TensorSet::zeros(&[]))
+                }
+                None => {
+                    reused.push(false);
+                    (*self.global).clone()
+                }
+            })
+            .collect();
+        let mut average = (*self.global).clone();
+        if let Err(e) = fedcac::customize(uploads, &mut average, &mut buffers, &self.covered) {
+            // Nothing was written: the previous models go back as they were.
+            for (((u, p), buffer), reused) in updates.iter().zip(previous).zip(buffers).zip(reused) {
+                if let Some(mut p) = p {
+                    if reused {
+                        p.model = Arc::new(buffer);
+                    }
+                    self.clients.insert(u.client().id, p);
+                }
+            }
+            return Err(format!("customized models: {e}"));
+        }
+        // Absent clients: their critical entries of w_i are their customized part.
+        for p in self.clients.values_mut() {
+            // The masks were checked against the models above: neither can fail.
+            let refreshed = match Arc::get_mut(&mut p.model) {
+                Some(model) => fedcac::refresh(&p.mask, model, &average, &self.covered),
+                None => fedcac::combine(&p.mask, &p.model, &average, &self.covered).map(|m| p.model = Arc::new(m)),
+            };
+            if let Err(e) = refreshed {
+                warn!(round, "fedcac: an absent client's model kept as it was: {e}");
+            }
+        }
+        for ((u, mask), model) in updates.iter().zip(&masks).zip(buffers) {
+            self.clients.insert(u.client().id, Personal { mask: (*mask).clone(), model: Arc::new(model) });
+        }
+        self.global = Arc::new(average);
+        Ok(collab)
     }
 }
 
@@ -209,16 +240,14 @@ impl Strategy for FedCac {
             return Aggregated::Skipped { reason: "no update with a critical mask".into() };
         }
         match self.fold(round, &usable) {
-            Ok((global, collab, next)) => {
+            Ok(collab) => {
                 debug!(
                     round,
                     theta = collab.theta,
                     collaborators = ?collab.collaborators.iter().map(Vec::len).collect::<Vec<_>>(),
                     "fedcac: collaboration"
                 );
-                self.global = Arc::new(global);
                 self.aggregated = true;
-                self.clients = next;
                 self.last_threshold = Some(collab.theta);
                 Aggregated::Updated { defense, privacy: None }
             }
@@ -564,6 +593,12 @@ mod tests {
         assert_eq!((body, head), (vec![6.25, 6.75, 7.25, 10.0], vec![10.0, 10.0]));
     }
 
+    use strata_methods::aggregate::weighted_average;
+
+    fn bits_of(set: &TensorSet) -> Vec<u32> {
+        set.tensors().iter().flat_map(|t| t.values().iter().map(|x| x.to_bits())).collect()
+    }
+
     /// The fold forms the customized models block by block, once per distinct collaborator set;
     /// they must be, to the bit, `combine(m_i, mean of C_i's uploads, w̄)` formed the direct way.
     #[test]
@@ -593,13 +628,18 @@ mod tests {
                 })
                 .collect();
             let refs: Vec<&ValidUpdate> = updates.iter().collect();
-            let strategy = FedCac::new(initial.clone(), 0.5, 5.0);
-            let (global, collab, next) = strategy.fold(round, &refs).unwrap();
+            let mut strategy = FedCac::new(initial.clone(), 0.5, 5.0);
+            let collab = strategy.fold(round, &refs).unwrap();
+            let (global, next) = (&strategy.global, &strategy.clients);
+            let weighted = updates.iter().map(|u| (u.parameters(), u.num_samples() as f64));
+            let mut expected_global = initial.clone();
+            expected_global.overwrite_from(&weighted_average(weighted).unwrap()).unwrap();
+            assert_eq!(bits_of(global), bits_of(&expected_global), "w̄ of round {round}");
             let sizes: Vec<usize> = collab.collaborators.iter().map(Vec::len).collect();
             for (i, u) in updates.iter().enumerate() {
                 let mean =
                     weighted_average(collab.collaborators[i].iter().map(|&j| (updates[j].parameters(), 1.0))).unwrap();
-                let expected = fedcac::combine(u.mask().unwrap(), &mean, &global, &covered).unwrap();
+                let expected = fedcac::combine(u.mask().unwrap(), &mean, global, &covered).unwrap();
                 let got = &next[&u.client().id].model;
                 for (a, b) in got.tensors().iter().zip(expected.tensors()) {
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -611,6 +651,32 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A round writes a reporting client's next model over its previous one when nothing else
+    /// holds it, and into fresh memory when something does (a task still being served), with
+    /// the same values either way.
+    #[test]
+    fn a_round_reuses_a_clients_previous_model_unless_it_is_held() {
+        let values_at =
+            |strategy: &FedCac, index: u32| strategy.clients[&client(index).id].model.tensors()[0].values().as_ptr();
+        let mut reused = FedCac::new(initial(), 0.5, 2.0);
+        let mut held = FedCac::new(initial(), 0.5, 2.0);
+        for strategy in [&mut reused, &mut held] {
+            assert!(matches!(strategy.aggregate_train(0, three_updates()), Aggregated::Updated { .. }));
+        }
+        let before = values_at(&reused, 0);
+        let task = held.configure_train(1, &[client(0)]).remove(0);
+        let sent = task.parameters.as_ref().clone();
+        for strategy in [&mut reused, &mut held] {
+            assert!(matches!(strategy.aggregate_train(1, three_updates()), Aggregated::Updated { .. }));
+        }
+        assert_eq!(values_at(&reused, 0), before, "written in place");
+        assert_ne!(values_at(&held, 0), task.parameters.tensors()[0].values().as_ptr());
+        assert_eq!(*task.parameters, sent, "what was sent is left alone");
+        for index in 0..3 {
+            assert_eq!(reused.clients[&client(index).id].model, held.clients[&client(index).id].model);
         }
     }
 
