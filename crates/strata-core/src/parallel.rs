@@ -32,9 +32,48 @@ pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     done.into_iter().map(|(_, r)| r).collect()
 }
 
+/// `f(offset, chunk)` over `data` cut into one contiguous chunk per thread (up to
+/// `available_parallelism()`, none shorter than `min_share` unless `data` is), each chunk's
+/// `offset` its first index in `data`: for loops over long arrays whose elements are
+/// independent, such as folding an update into running sums. Short data runs here, on this
+/// thread. A panic in `f` is raised again here.
+pub fn for_chunks<T: Send>(data: &mut [T], min_share: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(data.len() / min_share.max(1));
+    if threads <= 1 {
+        return f(0, data);
+    }
+    let share = data.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut chunks = data.chunks_mut(share).enumerate();
+        // This thread takes the first chunk itself.
+        let first = chunks.next();
+        let handles: Vec<_> = chunks.map(|(i, chunk)| scope.spawn(move || f(i * share, chunk))).collect();
+        if let Some((_, chunk)) = first {
+            f(0, chunk);
+        }
+        for handle in handles {
+            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_the_data_once_at_their_offsets() {
+        for (len, min_share) in [(0, 1), (5, 10), (1000, 1), (1001, 100), (7, 3)] {
+            let mut data = vec![0usize; len];
+            for_chunks(&mut data, min_share, |offset, chunk| {
+                for (i, x) in chunk.iter_mut().enumerate() {
+                    *x += offset + i + 1;
+                }
+            });
+            assert_eq!(data, (1..=len).collect::<Vec<_>>(), "len {len}, min_share {min_share}");
+        }
+    }
 
     #[test]
     fn results_keep_the_items_order() {

@@ -1,5 +1,6 @@
 //! Arithmetic shared by strategies.
 
+use strata_core::parallel;
 use strata_core::tensor::{NamedTensor, TensorSet, TensorSpec};
 
 /// Weighted average of tensor sets with identical specs, accumulated in f64 so that many
@@ -25,17 +26,39 @@ pub struct RunningMean {
     total: f64,
 }
 
+/// No thread folds fewer values than this (a 1 MiB f32 tensor's worth): below it, starting
+/// threads costs more than it saves.
+const MIN_SHARE: usize = 1 << 18;
+
 impl RunningMean {
     pub fn new(first: &TensorSet, weight: f64) -> Self {
-        let sums = first.tensors().iter().map(|t| t.values().iter().map(|&v| v as f64 * weight).collect()).collect();
+        let sums = first
+            .tensors()
+            .iter()
+            .map(|t| {
+                let values = t.values();
+                let mut sum = vec![0f64; values.len()];
+                parallel::for_chunks(&mut sum, MIN_SHARE, |offset, sum| {
+                    for (s, &v) in sum.iter_mut().zip(&values[offset..]) {
+                        *s = f64::from(v) * weight;
+                    }
+                });
+                sum
+            })
+            .collect();
         Self { specs: first.specs(), sums, total: weight }
     }
 
+    /// Folds in one more set: one pass over the sums, on the machine's threads. The sums and
+    /// their order per value are those of a plain loop, so the result is too, to the bit.
     pub fn add(&mut self, set: &TensorSet, weight: f64) {
         for (sum, t) in self.sums.iter_mut().zip(set.tensors()) {
-            for (s, &v) in sum.iter_mut().zip(t.values()) {
-                *s += v as f64 * weight;
-            }
+            let values = t.values();
+            parallel::for_chunks(sum, MIN_SHARE, |offset, sum| {
+                for (s, &v) in sum.iter_mut().zip(&values[offset..]) {
+                    *s += f64::from(v) * weight;
+                }
+            });
         }
         self.total += weight;
     }
@@ -52,7 +75,13 @@ impl RunningMean {
             .into_iter()
             .zip(self.sums)
             .map(|(spec, sum)| {
-                NamedTensor::new(spec.name, spec.shape, sum.into_iter().map(|s| (s / total) as f32).collect())
+                let mut mean = vec![0f32; sum.len()];
+                parallel::for_chunks(&mut mean, MIN_SHARE, |offset, mean| {
+                    for (m, &s) in mean.iter_mut().zip(&sum[offset..]) {
+                        *m = (s / total) as f32;
+                    }
+                });
+                NamedTensor::new(spec.name, spec.shape, mean)
             })
             .collect::<Result<Vec<_>, _>>()
             .ok()?;
@@ -81,6 +110,98 @@ mod tests {
         m.add(&c, 7.0);
         let batch = weighted_average([(&a, 3.0), (&b, 1.0), (&c, 7.0)]).unwrap();
         assert_eq!(m.finish().unwrap(), batch);
+    }
+
+    /// Large tensors are folded by several threads, each over its own range: every value's
+    /// sum is formed in the same order as by one plain loop.
+    #[test]
+    fn a_fold_over_threads_is_the_plain_loop_to_the_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let n = 3 * MIN_SHARE + 17;
+        let sets: Vec<(TensorSet, f64)> = (0..4)
+            .map(|_| {
+                let values =
+                    (0..n).map(|_| rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-8..8))).collect();
+                (
+                    TensorSet::new(vec![NamedTensor::new("w", vec![n], values).unwrap()]).unwrap(),
+                    rng.random_range(1..600) as f64,
+                )
+            })
+            .collect();
+        let mean = weighted_average(sets.iter().map(|(s, w)| (s, *w))).unwrap();
+        let total: f64 = sets.iter().map(|(_, w)| w).sum();
+        let mean = mean.get("w").unwrap().values();
+        for i in 0..n {
+            let mut s = f64::from(sets[0].0.tensors()[0].values()[i]) * sets[0].1;
+            for (set, w) in &sets[1..] {
+                s += f64::from(set.tensors()[0].values()[i]) * w;
+            }
+            assert_eq!(mean[i].to_bits(), ((s / total) as f32).to_bits(), "value {i}");
+        }
+    }
+
+    /// The exact sum of f64 values (Shewchuk's partials, as Python's `math.fsum`), rounded once.
+    fn exact_sum(values: &[f64]) -> f64 {
+        let mut partials: Vec<f64> = Vec::new();
+        for &x in values {
+            let mut x = x;
+            let mut kept = 0;
+            for i in 0..partials.len() {
+                let mut y = partials[i];
+                if x.abs() < y.abs() {
+                    std::mem::swap(&mut x, &mut y);
+                }
+                let high = x + y;
+                let low = y - (high - x);
+                if low != 0.0 {
+                    partials[kept] = low;
+                    kept += 1;
+                }
+                x = high;
+            }
+            partials.truncate(kept);
+            partials.push(x);
+        }
+        partials.iter().rev().fold(0.0, |acc, &p| acc + p)
+    }
+
+    /// Against the exact weighted mean, on values whose magnitudes span 10^±30 and cancel: each
+    /// mean is within f64 summation's bound ((K − 1)·2⁻⁵³ of the sum of |terms|, relative to the
+    /// total weight) plus the final rounding to f32 — a bound f32 sums would break by nine
+    /// orders of magnitude.
+    #[test]
+    fn the_mean_keeps_f64s_accuracy_on_adversarial_magnitudes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (k, n) = (50, 2000);
+        let sets: Vec<(TensorSet, f64)> = (0..k)
+            .map(|_| {
+                let values = (0..n)
+                    .map(|i| {
+                        let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+                        // Every fourth value is huge, so that the small ones must survive next to it.
+                        let exponent = if i % 4 == 0 { rng.random_range(20..30) } else { rng.random_range(-30..5) };
+                        sign * rng.random_range(1.0f32..10.0) * 10f32.powi(exponent)
+                    })
+                    .collect();
+                // Products of a 24-bit mantissa and a weight below 2^20 are exact in f64.
+                (
+                    TensorSet::new(vec![NamedTensor::new("w", vec![n], values).unwrap()]).unwrap(),
+                    rng.random_range(1..1_000_000) as f64,
+                )
+            })
+            .collect();
+        let mean = weighted_average(sets.iter().map(|(s, w)| (s, *w))).unwrap();
+        let total: f64 = sets.iter().map(|(_, w)| w).sum();
+        for (i, &got) in mean.get("w").unwrap().values().iter().enumerate() {
+            let terms: Vec<f64> = sets.iter().map(|(s, w)| f64::from(s.tensors()[0].values()[i]) * w).collect();
+            let exact = exact_sum(&terms) / total;
+            let magnitude: f64 = terms.iter().map(|t| t.abs()).sum::<f64>() / total;
+            let bound = (k - 1) as f64 * f64::EPSILON / 2.0 * magnitude * 1.01
+                + (exact as f32).abs() as f64 * f64::from(f32::EPSILON);
+            assert!((f64::from(got) - exact).abs() <= bound, "value {i}: {got} against exact {exact}, bound {bound}");
+        }
     }
 
     #[test]
