@@ -132,12 +132,12 @@ mod tests {
         let mean = weighted_average(sets.iter().map(|(s, w)| (s, *w))).unwrap();
         let total: f64 = sets.iter().map(|(_, w)| w).sum();
         let mean = mean.get("w").unwrap().values();
-        for i in 0..n {
+        for (i, m) in mean.iter().enumerate() {
             let mut s = f64::from(sets[0].0.tensors()[0].values()[i]) * sets[0].1;
             for (set, w) in &sets[1..] {
                 s += f64::from(set.tensors()[0].values()[i]) * w;
             }
-            assert_eq!(mean[i].to_bits(), ((s / total) as f32).to_bits(), "value {i}");
+            assert_eq!(m.to_bits(), ((s / total) as f32).to_bits(), "value {i}");
         }
     }
 
