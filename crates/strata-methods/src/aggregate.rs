@@ -32,12 +32,22 @@ const MIN_SHARE: usize = 1 << 18;
 
 impl RunningMean {
     pub fn new(first: &TensorSet, weight: f64) -> Self {
+        Self::reusing(first, weight, Vec::new())
+    }
+
+    /// [`RunningMean::new`], writing the sums over `spare` (the buffers a finished mean gave
+    /// back, [`RunningMean::finish_over`]) where their lengths fit: a round then reuses the
+    /// last round's memory instead of asking the kernel for fresh pages, which on a virtual
+    /// machine costs more than the arithmetic.
+    pub fn reusing(first: &TensorSet, weight: f64, spare: Vec<Vec<f64>>) -> Self {
+        let mut spare = spare.into_iter();
         let sums = first
             .tensors()
             .iter()
             .map(|t| {
                 let values = t.values();
-                let mut sum = vec![0f64; values.len()];
+                let mut sum =
+                    spare.next().filter(|s| s.len() == values.len()).unwrap_or_else(|| vec![0f64; values.len()]);
                 parallel::for_chunks(&mut sum, MIN_SHARE, |offset, sum| {
                     for (s, &v) in sum.iter_mut().zip(&values[offset..]) {
                         *s = f64::from(v) * weight;
@@ -61,6 +71,26 @@ impl RunningMean {
             });
         }
         self.total += weight;
+    }
+
+    /// Writes the mean over `out`, which must have the sums' tensors (names and sizes, in
+    /// order), and gives back the sums' buffers for [`RunningMean::reusing`]; gives itself back
+    /// untouched, and leaves `out` alone, when `out` does not fit or the weights sum to zero.
+    pub fn finish_over(self, out: &mut TensorSet) -> Result<Vec<Vec<f64>>, Self> {
+        let fits = out.len() == self.specs.len()
+            && out.tensors().iter().zip(&self.specs).all(|(t, s)| t.name() == s.name && t.numel() == s.numel());
+        if !fits || self.total <= 0.0 {
+            return Err(self);
+        }
+        let total = self.total;
+        for ((_, mean), sum) in out.values_mut().zip(&self.sums) {
+            parallel::for_chunks(mean, MIN_SHARE, |offset, mean| {
+                for (m, &s) in mean.iter_mut().zip(&sum[offset..]) {
+                    *m = (s / total) as f32;
+                }
+            });
+        }
+        Ok(self.sums)
     }
 
     /// The mean, or `None` when the weights sum to zero.
@@ -202,6 +232,27 @@ mod tests {
                 + (exact as f32).abs() as f64 * f64::from(f32::EPSILON);
             assert!((f64::from(got) - exact).abs() <= bound, "value {i}: {got} against exact {exact}, bound {bound}");
         }
+    }
+
+    #[test]
+    fn a_mean_finished_over_a_set_is_the_mean_and_its_buffers_start_the_next() {
+        let (a, b) = (set(&[1.0, -3.0]), set(&[4.0, 8.0]));
+        let mut m = RunningMean::new(&a, 3.0);
+        m.add(&b, 1.0);
+        let mut out = set(&[9.0, 9.0]);
+        let spare = m.finish_over(&mut out).ok().unwrap();
+        assert_eq!(out, weighted_average([(&a, 3.0), (&b, 1.0)]).unwrap());
+        let reused = spare[0].as_ptr();
+        let next = RunningMean::reusing(&b, 2.0, spare);
+        assert_eq!(next.sums[0].as_ptr(), reused, "the sums' memory is taken again");
+        assert_eq!(next.finish().unwrap(), b);
+
+        // A set that does not fit, or no weight: nothing written, the mean given back.
+        let mut other = TensorSet::new(vec![NamedTensor::new("v", vec![2], vec![0.0, 0.0]).unwrap()]).unwrap();
+        let back = RunningMean::new(&a, 1.0).finish_over(&mut other).err().unwrap();
+        assert_eq!(other.get("v").unwrap().values(), [0.0, 0.0]);
+        assert_eq!(back.finish().unwrap(), a);
+        assert!(RunningMean::new(&a, 0.0).finish_over(&mut out.clone()).is_err());
     }
 
     #[test]

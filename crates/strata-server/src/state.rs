@@ -184,7 +184,7 @@ pub fn load(run_dir: &Path) -> Result<(SavedState, Snapshot), StateError> {
         let mask = BitMask::from_bytes(bits, &bytes).map_err(|e| bad(format!("mask `{name}`: {e}")))?;
         masks.insert(name.to_string(), mask);
     }
-    let snapshot = Snapshot { tensors, masks, meta: state.strategy_meta.clone() };
+    let snapshot = Snapshot { tensors: std::sync::Arc::new(tensors), masks, meta: state.strategy_meta.clone() };
     Ok((state, snapshot))
 }
 
@@ -198,7 +198,11 @@ mod tests {
     fn snapshot(v: f32) -> Snapshot {
         let tensors = TensorSet::new(vec![NamedTensor::new("w", vec![2], vec![v, v + 1.0]).unwrap()]).unwrap();
         let masks = BTreeMap::from([("c".to_string(), BitMask::from_bools([true, false, true]))]);
-        Snapshot { tensors, masks, meta: BTreeMap::from([("method".into(), "fedavg".into())]) }
+        Snapshot {
+            tensors: std::sync::Arc::new(tensors),
+            masks,
+            meta: BTreeMap::from([("method".into(), "fedavg".into())]),
+        }
     }
 
     #[test]

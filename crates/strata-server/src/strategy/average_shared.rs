@@ -48,6 +48,8 @@ pub struct AverageShared {
     global: Arc<TensorSet>,
     /// The round's updates folded in so far: the only copy the server keeps of them.
     pending: Option<(u64, RunningMean)>,
+    /// The last round's sums, whose memory the next round's take.
+    spare: Vec<Vec<f64>>,
     /// The robust rule; [`Defense::None`] folds updates as they arrive.
     defense: Defense,
     /// User-level differential privacy, when on: it replaces the weighted mean.
@@ -71,6 +73,7 @@ impl AverageShared {
             whole_model,
             global: Arc::new(global),
             pending: None,
+            spare: Vec::new(),
             defense: Defense::None,
             privacy: None,
         }
@@ -169,7 +172,10 @@ impl Strategy for AverageShared {
         match &mut self.pending {
             Some((r, mean)) if *r == round => mean.add(update.parameters(), weight),
             // A new round's first update (an abandoned round's sums go with it).
-            _ => self.pending = Some((round, RunningMean::new(update.parameters(), weight))),
+            _ => {
+                let spare = std::mem::take(&mut self.spare);
+                self.pending = Some((round, RunningMean::reusing(update.parameters(), weight, spare)));
+            }
         }
         None
     }
@@ -193,8 +199,22 @@ impl Strategy for AverageShared {
         for update in updates {
             self.absorb(round, update);
         }
-        let mean = self.pending.take().filter(|(r, _)| *r == round).and_then(|(_, mean)| mean.finish());
-        match mean {
+        let Some((_, mean)) = self.pending.take().filter(|(r, _)| *r == round) else {
+            return Aggregated::Skipped { reason: "no update with training samples".into() };
+        };
+        // The mean goes over the previous global model when nothing holds it any more (the
+        // round's tasks let go of it before aggregation; a state still being written may not).
+        let mean = match Arc::get_mut(&mut self.global) {
+            Some(global) => match mean.finish_over(global) {
+                Ok(spare) => {
+                    self.spare = spare;
+                    return Aggregated::Updated { defense: None, privacy: None };
+                }
+                Err(mean) => mean,
+            },
+            None => mean,
+        };
+        match mean.finish() {
             Some(avg) => {
                 self.global = Arc::new(avg);
                 Aggregated::Updated { defense: None, privacy: None }
@@ -235,7 +255,7 @@ impl Strategy for AverageShared {
         if let Some(privacy) = &self.privacy {
             privacy.save(&mut meta);
         }
-        Snapshot { tensors: (*self.global).clone(), masks: BTreeMap::new(), meta }
+        Snapshot { tensors: Arc::clone(&self.global), masks: BTreeMap::new(), meta }
     }
 
     fn restore(&mut self, snapshot: Snapshot) -> Result<(), RestoreError> {
@@ -244,7 +264,7 @@ impl Strategy for AverageShared {
         if let Some(privacy) = &mut self.privacy {
             privacy.load(&snapshot.meta)?;
         }
-        self.global = Arc::new(snapshot.tensors);
+        self.global = snapshot.tensors;
         Ok(())
     }
 
@@ -284,6 +304,30 @@ mod tests {
             .collect();
         assert!(matches!(strategy.aggregate_train(0, updates), Aggregated::Updated { .. }));
         strategy.global().unwrap().get("w").unwrap().values().to_vec()
+    }
+
+    /// A round writes its mean over the last global model when nothing holds it, and into
+    /// fresh memory when something does (a state being written, a task still served), leaving
+    /// what is held alone; the sums' memory goes from one round to the next.
+    #[test]
+    fn a_round_writes_over_the_last_global_model_unless_it_is_held() {
+        let mut strategy = AverageShared::new(Method::FedAvg, set(&[0.0, 0.0]));
+        let round = |strategy: &mut AverageShared, r: u64, v: &[f32]| {
+            let update = ValidUpdate::for_tests(client(0), set(v), 1);
+            assert!(matches!(strategy.aggregate_train(r, vec![update]), Aggregated::Updated { .. }));
+        };
+        let at = |strategy: &AverageShared| strategy.global.tensors()[0].values().as_ptr();
+        round(&mut strategy, 0, &[1.0, 2.0]);
+        let (before, sums) = (at(&strategy), strategy.spare[0].as_ptr());
+        round(&mut strategy, 1, &[3.0, 4.0]);
+        assert_eq!((at(&strategy), strategy.spare[0].as_ptr()), (before, sums), "written in place");
+        assert_eq!(strategy.global().unwrap().get("w").unwrap().values(), [3.0, 4.0]);
+
+        let held = strategy.snapshot();
+        round(&mut strategy, 2, &[5.0, 6.0]);
+        assert_ne!(at(&strategy), before);
+        assert_eq!(held.tensors.get("w").unwrap().values(), [3.0, 4.0], "the snapshot is left alone");
+        assert_eq!(strategy.global().unwrap().get("w").unwrap().values(), [5.0, 6.0]);
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl Strategy for FedCac {
             masks.insert(id.to_string(), p.mask.clone());
             meta.insert(format!("mask_bits/{id}"), p.mask.len().to_string());
         }
-        Snapshot { tensors: TensorSet::new(tensors).expect("prefixed names are distinct"), masks, meta }
+        Snapshot { tensors: Arc::new(TensorSet::new(tensors).expect("prefixed names are distinct")), masks, meta }
     }
 
     fn restore(&mut self, snapshot: Snapshot) -> Result<(), RestoreError> {
@@ -495,7 +495,7 @@ mod tests {
                 tensors.push(t.clone().with_name(format!("model/{id}/{}", t.name())));
             }
         }
-        snapshot.tensors = TensorSet::new(tensors).unwrap();
+        snapshot.tensors = Arc::new(TensorSet::new(tensors).unwrap());
         let mut restored = FedCac::new(initial(), 0.5, 2.0);
         restored.restore(snapshot.clone()).unwrap();
         for i in 0..3 {
@@ -527,7 +527,7 @@ mod tests {
                 .collect();
             tensors.push(NamedTensor::new(format!("mask/{id}"), vec![words.len()], words).unwrap());
         }
-        snapshot.tensors = TensorSet::new(tensors).unwrap();
+        snapshot.tensors = Arc::new(TensorSet::new(tensors).unwrap());
         let mut restored = FedCac::new(initial(), 0.5, 2.0);
         restored.restore(snapshot).unwrap();
         assert_eq!(restored.snapshot(), strategy.snapshot());

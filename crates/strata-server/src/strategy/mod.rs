@@ -100,7 +100,9 @@ pub trait Strategy: Send {
 /// A strategy's state as plain data: tensors by name, bit masks by name, and strings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    pub tensors: TensorSet,
+    /// Shared with the strategy where it can be (FedAvg's is its global model), so that taking
+    /// a snapshot copies nothing that is not already a copy.
+    pub tensors: Arc<TensorSet>,
     pub masks: BTreeMap<String, BitMask>,
     pub meta: BTreeMap<String, String>,
 }
