@@ -206,6 +206,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         local,
         telemetry: &telemetry,
         secure: Default::default(),
+        spare: None,
     };
     let outcome = joined.work(&mut shutdown).await;
     telemetry.disconnected(index).await;

@@ -58,13 +58,15 @@ pub struct JobOutput {
     pub num_samples: u64,
     /// Samples trained on and the seconds it took, when the job trained.
     pub trained: Option<(u64, f64)>,
+    /// What the job received, done with: the next download can be assembled into it.
+    pub received: Option<TensorSet>,
 }
 
 impl JobOutput {
     /// What a statistics task reports besides its masked vector: the samples it covers.
     pub fn statistics(stats: &crate::transfer::FeatureStats) -> Self {
         let samples = stats.classes.iter().map(|c| c.count).sum();
-        Self { metrics: Vec::new(), upload: None, mask: None, num_samples: samples, trained: None }
+        Self { metrics: Vec::new(), upload: None, mask: None, num_samples: samples, trained: None, received: None }
     }
 }
 
@@ -90,7 +92,8 @@ impl LocalState {
             }
         }
         let Some((config, seed)) = job.train else {
-            return Ok(JobOutput { metrics, upload: None, mask: None, num_samples: 0, trained: None });
+            let received = Some(job.received);
+            return Ok(JobOutput { metrics, upload: None, mask: None, num_samples: 0, trained: None, received });
         };
         let ctx = RoundContext { round: job.round, train: &config, seed, dp_sgd: job.dp_sgd.map(|(dp, _)| dp) };
         let started = Instant::now();
@@ -125,7 +128,14 @@ impl LocalState {
             None => upload,
         };
         let trained = Some((stats.samples, seconds));
-        Ok(JobOutput { metrics, upload: Some(upload), mask, num_samples: self.data.train_len() as u64, trained })
+        Ok(JobOutput {
+            metrics,
+            upload: Some(upload),
+            mask,
+            num_samples: self.data.train_len() as u64,
+            trained,
+            received: Some(job.received),
+        })
     }
 
     /// CCVR's client half: per-class mean and covariance of what the classifier of `global`

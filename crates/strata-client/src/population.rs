@@ -136,6 +136,11 @@ struct Shared {
     /// where building one costs a seeded initialization.
     initial: TensorSet,
     spare_models: Mutex<Vec<LocalModel>>,
+    /// Downloads done with, whose memory later downloads are assembled into (at most one per
+    /// client live at once): fresh memory costs more than the copy on a virtual machine.
+    spare_downloads: Mutex<Vec<TensorSet>>,
+    /// How many clients can be live at once (`live`'s permits).
+    live_limit: usize,
     /// Whether the method's personal model outlives a download; when it does not (FedAvg,
     /// FedProx), every task's parameters replace the whole model and nothing needs restoring.
     keeps_personal_state: bool,
@@ -230,6 +235,8 @@ pub async fn run_population(
         // Room for as many clients downloading or uploading as working, and two more, so that
         // a worker finds its next client's parameters already there.
         live: Semaphore::new(2 * parallel + 2),
+        live_limit: 2 * parallel + 2,
+        spare_downloads: Mutex::new(Vec::new()),
         working: Semaphore::new(parallel),
         materialized: AtomicUsize::new(0),
         peak_materialized: AtomicUsize::new(0),
@@ -477,7 +484,8 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     }
     let closed = |source| ClientError::Closed { what: "the population", source };
     let _live = shared.live.acquire().await.map_err(closed)?;
-    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &caller)).await?;
+    let spare = shared.spare_downloads.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &caller), spare).await?;
     let _working = shared.working.acquire().await.map_err(closed)?;
     let worker = Arc::clone(&shared);
     if kind == pb::TaskKind::FeatureStats {
@@ -504,7 +512,7 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     // masking is CPU work too: done on the blocking thread, off the runtime's.
     let masking = (training && task.secagg.is_some()).then(|| (received.clone(), task.clone()));
     let job = job_for(&task, &shared.config, index, received, training)?;
-    let (output, masked) = tokio::task::spawn_blocking(move || {
+    let (mut output, masked) = tokio::task::spawn_blocking(move || {
         let mut client = worker.materialize(index)?;
         let state = client.state();
         state.example_ledger = worker.example_ledger(index);
@@ -524,6 +532,12 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     .await
     .map_err(|source| ClientError::Panicked { what: "training", source })??;
     drop(_working);
+    if let Some(done) = output.received.take() {
+        let mut spares = shared.spare_downloads.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.len() < shared.live_limit {
+            spares.push(done);
+        }
+    }
     match masked {
         Some(masked) => upload_masked(&mut rpc, task, &caller, output, masked).await,
         None => upload_output(&mut rpc, task, &caller, output).await,

@@ -36,6 +36,8 @@ pub(crate) struct Joined<'a> {
     pub telemetry: &'a ClientTelemetry,
     /// This client's part in the secure-aggregation round under way, if any.
     pub secure: SecureRounds,
+    /// The last model received, done with: the next download is assembled into its memory.
+    pub spare: Option<TensorSet>,
 }
 
 impl Joined<'_> {
@@ -175,11 +177,12 @@ impl Joined<'_> {
     /// Returns what training reported, if it trained.
     async fn train_or_evaluate(&mut self, task: pb::Task, training: bool) -> Result<Option<(u64, f64)>, ClientError> {
         let request = download_request(&task, &self.caller);
-        let (received, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
+        let (received, _bytes_down) = transfer::download(&mut self.rpc, request, self.spare.take()).await?;
         // A masked update is the change from what was received: keep it to subtract.
         let reference = (training && task.secagg.is_some()).then(|| received.clone());
         let job = job_for(&task, &self.config, self.index, received, training)?;
         let mut output = self.on_worker("training", move |state| state.run(job)).await?;
+        self.spare = output.received.take();
         let trained = output.trained;
         match reference {
             Some(reference) => {
@@ -202,7 +205,7 @@ impl Joined<'_> {
     /// CCVR's client half: statistics of the classifier's input under the received global model.
     async fn feature_stats(&mut self, task: pb::Task) -> Result<(), ClientError> {
         let request = download_request(&task, &self.caller);
-        let (global, _bytes_down) = transfer::download(&mut self.rpc, request).await?;
+        let (global, _bytes_down) = transfer::download(&mut self.rpc, request, None).await?;
         let stats = self.on_worker("feature statistics", move |state| state.feature_stats(&global)).await?;
         if task.secagg.is_some() {
             let masked = mask_statistics(&mut self.secure, &task, &stats)?;

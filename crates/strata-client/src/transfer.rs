@@ -20,15 +20,20 @@ pub struct FeatureStats {
     pub classes: Vec<ClassStats>,
 }
 
-/// Streams a task's parameters; returns them with the bytes received.
-pub async fn download(rpc: &mut Rpc, request: pb::DownloadRequest) -> Result<(TensorSet, u64), ClientError> {
+/// Streams a task's parameters, into `spare` when it fits (see [`Assembler::reusing`]);
+/// returns them with the bytes received.
+pub async fn download(
+    rpc: &mut Rpc,
+    request: pb::DownloadRequest,
+    spare: Option<TensorSet>,
+) -> Result<(TensorSet, u64), ClientError> {
     let mut stream = rpc.download_parameters(request).await?.into_inner();
     let first = stream.message().await?.ok_or(ProtocolError::EmptyStream)?;
     let mut bytes = first.encoded_len() as u64;
     let Some(pb::parameter_part::Part::Header(header)) = first.part else {
         return Err(ProtocolError::NoHeader.into());
     };
-    let mut assembler = Assembler::new(&header.tensors, header.total_bytes, AssemblyLimits::default())
+    let mut assembler = Assembler::reusing(&header.tensors, header.total_bytes, AssemblyLimits::default(), spare)
         .map_err(ProtocolError::ParameterHeader)?;
     while let Some(part) = stream.message().await? {
         bytes += part.encoded_len() as u64;

@@ -84,6 +84,20 @@ pub struct Assembler {
 impl Assembler {
     /// Checks the header's specs and allocates the tensors (zeroed).
     pub fn new(specs: &[pb::TensorSpec], declared_total_bytes: u64, limits: AssemblyLimits) -> Result<Self, WireError> {
+        Self::reusing(specs, declared_total_bytes, limits, None)
+    }
+
+    /// [`Assembler::new`], writing into `spare` (a set assembled before and done with) when it
+    /// has exactly the header's tensors: a client that downloads a model every round then
+    /// reuses the memory of the last one instead of asking the kernel for fresh pages, which on
+    /// a virtual machine costs more than the copy. Its old values never show: [`Assembler::finish`]
+    /// hands a set over only once every byte has arrived.
+    pub fn reusing(
+        specs: &[pb::TensorSpec],
+        declared_total_bytes: u64,
+        limits: AssemblyLimits,
+        spare: Option<TensorSet>,
+    ) -> Result<Self, WireError> {
         let mut domain = Vec::with_capacity(specs.len());
         let mut total: u64 = 0;
         let mut seen = std::collections::HashSet::with_capacity(specs.len());
@@ -101,7 +115,10 @@ impl Assembler {
         if total > limits.max_total_bytes {
             return Err(WireError::TooLarge { bytes: total, limit: limits.max_total_bytes });
         }
-        let tensors = domain.iter().map(NamedTensor::zeros).collect();
+        let tensors = match spare.filter(|s| s.specs() == domain) {
+            Some(spare) => spare.into_tensors(),
+            None => domain.iter().map(NamedTensor::zeros).collect(),
+        };
         let mut assembler = Self { tensors, current: 0, written: 0, received_bytes: 0 };
         assembler.skip_full();
         Ok(assembler)
@@ -194,6 +211,44 @@ mod tests {
 
     fn assembler_for(set: &TensorSet) -> Assembler {
         Assembler::new(&tensor_specs(set), set.byte_len() as u64, AssemblyLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn a_spare_set_of_the_same_tensors_is_written_into_and_never_shows() {
+        let set = sample_set();
+        let specs = tensor_specs(&set);
+        let spare = TensorSet::new(
+            set.tensors()
+                .iter()
+                .map(|t| NamedTensor::new(t.name(), t.shape().to_vec(), vec![9.0; t.numel()]).unwrap())
+                .collect(),
+        )
+        .unwrap();
+        let first = spare.clone();
+        let reused = first.tensors()[0].values().as_ptr();
+        let mut asm =
+            Assembler::reusing(&specs, set.byte_len() as u64, AssemblyLimits::default(), Some(first)).unwrap();
+        for slice in TensorSlices::new(Arc::new(set.clone()), 8) {
+            asm.push(&slice).unwrap();
+        }
+        let back = asm.finish().unwrap();
+        assert_eq!(back.tensors()[0].values().as_ptr(), reused, "the spare's memory");
+        assert_eq!(back, set);
+
+        // Half a download into a spare is refused whole, as into fresh memory.
+        let mut asm =
+            Assembler::reusing(&specs, set.byte_len() as u64, AssemblyLimits::default(), Some(spare)).unwrap();
+        asm.push(&TensorSlices::new(Arc::new(set.clone()), 8).next().unwrap()).unwrap();
+        assert!(matches!(asm.finish(), Err(WireError::Incomplete { .. })));
+
+        // A spare of other tensors is not used.
+        let other = TensorSet::new(vec![NamedTensor::new("body.w", vec![12], vec![9.0; 12]).unwrap()]).unwrap();
+        let mut asm =
+            Assembler::reusing(&specs, set.byte_len() as u64, AssemblyLimits::default(), Some(other)).unwrap();
+        for slice in TensorSlices::new(Arc::new(set.clone()), 1 << 20) {
+            asm.push(&slice).unwrap();
+        }
+        assert_eq!(asm.finish().unwrap(), set);
     }
 
     #[test]

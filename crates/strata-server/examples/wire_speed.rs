@@ -8,7 +8,9 @@
 //! - `+ slicing`: the server cuts the model into parts as Strata does (`TensorSlices`: f32
 //!   values to little-endian bytes, one part at a time).
 //! - `+ assembling`: the client also builds the model from the parts as Strata does
-//!   (`Assembler`: checked against the header, copied into place).
+//!   (`Assembler`: checked against the header, copied into place), in fresh memory each time.
+//! - `+ assembling into the last one`: the same, into the previous download's memory
+//!   (`Assembler::reusing`), as a Strata client does since 2026-12-03.
 //! - `upload, bare`: the client streams prepared parts to the server, which counts and drops
 //!   them.
 //!
@@ -97,15 +99,22 @@ impl pb::federation_server::Federation for Bare {
 
 type Client = pb::federation_client::FederationClient<tonic::transport::Channel>;
 
-/// Downloads once; with `assemble`, builds the model from the parts as a Strata client does.
-async fn download(client: &mut Client, task: &str, assemble: bool) -> Result<u64, Box<dyn std::error::Error>> {
+/// Downloads once; with `assemble`, builds the model from the parts as a Strata client does,
+/// into `spare` when given one (where what it built is then kept).
+async fn download(
+    client: &mut Client,
+    task: &str,
+    assemble: bool,
+    mut spare: Option<&mut Option<TensorSet>>,
+) -> Result<u64, Box<dyn std::error::Error>> {
     let request = pb::DownloadRequest { task_id: task.into(), ..Default::default() };
     let mut stream = client.download_parameters(request).await?.into_inner();
     let Some(pb::parameter_part::Part::Header(header)) = stream.message().await?.and_then(|p| p.part) else {
         return Err("the stream must start with its header".into());
     };
+    let last = spare.as_mut().and_then(|s| s.take());
     let mut assembler = assemble
-        .then(|| Assembler::new(&header.tensors, header.total_bytes, AssemblyLimits::default()))
+        .then(|| Assembler::reusing(&header.tensors, header.total_bytes, AssemblyLimits::default(), last))
         .transpose()?;
     let mut bytes = 0u64;
     while let Some(part) = stream.message().await? {
@@ -116,7 +125,10 @@ async fn download(client: &mut Client, task: &str, assemble: bool) -> Result<u64
         }
     }
     if let Some(assembler) = assembler {
-        std::hint::black_box(assembler.finish()?);
+        let set = std::hint::black_box(assembler.finish()?);
+        if let Some(spare) = spare {
+            *spare = Some(set);
+        }
     }
     Ok(bytes)
 }
@@ -176,14 +188,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_decoding_message_size(2 * DEFAULT_CHUNK_BYTES)
         .max_encoding_message_size(2 * DEFAULT_CHUNK_BYTES);
 
-    for (name, task, assemble) in [
-        ("download, bare", "prepared", false),
-        ("download + slicing", "sliced", false),
-        ("download + slicing + assembling", "sliced", true),
+    for (name, task, assemble, reuse) in [
+        ("download, bare", "prepared", false, false),
+        ("download + slicing", "sliced", false, false),
+        ("download + slicing + assembling", "sliced", true, false),
+        ("download + slicing + assembling into the last one", "sliced", true, true),
     ] {
+        let mut spare = None;
         for pass in 0..passes {
             let started = Instant::now();
-            let bytes = download(&mut client, task, assemble).await?;
+            let bytes = download(&mut client, task, assemble, reuse.then_some(&mut spare)).await?;
             let seconds = started.elapsed().as_secs_f64();
             println!("{name} (pass {pass}): {:.2} s, {:.0} MB/s", seconds, bytes as f64 / seconds / 1e6);
         }
