@@ -84,11 +84,7 @@ impl RunningMean {
         }
         let total = self.total;
         for ((_, mean), sum) in out.values_mut().zip(&self.sums) {
-            parallel::for_chunks(mean, MIN_SHARE, |offset, mean| {
-                for (m, &s) in mean.iter_mut().zip(&sum[offset..]) {
-                    *m = (s / total) as f32;
-                }
-            });
+            write_mean(sum, total, mean);
         }
         Ok(self.sums)
     }
@@ -106,17 +102,22 @@ impl RunningMean {
             .zip(self.sums)
             .map(|(spec, sum)| {
                 let mut mean = vec![0f32; sum.len()];
-                parallel::for_chunks(&mut mean, MIN_SHARE, |offset, mean| {
-                    for (m, &s) in mean.iter_mut().zip(&sum[offset..]) {
-                        *m = (s / total) as f32;
-                    }
-                });
+                write_mean(&sum, total, &mut mean);
                 NamedTensor::new(spec.name, spec.shape, mean)
             })
             .collect::<Result<Vec<_>, _>>()
             .ok()?;
         TensorSet::new(tensors).ok()
     }
+}
+
+/// `mean = sum / total`, rounded to f32, on the machine's threads.
+fn write_mean(sum: &[f64], total: f64, mean: &mut [f32]) {
+    parallel::for_chunks(mean, MIN_SHARE, |offset, mean| {
+        for (m, &s) in mean.iter_mut().zip(&sum[offset..]) {
+            *m = (s / total) as f32;
+        }
+    });
 }
 
 #[cfg(test)]

@@ -256,11 +256,7 @@ pub fn refresh(
     covered: &Selector,
 ) -> Result<(), FedCacError> {
     mask_covers(mask, global, covered)?;
-    for (i, g) in global.tensors().iter().enumerate() {
-        if model.tensors().get(i).is_none_or(|t| t.name() != g.name() || t.numel() != g.numel()) {
-            return Err(FedCacError::MissingTensor(g.name().to_string()));
-        }
-    }
+    same_tensors(model, global)?;
     let mut offset = 0;
     for (index, g) in global.tensors().iter().enumerate() {
         let Some(values) = model.values_mut_at(index) else { continue };
@@ -330,24 +326,10 @@ pub fn customize(
     if !(total > 0.0 && total.is_finite()) {
         return Err(FedCacError::NoWeight);
     }
-    let specs = average.specs();
     for model in models.iter() {
-        for (i, spec) in specs.iter().enumerate() {
-            if model.tensors().get(i).is_none_or(|t| t.name() != spec.name) {
-                return Err(FedCacError::MissingTensor(spec.name.clone()));
-            }
-        }
-        for (t, spec) in model.tensors().iter().zip(&specs) {
-            if t.numel() != spec.numel() {
-                return Err(FedCacError::SizeMismatch {
-                    name: spec.name.clone(),
-                    left: spec.numel(),
-                    right: t.numel(),
-                });
-            }
-        }
+        same_tensors(model, average)?;
     }
-    let mut values: Vec<Option<Vec<&[f32]>>> = Vec::with_capacity(specs.len());
+    let mut values: Vec<Option<Vec<&[f32]>>> = Vec::with_capacity(average.len());
     for t in average.tensors() {
         values.push(match covered.matches(t.name()) {
             true => Some(sets.iter().map(|u| values_like(u, t)).collect::<Result<_, _>>()?),
@@ -591,6 +573,16 @@ fn values_like<'a>(set: &'a TensorSet, like: &NamedTensor) -> Result<&'a [f32], 
     let t = set.get(like.name()).ok_or_else(|| FedCacError::MissingTensor(like.name().to_string()))?;
     same_size(like, t)?;
     Ok(t.values())
+}
+
+/// `model` holds `like`'s tensors, in its order and of its sizes: a model a round can be written
+/// over.
+fn same_tensors(model: &TensorSet, like: &TensorSet) -> Result<(), FedCacError> {
+    for (i, l) in like.tensors().iter().enumerate() {
+        let t = model.tensors().get(i).filter(|t| t.name() == l.name());
+        same_size(l, t.ok_or_else(|| FedCacError::MissingTensor(l.name().to_string()))?)?;
+    }
+    Ok(())
 }
 
 fn same_size(a: &NamedTensor, b: &NamedTensor) -> Result<(), FedCacError> {
