@@ -110,7 +110,8 @@ async fn ccvr_over_secure_aggregation_calibrates_as_the_plain_statistics_do() {
     // The training round's sum is FedAvg's within the rounding (the body, a few 1e-6 here).
     // The classifier is retrained on draws from Gaussians a rounding apart; with fewer
     // samples per class than features the covariances are rank-deficient, and rounding in
-    // their null directions moves single weights by up to ~0.15 here, not the accuracy.
+    // their null directions moves single weights by up to ~0.15 here: enough to move a test
+    // sample or two across a boundary (of 94; CI once saw 70 against 69), not the accuracy.
     for (a, b) in
         plain_model.tensors().iter().zip(secure_model.tensors()).filter(|(a, _)| !a.name().starts_with("head."))
     {
@@ -118,5 +119,5 @@ async fn ccvr_over_secure_aggregation_calibrates_as_the_plain_statistics_do() {
         assert!(d > 0.0 && d < 1e-4, "{}: {d} between the plain and the secure runs", a.name());
     }
     let (before, after) = (plain.global_accuracy.expect("measured"), secure.global_accuracy.expect("measured"));
-    assert!((before - after).abs() <= 0.01, "calibrated accuracy {after} under secure aggregation, {before} without");
+    assert!((before - after).abs() <= 0.025, "calibrated accuracy {after} under secure aggregation, {before} without");
 }
