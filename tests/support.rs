@@ -10,7 +10,7 @@ use strata_core::config::{DatasetKind, RunConfig, SyntheticConfig};
 use strata_core::partition_spec::PartitionSpec;
 use strata_core::tensor::{NamedTensor, TensorSet};
 use strata_proto::assemble::AssemblyLimits;
-use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};
+use strata_proto::{Assembler, Decoding, Encoded, TensorSlices, pb, tensor_specs};
 use strata_server::ServerEvent;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -184,8 +184,13 @@ impl RawClient {
         }
     }
 
-    /// Downloads the task's parameters.
+    /// Downloads the task's parameters (sent as f32).
     pub async fn download(&mut self, task_id: &str) -> TensorSet {
+        self.download_decoded(task_id, Decoding::default()).await
+    }
+
+    /// Downloads the task's parameters, taking the encodings `decoding` allows.
+    pub async fn download_decoded(&mut self, task_id: &str, decoding: Decoding) -> TensorSet {
         let request = pb::DownloadRequest {
             run_id: self.run_id.clone(),
             client_id: self.client_id.clone(),
@@ -198,7 +203,8 @@ impl RawClient {
         else {
             panic!("no header first");
         };
-        let mut asm = Assembler::new(&h.tensors, h.total_bytes, AssemblyLimits::default()).expect("header");
+        let mut asm =
+            Assembler::reusing(&h.tensors, h.total_bytes, AssemblyLimits::default(), None, decoding).expect("header");
         while let Some(part) = stream.message().await.expect("part") {
             let Some(pb::parameter_part::Part::Tensor(slice)) = part.part else { panic!("unexpected part") };
             asm.push(&slice).expect("slice");
@@ -246,6 +252,16 @@ pub fn result_parts(mut header: pb::ResultHeader, tensors: TensorSet) -> Vec<pb:
     header.total_bytes = tensors.byte_len() as u64;
     let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
     let slices = TensorSlices::new(Arc::new(tensors), 1 << 14)
+        .map(|s| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(s)) });
+    std::iter::once(first).chain(slices).collect()
+}
+
+/// A result stream: `header` (with `encoded`'s specs and size filled in), then its slices.
+pub fn encoded_result_parts(mut header: pb::ResultHeader, encoded: Encoded) -> Vec<pb::ResultPart> {
+    header.tensors = encoded.specs();
+    header.total_bytes = encoded.total_bytes();
+    let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
+    let slices = TensorSlices::encoded(encoded, 1 << 14)
         .map(|s| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(s)) });
     std::iter::once(first).chain(slices).collect()
 }

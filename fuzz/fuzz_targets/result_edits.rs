@@ -59,6 +59,7 @@ fn slice(part: &mut pb::ResultPart) -> Option<(&mut u64, &mut Vec<u8>)> {
         Part::Tensor(s) => Some((&mut s.byte_offset, &mut s.data)),
         Part::Mask(s) => Some((&mut s.byte_offset, &mut s.data)),
         Part::Stats(s) => Some((&mut s.byte_offset, &mut s.data)),
+        Part::Masked(s) => Some((&mut s.byte_offset, &mut s.data)),
         Part::Header(_) => None,
     }
 }
@@ -161,7 +162,7 @@ fn apply(parts: &mut Vec<pb::ResultPart>, edit: Edit) {
         }
         Edit::AddSpec(name, shape) => {
             if let Some(h) = header(parts) {
-                h.tensors.push(pb::TensorSpec { name, dtype: pb::Dtype::F32 as i32, shape });
+                h.tensors.push(pb::TensorSpec { name, dtype: pb::Dtype::F32 as i32, shape, ..Default::default() });
             }
         }
         Edit::MaskBits(bits) => {

@@ -43,6 +43,8 @@ impl Task {
             feature_stats: self.feature_stats,
             secagg: None,
             limits: AssemblyLimits { max_total_bytes: MAX_BYTES },
+            compression: Default::default(),
+            sent: None,
         }
     }
 }
@@ -185,6 +187,7 @@ pub fn stream(
         total_bytes: parameters.byte_len() as u64,
         mask: mask.map(|m| pb::MaskSpec { num_bits: m.len() as u64 }),
         feature_stats: stats.as_ref().map(|(spec, _)| spec.clone()),
+        secagg: None,
     };
     let part = |p| pb::ResultPart { part: Some(p) };
     let mut parts = vec![part(pb::result_part::Part::Header(header))];

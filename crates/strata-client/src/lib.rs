@@ -23,6 +23,7 @@ mod error;
 mod example_ledger;
 mod local;
 pub mod method;
+mod outgoing;
 mod persist;
 mod personal_store;
 mod population;
@@ -207,6 +208,7 @@ pub async fn run(mut options: ClientOptions, shutdown: impl Future<Output = ()>)
         telemetry: &telemetry,
         secure: Default::default(),
         spare: None,
+        residual: None,
     };
     let outcome = joined.work(&mut shutdown).await;
     telemetry.disconnected(index).await;

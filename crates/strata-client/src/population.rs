@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use strata_core::compression::Compression;
 use strata_core::config::RunConfig;
 use strata_core::tensor::TensorSet;
 use strata_data::Dataset;
@@ -28,11 +29,12 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::example_ledger::ExampleLedger;
+use crate::outgoing::{Outgoing, upload_seed};
 use crate::personal_store::{PersonalStore, StoreStats};
 use crate::secure::SecureRounds;
 use crate::task_loop::{
-    Caller, download_request, job_for, mask_output, mask_statistics, upload_answer, upload_masked, upload_output,
-    upload_stats,
+    Caller, download_decoding, download_request, job_for, mask_output, mask_statistics, upload_answer, upload_masked,
+    upload_output, upload_stats,
 };
 use crate::{
     ClientError, ClientTls, DataCache, ProtocolError, Rpc, SettingsError, connect, is_outage, join_with_retry,
@@ -118,6 +120,9 @@ struct Shared {
     device: tch::Device,
     threads: usize,
     store: PersonalStore,
+    /// What top-k compression left out of each client's uploads (error feedback), kept like
+    /// personal state; only with `[compression] up = "topk:…"`.
+    residuals: Option<PersonalStore>,
     /// Each client's UUID by position (index − `first_index`), and its index by UUID: ids are
     /// drawn at random, so they are looked up, not computed.
     ids: Vec<Uuid>,
@@ -211,6 +216,10 @@ pub async fn run_population(
         }
     };
     let store = PersonalStore::new(options.personal_memory_bytes, &dir)?;
+    let residuals = match config.compression.up {
+        Compression::TopK { .. } => Some(PersonalStore::new(options.personal_memory_bytes, &dir.join("residuals"))?),
+        _ => None,
+    };
     let parallel = options.parallel.max(1);
     let built = config.clone();
     let shape = dataset.shape.clone();
@@ -228,6 +237,7 @@ pub async fn run_population(
         device,
         threads: options.threads,
         store,
+        residuals,
         index_of: ids.iter().enumerate().map(|(i, id)| (*id, options.first_index + i as u32)).collect(),
         sessions: (0..ids.len()).map(|_| OnceLock::new()).collect(),
         first_index: options.first_index,
@@ -485,7 +495,8 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     let closed = |source| ClientError::Closed { what: "the population", source };
     let _live = shared.live.acquire().await.map_err(closed)?;
     let spare = shared.spare_downloads.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &caller), spare).await?;
+    let decoding = download_decoding(&shared.config);
+    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &caller), spare, decoding).await?;
     let _working = shared.working.acquire().await.map_err(closed)?;
     let worker = Arc::clone(&shared);
     if kind == pb::TaskKind::FeatureStats {
@@ -512,7 +523,8 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     // masking is CPU work too: done on the blocking thread, off the runtime's.
     let masking = (training && task.secagg.is_some()).then(|| (received.clone(), task.clone()));
     let job = job_for(&task, &shared.config, index, received, training)?;
-    let (mut output, masked) = tokio::task::spawn_blocking(move || {
+    let seed = upload_seed(&shared.config, index, task.round);
+    let (mut output, masked, outgoing) = tokio::task::spawn_blocking(move || {
         let mut client = worker.materialize(index)?;
         let state = client.state();
         state.example_ledger = worker.example_ledger(index);
@@ -521,30 +533,62 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         if worker.keeps_personal_state {
             worker.store.put(index, state.model.export())?;
         }
-        let masked = match masking {
+        let (masked, outgoing) = match masking {
             Some((reference, task)) => {
-                Some(worker.with_secure(index, |secure| mask_output(secure, &task, &reference, &mut output))?)
+                (Some(worker.with_secure(index, |secure| mask_output(secure, &task, &reference, &mut output))?), None)
             }
-            None => None,
+            None => (None, Some(worker.prepare_upload(index, &mut output, seed)?)),
         };
-        Ok::<_, ClientError>((output, masked))
+        Ok::<_, ClientError>((output, masked, outgoing))
     })
     .await
     .map_err(|source| ClientError::Panicked { what: "training", source })??;
     drop(_working);
     if let Some(done) = output.received.take() {
-        let mut spares = shared.spare_downloads.lock().unwrap_or_else(|e| e.into_inner());
-        if spares.len() < shared.live_limit {
-            spares.push(done);
-        }
+        shared.keep_spare_download(done);
     }
-    match masked {
-        Some(masked) => upload_masked(&mut rpc, task, &caller, output, masked).await,
-        None => upload_output(&mut rpc, task, &caller, output).await,
+    match (masked, outgoing) {
+        (Some(masked), _) => upload_masked(&mut rpc, task, &caller, output, masked).await,
+        (None, Some(outgoing)) => {
+            let (encoded, received) = outgoing.into_parts();
+            upload_output(&mut rpc, task, &caller, output, encoded).await?;
+            if let Some(done) = received.take() {
+                shared.keep_spare_download(done);
+            }
+            Ok(())
+        }
+        (None, None) => unreachable!("an upload that is not masked is prepared on the worker"),
     }
 }
 
 impl Shared {
+    /// Keeps a download done with for a later one to be assembled into, up to one per live client.
+    fn keep_spare_download(&self, done: TensorSet) {
+        let mut spares = self.spare_downloads.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.len() < self.live_limit {
+            spares.push(done);
+        }
+    }
+
+    /// Client `index`'s upload under the run's compression, with its error feedback.
+    fn prepare_upload(
+        &self,
+        index: u32,
+        output: &mut crate::local::JobOutput,
+        seed: u64,
+    ) -> Result<Outgoing, ClientError> {
+        let compression = self.config.compression.up;
+        let Some(store) = &self.residuals else {
+            return Ok(Outgoing::prepare(output, compression, &mut None, seed));
+        };
+        let mut residual = store.get(index)?;
+        let outgoing = Outgoing::prepare(output, compression, &mut residual, seed);
+        if let Some(residual) = residual {
+            store.put(index, residual)?;
+        }
+        Ok(outgoing)
+    }
+
     /// Runs `step` on virtual client `index`'s secure-aggregation state, kept only while a
     /// protocol run is under way.
     fn with_secure<T, E>(&self, index: u32, step: impl FnOnce(&mut SecureRounds) -> Result<T, E>) -> Result<T, E> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use strata_core::config::RunConfig;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
-use strata_proto::{pb, reason, scalar};
+use strata_proto::{Decoding, Encoded, pb, reason, scalar};
 use strata_torch::{DpSgd, TorchError};
 use tracing::{debug, warn};
 
@@ -15,6 +15,7 @@ use crate::backoff::Backoff;
 use uuid::Uuid;
 
 use crate::local::{Job, JobOutput, LocalState};
+use crate::outgoing::{Outgoing, upload_seed};
 use crate::secure::SecureRounds;
 use crate::transfer::FeatureStats;
 use crate::{ClientError, ClientOptions, ClientTelemetry, Rpc, is_outage, persist, transfer};
@@ -38,6 +39,8 @@ pub(crate) struct Joined<'a> {
     pub secure: SecureRounds,
     /// The last model received, done with: the next download is assembled into its memory.
     pub spare: Option<TensorSet>,
+    /// What top-k compression left out of this client's uploads so far (error feedback).
+    pub residual: Option<TensorSet>,
 }
 
 impl Joined<'_> {
@@ -177,15 +180,27 @@ impl Joined<'_> {
     /// Returns what training reported, if it trained.
     async fn train_or_evaluate(&mut self, task: pb::Task, training: bool) -> Result<Option<(u64, f64)>, ClientError> {
         let request = download_request(&task, &self.caller);
-        let (received, _bytes_down) = transfer::download(&mut self.rpc, request, self.spare.take()).await?;
+        let decoding = download_decoding(&self.config);
+        let (received, _bytes_down) = transfer::download(&mut self.rpc, request, self.spare.take(), decoding).await?;
         // A masked update is the change from what was received: keep it to subtract.
         let reference = (training && task.secagg.is_some()).then(|| received.clone());
         let job = job_for(&task, &self.config, self.index, received, training)?;
-        let mut output = self.on_worker("training", move |state| state.run(job)).await?;
+        // The upload is encoded on the worker too (int8's scan, top-k's selection are CPU work).
+        let (compression, seed) = (self.config.compression.up, upload_seed(&self.config, self.index, task.round));
+        let mut residual = self.residual.take();
+        let masks = reference.is_some();
+        let (mut output, outgoing, residual) = self
+            .on_worker("training", move |state| {
+                let mut output = state.run(job)?;
+                let outgoing = (!masks).then(|| Outgoing::prepare(&mut output, compression, &mut residual, seed));
+                Ok((output, outgoing, residual))
+            })
+            .await?;
+        self.residual = residual;
         self.spare = output.received.take();
         let trained = output.trained;
-        match reference {
-            Some(reference) => {
+        match (reference, outgoing) {
+            (Some(reference), _) => {
                 // The masking is CPU work: on a blocking thread, with the protocol's state.
                 let (mut secure, masking) = (std::mem::take(&mut self.secure), task.clone());
                 let (masked, secure, output) = tokio::task::spawn_blocking(move || {
@@ -197,7 +212,12 @@ impl Joined<'_> {
                 self.secure = secure;
                 upload_masked(&mut self.rpc, task, &self.caller, output, masked?).await?;
             }
-            None => upload_output(&mut self.rpc, task, &self.caller, output).await?,
+            (None, Some(outgoing)) => {
+                let (encoded, received) = outgoing.into_parts();
+                upload_output(&mut self.rpc, task, &self.caller, output, encoded).await?;
+                self.spare = self.spare.take().or_else(|| received.take());
+            }
+            (None, None) => unreachable!("an upload that is not masked is prepared on the worker"),
         }
         Ok(trained)
     }
@@ -205,7 +225,8 @@ impl Joined<'_> {
     /// CCVR's client half: statistics of the classifier's input under the received global model.
     async fn feature_stats(&mut self, task: pb::Task) -> Result<(), ClientError> {
         let request = download_request(&task, &self.caller);
-        let (global, _bytes_down) = transfer::download(&mut self.rpc, request, None).await?;
+        let (global, _bytes_down) =
+            transfer::download(&mut self.rpc, request, None, download_decoding(&self.config)).await?;
         let stats = self.on_worker("feature statistics", move |state| state.feature_stats(&global)).await?;
         if task.secagg.is_some() {
             let masked = mask_statistics(&mut self.secure, &task, &stats)?;
@@ -307,20 +328,26 @@ pub(crate) fn job_for(
     })
 }
 
-/// Sends a train or evaluate task's result: its metrics, and the update when it trained.
+/// How a client takes its downloads: under the run's download compression.
+pub(crate) fn download_decoding(config: &RunConfig) -> Decoding {
+    Decoding { compression: config.compression.down, reference: None }
+}
+
+/// Sends a train or evaluate task's result: its metrics, and the update (`encoded`, prepared
+/// from `output` by [`Outgoing::prepare`]) when it trained.
 pub(crate) async fn upload_output(
     rpc: &mut Rpc,
     task: pb::Task,
     caller: &Caller,
     output: JobOutput,
+    encoded: Encoded,
 ) -> Result<(), ClientError> {
     let header = pb::ResultHeader {
         num_samples: output.num_samples,
         metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
         ..result_header(task, caller)
     };
-    let tensors = output.upload.unwrap_or_default();
-    transfer::upload(rpc, header, tensors, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    transfer::upload(rpc, header, encoded, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
     Ok(())
 }
 
@@ -391,7 +418,8 @@ pub(crate) async fn upload_stats(
     stats: FeatureStats,
 ) -> Result<(), ClientError> {
     let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
-    transfer::upload(rpc, result_header(task, caller), TensorSet::default(), None, Some(stats), chunk).await?;
+    let nothing = Encoded::plain(Arc::new(TensorSet::default()));
+    transfer::upload(rpc, result_header(task, caller), nothing, None, Some(stats), chunk).await?;
     Ok(())
 }
 

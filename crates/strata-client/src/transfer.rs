@@ -1,8 +1,6 @@
 //! Moving tensor sets over the wire: downloading a task's parameters into one assembled copy,
 //! and uploading a result as a header followed by slices.
 
-use std::sync::Arc;
-
 use crate::{ClientError, ProtocolError, Rpc};
 use prost::Message;
 use strata_core::mask::BitMask;
@@ -11,7 +9,7 @@ use strata_methods::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::mask::mask_slices;
 use strata_proto::secagg::{Answer, answer_to_wire};
-use strata_proto::{Assembler, TensorSlices, pb, tensor_specs};
+use strata_proto::{Assembler, Decoding, Encoded, TensorSlices, pb};
 
 /// One client's per-class statistics of the classifier's input (CCVR).
 #[derive(Debug)]
@@ -20,12 +18,13 @@ pub struct FeatureStats {
     pub classes: Vec<ClassStats>,
 }
 
-/// Streams a task's parameters, into `spare` when it fits (see [`Assembler::reusing`]);
-/// returns them with the bytes received.
+/// Streams a task's parameters, into `spare` when it fits (see [`Assembler::reusing`]), taking
+/// the encodings `decoding` allows; returns them with the bytes received.
 pub async fn download(
     rpc: &mut Rpc,
     request: pb::DownloadRequest,
     spare: Option<TensorSet>,
+    decoding: Decoding,
 ) -> Result<(TensorSet, u64), ClientError> {
     let mut stream = rpc.download_parameters(request).await?.into_inner();
     let first = stream.message().await?.ok_or(ProtocolError::EmptyStream)?;
@@ -33,8 +32,9 @@ pub async fn download(
     let Some(pb::parameter_part::Part::Header(header)) = first.part else {
         return Err(ProtocolError::NoHeader.into());
     };
-    let mut assembler = Assembler::reusing(&header.tensors, header.total_bytes, AssemblyLimits::default(), spare)
-        .map_err(ProtocolError::ParameterHeader)?;
+    let mut assembler =
+        Assembler::reusing(&header.tensors, header.total_bytes, AssemblyLimits::default(), spare, decoding)
+            .map_err(ProtocolError::ParameterHeader)?;
     while let Some(part) = stream.message().await? {
         bytes += part.encoded_len() as u64;
         match part.part {
@@ -48,18 +48,18 @@ pub async fn download(
     Ok((set, bytes))
 }
 
-/// Uploads a result: the header (with the tensors' specs), then the tensors slice by slice,
-/// then the mask's and the feature statistics' slices.
+/// Uploads a result: the header (with the tensors' specs and encodings), then the tensors
+/// slice by slice, then the mask's and the feature statistics' slices.
 pub async fn upload(
     rpc: &mut Rpc,
     mut header: pb::ResultHeader,
-    tensors: TensorSet,
+    tensors: Encoded,
     mask: Option<BitMask>,
     stats: Option<FeatureStats>,
     chunk_bytes: usize,
 ) -> Result<u64, ClientError> {
-    header.tensors = tensor_specs(&tensors);
-    header.total_bytes = tensors.byte_len() as u64;
+    header.tensors = tensors.specs();
+    header.total_bytes = tensors.total_bytes();
     header.mask = mask.as_ref().map(|m| pb::MaskSpec { num_bits: m.len() as u64 });
     let mask_parts = mask
         .map(|m| mask_slices(&m, chunk_bytes))
@@ -77,7 +77,7 @@ pub async fn upload(
     .into_iter()
     .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Stats(slice)) });
     let first = pb::ResultPart { part: Some(pb::result_part::Part::Header(header)) };
-    let slices = TensorSlices::new(Arc::new(tensors), chunk_bytes)
+    let slices = TensorSlices::encoded(tensors, chunk_bytes)
         .map(|slice| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(slice)) });
     // The iterator encodes one slice at a time as the transport pulls it.
     let parts = tokio_stream::iter(std::iter::once(first).chain(slices).chain(mask_parts).chain(stats_parts));

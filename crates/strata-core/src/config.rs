@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::calibration::CalibrationConfig;
+use crate::compression::CompressionConfig;
 use crate::config_error::{ConfigError, InvalidValue};
 use crate::defense::Defense;
 use crate::evaluation::EvaluationConfig;
@@ -73,6 +74,9 @@ pub struct RunConfig {
     /// unless the table is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_aggregation: Option<SecAggConfig>,
+    /// How tensors travel each way (`[compression]`); plain f32 unless set.
+    #[serde(default, skip_serializing_if = "CompressionConfig::is_default")]
+    pub compression: CompressionConfig,
 }
 
 /// What bounds a single client's influence on the shared model (`[defense]`).
@@ -387,6 +391,7 @@ impl RunConfig {
             privacy: PrivacyConfig::default(),
             dp_sgd: DpSgdConfig::default(),
             secure_aggregation: None,
+            compression: CompressionConfig::default(),
         }
     }
 
@@ -471,6 +476,26 @@ impl RunConfig {
         }
         if let Some(z) = privacy.noise_multiplier {
             privacy.sum_noise_multiplier(z, self.expected_cohort()).map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// `[compression]` is well formed and fits what else checks the uploads.
+    fn validate_compression(&self) -> Result<(), ConfigError> {
+        let compression = &self.compression;
+        compression.validate()?;
+        if !compression.up.is_on() {
+            return Ok(());
+        }
+        let bad = |msg: &str| Err(ConfigError::Invalid(format!("compression.up `{}`: {msg}", compression.up)));
+        if self.secure_aggregation.is_some() {
+            return bad("under secure aggregation a client uploads a masked vector of integers, not tensors; \
+                        remove one");
+        }
+        if self.privacy.is_on() && self.privacy.placement == ClipPlacement::Client {
+            return bad("with privacy.placement = \"client\" the server refuses an update past the clip bound, \
+                        and rounding after the clip may cross it; clip on the server (placement = \"server\") or \
+                        upload in f32");
         }
         Ok(())
     }
@@ -608,6 +633,7 @@ impl RunConfig {
         self.validate_privacy()?;
         self.validate_dp_sgd()?;
         self.validate_secure_aggregation()?;
+        self.validate_compression()?;
         if self.round_timeout_secs == 0 {
             return bad("round_timeout_secs must be at least 1".into());
         }

@@ -9,6 +9,7 @@
 //! - [`partition_spec`]: the partition rule as configured (applied by `strata-data`).
 //! - [`defense`]: the robust-aggregation rule as configured (applied by `strata-methods`).
 //! - [`privacy`]: user-level differential privacy as configured (`[privacy]`), and its report.
+//! - [`compression`]: how tensors travel each way (`[compression]`), as configured.
 //! - [`secure_aggregation`]: secure aggregation (SecAgg+) as configured (`[secure_aggregation]`).
 //! - [`selection`]: choosing parameters by name pattern (body, head, norm layers).
 //! - [`liveness`]: heartbeats, when a client is offline, when a round closes.
@@ -25,6 +26,7 @@
 pub mod atomic_file;
 pub mod backend;
 pub mod calibration;
+pub mod compression;
 pub mod config;
 pub mod config_error;
 pub mod defense;

@@ -2,12 +2,15 @@
 //!
 //! A model of any size must pass under gRPC's default 4 MiB message limit, so tensors travel
 //! as slices of at most [`MAX_CHUNK_BYTES`]. The iterator encodes one slice at a time from the
-//! shared tensor set, so a sender holds one copy of the parameters plus one slice.
+//! shared tensor set (as its [`Encoded`] plan says), so a sender holds one copy of the
+//! parameters plus one slice.
 
 use std::sync::Arc;
 
 use strata_core::tensor::{TensorSet, TensorSpec};
 
+use crate::encode::{Dither, Encoded};
+use crate::encoding::ValueCoding;
 use crate::pb;
 
 /// Largest slice payload: leaves room under gRPC's 4 MiB default for the message framing.
@@ -15,14 +18,12 @@ pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024 - 64 * 1024;
 /// Slice payload used unless a caller asks for another (1 MiB).
 pub const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
 
-const F32_BYTES: usize = std::mem::size_of::<f32>();
-
 /// HTTP/2 flow-control windows both sides announce: room for a few slices in flight per
 /// stream, so a transfer is not a long exchange of window updates (the default is 64 KiB).
 pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
-/// Wire specs of a tensor set, in order (all f32 today).
+/// Wire specs of a tensor set sent as f32, in order.
 pub fn tensor_specs(set: &TensorSet) -> Vec<pb::TensorSpec> {
     set.tensors().iter().map(|t| spec_to_wire(&t.spec())).collect()
 }
@@ -32,23 +33,31 @@ pub fn spec_to_wire(spec: &TensorSpec) -> pb::TensorSpec {
         name: spec.name.clone(),
         dtype: pb::Dtype::F32 as i32,
         shape: spec.shape.iter().map(|&d| d as u64).collect(),
+        ..Default::default()
     }
 }
 
-/// Iterator over the slices of a shared tensor set, in tensor order, then byte order.
+/// Iterator over the slices of an [`Encoded`] tensor set, in tensor order, then byte order.
 pub struct TensorSlices {
-    set: Arc<TensorSet>,
-    /// Slice payload in f32 values (a multiple of 4 bytes, so no value is ever split).
-    values_per_slice: usize,
+    encoded: Encoded,
+    chunk_bytes: usize,
     tensor: usize,
-    value: usize,
+    /// The next value (dense) or entry (sparse) of the current tensor.
+    unit: usize,
+    dither: Dither,
 }
 
 impl TensorSlices {
-    /// `chunk_bytes` is clamped to [4, MAX_CHUNK_BYTES] and rounded down to whole f32 values.
+    /// The set as f32. `chunk_bytes` is clamped to [one value, MAX_CHUNK_BYTES] and rounded
+    /// down to whole values (whole entries, for a sparse tensor).
     pub fn new(set: Arc<TensorSet>, chunk_bytes: usize) -> Self {
-        let values_per_slice = (chunk_bytes.clamp(F32_BYTES, MAX_CHUNK_BYTES)) / F32_BYTES;
-        Self { set, values_per_slice, tensor: 0, value: 0 }
+        Self::encoded(Encoded::plain(set), chunk_bytes)
+    }
+
+    /// The set as `encoded` says.
+    pub fn encoded(encoded: Encoded, chunk_bytes: usize) -> Self {
+        let dither = Dither::new(encoded.seed, 0);
+        Self { encoded, chunk_bytes, tensor: 0, unit: 0, dither }
     }
 }
 
@@ -57,29 +66,54 @@ impl Iterator for TensorSlices {
 
     fn next(&mut self) -> Option<pb::TensorSlice> {
         loop {
-            let tensor = self.set.tensors().get(self.tensor)?;
-            if self.value >= tensor.values().len() {
+            let planned = self.encoded.tensors.get(self.tensor)?;
+            let values = self.encoded.set.tensors()[self.tensor].values();
+            let units = planned.encoding.units(values.len()) as usize;
+            if self.unit >= units {
                 // Empty tensors send no slice; the header alone describes them.
                 self.tensor += 1;
-                self.value = 0;
+                self.unit = 0;
+                self.dither = Dither::new(self.encoded.seed, self.tensor);
                 continue;
             }
-            let end = (self.value + self.values_per_slice).min(tensor.values().len());
-            // Sized first and filled in fixed 4-byte steps: the compiler turns this into a copy,
-            // where pushing value by value checks the capacity every time.
-            let mut data = vec![0u8; (end - self.value) * F32_BYTES];
-            for (bytes, v) in data.chunks_exact_mut(F32_BYTES).zip(&tensor.values()[self.value..end]) {
-                bytes.copy_from_slice(&v.to_le_bytes());
-            }
+            let unit_bytes = planned.encoding.unit_bytes();
+            let per_slice = self.chunk_bytes.clamp(unit_bytes, MAX_CHUNK_BYTES) / unit_bytes;
+            let end = (self.unit + per_slice).min(units);
+            let data = match &planned.bytes {
+                Some(bytes) => bytes[self.unit * unit_bytes..end * unit_bytes].to_vec(),
+                None => {
+                    let base = self.encoded.reference_values(self.tensor).map(|r| &r[self.unit..end]);
+                    encode_dense(&values[self.unit..end], base, planned.encoding.values, &mut self.dither)
+                }
+            };
             let slice = pb::TensorSlice {
                 tensor_index: self.tensor as u32,
-                byte_offset: (self.value * F32_BYTES) as u64,
+                byte_offset: (self.unit * unit_bytes) as u64,
                 data,
             };
-            self.value = end;
+            self.unit = end;
             return Some(slice);
         }
     }
+}
+
+/// `values` (less `base`) in `coding`.
+fn encode_dense(values: &[f32], base: Option<&[f32]>, coding: ValueCoding, dither: &mut Dither) -> Vec<u8> {
+    let width = coding.bytes();
+    // Sized first and filled in fixed steps: the compiler turns the f32 case into a copy, where
+    // pushing value by value checks the capacity every time.
+    let mut data = vec![0u8; values.len() * width];
+    let out = data.chunks_exact_mut(width);
+    match (coding, base) {
+        (ValueCoding::F32, None) => out.zip(values).for_each(|(b, v)| b.copy_from_slice(&v.to_le_bytes())),
+        (ValueCoding::I8 { .. }, base) => {
+            let base = base.map(|b| b.iter()).into_iter().flatten().chain(std::iter::repeat(&0.0));
+            out.zip(values).zip(base).for_each(|((b, v), r)| coding.encode(v - r, dither.next(), b));
+        }
+        (_, Some(base)) => out.zip(values).zip(base).for_each(|((b, v), r)| coding.encode(v - r, 0.0, b)),
+        (_, None) => out.zip(values).for_each(|(b, &v)| coding.encode(v, 0.0, b)),
+    }
+    data
 }
 
 #[cfg(test)]

@@ -4,6 +4,10 @@
 //! - [`pb`]: the code generated from `proto/strata/v1/federation.proto`.
 //! - [`chunk`]: cutting a [`TensorSet`](strata_core::tensor::TensorSet) into slices of at most
 //!   [`MAX_CHUNK_BYTES`](chunk::MAX_CHUNK_BYTES), lazily, one slice in memory at a time.
+//! - [`encoding`]: how one tensor's values travel (f32, fp16, bf16, int8; dense or sparse;
+//!   values or their change), and which encodings a run's compression lets a receiver take.
+//! - [`encode`]: a tensor set as it will travel under a compression (int8's scales, top-k's
+//!   entries and the error feedback that keeps what they leave out).
 //! - [`assemble`]: putting slices back together into one preallocated copy, checking every
 //!   index, offset and size against the header.
 //! - [`codec`]: prost's gRPC codec, with malformed messages refused as `INVALID_ARGUMENT`.
@@ -19,6 +23,8 @@
 pub mod assemble;
 pub mod chunk;
 pub mod codec;
+pub mod encode;
+pub mod encoding;
 pub mod mask;
 pub mod masked;
 pub mod reason;
@@ -34,7 +40,8 @@ pub mod pb {
     tonic::include_proto!("strata.v1");
 }
 
-pub use assemble::{Assembler, WireError};
+pub use assemble::{Assembler, Decoding, WireError};
 pub use chunk::{
     CONNECTION_WINDOW_BYTES, DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, STREAM_WINDOW_BYTES, TensorSlices, tensor_specs,
 };
+pub use encode::Encoded;

@@ -7,13 +7,16 @@
 //! (its gate), and the final finiteness check that makes an update valid ([`finite`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use strata_core::compression::Compression;
 
 use strata_core::mask::BitMask;
 use strata_core::records::metric;
 use strata_core::tensor::{TensorSet, TensorSpec};
 use strata_methods::ccvr::ClassStats;
 
-use crate::assemble::{Assembler, AssemblyLimits, spec_from_wire};
+use crate::assemble::{Assembler, AssemblyLimits, Decoding, spec_from_wire};
 use crate::mask::MaskAssembler;
 use crate::masked::MaskedAssembler;
 use crate::secagg::{Answer, Expect, answer_from_wire};
@@ -86,6 +89,9 @@ pub struct Expected<'a> {
     /// (a TRAIN task that masks expects the masked vector and no tensors).
     pub secagg: Option<crate::secagg::Expect>,
     pub limits: AssemblyLimits,
+    /// The run's compression of uploads, and what the task sent (what a change is taken from).
+    pub compression: Compression,
+    pub sent: Option<&'a Arc<TensorSet>>,
 }
 
 /// A complete result whose every part matched its header and the task.
@@ -156,7 +162,8 @@ impl ResultReceiver {
             (None, Some(_)) => return Err(Refusal::invalid("this task takes no feature statistics")),
             (None, None) => None,
         };
-        let tensors = Assembler::new(&header.tensors, header.total_bytes, expected.limits)
+        let decoding = Decoding { compression: expected.compression, reference: expected.sent.cloned() };
+        let tensors = Assembler::reusing(&header.tensors, header.total_bytes, expected.limits, None, decoding)
             .map_err(|e| Refusal::invalid(e.to_string()))?;
         let secagg =
             answer_from_wire(expected.secagg, header.secagg.as_ref()).map_err(|e| Refusal::invalid(e.to_string()))?;
@@ -173,6 +180,11 @@ impl ResultReceiver {
             secagg,
             masked,
         })
+    }
+
+    /// Bytes the result's tensors take once assembled (f32, however compressed they travel).
+    pub fn assembled_bytes(&self) -> u64 {
+        self.tensors.assembled_bytes()
     }
 
     /// Takes the next part of the stream (every part after the header).
@@ -403,6 +415,8 @@ mod tests {
             feature_stats: None,
             secagg: None,
             limits: AssemblyLimits::default(),
+            compression: Default::default(),
+            sent: None,
         }
     }
 

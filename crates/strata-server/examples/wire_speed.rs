@@ -114,7 +114,9 @@ async fn download(
     };
     let last = spare.as_mut().and_then(|s| s.take());
     let mut assembler = assemble
-        .then(|| Assembler::reusing(&header.tensors, header.total_bytes, AssemblyLimits::default(), last))
+        .then(|| {
+            Assembler::reusing(&header.tensors, header.total_bytes, AssemblyLimits::default(), last, Default::default())
+        })
         .transpose()?;
     let mut bytes = 0u64;
     while let Some(part) = stream.message().await? {

@@ -280,6 +280,8 @@ pub async fn run(
             .upload_budget_bytes
             .map_or_else(|| budget::UploadBudget::for_model(model_bytes), budget::UploadBudget::new),
         max_poll_wait: Duration::from_secs(30),
+        compression: config.compression,
+        seed: config.seed,
     };
     let addr = listener.local_addr().ok();
     if let Some(warning) = addr.and_then(|a| tls::plaintext_warning(a, tls.is_some())) {

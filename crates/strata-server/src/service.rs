@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use strata_core::compression::CompressionConfig;
 use strata_methods::ccvr::ClassStats;
 use strata_proto::assemble::AssemblyLimits;
 use strata_proto::receive::{Expected, ResultReceiver};
 use strata_proto::secagg::Answer;
 use strata_proto::text::shown;
-use strata_proto::{TensorSlices, pb, reason, scalar, tensor_specs};
+use strata_proto::{Encoded, TensorSlices, pb, reason, scalar};
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -67,6 +68,9 @@ pub struct FederationService {
     pub upload_budget: UploadBudget,
     /// Longest a poll is held open before answering WAIT.
     pub max_poll_wait: Duration,
+    /// How tensors travel each way (`[compression]`), and the seed of int8's rounding.
+    pub compression: CompressionConfig,
+    pub seed: u64,
 }
 
 /// Downloads one client may have open at once.
@@ -152,6 +156,8 @@ impl FederationService {
         let info = self.registry.info(&client).ok_or_else(|| Status::permission_denied("client left the registry"))?;
         // A masked update carries its vector, not the tensors it was made of.
         let upload: &[_] = if task.secagg.is_some() { &[] } else { &task.expected_upload };
+        // What the task sent: a compressed update is its change from these.
+        let sent = task.parameters();
         let expected = Expected {
             upload,
             training: task.kind == TaskKind::Train,
@@ -162,10 +168,14 @@ impl FederationService {
             feature_stats: task.feature_stats.filter(|_| task.secagg.is_none()),
             secagg: task.secagg.as_ref().map(|s| s.expect),
             limits: self.limits,
+            compression: self.compression.up,
+            sent: sent.as_ref(),
         };
         let mut receiver = ResultReceiver::new(&header, expected)?;
-        // Room in the upload budget before reading the data (the assembler's zeros are lazy pages).
-        let upload_permit = self.upload_budget.reserve(header.total_bytes, task.deadline).await?;
+        drop(sent);
+        // Room in the upload budget before reading the data (the assembler's zeros are lazy
+        // pages): what the update takes once decoded, not what travels.
+        let upload_permit = self.upload_budget.reserve(receiver.assembled_bytes(), task.deadline).await?;
         let receiving = std::time::Instant::now();
         while let Some(part) = stream.message().await? {
             bytes_up += part.encoded_len() as u64;
@@ -354,12 +364,15 @@ impl pb::federation_server::Federation for FederationService {
                 "this client already has {MAX_DOWNLOADS_PER_CLIENT} downloads open; finish or cancel one first"
             ))
         })?;
+        // Each download rounds on its own draws (int8): the clients' errors average out.
+        let seed = self.seed ^ task_seed(&task.task_id);
+        let encoded = Encoded::new(parameters, None, self.compression.down, &mut None, seed);
         let header = pb::ParameterHeader {
             run_id: self.run_id.clone(),
             round: task.round,
             task_id: task.task_id.clone(),
-            tensors: tensor_specs(&parameters),
-            total_bytes: parameters.byte_len() as u64,
+            tensors: encoded.specs(),
+            total_bytes: encoded.total_bytes(),
             mask: None,
         };
         // A bounded channel fed by a task: the stream holds a few slices at most, and a failed
@@ -374,7 +387,7 @@ impl pb::federation_server::Federation for FederationService {
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
-            for slice in TensorSlices::new(parameters, chunk_bytes) {
+            for slice in TensorSlices::encoded(encoded, chunk_bytes) {
                 let part = pb::ParameterPart { part: Some(pb::parameter_part::Part::Tensor(slice)) };
                 task.add_bytes_down(part.encoded_len() as u64);
                 if tx.send(Ok(part)).await.is_err() {
@@ -419,6 +432,11 @@ impl pb::federation_server::Federation for FederationService {
         self.reports.send(report).await.map_err(|_| Status::unavailable("the server is shutting down"))?;
         Ok(Response::new(pb::PushAck { bytes_received }))
     }
+}
+
+/// A task id's bits for seeding its download's rounding (FNV-1a: stable across builds).
+fn task_seed(task_id: &str) -> u64 {
+    task_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 fn capabilities_from_wire(c: pb::ClientCapabilities) -> Capabilities {
@@ -466,7 +484,7 @@ mod tests {
 
     use strata_core::selection::Selector;
     use strata_core::tensor::{NamedTensor, TensorSet};
-    use strata_proto::Assembler;
+    use strata_proto::{Assembler, tensor_specs};
     use tokio_stream::wrappers::TcpListenerStream;
 
     use super::*;
@@ -531,6 +549,8 @@ mod tests {
             max_abs_value: 1e6,
             upload_budget: UploadBudget::for_model(set.byte_len() as u64),
             max_poll_wait: Duration::from_secs(1),
+            compression: Default::default(),
+            seed: 0,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));

@@ -26,7 +26,8 @@
 //! the classifier after the last round (`calibration.method = "ccvr"`), `+fn` normalizes the
 //! features (`model.feature_norm = "sqrt-d"`), `+fn-unit` with s = 1, `+ln` the layer-norm
 //! variant; a robust rule (`+median`, `+krum:4`, `+norm-bound:median`, ... as `--defense`
-//! writes it) sets `defense.rule`. `fedavg+fn` is a method of its own in the tables. A label
+//! writes it) sets `defense.rule`; `+up:X` and `+down:X` compress uploads and downloads
+//! (`[compression]`, X as `--compress` writes it: `+up:int8`, `+up:topk:0.1`). `fedavg+fn` is a method of its own in the tables. A label
 //! may end in `@TAG`, a name and nothing else, so that one method appears in two rows that
 //! differ by what `model_by_method` gives them (`fedavg@torchscript`).
 
@@ -124,12 +125,17 @@ impl<'a> Variant<'a> {
         let base: Method =
             parts.next().unwrap_or_default().parse().map_err(|e| anyhow::anyhow!("[matrix] methods: {e}"))?;
         let options: Vec<&str> = parts.collect();
-        let known = |o: &str| OPTIONS.contains(&o) || o.parse::<Defense>().is_ok() || privacy_option(o).is_some();
+        let known = |o: &str| {
+            OPTIONS.contains(&o)
+                || o.parse::<Defense>().is_ok()
+                || privacy_option(o).is_some()
+                || compression_option(o).is_some()
+        };
         if let Some(o) = options.iter().find(|o| !known(o)) {
             bail!(
                 "[matrix] methods: unknown option `+{o}` in `{label}` (known: +{}, a defense rule as --defense \
                  writes it, e.g. +median, or privacy: +dp-eps:E, +dp-z:Z, +dp-clip:C, +dp-quantile:G, +dp-client, \
-                 +dp-sgd:Z, +dp-sgd-clip:C)",
+                 +dp-sgd:Z, +dp-sgd-clip:C, or compression: +up:X, +down:X as --compress writes X)",
                 OPTIONS.join(", +")
             );
         }
@@ -147,7 +153,7 @@ impl<'a> Variant<'a> {
             }
         }
         for option in &self.options {
-            if let Some((name, key, value)) = privacy_option(option) {
+            if let Some((name, key, value)) = privacy_option(option).or_else(|| compression_option(option)) {
                 set(table, name, key, value);
                 continue;
             }
@@ -185,6 +191,19 @@ fn privacy_option(option: &str) -> Option<(&'static str, &'static str, toml::Val
     };
     let value: f64 = value.parse().ok()?;
     Some((section, key, value.into()))
+}
+
+/// `[compression]`'s key and value from a method option: `up:X` or `down:X`, X as
+/// `--compress` writes it (`up:int8`, `up:topk:0.1`, `down:fp16`).
+fn compression_option(option: &str) -> Option<(&'static str, &'static str, toml::Value)> {
+    let (direction, value) = option.split_once(':')?;
+    let key = match direction {
+        "up" => "up",
+        "down" => "down",
+        _ => return None,
+    };
+    value.parse::<strata_core::compression::Compression>().ok()?;
+    Some(("compression", key, value.into()))
 }
 
 impl BenchSpec {
@@ -356,6 +375,7 @@ fn file_safe(label: &str) -> String {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
+    use strata_core::compression::Compression;
 
     pub(crate) const SPEC: &str = r#"
 [settings]
@@ -486,6 +506,15 @@ fedbn = "cnn-bn"
         let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp-sgd.toml"), "fmnist-dp-sgd").unwrap();
         let c = dp.config(&dp.cells()[0]).unwrap();
         assert_eq!((c.dp_sgd.noise_multiplier, c.method), (Some(1.0), strata_core::method::Method::FedPer));
+        let spec = include_str!("../../../../bench/fmnist-compress.toml");
+        let compress = BenchSpec::parse(spec, "fmnist-compress").unwrap();
+        assert_eq!(compress.cells().len(), 12 * 3);
+        let cell = compress.cells().into_iter().find(|c| c.method == "fedper+up:topk:0.1").unwrap();
+        let c = compress.config(&cell).unwrap().compression;
+        assert_eq!((c.up, c.down), (Compression::TopK { ratio: 0.1 }, Compression::None));
+        let cell = compress.cells().into_iter().find(|c| c.method == "fedavg+up:int8+down:int8").unwrap();
+        let c = compress.config(&cell).unwrap().compression;
+        assert_eq!((c.up, c.down), (Compression::Int8, Compression::Int8));
         let smoke = BenchSpec::parse(include_str!("../../../../bench/smoke.toml"), "smoke").unwrap();
         assert_eq!(smoke.cells().len(), 12);
         let fn_spec = BenchSpec::parse(include_str!("../../../../bench/fmnist-fn.toml"), "fmnist-fn").unwrap();
@@ -528,6 +557,9 @@ fedbn = "cnn-bn"
         assert_eq!(spec.config(ln).unwrap().model.feature_norm, strata_core::config::FeatureNorm::LayerNorm);
         let err = |t: &str| format!("{:#}", BenchSpec::parse(t, "t").unwrap_err());
         assert!(err(&text.replace("fedcac+ln\"]", "fedcac+bn\"]")).contains("+bn"));
+        assert!(err(&text.replace("fedcac+ln\"]", "fedcac+up:int4\"]")).contains("+up:int4"));
+        let refused = err(&text.replace("fedcac+ln", "fedavg+down:topk:0.1"));
+        assert!(refused.contains("whole model"), "{refused}");
         assert!(err(&text.replace("[\"dir0.5\"]", "[\"dir9\"]")).contains("dir9"));
     }
 

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// (default 1e6).
     #[arg(long)]
     pub max_abs_value: Option<f64>,
+    /// How tensors travel: X both ways, or up=X, down=Y, up=X,down=Y; X one of none, fp16,
+    /// bf16, int8 (stochastic rounding) or, up only, topk:RATIO (with error feedback).
+    #[arg(long, value_name = "SPEC")]
+    pub compress: Option<strata_core::compression::CompressionConfig>,
     /// User-level differential privacy (DP-FedAvg): the noise multiplier z (noise standard
     /// deviation over the clipping bound). With --dp-target-epsilon too, training stops
     /// before a round that would spend more.
@@ -174,6 +178,9 @@ impl RunArgs {
         }
         if let Some(v) = self.max_abs_value {
             c.defense.max_abs_value = v;
+        }
+        if let Some(compression) = self.compress {
+            c.compression = compression;
         }
         let p = &mut c.privacy;
         (p.noise_multiplier, p.target_epsilon, p.target_quantile) = (
