@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata_core::config::{DatasetKind, RunConfig, SyntheticConfig};
@@ -196,6 +197,7 @@ impl RawClient {
             client_id: self.client_id.clone(),
             task_id: task_id.to_string(),
             session: self.session.clone(),
+            resume_from_part: 0,
         };
         let mut stream = self.rpc.download_parameters(request).await.expect("download").into_inner();
         let Some(pb::ParameterPart { part: Some(pb::parameter_part::Part::Header(h)) }) =
@@ -264,6 +266,85 @@ pub fn encoded_result_parts(mut header: pb::ResultHeader, encoded: Encoded) -> V
     let slices = TensorSlices::encoded(encoded, 1 << 14)
         .map(|s| pb::ResultPart { part: Some(pb::result_part::Part::Tensor(s)) });
     std::iter::once(first).chain(slices).collect()
+}
+
+/// A TCP proxy in front of a server, whose open connections a test can cut as a failing link
+/// does (the sockets closed under both ends, mid-stream); connections made after a cut pass.
+pub struct CutProxy {
+    /// Where clients dial the server through the proxy.
+    pub url: String,
+    cuts: tokio::sync::watch::Sender<u64>,
+    /// Bytes forwarded to the server and back, over every connection.
+    pub upstream_bytes: Arc<AtomicU64>,
+    pub downstream_bytes: Arc<AtomicU64>,
+}
+
+/// When a [`CutProxy`] cuts on its own: once, when the bytes forwarded one way reach this.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CutAt {
+    pub upstream: Option<u64>,
+    pub downstream: Option<u64>,
+}
+
+impl CutProxy {
+    /// Proxies to `server_url` (`http://host:port`), cutting once as `at` says.
+    pub async fn start(server_url: &str, at: CutAt) -> Self {
+        let target = server_url.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let proxy =
+            Self { url, cuts: cuts.clone(), upstream_bytes: Arc::clone(&up), downstream_bytes: Arc::clone(&down) };
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let mut cut = cuts.subscribe();
+                let generation = *cut.borrow_and_update();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let upstream = pump(client_read, server_write, Arc::clone(&up), at.upstream, cuts.clone());
+                let downstream = pump(server_read, client_write, Arc::clone(&down), at.downstream, cuts.clone());
+                tokio::spawn(async move {
+                    // Either side closing, or a cut after this connection opened, ends both.
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = downstream => {}
+                        _ = cut.wait_for(|g| *g > generation) => {}
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Cuts every connection open now.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|g| *g += 1);
+    }
+}
+
+/// Copies one way, counting; the first time the count reaches `cut_at`, cuts (if nothing has).
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counted: Arc<AtomicU64>,
+    cut_at: Option<u64>,
+    cuts: tokio::sync::watch::Sender<u64>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        let total = counted.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        if cut_at.is_some_and(|at| total >= at) && *cuts.borrow() == 0 {
+            cuts.send_replace(1);
+        }
+    }
 }
 
 /// Reads a JSON-lines file of records.

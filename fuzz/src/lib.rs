@@ -188,6 +188,7 @@ pub fn stream(
         mask: mask.map(|m| pb::MaskSpec { num_bits: m.len() as u64 }),
         feature_stats: stats.as_ref().map(|(spec, _)| spec.clone()),
         secagg: None,
+        resume_from_part: 0,
     };
     let part = |p| pb::ResultPart { part: Some(p) };
     let mut parts = vec![part(pb::result_part::Part::Header(header))];

@@ -107,6 +107,8 @@ pub enum ProtocolError {
     NoHeader,
     #[error("unexpected part in a parameter stream")]
     UnexpectedPart,
+    #[error("a resumed download's header differs from the interrupted one's")]
+    ResumedHeaderChanged,
     #[error("parameter header: {0}")]
     ParameterHeader(#[source] WireError),
     #[error("parameters: {0}")]

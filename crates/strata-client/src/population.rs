@@ -33,8 +33,8 @@ use crate::outgoing::{Outgoing, upload_seed};
 use crate::personal_store::{PersonalStore, StoreStats};
 use crate::secure::SecureRounds;
 use crate::task_loop::{
-    Caller, download_decoding, download_request, job_for, mask_output, mask_statistics, upload_answer, upload_masked,
-    upload_output, upload_stats,
+    Caller, download_decoding, download_request, job_for, mask_output, mask_statistics, task_deadline, upload_answer,
+    upload_masked, upload_output, upload_stats,
 };
 use crate::{
     ClientError, ClientTls, DataCache, ProtocolError, Rpc, SettingsError, connect, is_outage, join_with_retry,
@@ -496,7 +496,9 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     let _live = shared.live.acquire().await.map_err(closed)?;
     let spare = shared.spare_downloads.lock().unwrap_or_else(|e| e.into_inner()).pop();
     let decoding = download_decoding(&shared.config);
-    let (received, _bytes) = transfer::download(&mut rpc, download_request(&task, &caller), spare, decoding).await?;
+    let until = task_deadline(&task);
+    let (received, _bytes) =
+        transfer::download(&mut rpc, download_request(&task, &caller), spare, decoding, until).await?;
     let _working = shared.working.acquire().await.map_err(closed)?;
     let worker = Arc::clone(&shared);
     if kind == pb::TaskKind::FeatureStats {
@@ -516,7 +518,7 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         if let Some(masked) = masked {
             return upload_masked(&mut rpc, task, &caller, crate::local::JobOutput::statistics(&stats), masked).await;
         }
-        return upload_stats(&mut rpc, task, &caller, stats).await;
+        return upload_stats(&mut rpc, task, &caller, stats, until).await;
     }
     let training = kind == pb::TaskKind::Train;
     // A masked update is the change from what was received: keep it to subtract. The
@@ -551,7 +553,7 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         (Some(masked), _) => upload_masked(&mut rpc, task, &caller, output, masked).await,
         (None, Some(outgoing)) => {
             let (encoded, received) = outgoing.into_parts();
-            upload_output(&mut rpc, task, &caller, output, encoded).await?;
+            upload_output(&mut rpc, task, &caller, output, encoded, until).await?;
             if let Some(done) = received.take() {
                 shared.keep_spare_download(done);
             }

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use tokio::time::Instant;
+
 use strata_core::config::RunConfig;
 use strata_core::selection::Selector;
 use strata_core::tensor::TensorSet;
@@ -179,9 +181,10 @@ impl Joined<'_> {
     /// A train or evaluate task: download, merge (and train) on a blocking thread, upload.
     /// Returns what training reported, if it trained.
     async fn train_or_evaluate(&mut self, task: pb::Task, training: bool) -> Result<Option<(u64, f64)>, ClientError> {
-        let request = download_request(&task, &self.caller);
+        let (request, until) = (download_request(&task, &self.caller), task_deadline(&task));
         let decoding = download_decoding(&self.config);
-        let (received, _bytes_down) = transfer::download(&mut self.rpc, request, self.spare.take(), decoding).await?;
+        let spare = self.spare.take();
+        let (received, _bytes_down) = transfer::download(&mut self.rpc, request, spare, decoding, until).await?;
         // A masked update is the change from what was received: keep it to subtract.
         let reference = (training && task.secagg.is_some()).then(|| received.clone());
         let job = job_for(&task, &self.config, self.index, received, training)?;
@@ -214,7 +217,7 @@ impl Joined<'_> {
             }
             (None, Some(outgoing)) => {
                 let (encoded, received) = outgoing.into_parts();
-                upload_output(&mut self.rpc, task, &self.caller, output, encoded).await?;
+                upload_output(&mut self.rpc, task, &self.caller, output, encoded, until).await?;
                 self.spare = self.spare.take().or_else(|| received.take());
             }
             (None, None) => unreachable!("an upload that is not masked is prepared on the worker"),
@@ -224,15 +227,15 @@ impl Joined<'_> {
 
     /// CCVR's client half: statistics of the classifier's input under the received global model.
     async fn feature_stats(&mut self, task: pb::Task) -> Result<(), ClientError> {
-        let request = download_request(&task, &self.caller);
-        let (global, _bytes_down) =
-            transfer::download(&mut self.rpc, request, None, download_decoding(&self.config)).await?;
+        let (request, until) = (download_request(&task, &self.caller), task_deadline(&task));
+        let decoding = download_decoding(&self.config);
+        let (global, _bytes_down) = transfer::download(&mut self.rpc, request, None, decoding, until).await?;
         let stats = self.on_worker("feature statistics", move |state| state.feature_stats(&global)).await?;
         if task.secagg.is_some() {
             let masked = mask_statistics(&mut self.secure, &task, &stats)?;
             return upload_masked(&mut self.rpc, task, &self.caller, JobOutput::statistics(&stats), masked).await;
         }
-        upload_stats(&mut self.rpc, task, &self.caller, stats).await
+        upload_stats(&mut self.rpc, task, &self.caller, stats, until).await
     }
 
     /// Runs libtorch work on the local state on a blocking thread (so that it never stalls the
@@ -299,7 +302,13 @@ pub(crate) fn download_request(task: &pb::Task, caller: &Caller) -> pb::Download
         client_id: caller.id.to_string(),
         task_id: task.task_id.clone(),
         session: caller.session.clone(),
+        resume_from_part: 0,
     }
+}
+
+/// When the server stops waiting for `task`'s result: until then a cut transfer is resumed.
+pub(crate) fn task_deadline(task: &pb::Task) -> Instant {
+    Instant::now() + std::time::Duration::from_millis(task.deadline_ms)
 }
 
 /// What the worker does for a train or evaluate task, once its parameters are received.
@@ -341,13 +350,14 @@ pub(crate) async fn upload_output(
     caller: &Caller,
     output: JobOutput,
     encoded: Encoded,
+    until: Instant,
 ) -> Result<(), ClientError> {
     let header = pb::ResultHeader {
         num_samples: output.num_samples,
         metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
         ..result_header(task, caller)
     };
-    transfer::upload(rpc, header, encoded, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES).await?;
+    transfer::upload(rpc, header, encoded, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES, until).await?;
     Ok(())
 }
 
@@ -416,10 +426,11 @@ pub(crate) async fn upload_stats(
     task: pb::Task,
     caller: &Caller,
     stats: FeatureStats,
+    until: Instant,
 ) -> Result<(), ClientError> {
     let chunk = strata_proto::DEFAULT_CHUNK_BYTES;
     let nothing = Encoded::plain(Arc::new(TensorSet::default()));
-    transfer::upload(rpc, result_header(task, caller), nothing, None, Some(stats), chunk).await?;
+    transfer::upload(rpc, result_header(task, caller), nothing, None, Some(stats), chunk, until).await?;
     Ok(())
 }
 

@@ -14,8 +14,9 @@ use crate::chunk::spec_to_wire;
 use crate::encoding::{Encoding, INDEX_BYTES, ValueCoding, encoding_for};
 use crate::pb;
 
-/// What goes out for a tensor set.
-#[derive(Debug)]
+/// What goes out for a tensor set. Cheap to clone (its tensors are shared), so that an
+/// interrupted transfer can cut the same slices again.
+#[derive(Clone, Debug)]
 pub struct Encoded {
     pub(crate) set: Arc<TensorSet>,
     pub(crate) reference: Option<Arc<TensorSet>>,
@@ -24,13 +25,13 @@ pub struct Encoded {
 }
 
 /// How one tensor of an [`Encoded`] set goes out.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Planned {
     pub encoding: Encoding,
     /// The index in the reference set of the tensor a change is taken from.
     pub reference: Option<usize>,
     /// The wire bytes, when built ahead (top-k's entries); dense values are encoded per slice.
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<Arc<[u8]>>,
 }
 
 impl Encoded {
@@ -77,7 +78,7 @@ impl Encoded {
                     let kept = residual.as_mut().and_then(|r| r.values_mut_at(i));
                     let (entries, bytes) = top_k(tensor.values(), base_values.unwrap_or_default(), kept, ratio);
                     planned.encoding.sparse = Some(entries);
-                    planned.bytes = Some(bytes);
+                    planned.bytes = Some(bytes.into());
                 }
                 (Compression::Int8 | Compression::F16, _) => {
                     let largest = largest_change(tensor.values(), base_values);

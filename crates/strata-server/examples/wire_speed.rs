@@ -95,6 +95,12 @@ impl pb::federation_server::Federation for Bare {
     async fn pull_host_tasks(&self, _: Request<pb::HostPollRequest>) -> Result<Response<pb::HostTasks>, Status> {
         Err(Status::unimplemented("streams only"))
     }
+    async fn upload_offset(
+        &self,
+        _: Request<pb::UploadOffsetRequest>,
+    ) -> Result<Response<pb::UploadOffsetReply>, Status> {
+        Err(Status::unimplemented("streams only"))
+    }
 }
 
 type Client = pb::federation_client::FederationClient<tonic::transport::Channel>;

@@ -106,6 +106,11 @@ impl RoundGate {
         }
     }
 
+    /// Whether one of the client's result streams is being received now.
+    pub fn receiving(&self, client: Uuid) -> bool {
+        self.lock().open.as_ref().is_some_and(|o| o.in_flight.contains(&client))
+    }
+
     /// Frees the client's slot after a refused or broken stream, so it may try again.
     pub fn release(&self, client: Uuid, round: u64) {
         if let Some(open) = self.lock().open.as_mut().filter(|o| o.round == round) {

@@ -282,6 +282,7 @@ pub async fn run(
         max_poll_wait: Duration::from_secs(30),
         compression: config.compression,
         seed: config.seed,
+        parked: Default::default(),
     };
     let addr = listener.local_addr().ok();
     if let Some(warning) = addr.and_then(|a| tls::plaintext_warning(a, tls.is_some())) {

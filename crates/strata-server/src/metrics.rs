@@ -22,6 +22,7 @@ pub struct ServerMetrics {
     round_seconds: Gauge,
     refused: Counter,
     accepted: Counter,
+    resumed: Counter,
     bytes_in: Counter,
     bytes_out: Counter,
     personalized: Gauge,
@@ -39,6 +40,7 @@ impl ServerMetrics {
             round_seconds: Gauge::default(),
             refused: Counter::default(),
             accepted: Counter::default(),
+            resumed: Counter::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             personalized: Gauge::default(),
@@ -52,6 +54,7 @@ impl ServerMetrics {
             ServerEvent::RoundStarted { round, .. } => self.round.set(*round as f64),
             ServerEvent::ResultAccepted { .. } => self.accepted.inc(),
             ServerEvent::ResultRefused { .. } => self.refused.inc(),
+            ServerEvent::UploadResumed { .. } => self.resumed.inc(),
             ServerEvent::RoundFinished(record) => {
                 // The last, evaluation-only round measures the final model; it trains nothing.
                 if record.picked > 0 {
@@ -101,6 +104,11 @@ impl Collect for ServerMetrics {
                 "strata_results_refused_total",
                 "Results refused by validation (each logged with the client and the reason).",
                 self.refused.get(),
+            )
+            .counter(
+                "strata_uploads_resumed_total",
+                "Uploads cut by the transport that went on from the parts the server kept.",
+                self.resumed.get(),
             )
             .counter("strata_bytes_received_total", "Result bytes received from clients.", self.bytes_in.get())
             .counter("strata_bytes_sent_total", "Parameter bytes sent to clients.", self.bytes_out.get())

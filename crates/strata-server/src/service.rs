@@ -3,7 +3,7 @@
 //! go to the round loop over a channel.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
@@ -71,6 +71,8 @@ pub struct FederationService {
     /// How tensors travel each way (`[compression]`), and the seed of int8's rounding.
     pub compression: CompressionConfig,
     pub seed: u64,
+    /// Uploads whose stream was cut, kept until their task's deadline for resuming.
+    pub parked: ParkedUploads,
 }
 
 /// Downloads one client may have open at once.
@@ -144,16 +146,15 @@ impl FederationService {
         status
     }
 
-    /// Reads a result stream to its end, checking it part by part.
-    async fn receive_result(
+    /// Checks a result's header against its task and reserves its room in the upload budget:
+    /// the start of an upload, before any of its data is read.
+    async fn begin_upload(
         &self,
         client: Uuid,
         header: pb::ResultHeader,
         task: &Assignment,
-        stream: &mut Streaming<pb::ResultPart>,
-        mut bytes_up: u64,
-    ) -> Result<Report, Status> {
-        let info = self.registry.info(&client).ok_or_else(|| Status::permission_denied("client left the registry"))?;
+        bytes_up: u64,
+    ) -> Result<Partial, Status> {
         // A masked update carries its vector, not the tensors it was made of.
         let upload: &[_] = if task.secagg.is_some() { &[] } else { &task.expected_upload };
         // What the task sent: a compressed update is its change from these.
@@ -171,18 +172,83 @@ impl FederationService {
             compression: self.compression.up,
             sent: sent.as_ref(),
         };
-        let mut receiver = ResultReceiver::new(&header, expected)?;
+        let receiver = ResultReceiver::new(&header, expected)?;
         drop(sent);
         // Room in the upload budget before reading the data (the assembler's zeros are lazy
         // pages): what the update takes once decoded, not what travels.
         let upload_permit = self.upload_budget.reserve(receiver.assembled_bytes(), task.deadline).await?;
-        let receiving = std::time::Instant::now();
-        while let Some(part) = stream.message().await? {
-            bytes_up += part.encoded_len() as u64;
-            receiver.push(&part)?;
+        Ok(Partial { header, receiver, upload_permit, parts: 0, bytes_up, upload_seconds: 0.0 })
+    }
+
+    /// Takes back the upload a cut stream left, to go on from `header.resume_from_part`.
+    fn resume_upload(&self, client: Uuid, mut header: pb::ResultHeader, bytes_up: u64) -> Result<Partial, Status> {
+        let from = std::mem::take(&mut header.resume_from_part);
+        let key = (client, header.task_id.clone());
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let found = parked.get(&key).map(|p| (p.parts, p.header == header));
+        match found {
+            Some((parts, true)) if parts == from => {
+                let mut partial = parked.remove(&key).expect("looked up under the lock");
+                if let Some(index) = self.registry.info(&client).map(|c| c.index) {
+                    info!(client = index, task = %key.1, from_part = from, bytes_held = partial.bytes_up, "upload resumed");
+                    let resumed =
+                        ServerEvent::UploadResumed { client: index, from_part: from, bytes_held: partial.bytes_up };
+                    let _ = self.events.send(resumed);
+                }
+                partial.bytes_up += bytes_up;
+                Ok(partial)
+            }
+            Some((parts, true)) => Err(Status::failed_precondition(format!(
+                "this upload resumes from part {from}, but the server holds {parts} parts of it: ask UploadOffset"
+            ))),
+            Some((_, false)) => Err(Status::invalid_argument(
+                "a resumed upload's header must be the interrupted one's (but for resume_from_part)",
+            )),
+            None => Err(Status::failed_precondition(format!(
+                "the server holds no interrupted upload of task `{}` (it expired, or was never cut): send it \
+                 from the start",
+                shown(&header.task_id)
+            ))),
         }
+    }
+
+    /// Reads a result stream to its end, checking it part by part; a stream cut by the
+    /// transport leaves what arrived, to be resumed.
+    async fn receive_result(
+        &self,
+        client: Uuid,
+        header: pb::ResultHeader,
+        task: &Assignment,
+        stream: &mut Streaming<pb::ResultPart>,
+        bytes_first: u64,
+    ) -> Result<Report, Failure> {
+        let info = self.registry.info(&client).ok_or_else(|| Status::permission_denied("client left the registry"))?;
+        let mut partial = match header.resume_from_part {
+            0 => {
+                // A fresh start replaces whatever a cut stream left.
+                self.parked.lock().unwrap_or_else(|e| e.into_inner()).remove(&(client, header.task_id.clone()));
+                self.begin_upload(client, header, task, bytes_first).await?
+            }
+            _ => self.resume_upload(client, header, bytes_first)?,
+        };
+        let receiving = std::time::Instant::now();
+        loop {
+            match stream.message().await {
+                Ok(Some(part)) => {
+                    partial.bytes_up += part.encoded_len() as u64;
+                    partial.receiver.push(&part)?;
+                    partial.parts += 1;
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    partial.upload_seconds += receiving.elapsed().as_secs_f64();
+                    return Err(Failure::Cut(Box::new(partial), status));
+                }
+            }
+        }
+        let Partial { header, receiver, upload_permit, bytes_up, upload_seconds, .. } = partial;
         let received = receiver.finish()?;
-        let upload_seconds = receiving.elapsed().as_secs_f64();
+        let upload_seconds = upload_seconds + receiving.elapsed().as_secs_f64();
         let validating = std::time::Instant::now();
         let update = match task.kind {
             // A masked update is summed, never seen: its vector is the answer.
@@ -217,6 +283,53 @@ impl FederationService {
             upload_seconds,
             validation_seconds: validating.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Keeps what a cut upload delivered until its task's deadline, for the client to resume.
+    fn park(&self, client: Uuid, partial: Partial, deadline: tokio::time::Instant) {
+        let key = (client, partial.header.task_id.clone());
+        self.parked.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), partial);
+        let parked = Arc::clone(&self.parked);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            // Past the deadline nothing can complete it; its budget share goes back.
+            parked.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        });
+    }
+}
+
+/// An upload under way, or cut and kept for resuming: its header (without `resume_from_part`),
+/// what arrived of it, and its share of the upload budget.
+#[derive(Debug)]
+pub struct Partial {
+    header: pb::ResultHeader,
+    receiver: ResultReceiver,
+    upload_permit: Option<OwnedSemaphorePermit>,
+    /// Parts after the header received whole, and every byte of every stream of it.
+    parts: u64,
+    bytes_up: u64,
+    upload_seconds: f64,
+}
+
+/// Interrupted uploads by client and task.
+pub type ParkedUploads = Arc<Mutex<HashMap<(Uuid, String), Partial>>>;
+
+/// Why a result did not arrive: refused (it was wrong), or cut by the transport (what arrived
+/// is kept for resuming).
+enum Failure {
+    Refused(Status),
+    Cut(Box<Partial>, Status),
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Failure::Refused(status)
+    }
+}
+
+impl From<strata_proto::receive::Refusal> for Failure {
+    fn from(refusal: strata_proto::receive::Refusal) -> Self {
+        Failure::Refused(refusal.into())
     }
 }
 
@@ -340,6 +453,24 @@ impl pb::federation_server::Federation for FederationService {
         Ok(Response::new(pb::HostTasks { tasks, finished: poll.finished }))
     }
 
+    async fn upload_offset(&self, request: Request<pb::UploadOffsetRequest>) -> RpcResult<pb::UploadOffsetReply> {
+        let req = request.into_inner();
+        self.check_run(&req.run_id)?;
+        let id = self.known_client(&req.client_id, &req.session)?;
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = parked.get(&(id, req.task_id.clone())) {
+            return Ok(Response::new(pb::UploadOffsetReply { parts_received: p.parts, bytes_received: p.bytes_up }));
+        }
+        drop(parked);
+        if self.gate.receiving(id) {
+            // The client saw its connection fail before this server did.
+            return Err(Status::unavailable(
+                "this client's upload is still open on the server (its cut has not reached it yet): ask again shortly",
+            ));
+        }
+        Ok(Response::new(pb::UploadOffsetReply { parts_received: 0, bytes_received: 0 }))
+    }
+
     type DownloadParametersStream = ReceiverStream<Result<pb::ParameterPart, Status>>;
 
     async fn download_parameters(
@@ -378,7 +509,7 @@ impl pb::federation_server::Federation for FederationService {
         // A bounded channel fed by a task: the stream holds a few slices at most, and a failed
         // send tells us the client has gone.
         let (tx, rx) = mpsc::channel(4);
-        let chunk_bytes = self.chunk_bytes;
+        let (chunk_bytes, resume_from) = (self.chunk_bytes, req.resume_from_part);
         tokio::spawn(async move {
             let _slot = stream_slot;
             let streaming = std::time::Instant::now();
@@ -387,7 +518,9 @@ impl pb::federation_server::Federation for FederationService {
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
-            for slice in TensorSlices::encoded(encoded, chunk_bytes) {
+            // A resumed download skips what its client holds; the same seed cuts the same slices.
+            let skip = usize::try_from(resume_from).unwrap_or(usize::MAX);
+            for slice in TensorSlices::encoded(encoded, chunk_bytes).skip(skip) {
                 let part = pb::ParameterPart { part: Some(pb::parameter_part::Part::Tensor(slice)) };
                 task.add_bytes_down(part.encoded_len() as u64);
                 if tx.send(Ok(part)).await.is_err() {
@@ -418,13 +551,27 @@ impl pb::federation_server::Federation for FederationService {
             tokio::time::timeout_at(task.deadline, self.receive_result(id, header, &task, &mut stream, bytes_first))
                 .await
                 .unwrap_or_else(|_| {
-                    Err(Status::deadline_exceeded("the round's deadline passed before the result was complete"))
+                    Err(Failure::Refused(Status::deadline_exceeded(
+                        "the round's deadline passed before the result was complete",
+                    )))
                 });
         let report = match received {
             Ok(report) => report,
-            Err(status) => {
+            Err(Failure::Refused(status)) => {
                 self.gate.release(id, round);
                 return Err(self.refused(index, status));
+            }
+            Err(Failure::Cut(partial, status)) => {
+                warn!(
+                    client = index,
+                    task = %task.task_id,
+                    parts = partial.parts,
+                    "upload cut ({}); what arrived is kept for resuming until the round's deadline",
+                    status.message()
+                );
+                self.park(id, *partial, task.deadline);
+                self.gate.release(id, round);
+                return Err(status);
             }
         };
         self.gate.accept(id, round).map_err(|r| self.refused(index, r.into()))?;
@@ -551,6 +698,7 @@ mod tests {
             max_poll_wait: Duration::from_secs(1),
             compression: Default::default(),
             seed: 0,
+            parked: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -566,6 +714,7 @@ mod tests {
             client_id: id.to_string(),
             task_id: task.task_id.clone(),
             session: session.clone(),
+            resume_from_part: 0,
         };
         let mut stream = rpc.download_parameters(request).await.expect("download").into_inner();
         let Some(pb::parameter_part::Part::Header(header)) =
