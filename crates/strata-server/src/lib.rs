@@ -121,6 +121,10 @@ impl ServerOptions {
     }
 }
 
+/// How often the server pings an idle-looking connection, and how long it waits for the answer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How a run went.
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -298,6 +302,11 @@ pub async fn run(
     let mut builder = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(unimplemented::explain::<tonic::body::Body>))
         .tcp_nodelay(true)
+        // A client whose link died mid-upload sends nothing more, and a server that only
+        // receives never learns: pings find such connections, so their uploads are kept for
+        // resuming. The timeout is long, as a ping's answer queues behind a slow link's data.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .initial_stream_window_size(strata_proto::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(strata_proto::CONNECTION_WINDOW_BYTES);
     if let Some(tls) = tls {
