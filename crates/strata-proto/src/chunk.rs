@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use strata_core::tensor::{TensorSet, TensorSpec};
+use strata_core::tensor::TensorSet;
 
 use crate::encode::{Dither, Encoded};
-use crate::encoding::ValueCoding;
+use crate::encoding::{ValueCoding, spec_to_wire};
 use crate::pb;
 
 /// Largest slice payload: leaves room under gRPC's 4 MiB default for the message framing.
@@ -26,15 +26,6 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// Wire specs of a tensor set sent as f32, in order.
 pub fn tensor_specs(set: &TensorSet) -> Vec<pb::TensorSpec> {
     set.tensors().iter().map(|t| spec_to_wire(&t.spec())).collect()
-}
-
-pub fn spec_to_wire(spec: &TensorSpec) -> pb::TensorSpec {
-    pb::TensorSpec {
-        name: spec.name.clone(),
-        dtype: pb::Dtype::F32 as i32,
-        shape: spec.shape.iter().map(|&d| d as u64).collect(),
-        ..Default::default()
-    }
 }
 
 /// Iterator over the slices of an [`Encoded`] tensor set, in tensor order, then byte order.

@@ -10,8 +10,7 @@ use half::f16;
 use strata_core::compression::Compression;
 use strata_core::tensor::{NamedTensor, TensorSet};
 
-use crate::chunk::spec_to_wire;
-use crate::encoding::{Encoding, INDEX_BYTES, ValueCoding, encoding_for};
+use crate::encoding::{Encoding, INDEX_BYTES, ValueCoding, encoding_for, spec_to_wire};
 use crate::pb;
 
 /// What goes out for a tensor set. Cheap to clone (its tensors are shared), so that an

@@ -5,9 +5,10 @@
 
 use half::{bf16, f16};
 use strata_core::compression::Compression;
+use strata_core::tensor::TensorSpec;
 
-use crate::assemble::WireError;
 use crate::pb;
+use crate::wire_error::WireError;
 
 /// Bytes of a sparse entry's index (u32, little-endian).
 pub const INDEX_BYTES: usize = 4;
@@ -150,6 +151,16 @@ impl Encoding {
             s.push_str(" change");
         }
         s
+    }
+}
+
+/// A tensor's name and shape as a wire spec, as f32 (an [`Encoding`] writes itself over it).
+pub fn spec_to_wire(spec: &TensorSpec) -> pb::TensorSpec {
+    pb::TensorSpec {
+        name: spec.name.clone(),
+        dtype: pb::Dtype::F32 as i32,
+        shape: spec.shape.iter().map(|&d| d as u64).collect(),
+        ..Default::default()
     }
 }
 

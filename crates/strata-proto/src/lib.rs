@@ -18,6 +18,7 @@
 //! - [`receive`]: one result stream checked against its task, header first, part by part.
 //! - [`reason`]: refusals whose reason a program acts on, carried in the status details.
 //! - [`scalar`]: metrics and parameter selections on the wire.
+//! - [`wire_error`]: what is wrong with a tensor set on the wire.
 //! - [`text`]: client-sent text cut and escaped for messages and logs.
 
 pub mod assemble;
@@ -33,6 +34,7 @@ pub mod scalar;
 pub mod secagg;
 pub mod stats;
 pub mod text;
+pub mod wire_error;
 
 /// Generated protocol types and tonic client/server stubs.
 #[allow(clippy::all, missing_docs)]
