@@ -160,7 +160,7 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
             "a dtype other than f32",
             parts(&|p| header_of(p).tensors[0].dtype = pb::Dtype::F64 as i32),
             InvalidArgument,
-            "only f32".into(),
+            "DTYPE_F64, which Strata never sends".into(),
         ),
         ("a wrong declared size", parts(&|p| header_of(p).total_bytes += 4), InvalidArgument, "declares".into()),
         ("a sample count of 0", headed(&|h| h.num_samples = 0), InvalidArgument, "num_samples is 0".into()),
