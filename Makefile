@@ -6,7 +6,7 @@ ENV := source scripts/env.sh &&
 DEMO_ROUNDS ?= 6
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup build demo test lint run-local clean-cache validate-deploy
+.PHONY: setup build build-arm64 test-arm64 demo test lint run-local clean-cache validate-deploy
 
 setup:
 	@scripts/setup.sh
@@ -14,6 +14,16 @@ setup:
 build: setup
 	@$(ENV) cargo build --release -p strata-cli && mkdir -p target/release && cp -f "$$CARGO_TARGET_DIR/release/strata" target/release/strata
 	@echo "built target/release/strata"
+
+# `strata` for arm64 edge clients, cross-compiled here against PyPI's aarch64 libtorch (CPU
+# only): leaves target/aarch64-unknown-linux-gnu/release/strata. See scripts/build-arm64.sh.
+build-arm64:
+	@scripts/build-arm64.sh
+
+# The arm64 binary under qemu-user as a client of an x86-64 server, two rounds (minutes; not
+# part of `make test`). See scripts/test-arm64.sh.
+test-arm64: build build-arm64
+	@scripts/test-arm64.sh
 
 # The README's run command: 20 simulated clients on PFLlib's Dirichlet(0.1) split of Fashion-MNIST.
 demo: build

@@ -7,6 +7,10 @@ RENDERED_DIR holds each kustomize overlay rendered to <overlay>.yaml. Checks:
   every secret and config map a pod mounts is either generated or one the README documents;
   the gpu overlay asks for a GPU, trains on cuda and runs the CUDA image;
 - the Grafana dashboard queries only metric names the README documents;
+- the images (deploy/docker/Dockerfile, docker-bake.json): both variants for linux/amd64 and
+  linux/arm64, every build argument one the Dockerfile declares, every base image one known to
+  be published for each platform (a table kept here: there is no registry to ask), the cargo
+  target cache kept per architecture and variant, and no architecture named outside comments;
 - with STRATA_BIN: every `--flag` that docker-compose.yml, the manifests, the systemd units
   and the Dockerfile pass to `strata SUBCOMMAND` is one that `strata SUBCOMMAND --help` lists.
 Prints what it checked; exits 1 with every problem found.
@@ -82,6 +86,65 @@ def check_dashboard() -> None:
     print(f"  dashboard: {len(dashboard['panels'])} panels over {len(used)} metrics, all named in the README")
 
 
+# The platforms every image is built for, and the base images' platforms as their publishers
+# list them (Docker Hub: rust and debian are official multi-architecture images; nvidia/cuda
+# publishes linux/amd64 and linux/arm64, the latter for arm64 servers, SBSA). A new base image
+# or tag must be added here after checking its manifest list, e.g.
+# `docker buildx imagetools inspect IMAGE`.
+PLATFORMS = {"linux/amd64", "linux/arm64"}
+BASE_PLATFORMS = {
+    "rust:1.95-bookworm": {"linux/amd64", "linux/arm64"},
+    "debian:bookworm-slim": {"linux/amd64", "linux/arm64"},
+    "nvidia/cuda:13.0.0-base-ubuntu24.04": {"linux/amd64", "linux/arm64"},
+}
+
+
+def check_images() -> None:
+    dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text()
+    # Instructions as one line each: continuations joined, comments dropped.
+    code = re.sub(r"\\\n", " ", "\n".join(l for l in dockerfile.splitlines() if not l.lstrip().startswith("#")))
+    declared = set(re.findall(r"^ARG (\w+)", code, re.M))
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)", code, re.M))
+    bake = json.loads((ROOT / "deploy/docker/docker-bake.json").read_text())
+    targets = bake["target"]
+    if set(targets) != {"cpu", "cuda"} or set(bake["group"]["default"]["targets"]) != set(targets):
+        problem(f"docker-bake.json: targets {sorted(targets)}, expected cpu and cuda, both in the default group")
+    bases = set()
+    for name, target in targets.items():
+        args = target.get("args", {})
+        if not (ROOT / target.get("dockerfile", "")).is_file() or target.get("context") != ".":
+            problem(f"docker-bake.json {name}: dockerfile {target.get('dockerfile')} from context {target.get('context')}: not the repository's Dockerfile")
+        if set(target.get("platforms", [])) != PLATFORMS:
+            problem(f"docker-bake.json {name}: platforms {target.get('platforms')}, expected {sorted(PLATFORMS)}")
+        if args.get("VARIANT") != name:
+            problem(f"docker-bake.json {name}: VARIANT is {args.get('VARIANT')}")
+        for arg in sorted(set(args) - declared):
+            problem(f"docker-bake.json {name}: build argument {arg} is not an ARG of the Dockerfile")
+        for stage_arg in ("BUILDER_BASE", "RUNTIME_BASE"):
+            base = args.get(stage_arg, defaults.get(stage_arg))
+            bases.add(base)
+            missing = sorted(set(target.get("platforms", [])) - BASE_PLATFORMS.get(base, set()))
+            if missing:
+                problem(f"docker-bake.json {name}: {stage_arg} {base} is not known to be published for {', '.join(missing)}")
+    cuda_base = targets.get("cuda", {}).get("args", {}).get("RUNTIME_BASE")
+    if cuda_base and f"RUNTIME_BASE={cuda_base}" not in dockerfile:
+        problem(f"the Dockerfile's own build command names another CUDA runtime base than docker-bake.json ({cuda_base})")
+    builder = code.split(" AS builder", 1)[-1].split("\nFROM ", 1)[0]
+    if not re.search(r"^ARG TARGETARCH\b", builder, re.M):
+        problem("Dockerfile: the builder stage declares no ARG TARGETARCH")
+    mount = re.search(r"--mount=type=cache,[^ ]*target=/src/target\b[^ ]*", code)
+    if not mount or "${TARGETARCH}" not in mount.group(0) or "${VARIANT}" not in mount.group(0):
+        problem("Dockerfile: the cargo target cache is not kept per ${TARGETARCH} and ${VARIANT}: a multi-platform build would share it")
+    for platform in sorted(PLATFORMS):
+        arch = platform.split("/")[1]
+        if not re.search(rf"\b{arch}\) machine=", builder):
+            problem(f"Dockerfile: the builder's architecture check has no case for {arch}")
+    named = sorted(set(re.findall(r"x86_64|aarch64", code)))
+    if named:
+        problem(f"Dockerfile: names {', '.join(named)} outside comments: pip must pick the platform's wheel itself")
+    print(f"  images: {', '.join(sorted(targets))} × {', '.join(sorted(PLATFORMS))}; bases {', '.join(sorted(b for b in bases if b))} published for both; target cache per architecture and variant")
+
+
 def flag_uses() -> list[tuple[str, str, str]]:
     """(where, subcommand, flag) for every strata invocation in the deployment files."""
     uses = []
@@ -148,6 +211,7 @@ def main() -> None:
         if path.stem != "base":
             check_overlay(path.stem, docs(path))
     check_dashboard()
+    check_images()
     if len(sys.argv) > 2 and sys.argv[2]:
         check_flags(sys.argv[2])
     else:

