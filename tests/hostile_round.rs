@@ -224,7 +224,7 @@ async fn hostile_run(out: &Path, cache: &Arc<strata_client::DataCache>) -> u64 {
             "a slice of a partial f32",
             parts(&|p| slice_of(p, 1).data.truncate(6)),
             InvalidArgument,
-            "whole number of f32".into(),
+            "whole number of its 4-byte values".into(),
         ),
         (
             "a slice for a tensor the header lacks",
