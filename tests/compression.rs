@@ -8,7 +8,7 @@ use strata_core::compression::{Compression, CompressionConfig};
 use strata_core::method::Method;
 use strata_core::records::RoundRecord;
 use strata_proto::{Encoded, pb};
-use strata_tests::{RawClient, encoded_result_parts, read_jsonl, spawn_client, start_server, synthetic_config};
+use strata_tests::{RawClient, encoded_result_parts, run_three_clients, spawn_client, start_server, synthetic_config};
 use tonic::Code;
 
 /// Runs three client daemons to the end; returns the round records.
@@ -16,15 +16,7 @@ async fn run(method: Method, compression: &str) -> Vec<RoundRecord> {
     let mut config = synthetic_config(3, 4);
     config.method = method;
     config.compression = compression.parse().expect("a --compress spec");
-    let out = tempfile::tempdir().expect("tempdir");
-    let server = start_server(config, out.path()).await;
-    let cache = Arc::new(strata_client::DataCache::default());
-    let clients: Vec<_> = (0..3).map(|i| spawn_client(&server.url, i, &cache)).collect();
-    server.handle.await.expect("server task").expect("run completes");
-    for c in clients {
-        c.await.expect("client task").expect("client ends cleanly");
-    }
-    read_jsonl(&out.path().join("rounds.jsonl"))
+    run_three_clients(config).await.1.rounds
 }
 
 /// Bytes each way over the training rounds, and the last global accuracy.

@@ -16,7 +16,7 @@ use crate::local::JobOutput;
 pub(crate) struct Outgoing {
     pub encoded: Encoded,
     /// The task's parameters, shared with the encoding while it uploads (a change is taken
-    /// from them); [`Outgoing::reclaim`] has them back for the next download.
+    /// from them); [`Reclaim::take`] has them back for the next download.
     received: Option<Arc<TensorSet>>,
 }
 

@@ -580,7 +580,8 @@ impl Shared {
         seed: u64,
     ) -> Result<Outgoing, ClientError> {
         let compression = self.config.compression.up;
-        let Some(store) = &self.residuals else {
+        // An evaluation uploads nothing: its client's error feedback stays where it is.
+        let Some(store) = self.residuals.as_ref().filter(|_| output.upload.is_some()) else {
             return Ok(Outgoing::prepare(output, compression, &mut None, seed));
         };
         let mut residual = store.get(index)?;

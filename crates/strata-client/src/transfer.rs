@@ -137,7 +137,7 @@ pub async fn upload(
             .chain(mask_parts.clone())
             .chain(stats_parts.clone())
     };
-    let mut from = 0;
+    let (mut from, mut retried) = (0, false);
     let mut backoff = Backoff::new();
     loop {
         let first = pb::ResultHeader { resume_from_part: from, ..header.clone() };
@@ -147,10 +147,9 @@ pub async fn upload(
         let stream = tokio_stream::iter(std::iter::once(first).chain(parts().skip(skip)));
         let cut = match rpc.push_result(stream).await {
             Ok(ack) => return Ok(ack.into_inner().bytes_received),
-            // A retry of a result the server took before the cut lost its answer.
-            Err(status) if from > 0 && status.code() == Code::AlreadyExists && !status.message().contains("being") => {
-                return Ok(0);
-            }
+            // A retry of a result the server took before the cut lost its answer: `UploadOffset`
+            // said no stream of it was still open, so the server holds it whole.
+            Err(status) if retried && status.code() == Code::AlreadyExists => return Ok(0),
             Err(status) if is_outage(&status) && Instant::now() < until => status,
             Err(status) => return Err(status.into()),
         };
@@ -172,7 +171,7 @@ pub async fn upload(
                 Err(status) => return Err(status.into()),
             }
         };
-        from = offset.parts_received;
+        (from, retried) = (offset.parts_received, true);
         warn!(
             task = %header.task_id,
             resume_from_part = from,
