@@ -69,6 +69,10 @@ pub struct ClientEntry {
     /// failed): it asked for the next task, or its host joined it again. The round need not
     /// wait for it.
     pub gave_up: Option<String>,
+    /// The task its host last collected for it: a host's join gives up only that one, since a
+    /// join answered before the host ever saw a task (a population's joins racing the first
+    /// round) says nothing about it.
+    pub collected: Option<String>,
 }
 
 /// A host of virtual clients, as the server sees it.
@@ -117,9 +121,9 @@ pub struct HostPoll {
 
 impl ClientEntry {
     /// Marks the current task (if it is `task_id`, when given) as ended without a result to come.
-    fn give_up(&mut self, task_id: Option<&str>) {
+    fn give_up(&mut self, task_id: &str) {
         let current = self.mailbox.borrow().as_ref().filter(|a| a.awaits_result()).map(|a| a.task_id.clone());
-        if let Some(current) = current.filter(|c| task_id.is_none_or(|t| t == c)) {
+        if let Some(current) = current.filter(|c| c == task_id) {
             self.gave_up = Some(current);
         }
     }
@@ -439,8 +443,10 @@ impl Registry {
             entry.last_seen = Instant::now();
             entry.missed_deadline = false;
             // A host joins a virtual client again after its task failed: that task ends there.
-            if host.is_some() {
-                entry.give_up(None);
+            if host.is_some()
+                && let Some(collected) = entry.collected.clone()
+            {
+                entry.give_up(&collected);
             }
             return Ok((entry.index, session.to_string()));
         }
@@ -515,6 +521,7 @@ impl Registry {
                 active: false,
                 credential,
                 gave_up: None,
+                collected: None,
             },
         );
         drop(indices);
@@ -649,9 +656,13 @@ impl Registry {
         let mut tasks = Vec::new();
         while tasks.len() < max {
             let Some(id) = pending.pop_front() else { break };
-            if seen.insert(id)
-                && let Some(task) = self.current(&id)
-            {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(mut entry) = self.clients.get_mut(&id) else { continue };
+            let task = entry.mailbox.borrow().clone();
+            if let Some(task) = task {
+                entry.collected = Some(task.task_id.clone());
                 tasks.push((id, task));
             }
         }
@@ -798,7 +809,7 @@ impl Registry {
     /// failed).
     pub fn give_up(&self, id: &Uuid, task_id: &str) {
         if let Some(mut entry) = self.clients.get_mut(id) {
-            entry.give_up(Some(task_id));
+            entry.give_up(task_id);
         }
     }
 
@@ -1144,6 +1155,26 @@ mod tests {
         assert!(registry.poll_host(&other_host, wait, 10).await.unwrap().finished);
         assert!(registry.poll_host(&host, wait, 10).await.unwrap().finished);
         assert_eq!(registry.not_told_finish(), 0);
+    }
+
+    /// A population joins its first client twice (once for the config, once with its
+    /// capabilities); when the first round's task is posted between the two, the second join
+    /// must not end a task the host never collected. A join after collecting it does.
+    #[tokio::test]
+    async fn a_hosts_join_gives_up_only_a_task_it_collected() {
+        let registry = Registry::new(2);
+        let (host, a) = (Uuid::from_u128(100), Uuid::from_u128(1));
+        assert_eq!(join(&registry, a, Some(0), Some(host)), Ok(0));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let task = Arc::new(Assignment::new(0, crate::assignment::TaskKind::Train, 0, deadline));
+        registry.post(&a, Arc::clone(&task));
+        assert_eq!(join(&registry, a, Some(0), Some(host)), Ok(0));
+        assert!(!registry.gave_up(&a, &task.task_id), "a task posted but not yet collected goes on");
+        let polled = registry.poll_host(&host, Duration::ZERO, 10).await.unwrap();
+        assert_eq!(polled.tasks.len(), 1);
+        assert!(!registry.gave_up(&a, &task.task_id), "collecting a task does not end it");
+        assert_eq!(join(&registry, a, Some(0), Some(host)), Ok(0));
+        assert!(registry.gave_up(&a, &task.task_id), "joining again after collecting it ends it");
     }
 
     #[test]
