@@ -651,14 +651,26 @@ impl Registry {
     }
 
     fn collect_host(&self, host: &Host, max: usize) -> HostPoll {
-        let mut pending = host.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = HashSet::new();
-        let mut tasks = Vec::new();
-        while tasks.len() < max {
-            let Some(id) = pending.pop_front() else { break };
-            if !seen.insert(id) {
-                continue;
+        // The ids are taken under the queue's lock and looked up after it is released: `post`
+        // queues while it holds its client's shard, so a shard locked under the queue's lock
+        // could deadlock against it.
+        let (ids, more) = {
+            let mut pending = host.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut ids, mut seen) = (Vec::new(), HashSet::new());
+            while ids.len() < max {
+                let Some(id) = pending.pop_front() else { break };
+                if seen.insert(id) {
+                    ids.push(id);
+                }
             }
+            (ids, !pending.is_empty())
+        };
+        if more {
+            // Another poll (or this host's next one) takes the rest at once.
+            host.posted.notify_one();
+        }
+        let mut tasks = Vec::with_capacity(ids.len());
+        for id in ids {
             let Some(mut entry) = self.clients.get_mut(&id) else { continue };
             let task = entry.mailbox.borrow().clone();
             if let Some(task) = task {
@@ -666,11 +678,7 @@ impl Registry {
                 tasks.push((id, task));
             }
         }
-        if !pending.is_empty() {
-            // Another poll (or this host's next one) takes the rest at once.
-            host.posted.notify_one();
-        }
-        let finished = pending.is_empty() && tasks.is_empty() && host.finishing.load(Ordering::Relaxed);
+        let finished = !more && tasks.is_empty() && host.finishing.load(Ordering::Relaxed);
         if finished {
             host.told_finish.store(true, Ordering::Relaxed);
         }
@@ -1175,6 +1183,46 @@ mod tests {
         assert!(!registry.gave_up(&a, &task.task_id), "collecting a task does not end it");
         assert_eq!(join(&registry, a, Some(0), Some(host)), Ok(0));
         assert!(registry.gave_up(&a, &task.task_id), "joining again after collecting it ends it");
+    }
+
+    /// Posting (which queues under its client's shard) and a host's collecting (which marks
+    /// what it collected) run at once from two threads without deadlocking each other.
+    #[test]
+    fn posting_and_collecting_at_once_do_not_deadlock() {
+        let registry = Arc::new(Registry::new(64));
+        let host = Uuid::from_u128(100);
+        let ids: Vec<Uuid> = (0..64).map(|i| Uuid::from_u128(i + 1)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(join(&registry, *id, Some(i as u32), Some(host)), Ok(i as u32));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (done, finished) = std::sync::mpsc::channel();
+        let poster = {
+            let (registry, ids, done) = (Arc::clone(&registry), ids.clone(), done.clone());
+            std::thread::spawn(move || {
+                for round in 0..20_000u64 {
+                    let id = &ids[round as usize % ids.len()];
+                    registry
+                        .post(id, Arc::new(Assignment::new(round, crate::assignment::TaskKind::Train, 0, deadline)));
+                }
+                let _ = done.send(());
+            })
+        };
+        let collector = {
+            let registry = Arc::clone(&registry);
+            std::thread::spawn(move || {
+                let entry = Arc::clone(registry.hosts.get(&host).expect("the host joined").value());
+                for _ in 0..20_000 {
+                    registry.collect_host(&entry, 8);
+                }
+                let _ = done.send(());
+            })
+        };
+        for _ in 0..2 {
+            finished.recv_timeout(Duration::from_secs(30)).expect("posting and collecting finish (no deadlock)");
+        }
+        poster.join().expect("poster");
+        collector.join().expect("collector");
     }
 
     #[test]
