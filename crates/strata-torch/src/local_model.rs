@@ -225,12 +225,37 @@ impl LocalModel {
         }
         tch::no_grad(|| {
             for (var, incoming) in targets {
-                let src = Tensor::from_slice(incoming.values()).view(var.size().as_slice());
+                let values = incoming.values();
+                let src = borrowed_view(values, &var.size());
                 var.shallow_clone().f_copy_(&src)?;
+                // The view borrows `values`: it goes before they can.
+                drop(src);
             }
             Ok(())
         })
     }
+}
+
+/// A CPU tensor over `values` without copying them, shaped `size`: importing a model then
+/// copies each value once, into its variable, instead of first into fresh memory that the
+/// kernel must clear page by page (a gigabyte's worth a round for a 1 GiB model). The caller
+/// drops the tensor before `values` can change or go.
+#[allow(unsafe_code)]
+fn borrowed_view(values: &[f32], size: &[i64]) -> Tensor {
+    let strides = contiguous_strides(size);
+    // SAFETY: `values` holds exactly the elements `size` describes (the caller checked the
+    // shape), contiguous with `strides`, as f32, on the CPU; libtorch reads them through the
+    // view, which does not own them and which the caller drops while `values` is borrowed.
+    unsafe { Tensor::from_blob(values.as_ptr().cast::<u8>(), size, &strides, Kind::Float, Device::Cpu) }
+}
+
+/// Row-major strides, in elements, of a contiguous tensor of shape `size`.
+fn contiguous_strides(size: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1i64; size.len()];
+    for i in (0..size.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * size[i + 1].max(1);
+    }
+    strides
 }
 
 /// Shape of a tensor as `usize`s.

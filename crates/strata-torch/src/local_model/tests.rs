@@ -155,3 +155,19 @@ fn layer_norm_models_still_train() {
         assert!(after < 0.5 * before, "{name}: loss {before} → {after}");
     }
 }
+
+/// Import reads the set through a borrowed view: the model keeps copies, so the set can be
+/// reused (a client assembles its next download into it) without the model changing.
+#[test]
+fn import_copies_so_the_set_can_be_reused() {
+    let mut m = model("cnn", 1);
+    let mut set = model("cnn", 2).export();
+    m.import(&set).expect("import");
+    let imported = m.export();
+    assert_eq!(imported, set);
+    for (_, values) in set.values_mut() {
+        values.fill(7.0);
+    }
+    drop(set);
+    assert_eq!(m.export(), imported, "the model does not alias the set it imported");
+}
