@@ -14,9 +14,13 @@
 //! - `upload, bare`: the client streams prepared parts to the server, which counts and drops
 //!   them.
 //!
-//! Run: `cargo run --release -p strata-server --example wire_speed [MiB] [passes]` (defaults
-//! 1024 and 3); compare with a round's download and upload phases in `rounds.jsonl`
-//! (`scripts/large-model.sh`).
+//! - `N streams at once`: with a third argument N > 1, the bare download and upload again on N
+//!   connections at once (as N clients of one server would), each stream's speed and all of
+//!   them together.
+//!
+//! Run: `cargo run --release -p strata-server --example wire_speed [MiB] [passes] [streams]`
+//! (defaults 1024, 3 and 1); compare with a round's download and upload phases in
+//! `rounds.jsonl` (`scripts/large-model.sh`, `scripts/bench-big-model.sh`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -157,6 +161,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1024);
     let passes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let streams: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1);
     let values = mib * (1 << 20) / 4;
     let model = TensorSet::new(vec![NamedTensor::new("w", vec![values], (0..values).map(|i| i as f32).collect())?])?;
     let model = Arc::new(model);
@@ -187,14 +192,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    let channel = tonic::transport::Endpoint::from_shared(url)?
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .connect()
-        .await?;
-    let mut client = Client::new(channel)
-        .max_decoding_message_size(2 * DEFAULT_CHUNK_BYTES)
-        .max_encoding_message_size(2 * DEFAULT_CHUNK_BYTES);
+    let mut client = connect(&url).await?;
 
     for (name, task, assemble, reuse) in [
         ("download, bare", "prepared", false, false),
@@ -216,5 +214,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let seconds = started.elapsed().as_secs_f64();
         println!("upload, bare (pass {pass}): {:.2} s, {:.0} MB/s", seconds, bytes as f64 / seconds / 1e6);
     }
+    if streams > 1 {
+        let mut clients = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            clients.push(connect(&url).await?);
+        }
+        for upload_pass in [false, true] {
+            for pass in 0..passes {
+                let started = Instant::now();
+                let mut running = tokio::task::JoinSet::new();
+                for mut client in clients.iter().cloned() {
+                    let prepared = Arc::clone(&prepared);
+                    running.spawn(async move {
+                        let started = Instant::now();
+                        let bytes = match upload_pass {
+                            true => upload(&mut client, &prepared).await,
+                            false => download(&mut client, "prepared", false, None).await,
+                        };
+                        bytes.map(|b| (b, started.elapsed().as_secs_f64())).map_err(|e| e.to_string())
+                    });
+                }
+                let (mut total, mut each) = (0u64, Vec::with_capacity(streams));
+                while let Some(done) = running.join_next().await {
+                    let (bytes, seconds) = done??;
+                    total += bytes;
+                    each.push(bytes as f64 / seconds / 1e6);
+                }
+                let seconds = started.elapsed().as_secs_f64();
+                let what = if upload_pass { "upload" } else { "download" };
+                let mean = each.iter().sum::<f64>() / each.len() as f64;
+                println!(
+                    "{what}, bare, {streams} streams at once (pass {pass}): {seconds:.2} s, {:.0} MB/s in all, {mean:.0} MB/s a stream",
+                    total as f64 / seconds / 1e6
+                );
+            }
+        }
+    }
     Ok(())
+}
+
+/// A client on its own connection, with Strata's windows and message limits.
+async fn connect(url: &str) -> Result<Client, Box<dyn std::error::Error>> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .connect()
+        .await?;
+    Ok(Client::new(channel)
+        .max_decoding_message_size(2 * DEFAULT_CHUNK_BYTES)
+        .max_encoding_message_size(2 * DEFAULT_CHUNK_BYTES))
 }
