@@ -35,6 +35,7 @@ demo: build
 test: setup
 	@log=$$(mktemp); $(ENV) scripts/check-layers.sh; \
 	$(ENV) cargo test --workspace 2>&1 | tee "$$log"; \
+	$(ENV) cargo check --quiet --manifest-path fuzz/Cargo.toml --all-targets; \
 	$(ENV) cargo build -p strata-cli && STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/run-local.sh --quick; \
 	STRATA_BIN="$$CARGO_TARGET_DIR/debug/strata" scripts/validate-deploy.sh; \
 	passed=$$(grep -oE '^test result: ok\. [0-9]+ passed' "$$log" | awk '{s += $$4} END {print s + 3}'); \
