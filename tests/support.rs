@@ -220,21 +220,29 @@ impl RawClient {
     }
 
     pub async fn heartbeat(&mut self) {
+        self.try_heartbeat().await.expect("heartbeat");
+    }
+
+    async fn try_heartbeat(&mut self) -> Result<(), tonic::Status> {
         let beat = pb::HeartbeatRequest {
             run_id: self.run_id.clone(),
             client_id: self.client_id.clone(),
             session: self.session.clone(),
         };
-        self.rpc.heartbeat(beat).await.expect("heartbeat");
+        self.rpc.heartbeat(beat).await.map(drop)
     }
 
     /// Waits for `until`, heartbeating meanwhile so that the server does not take it for gone.
+    /// A heartbeat that fails is not the test's concern: the server may stop between two
+    /// checks of `until` (its run over), and `until` says how the run went.
     pub async fn alive_until<T>(&mut self, until: impl Future<Output = T>) -> T {
         tokio::pin!(until);
         loop {
             tokio::select! {
                 out = &mut until => return out,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => self.heartbeat().await,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    let _ = self.try_heartbeat().await;
+                }
             }
         }
     }
