@@ -4,9 +4,10 @@
 #   scripts/run-local.sh             Fashion-MNIST, IID over 3 clients, 3 rounds
 #   scripts/run-local.sh --quick     synthetic data and an MLP, 40 short rounds, with --kill-one
 #                                    and --kill-server (about a minute; used by `make test`)
-#   scripts/run-local.sh --kill-one  also kill client 2 with SIGKILL during round 1:
-#                                    the run must still complete with the other two
-#   scripts/run-local.sh --kill-server  also kill the server with SIGKILL during round 2 and
+#   scripts/run-local.sh --kill-one  also kill client 2 with SIGKILL during the first round all
+#                                    three are in: the run must still complete with the other two
+#   scripts/run-local.sh --kill-server  also kill the server with SIGKILL during the round after
+#                                    (round 2 without --kill-one) and
 #                                    restart it with --resume: the clients wait for it, and
 #                                    rounds.jsonl must hold every round exactly once
 #
@@ -42,23 +43,32 @@ for i in 0 1 2; do
   pids+=($!)
 done
 
-if [ "$kill_one" -eq 1 ]; then
-  # Wait until round 1 starts, then kill client 2 without warning.
+# wait_for PATTERN: until the server's log has a line matching it (two minutes at most).
+wait_for() {
   for _ in $(seq 1 600); do
-    grep -q "round started round=1 " "$out/server.log" 2>/dev/null && break
+    grep -qE "$1" "$out/server.log" 2>/dev/null && return 0
     sleep 0.2
   done
+}
+
+kill_round=1
+if [ "$kill_one" -eq 1 ]; then
+  # Once all three have joined, wait for the next round to start (it picks all three, so the
+  # other two's results are enough), then kill client 2 without warning. A client that joins
+  # late misses the first rounds (they start at min-clients = 2), and killing client 2 in a
+  # round of two would leave it one result short.
+  wait_for "client joined client=0 " && wait_for "client joined client=1 " && wait_for "client joined client=2 "
+  started=$(grep -oE "round started round=[0-9]+" "$out/server.log" | tail -1 | grep -oE "[0-9]+$" || echo -1)
+  kill_round=$((started + 1))
+  wait_for "round started round=$kill_round "
   { kill -9 "${pids[2]}" && wait "${pids[2]}"; } 2>/dev/null || true
-  echo "run-local: killed client 2 (pid ${pids[2]}) with SIGKILL"
+  echo "run-local: killed client 2 (pid ${pids[2]}) with SIGKILL during round $kill_round"
 fi
 
 if [ "$kill_server" -eq 1 ]; then
-  for _ in $(seq 1 600); do
-    grep -q "round started round=2 " "$out/server.log" 2>/dev/null && break
-    sleep 0.2
-  done
+  wait_for "round started round=$((kill_round + 1)) "
   { kill -9 "$server" && wait "$server"; } 2>/dev/null || true
-  echo "run-local: killed the server (pid $server) with SIGKILL during round 2; resuming"
+  echo "run-local: killed the server (pid $server) with SIGKILL during round $((kill_round + 1)); resuming"
   "$bin" server --listen "127.0.0.1:$port" --resume "$out/run" >"$out/server-resumed.log" 2>&1 &
   server=$!
 fi
