@@ -179,3 +179,36 @@ async fn a_client_daemon_resumes_transfers_its_link_cut() {
     // The download link was cut too: the client asked for the rest, and its rounds counted.
     assert!(down.downstream_bytes.load(std::sync::atomic::Ordering::SeqCst) > 100_000);
 }
+
+/// With small upload parts (`--upload-part-kib`), a cut upload goes on from a later part: the
+/// update (about 210 KB in a handful of tensors, each one part by default) is cut some 160,000
+/// bytes in, and in 16 KiB parts the server holds at least 7 of them, more than the model has
+/// tensors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_parts_keep_more_of_a_cut_upload() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut config = synthetic_config(2, 1);
+    config.round_timeout_secs = 60;
+    let server = start_server(config, out.path()).await;
+    let mut events = server.events.subscribe();
+    let proxy = CutProxy::start(&server.url, CutAt { upstream: Some(160_000), downstream: None }).await;
+    let cache = Arc::new(strata_client::DataCache::default());
+    let mut options = client_options(&proxy.url, 0, &cache);
+    options.upload_part_bytes = 16 * 1024;
+    let cut_up = tokio::spawn(strata_client::run(options, std::future::pending()));
+    let direct = spawn_client(&server.url, 1, &cache);
+    let resumed = strata_tests::next_event(&mut events, |e| match e {
+        strata_server::ServerEvent::UploadResumed { client, from_part, .. } => Some((*client, *from_part)),
+        _ => None,
+    });
+    let (client, from_part) =
+        tokio::time::timeout(Duration::from_secs(60), resumed).await.expect("the cut upload resumes");
+    assert_eq!(client, 0);
+    assert!(from_part >= 7, "resumed from part {from_part}");
+    let outcome = server.handle.await.expect("server task").expect("run completes");
+    let first = outcome.rounds.iter().find(|r| r.round == 0).expect("round 0");
+    assert_eq!((first.reported, first.aggregated), (2, true), "{first:?}");
+    for c in [cut_up, direct] {
+        c.await.expect("client task").expect("client ends cleanly");
+    }
+}

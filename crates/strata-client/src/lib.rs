@@ -80,6 +80,9 @@ pub struct ClientOptions {
     pub data_cache: Arc<DataCache>,
     /// Give up connecting after this long without reaching the server.
     pub connect_timeout: Duration,
+    /// Bytes of update in each part of an upload (at most [`strata_proto::MAX_CHUNK_BYTES`]):
+    /// a cut-off upload resumes from its last whole part.
+    pub upload_part_bytes: usize,
     /// TLS settings for an `https://` server; `None` for `http://`.
     pub tls: Option<ClientTls>,
     /// Sent as `authorization: Bearer <token>` on every call, for a server with a tokens file.
@@ -108,6 +111,7 @@ impl ClientOptions {
             train_permits: None,
             data_cache: Arc::new(DataCache::default()),
             connect_timeout: Duration::from_secs(300),
+            upload_part_bytes: strata_proto::DEFAULT_CHUNK_BYTES,
             tls: None,
             token: None,
             state_dir: None,

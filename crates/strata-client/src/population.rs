@@ -553,7 +553,7 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
         (Some(masked), _) => upload_masked(&mut rpc, task, &caller, output, masked).await,
         (None, Some(outgoing)) => {
             let (encoded, received) = outgoing.into_parts();
-            upload_output(&mut rpc, task, &caller, output, encoded, until).await?;
+            upload_output(&mut rpc, task, &caller, output, encoded, strata_proto::DEFAULT_CHUNK_BYTES, until).await?;
             if let Some(done) = received.take() {
                 shared.keep_spare_download(done);
             }

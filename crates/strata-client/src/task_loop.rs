@@ -217,7 +217,9 @@ impl Joined<'_> {
             }
             (None, Some(outgoing)) => {
                 let (encoded, received) = outgoing.into_parts();
-                upload_output(&mut self.rpc, task, &self.caller, output, encoded, until).await?;
+                // Whole values of every width (1 to 8 bytes), within what the server takes.
+                let part_bytes = self.options.upload_part_bytes.clamp(4096, strata_proto::MAX_CHUNK_BYTES) / 8 * 8;
+                upload_output(&mut self.rpc, task, &self.caller, output, encoded, part_bytes, until).await?;
                 self.spare = self.spare.take().or_else(|| received.take());
             }
             (None, None) => unreachable!("an upload that is not masked is prepared on the worker"),
@@ -343,13 +345,14 @@ pub(crate) fn download_decoding(config: &RunConfig) -> Decoding {
 }
 
 /// Sends a train or evaluate task's result: its metrics, and the update (`encoded`, prepared
-/// from `output` by [`Outgoing::prepare`]) when it trained.
+/// from `output` by [`Outgoing::prepare`]) when it trained, in parts of `part_bytes`.
 pub(crate) async fn upload_output(
     rpc: &mut Rpc,
     task: pb::Task,
     caller: &Caller,
     output: JobOutput,
     encoded: Encoded,
+    part_bytes: usize,
     until: Instant,
 ) -> Result<(), ClientError> {
     let header = pb::ResultHeader {
@@ -357,7 +360,7 @@ pub(crate) async fn upload_output(
         metrics: output.metrics.iter().map(|(name, value)| scalar::metric(name, *value)).collect(),
         ..result_header(task, caller)
     };
-    transfer::upload(rpc, header, encoded, output.mask, None, strata_proto::DEFAULT_CHUNK_BYTES, until).await?;
+    transfer::upload(rpc, header, encoded, output.mask, None, part_bytes, until).await?;
     Ok(())
 }
 
