@@ -11,13 +11,14 @@
 #
 # Env: OUT (default: a temporary directory, kept), STRATA (default target/release/strata,
 # built with `make build` if missing), RATE (default 2mbit), LOSS (% per direction, default 5),
-# CUT_SECS (default 10).
+# CUT_SECS (default 10), PART_KIB (the clients' --upload-part-kib, default 1024).
 set -euo pipefail
 
 ROUNDS="${1:-3}"
 RATE="${RATE:-2mbit}"
 LOSS="${LOSS:-5}"
 CUT_SECS="${CUT_SECS:-10}"
+PART_KIB="${PART_KIB:-1024}"
 cd "$(dirname "$0")/.."
 STRATA="${STRATA:-target/release/strata}"
 OUT="${OUT:-$(mktemp -d /tmp/strata-edge-link.XXXXXX)}"
@@ -77,7 +78,7 @@ ip netns exec "$SERVER_NS" env RUST_LOG=info "$STRATA" server --listen "$SERVER_
 PIDS+=($!)
 sleep 2
 ip netns exec "$CLIENT_NS" env RUST_LOG=info "$STRATA" client --server "http://$SERVER_IP:$PORT" \
-    --virtual 2 --threads 1 >"$OUT/clients.log" 2>&1 &
+    --virtual 2 --threads 1 --upload-part-kib "$PART_KIB" >"$OUT/clients.log" 2>&1 &
 PIDS+=($!)
 CLIENTS=$!
 
