@@ -210,14 +210,8 @@ impl Assembler {
             None => {
                 let start = self.written / unit;
                 let target = &mut values[start..start + slice.data.len() / unit];
-                let units = slice.data.chunks_exact(unit);
-                match base {
-                    Some(base) => {
-                        let base = &base[start..start + target.len()];
-                        target.iter_mut().zip(units).zip(base).for_each(|((v, b), r)| *v = r + coding.decode(b));
-                    }
-                    None => target.iter_mut().zip(units).for_each(|(v, b)| *v = coding.decode(b)),
-                }
+                let base = base.map(|base| &base[start..start + target.len()]);
+                coding.decode_into(&slice.data, base, target);
             }
             Some(_) => {
                 // Each entry lands on its reference value (or zero), written before the first.
