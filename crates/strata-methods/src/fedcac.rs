@@ -404,18 +404,9 @@ struct Block<'a> {
 impl Block<'_> {
     /// Positions `start..start + avg.len()` of the tensor; `bit` is the mask position of `start`.
     ///
-    /// On x86-64 this runs with AVX-512 or AVX2 where the CPU has it (the default target knows
-    /// only SSE2): the same operations in the same order, eight or four lanes wide instead of
-    /// two, so the same bits.
+    /// On x86-64 this runs with AVX2 where the CPU has it (the default target knows only
+    /// SSE2): the same operations in the same order, four lanes wide instead of two.
     fn run(&self, start: usize, bit: usize, avg: &mut [f32], outs: &mut [&mut [f32]]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above; that is all `run_avx512` needs.
-            #[allow(unsafe_code)]
-            unsafe {
-                return self.run_avx512(start, bit, avg, outs);
-            }
-        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above; that is all `run_avx2` needs.
@@ -424,12 +415,6 @@ impl Block<'_> {
                 return self.run_avx2(start, bit, avg, outs);
             }
         }
-        self.run_here(start, bit, avg, outs);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn run_avx512(&self, start: usize, bit: usize, avg: &mut [f32], outs: &mut [&mut [f32]]) {
         self.run_here(start, bit, avg, outs);
     }
 
