@@ -40,6 +40,7 @@ for clients in 2 4; do
   cp "$run/rounds.jsonl" "$out/rounds-$clients.jsonl"
   cp "$run/metrics.jsonl" "$out/metrics-$clients.jsonl"
   rm -rf "$(dirname "$run")"
+  sed -i '/^large-model: files in /d' "$out/large-$clients.txt"
 done
 
 python3 - "$out" <<'PY'
