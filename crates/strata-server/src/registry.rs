@@ -120,7 +120,7 @@ pub struct HostPoll {
 }
 
 impl ClientEntry {
-    /// Marks the current task (if it is `task_id`, when given) as ended without a result to come.
+    /// Marks the current task, if it is `task_id`, as ended without a result to come.
     fn give_up(&mut self, task_id: &str) {
         let current = self.mailbox.borrow().as_ref().filter(|a| a.awaits_result()).map(|a| a.task_id.clone());
         if let Some(current) = current.filter(|c| c == task_id) {
