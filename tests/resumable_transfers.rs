@@ -24,6 +24,20 @@ async fn offset(client: &mut RawClient, task_id: &str) -> Result<pb::UploadOffse
     client.rpc.upload_offset(request).await.map(tonic::Response::into_inner)
 }
 
+/// The server's first `UploadResumed`: (client index, part resumed from, bytes held), within
+/// a minute.
+async fn first_upload_resume(
+    events: &mut tokio::sync::broadcast::Receiver<strata_server::ServerEvent>,
+) -> (u32, u64, u64) {
+    let resumed = strata_tests::next_event(events, |e| match e {
+        strata_server::ServerEvent::UploadResumed { client, from_part, bytes_held } => {
+            Some((*client, *from_part, *bytes_held))
+        }
+        _ => None,
+    });
+    tokio::time::timeout(Duration::from_secs(60), resumed).await.expect("a cut upload resumes")
+}
+
 /// Every part of one download stream.
 async fn download_parts(mut rpc: strata_tests::Rpc, request: pb::DownloadRequest) -> Vec<pb::ParameterPart> {
     let mut stream = rpc.download_parameters(request).await.expect("download").into_inner();
@@ -160,13 +174,7 @@ async fn a_client_daemon_resumes_transfers_its_link_cut() {
     let cut_up = tokio::spawn(strata_client::run(client_options(&proxy.url, 0, &cache), std::future::pending()));
     let cut_down = tokio::spawn(strata_client::run(client_options(&down.url, 1, &cache), std::future::pending()));
     let direct = spawn_client(&server.url, 2, &cache);
-    let resumed = strata_tests::next_event(&mut events, |e| match e {
-        strata_server::ServerEvent::UploadResumed { client, from_part, bytes_held } => {
-            Some((*client, *from_part, *bytes_held))
-        }
-        _ => None,
-    })
-    .await;
+    let resumed = first_upload_resume(&mut events).await;
     assert_eq!(resumed.0, 0, "{resumed:?}");
     assert!(resumed.1 > 0 && resumed.2 > 0, "it went on from what the server held: {resumed:?}");
     let outcome = server.handle.await.expect("server task").expect("run completes");
@@ -197,12 +205,7 @@ async fn small_parts_keep_more_of_a_cut_upload() {
     options.upload_part_bytes = 16 * 1024;
     let cut_up = tokio::spawn(strata_client::run(options, std::future::pending()));
     let direct = spawn_client(&server.url, 1, &cache);
-    let resumed = strata_tests::next_event(&mut events, |e| match e {
-        strata_server::ServerEvent::UploadResumed { client, from_part, .. } => Some((*client, *from_part)),
-        _ => None,
-    });
-    let (client, from_part) =
-        tokio::time::timeout(Duration::from_secs(60), resumed).await.expect("the cut upload resumes");
+    let (client, from_part, _) = first_upload_resume(&mut events).await;
     assert_eq!(client, 0);
     assert!(from_part >= 7, "resumed from part {from_part}");
     let outcome = server.handle.await.expect("server task").expect("run completes");
