@@ -36,10 +36,13 @@ for clients in 2 4; do
   population=0
   [ "$clients" -gt 2 ] && population=1
   LOOPBACK_POPULATION=$population scripts/large-model.sh "$clients" 2 > "$out/large-$clients.txt"
-  run="$(sed -n 's/^large-model: files in //p' "$out/large-$clients.txt")/run"
+  files="$(sed -n 's/^large-model: files in //p' "$out/large-$clients.txt")"
+  [ -n "$files" ] && [ -d "$files/run" ] \
+    || { echo "bench-big-model: large-model.sh named no run directory" >&2; exit 1; }
+  run="$files/run"
   cp "$run/rounds.jsonl" "$out/rounds-$clients.jsonl"
   cp "$run/metrics.jsonl" "$out/metrics-$clients.jsonl"
-  rm -rf "$(dirname "$run")"
+  rm -rf "$files"
   sed -i '/^large-model: files in /d' "$out/large-$clients.txt"
 done
 
