@@ -31,6 +31,7 @@ pub mod config;
 pub mod config_error;
 pub mod defense;
 pub mod evaluation;
+pub mod huge_pages;
 pub mod liveness;
 pub mod mask;
 pub mod method;

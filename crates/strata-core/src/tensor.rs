@@ -40,7 +40,8 @@ impl NamedTensor {
     }
 
     pub fn zeros(spec: &TensorSpec) -> Self {
-        Self { name: spec.name.clone(), shape: spec.shape.clone(), values: vec![0.0; spec.numel()] }
+        let values = crate::huge_pages::zeroed(spec.numel());
+        Self { name: spec.name.clone(), shape: spec.shape.clone(), values }
     }
 
     pub fn name(&self) -> &str {
