@@ -49,6 +49,9 @@ pub struct Job {
     pub clip_norm: Option<f64>,
     /// DP-SGD in training (`[dp_sgd]`), with the δ its ε is reported at.
     pub dp_sgd: Option<(DpSgd, f64)>,
+    /// Whether the caller needs `received` back as it came (a compressed upload is its change
+    /// from it); otherwise a training job writes its upload into that memory.
+    pub keep_received: bool,
 }
 
 pub struct JobOutput {
@@ -58,7 +61,8 @@ pub struct JobOutput {
     pub num_samples: u64,
     /// Samples trained on and the seconds it took, when the job trained.
     pub trained: Option<(u64, f64)>,
-    /// What the job received, done with: the next download can be assembled into it.
+    /// What the job received, done with, unless the upload was written into it: the next
+    /// download can be assembled into it.
     pub received: Option<TensorSet>,
 }
 
@@ -113,19 +117,24 @@ impl LocalState {
         if job.evaluate_trained {
             metrics.push((metric::ACCURACY_TRAINED, self.evaluate(&self.model)));
         }
-        let mut upload = self.method.upload(&self.model, &job.upload);
+        // Clipping and poisoning read what was received after the upload is taken.
+        let (received, reuse) = match job.keep_received || job.clip_norm.is_some() || self.attack.is_some() {
+            true => (Some(job.received), None),
+            false => (None, Some(job.received)),
+        };
+        let mut upload = self.method.upload(&self.model, &job.upload, reuse);
         let mask = match &job.mask_over {
             Some(covered) => self.method.mask(&upload, covered)?,
             None => None,
         };
-        if let Some(bound) = job.clip_norm {
-            let (clipped, unclipped) = clip_upload(&job.received, upload, bound)?;
+        if let (Some(bound), Some(received)) = (job.clip_norm, &received) {
+            let (clipped, unclipped) = clip_upload(received, upload, bound)?;
             upload = clipped;
             metrics.push((metric::DP_UNCLIPPED, f64::from(u8::from(unclipped))));
         }
-        let upload = match self.attack {
-            Some(attack) => attack.poison(&job.received, upload, seed ^ 0x706f_6973_6f6e),
-            None => upload,
+        let upload = match (self.attack, &received) {
+            (Some(attack), Some(received)) => attack.poison(received, upload, seed ^ 0x706f_6973_6f6e),
+            _ => upload,
         };
         let trained = Some((stats.samples, seconds));
         Ok(JobOutput {
@@ -134,7 +143,7 @@ impl LocalState {
             mask,
             num_samples: self.data.train_len() as u64,
             trained,
-            received: Some(job.received),
+            received,
         })
     }
 

@@ -11,13 +11,14 @@ use strata_proto::Encoded;
 
 use crate::local::JobOutput;
 
-/// An upload ready to stream, and what it was received as.
+/// An upload ready to stream, and the memory to have back once it is sent.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub encoded: Encoded,
-    /// The task's parameters, shared with the encoding while it uploads (a change is taken
-    /// from them); [`Reclaim::take`] has them back for the next download.
-    received: Option<Arc<TensorSet>>,
+    /// Shared with the encoding while it uploads: the task's parameters when compressing (a
+    /// change is taken from them), the plain upload itself otherwise. [`Reclaim::take`] has
+    /// it back for the next download to be assembled into.
+    reclaim: Option<Arc<TensorSet>>,
 }
 
 impl Outgoing {
@@ -32,27 +33,27 @@ impl Outgoing {
     ) -> Self {
         // An evaluation uploads nothing, and leaves the error feedback as it is.
         let Some(upload) = output.upload.take().map(Arc::new) else {
-            return Self { encoded: Encoded::plain(Arc::new(TensorSet::default())), received: None };
+            return Self { encoded: Encoded::plain(Arc::new(TensorSet::default())), reclaim: None };
         };
         if !compression.is_on() {
-            return Self { encoded: Encoded::plain(upload), received: None };
+            return Self { encoded: Encoded::plain(Arc::clone(&upload)), reclaim: Some(upload) };
         }
         let received = output.received.take().map(Arc::new);
-        Self { encoded: Encoded::new(upload, received.clone(), compression, residual, seed), received }
+        Self { encoded: Encoded::new(upload, received.clone(), compression, residual, seed), reclaim: received }
     }
 
-    /// Splits into the encoding to send and a handle on the received parameters.
+    /// Splits into the encoding to send and a handle on the memory to have back.
     pub fn into_parts(self) -> (Encoded, Reclaim) {
-        (self.encoded, Reclaim(self.received))
+        (self.encoded, Reclaim(self.reclaim))
     }
 }
 
-/// The received parameters an upload shared, to be had back once it is sent.
+/// The tensors an upload shared, to be had back once it is sent.
 #[derive(Debug)]
 pub(crate) struct Reclaim(Option<Arc<TensorSet>>);
 
 impl Reclaim {
-    /// The parameters, if the upload has let go of them (it has, once it is sent).
+    /// The tensors, if the upload has let go of them (it has, once it is sent).
     pub fn take(self) -> Option<TensorSet> {
         self.0.and_then(|r| Arc::try_unwrap(r).ok())
     }

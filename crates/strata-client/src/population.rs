@@ -552,9 +552,9 @@ async fn run_task(shared: Arc<Shared>, mut rpc: Rpc, index: u32, id: Uuid, task:
     match (masked, outgoing) {
         (Some(masked), _) => upload_masked(&mut rpc, task, &caller, output, masked).await,
         (None, Some(outgoing)) => {
-            let (encoded, received) = outgoing.into_parts();
+            let (encoded, reclaim) = outgoing.into_parts();
             upload_output(&mut rpc, task, &caller, output, encoded, strata_proto::DEFAULT_CHUNK_BYTES, until).await?;
-            if let Some(done) = received.take() {
+            if let Some(done) = reclaim.take() {
                 shared.keep_spare_download(done);
             }
             Ok(())

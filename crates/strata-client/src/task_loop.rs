@@ -216,11 +216,11 @@ impl Joined<'_> {
                 upload_masked(&mut self.rpc, task, &self.caller, output, masked?).await?;
             }
             (None, Some(outgoing)) => {
-                let (encoded, received) = outgoing.into_parts();
+                let (encoded, reclaim) = outgoing.into_parts();
                 // Whole values of every width (1 to 8 bytes), within what the server takes.
                 let part_bytes = self.options.upload_part_bytes.clamp(4096, strata_proto::MAX_CHUNK_BYTES) / 8 * 8;
                 upload_output(&mut self.rpc, task, &self.caller, output, encoded, part_bytes, until).await?;
-                self.spare = self.spare.take().or_else(|| received.take());
+                self.spare = self.spare.take().or_else(|| reclaim.take());
             }
             (None, None) => unreachable!("an upload that is not masked is prepared on the worker"),
         }
@@ -336,6 +336,7 @@ pub(crate) fn job_for(
         dp_sgd: config.dp_sgd.noise_multiplier.map(|noise_multiplier| {
             (DpSgd { noise_multiplier, clipping_norm: config.dp_sgd.clipping_norm }, config.dp_sgd.delta)
         }),
+        keep_received: config.compression.up.is_on(),
     })
 }
 

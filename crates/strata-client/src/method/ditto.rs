@@ -60,8 +60,8 @@ impl ClientMethod for Ditto {
         Ok(TrainStats { seconds: personal.seconds + global.seconds, steps: personal.steps + global.steps, ..global })
     }
 
-    fn upload(&self, _model: &LocalModel, upload: &Selector) -> TensorSet {
-        self.global.export_where(|name| upload.matches(name))
+    fn upload(&self, _model: &LocalModel, upload: &Selector, reuse: Option<TensorSet>) -> TensorSet {
+        self.global.export_where_into(|name| upload.matches(name), reuse)
     }
 
     fn global_view(&self) -> GlobalView<'_> {

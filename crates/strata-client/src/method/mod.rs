@@ -75,9 +75,10 @@ pub trait ClientMethod: Send {
     }
 
     /// The tensors to upload: those of the personal model that `upload` selects, unless the
-    /// method uploads another model (Ditto uploads its global copy).
-    fn upload(&self, model: &LocalModel, upload: &Selector) -> TensorSet {
-        model.export_where(|name| upload.matches(name))
+    /// method uploads another model (Ditto uploads its global copy), written into `reuse`'s
+    /// memory where it fits (see [`LocalModel::export_where_into`]).
+    fn upload(&self, model: &LocalModel, upload: &Selector, reuse: Option<TensorSet>) -> TensorSet {
+        model.export_where_into(|name| upload.matches(name), reuse)
     }
 
     /// A mask over the uploaded tensors that `covered` selects (FedCAC); none by default.
@@ -162,7 +163,7 @@ mod tests {
         let mut method = build(Method::Ditto, &MethodParams::default(), &personal).expect("ditto");
         method.merge(&mut personal, &server.export(), 0).expect("merge");
         assert_eq!(personal.export(), personal_before, "the personal model is not overwritten");
-        assert_eq!(method.upload(&personal, &Selector::all()), server.export(), "the global copy goes back");
+        assert_eq!(method.upload(&personal, &Selector::all(), None), server.export(), "the global copy goes back");
         assert!(matches!(method.global_view(), GlobalView::Separate(_)));
     }
 

@@ -64,6 +64,21 @@ fn export_import_round_trips_bit_exact() {
 }
 
 #[test]
+fn export_into_reuses_matching_buffers_and_equals_a_fresh_export() {
+    let (source, other) = (model("cnn", 1), model("cnn", 2));
+    let reuse = other.export_where(|name| name != "head.bias");
+    let address = |set: &TensorSet, name: &str| set.get(name).map(|t| t.values().as_ptr());
+    let fc1 = address(&reuse, "body.fc1.weight");
+    let exported = source.export_where_into(|_| true, Some(reuse));
+    assert_eq!(exported, source.export(), "the same values as a fresh export, every name included");
+    assert_eq!(address(&exported, "body.fc1.weight"), fc1, "written into the buffer it was given");
+    // A buffer of another size is not written into.
+    let wrong = NamedTensor::new("head.bias", vec![3], vec![0.0; 3]).expect("tensor");
+    let only = source.export_where_into(|n| n == "head.bias", Some(TensorSet::new(vec![wrong]).expect("set")));
+    assert_eq!(only, source.export_where(|n| n == "head.bias"));
+}
+
+#[test]
 fn import_takes_a_subset_in_place() {
     let mut m = model("cnn", 1);
     let before = m.export();
