@@ -1,9 +1,11 @@
 //! Big tensors on transparent huge pages. The first write to fresh memory faults once a 4 KiB
 //! page, and the kernel clears each page it maps: 262,144 faults for a gigabyte. Where the
 //! kernel gives huge pages to memory that asks for them (`madvise`, Debian's default), a
-//! gigabyte takes 512 faults of 2 MiB instead, and its first write some 0.35 s in place of
-//! 1.0 s here (an upload assembled on the server, a client's first download and export).
-//! The memory is the same; the kernel may ignore the advice.
+//! gigabyte takes 512 faults of 2 MiB instead: copying a gigabyte into fresh memory took
+//! 0.15-0.25 s in place of 0.57-0.79 s here (a C probe on a quiet machine), though a
+//! process's first such copy was slower either way and more so with huge pages (0.5-2.8 s
+//! against 0.6-1.7). Every upload the server assembles is such a copy, as are a client's
+//! first download and export. The memory is the same; the kernel may ignore the advice.
 
 /// Buffers smaller than this stay on ordinary pages (a huge page would round them up).
 const MIN_BYTES: usize = 8 << 20;
