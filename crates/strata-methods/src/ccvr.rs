@@ -72,6 +72,13 @@ pub enum CcvrError {
     ClassOutOfRange { class: u32, classes: usize },
     #[error("the classes' moment sums hold {got} values, expected {expected}")]
     SumLength { expected: usize, got: usize },
+    /// Pooled statistics no Gaussian fits: sums that overflowed, or a covariance no jitter
+    /// makes positive definite (possible only for sums nobody validated, as secure
+    /// aggregation's, or for values near f64's range).
+    #[error(
+        "class {class}: the pooled mean or covariance is not finite, or no jitter makes the covariance positive definite"
+    )]
+    NotSampleable { class: u32 },
 }
 
 /// Length of the upper triangle (diagonal included) of a d×d matrix: d(d+1)/2.
@@ -232,22 +239,26 @@ pub fn pool(stats: &[ClassStats], dim: usize) -> Result<Vec<PooledClass>, CcvrEr
 /// covariance) and grows tenfold whenever a pivot is ≤ 0 or not finite, which handles the
 /// rank-deficient (positive semi-definite, up to rounding) covariances CCVR produces.
 ///
+/// `None` if `cov` holds a non-finite value, or no ε up to 1e30× the start makes it
+/// factorizable: a large enough ε makes a finite symmetric matrix diagonally dominant, but
+/// not within f64's range when its values are near the range's end.
+///
 /// # Panics
-/// If `cov` is not d×d for `dim`, holds a non-finite value, or no ε up to 1e30× the start
-/// makes it factorizable (impossible for a finite symmetric matrix: a large enough ε makes it
-/// diagonally dominant).
-pub fn cholesky_jittered(cov: &[f64], dim: usize) -> (Vec<f64>, f64) {
+/// If `cov` is not d×d for `dim`.
+pub fn cholesky_jittered(cov: &[f64], dim: usize) -> Option<(Vec<f64>, f64)> {
     assert_eq!(cov.len(), dim * dim, "cholesky_jittered: {} values for a {dim}×{dim} matrix", cov.len());
-    assert!(cov.iter().all(|v| v.is_finite()), "cholesky_jittered: the covariance holds a non-finite value");
+    if !cov.iter().all(|v| v.is_finite()) {
+        return None;
+    }
     let mean_diag = if dim == 0 { 0.0 } else { (0..dim).map(|i| cov[i * dim + i]).sum::<f64>() / dim as f64 };
     let mut eps = (1e-6 * mean_diag.abs()).max(1e-12);
     for _ in 0..=30 {
         if let Some(l) = cholesky(cov, dim, eps) {
-            return (l, eps);
+            return Some((l, eps));
         }
         eps *= 10.0;
     }
-    panic!("cholesky_jittered: no jitter made the covariance positive definite");
+    None
 }
 
 /// Plain Cholesky of `a + eps·I`; `None` when a pivot is ≤ 0 or not finite.
@@ -274,17 +285,25 @@ fn cholesky(a: &[f64], dim: usize, eps: f64) -> Option<Vec<f64>> {
 /// Cholesky factor of Σ_c + εI ([`cholesky_jittered`]). Returns nothing for a class with
 /// N_c ≤ 1 (see [`PooledClass::is_sampleable`]).
 ///
+/// # Errors
+/// [`CcvrError::NotSampleable`] for a non-finite mean, or a covariance
+/// [`cholesky_jittered`] cannot factor.
+///
 /// # Panics
-/// If `class.cov` is not d×d for d = `class.mean.len()` or holds a non-finite value (never
-/// the case for the output of [`pool`]).
-pub fn sample(class: &PooledClass, m: usize, rng: &mut impl rand::Rng) -> Vec<Vec<f32>> {
+/// If `class.cov` is not d×d for d = `class.mean.len()` (never the case for the output of
+/// [`pool`]).
+pub fn sample(class: &PooledClass, m: usize, rng: &mut impl rand::Rng) -> Result<Vec<Vec<f32>>, CcvrError> {
     if !class.is_sampleable() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let dim = class.dim();
-    let (l, _) = cholesky_jittered(&class.cov, dim);
+    let not_sampleable = CcvrError::NotSampleable { class: class.class };
+    if !class.mean.iter().all(|v| v.is_finite()) {
+        return Err(not_sampleable);
+    }
+    let (l, _) = cholesky_jittered(&class.cov, dim).ok_or(not_sampleable)?;
     let mut z = vec![0.0f64; dim];
-    (0..m)
+    Ok((0..m)
         .map(|_| {
             z.iter_mut().for_each(|v| *v = rng.sample(StandardNormal));
             (0..dim)
@@ -294,7 +313,7 @@ pub fn sample(class: &PooledClass, m: usize, rng: &mut impl rand::Rng) -> Vec<Ve
                 })
                 .collect()
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -391,7 +410,7 @@ mod tests {
         assert_eq!(single.count, 1);
         assert!(!single.is_sampleable());
         assert!(single.cov.iter().all(|&v| v == 0.0));
-        assert!(sample(single, 10, &mut rng).is_empty());
+        assert!(sample(single, 10, &mut rng).unwrap().is_empty());
         assert!(pooled[..4].iter().all(PooledClass::is_sampleable));
     }
 
@@ -418,9 +437,9 @@ mod tests {
         }
         let mean = vec![5.0, -3.0, 0.5, 2.0];
         let class = PooledClass { class: 2, count: 3, mean: mean.clone(), cov: cov.clone() };
-        let (_, eps) = cholesky_jittered(&cov, dim);
+        let (_, eps) = cholesky_jittered(&cov, dim).unwrap();
         let m = 20_000;
-        let draws = sample(&class, m, &mut ChaCha8Rng::seed_from_u64(11));
+        let draws = sample(&class, m, &mut ChaCha8Rng::seed_from_u64(11)).unwrap();
         assert_eq!(draws.len(), m);
         assert!(draws.iter().all(|x| x.len() == dim && x.iter().all(|v| v.is_finite())));
 
@@ -483,7 +502,7 @@ mod tests {
         let stats = client_stats(&[1.5, -2.0, 1.5, -2.0, 1.5, -2.0], &[0, 0, 0], 2);
         let pooled = pool(&stats, 2).unwrap();
         assert!(pooled[0].cov.iter().all(|&v| v == 0.0));
-        let draws = sample(&pooled[0], 100, &mut ChaCha8Rng::seed_from_u64(1));
+        let draws = sample(&pooled[0], 100, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
         assert_eq!(draws.len(), 100);
         for x in draws {
             assert!((x[0] - 1.5).abs() < 1e-4 && (x[1] + 2.0).abs() < 1e-4, "{x:?}");
@@ -493,10 +512,27 @@ mod tests {
     #[test]
     fn cholesky_factors_a_positive_definite_matrix() {
         let a = [4.0, 2.0, 2.0, 3.0];
-        let (l, eps) = cholesky_jittered(&a, 2);
+        let (l, eps) = cholesky_jittered(&a, 2).unwrap();
         let expect = [2.0, 0.0, 1.0, 2.0f64.sqrt()];
         assert!(max_abs_diff(&l, &expect) < 1e-5, "{l:?}");
         assert!(eps < 1e-5);
+    }
+
+    /// Pooled statistics nobody validated (secure aggregation's sums) or near f64's range
+    /// end: an error naming the class, not a panic in the calibration phase.
+    #[test]
+    fn statistics_no_gaussian_fits_are_an_error_not_a_panic() {
+        assert_eq!(cholesky_jittered(&[f64::INFINITY], 1), None);
+        // The jitter that would fix it is beyond f64: ε grows from 1.5e302 to 1.5e308 (a pivot of
+        // 0), then to infinity.
+        assert_eq!(cholesky_jittered(&[-1.5e308], 1), None);
+        let rng = &mut ChaCha8Rng::seed_from_u64(1);
+        let class = |mean: f64, var: f64| PooledClass { class: 4, count: 3, mean: vec![mean], cov: vec![var] };
+        for bad in [class(0.0, -1.5e308), class(0.0, f64::NAN), class(f64::INFINITY, 1.0)] {
+            let err = sample(&bad, 10, rng).unwrap_err();
+            assert!(matches!(err, CcvrError::NotSampleable { class: 4 }), "{err}");
+        }
+        assert_eq!(sample(&class(1.0, 0.5), 10, rng).unwrap().len(), 10);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub fn calibrate(
     let (mut features, mut labels) = (Vec::new(), Vec::new());
     let mut covered = 0;
     for class in pooled.iter().filter(|c| c.is_sampleable() && (c.class as usize) < classes) {
-        let drawn = ccvr::sample(class, config.samples_per_class, &mut rng);
+        let drawn = ccvr::sample(class, config.samples_per_class, &mut rng)?;
         covered += 1;
         labels.extend(std::iter::repeat_n(i64::from(class.class), drawn.len()));
         features.extend(drawn.into_iter().flatten());
@@ -187,6 +187,11 @@ mod tests {
         );
         let wrong_dim = vec![client_stats(&[1.0, 2.0, 3.0, 1.0, 2.0, 4.0], &[0, 0], 3)];
         assert!(calibrate_stats(&global(vec![0.0; 4]), &wrong_dim, &config, 1, &PlainBackend).is_err());
+        // Sums no Gaussian fits (secure aggregation's are not validated client by client).
+        let unfit = [PooledClass { class: 1, count: 3, mean: vec![0.0, 0.0], cov: vec![f64::INFINITY, 0.0, 0.0, 1.0] }];
+        let parts = ModelParts::registered();
+        let err = calibrate(&global(vec![0.0; 4]), &parts, &unfit, &config, 1, &PlainBackend).unwrap_err();
+        assert!(matches!(err, CalibrationError::Pool(CcvrError::NotSampleable { class: 1 })), "{err}");
     }
 
     /// What the backend gives back goes into the model only with the classifier's shape and
