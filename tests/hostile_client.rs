@@ -201,7 +201,7 @@ async fn bad_feature_statistics_are_refused_and_calibration_uses_the_good_ones()
 }
 
 /// A server that holds the run's data, as `strata simulate` and a `strata server` with the data
-/// are: it knows the dataset's fingerprint and each index's training samples.
+/// are: it knows the dataset's fingerprint and each index's training and test samples.
 async fn start_knowing_server(
     config: &strata_core::config::RunConfig,
     out: &std::path::Path,
@@ -213,7 +213,8 @@ async fn start_knowing_server(
     let mut options =
         strata_server::ServerOptions::new(config.clone(), out.to_path_buf(), strata_tests::torch_backend());
     options.dataset_fingerprint = Some(dataset.fingerprint());
-    options.train_samples = Some(partition.train_sizes());
+    options.share_sizes =
+        Some(strata_server::ShareSizes { train: partition.train_sizes(), test: partition.test_sizes() });
     (url, tokio::spawn(strata_server::run(options, listener, std::future::pending())))
 }
 
@@ -248,9 +249,10 @@ async fn a_made_up_fingerprint_is_refused_when_the_server_knows_the_data() {
     assert_eq!(outcome.summary.rounds_completed, 1);
 }
 
-/// Issue 14, item 3: a client cannot choose its weight. One that said nothing about itself
-/// cannot send a training result with any sample count, and one that claims more samples than
-/// its partition index holds is refused; the honest clients' rounds go on.
+/// Issue 14, items 3 and 6: a client cannot choose its weight, in an average or in a round's
+/// accuracy. One that said nothing about itself cannot send a training result with any sample
+/// count, nor count test samples; one that claims more samples than its partition index holds
+/// is refused; the honest clients' rounds go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_cannot_choose_its_weight() {
     let out = tempfile::tempdir().expect("tempdir");
@@ -287,8 +289,32 @@ async fn a_client_cannot_choose_its_weight() {
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     assert!(status.message().contains(&format!("partition index 2 holds {own}")), "{}", status.message());
     let claimed = pb::ResultHeader { num_samples: own * 1000, ..rogue.header(&task) };
-    let status = push(&mut rogue, claimed, params).await.expect_err("a weight it was refused");
+    let status = push(&mut rogue, claimed, params.clone()).await.expect_err("a weight it was refused");
     assert!(status.message().contains("has not reported its training samples"), "{}", status.message());
+
+    // Nor its accuracy's weight in the round's records (item 6): a test count beyond its share
+    // is refused where it is claimed, and a result cannot count test samples never reported.
+    let own_test = partition.clients[2].test.len() as u64;
+    let saying = |capabilities| pb::PullTaskRequest {
+        run_id: rogue.run_id.clone(),
+        client_id: rogue.client_id.clone(),
+        session: rogue.session.clone(),
+        last_task_id: String::new(),
+        wait_ms: 10,
+        capabilities: Some(capabilities),
+    };
+    let claim = pb::ClientCapabilities { train_samples: own, test_samples: u64::MAX, ..Default::default() };
+    let status = rogue.rpc.pull_task(saying(claim)).await.expect_err("more test samples than its share");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    let message = format!("{} test samples, but partition index 2 holds {own_test}", u64::MAX);
+    assert!(status.message().contains(&message), "{}", status.message());
+    let honest_training = pb::ClientCapabilities { train_samples: own, ..Default::default() };
+    rogue.rpc.pull_task(saying(honest_training)).await.expect("its own training samples are taken");
+    let counted = strata_proto::scalar::metric("test_samples", 1.8e19);
+    let heavy = pb::ResultHeader { num_samples: own, metrics: vec![counted], ..rogue.header(&task) };
+    let status = push(&mut rogue, heavy, params).await.expect_err("test samples it never reported");
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("has not reported its test samples"), "{}", status.message());
 
     // Silent from here: the round closes with the two honest clients.
     let outcome = server.await.expect("server task").expect("run completes");

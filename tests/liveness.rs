@@ -121,12 +121,26 @@ async fn a_round_with_nobody_available_waits_instead_of_counting() {
 /// run completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slot_squatted_by_a_silent_join_goes_to_a_client_that_works() {
+    squatted_slot_goes_to_a_client_that_works(false).await;
+}
+
+/// The same with a squatter that heartbeats once after joining and is silent from then on:
+/// being heard from once does not hold a slot for the rest of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_squatted_by_a_join_heard_from_once_goes_to_a_client_that_works() {
+    squatted_slot_goes_to_a_client_that_works(true).await;
+}
+
+async fn squatted_slot_goes_to_a_client_that_works(speaks_once: bool) {
     let out = tempfile::tempdir().expect("tempdir");
     let mut config = synthetic_config(2, 2);
     config.liveness = LivenessConfig { heartbeat_secs: 1, offline_after_secs: 2, ..LivenessConfig::default() };
     let server = start_server(config, out.path()).await;
-    let _squatter = strata_tests::RawClient::join(&server.url, 0).await;
-    // Silent past `offline_after` since it joined.
+    let mut squatter = strata_tests::RawClient::join(&server.url, 0).await;
+    if speaks_once {
+        squatter.heartbeat().await;
+    }
+    // Silent past `offline_after` since it joined (or spoke).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let cache = Arc::new(strata_client::DataCache::default());
     let honest: Vec<_> = (0..2)

@@ -29,15 +29,17 @@ pub struct RunConfig {
     /// Clients that must have joined before round 0 starts; also the training results a round
     /// needs to count (at most the cohort) unless `min_results` says otherwise.
     pub min_clients: u32,
-    /// Fraction of the available clients picked to train each round (the cohort).
+    /// Fraction of the joined clients picked to train each round (the cohort), drawn among
+    /// the available ones.
     pub fraction: f64,
     /// Training results a round needs to aggregate (and, with `liveness.round_closes =
     /// "min-results"`, to close early); default: `min_clients`, at most the cohort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_results: Option<u32>,
-    /// The most training samples a client may report about itself, so that no client can
-    /// weigh more than this in an average. A server that holds the data checks each client
-    /// against its own partition instead; unset (and without the data): no bound.
+    /// The most training (and test) samples a client may report about itself, so that no
+    /// client can weigh more than this in an average (or in a round's accuracy). A server
+    /// that holds the data checks each client against its own partition instead; unset (and
+    /// without the data): no bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_samples_per_client: Option<u64>,
     /// Seconds a round waits for results before going on without the missing clients.

@@ -31,6 +31,11 @@ impl Partition {
     pub fn train_sizes(&self) -> Vec<u64> {
         self.clients.iter().map(|c| c.train.len() as u64).collect()
     }
+
+    /// Each client's test samples, by index: its accuracy's weight in a round's.
+    pub fn test_sizes(&self) -> Vec<u64> {
+        self.clients.iter().map(|c| c.test.len() as u64).collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

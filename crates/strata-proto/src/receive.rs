@@ -297,7 +297,8 @@ pub fn num_samples(declared: u64, known_train_samples: Option<u64>) -> Result<()
 
 /// Checks the metrics a result reports against what they can be, before any is recorded:
 /// finite; accuracies in [0, 1]; losses and seconds not negative; sample counts whole and at
-/// most what the client reported about itself. Unknown names are let through (and unused).
+/// most what the client reported about itself (none, if it reported nothing: a count is an
+/// accuracy's weight in a round's). Unknown names are let through (and unused).
 pub fn metrics(metrics: &[pb::Metric], expected: &Expected<'_>) -> Result<(), Refusal> {
     for m in metrics {
         let (name, v) = (crate::text::shown(&m.name), m.value);
@@ -305,10 +306,10 @@ pub fn metrics(metrics: &[pb::Metric], expected: &Expected<'_>) -> Result<(), Re
         if !v.is_finite() {
             return Err(Refusal::invalid(format!("metric `{name}` is not finite ({v})")));
         }
-        let reported = match m.name.as_str() {
-            metric::TRAIN_SAMPLES => expected.train_samples,
-            metric::TEST_SAMPLES => expected.test_samples,
-            _ => None,
+        let (reported, which) = match m.name.as_str() {
+            metric::TRAIN_SAMPLES => (expected.train_samples, "training"),
+            metric::TEST_SAMPLES => (expected.test_samples, "test"),
+            _ => (None, ""),
         };
         match m.name.as_str() {
             metric::ACCURACY | metric::ACCURACY_TRAINED | metric::GLOBAL_ACCURACY if !(0.0..=1.0).contains(&v) => {
@@ -321,11 +322,15 @@ pub fn metrics(metrics: &[pb::Metric], expected: &Expected<'_>) -> Result<(), Re
             metric::TRAIN_SAMPLES | metric::TEST_SAMPLES if v < 0.0 || v.fract() != 0.0 => {
                 return refuse("a sample count is a whole number".into());
             }
-            metric::TRAIN_SAMPLES | metric::TEST_SAMPLES => {
-                if let Some(known) = reported.filter(|&k| k > 0 && v > k as f64) {
-                    return refuse(format!("this client reported {known} about itself"));
+            metric::TRAIN_SAMPLES | metric::TEST_SAMPLES => match reported.unwrap_or(0) {
+                0 if v > 0.0 => {
+                    return refuse(format!(
+                        "this client has not reported its {which} samples (ClientCapabilities), so it may count none"
+                    ));
                 }
-            }
+                known if v > known as f64 => return refuse(format!("this client reported {known} about itself")),
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -543,6 +548,13 @@ mod tests {
             let refusal = check(name, value).expect_err(name);
             let status = tonic::Status::from(refusal);
             assert!(status.message().contains(name) && status.message().contains(why), "{}", status.message());
+        }
+        // A client that said nothing about itself counts no samples, whatever it reports.
+        let silent = Expected { train_samples: Some(0), test_samples: None, ..expected(&specs) };
+        for name in ["test_samples", "train_samples"] {
+            let status = tonic::Status::from(metrics(&[scalar::metric(name, 1.8e19)], &silent).expect_err(name));
+            assert!(status.message().contains("has not reported its"), "{}", status.message());
+            assert!(metrics(&[scalar::metric(name, 0.0)], &silent).is_ok(), "none is what it said");
         }
         let long = "m".repeat(100_000);
         let status = tonic::Status::from(check(&format!("{long}\n"), f64::INFINITY).unwrap_err());

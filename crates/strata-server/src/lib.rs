@@ -58,6 +58,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 pub use events::ServerEvent;
+pub use registry::{MAX_FINGERPRINT_CHARS, ShareSizes};
 pub use round::Ending;
 pub use state::StateError;
 pub use strata_core::backend::{BackendError, HeadTraining, LinearHead, ModelBackend};
@@ -92,10 +93,11 @@ pub struct ServerOptions {
     /// from the operator's own copy of the data. `None`: the first client to report one fixes
     /// it, so a client that joins first with a made-up one locks out every honest client.
     pub dataset_fingerprint: Option<String>,
-    /// Each partition index's training samples, from the operator's own partition of the
-    /// data: a client must report exactly its index's count (its weight in an average). `None`:
-    /// at most `max_samples_per_client` from the config, if set.
-    pub train_samples: Option<Vec<u64>>,
+    /// Each partition index's training and test samples, from the operator's own partition
+    /// of the data: a client must report exactly its index's counts (its weight in an
+    /// average, its accuracy's weight in the records). `None`: at most
+    /// `max_samples_per_client` from the config, if set.
+    pub share_sizes: Option<ShareSizes>,
     /// Bytes of training uploads the server holds at once (default: two models, at least
     /// 256 MiB); uploads beyond it wait for earlier ones to be aggregated.
     pub upload_budget_bytes: Option<u64>,
@@ -115,7 +117,7 @@ impl ServerOptions {
             slots_per_credential: 1,
             metrics: None,
             dataset_fingerprint: None,
-            train_samples: None,
+            share_sizes: None,
             upload_budget_bytes: None,
         }
     }
@@ -214,7 +216,7 @@ pub async fn run(
     for (key, value) in strategy.summary() {
         info!(key, %value, "strategy setting");
     }
-    let samples = match (options.train_samples, config.max_samples_per_client) {
+    let samples = match (options.share_sizes, config.max_samples_per_client) {
         (Some(known), _) => registry::SampleBounds::Known(Arc::new(known)),
         (None, Some(max)) => registry::SampleBounds::AtMost(max),
         (None, None) => registry::SampleBounds::Unbounded,

@@ -60,8 +60,6 @@ pub struct ClientEntry {
     pub downloads_open: u32,
     /// The host this client joined through, whose polls collect its tasks and keep it alive.
     pub host: Option<Arc<Host>>,
-    /// Whether the client was ever heard from after joining (a poll, a heartbeat, a result).
-    pub active: bool,
     /// The token or client certificate it joined with: only that credential may join the
     /// slot again, and each credential holds a bounded number of slots.
     pub credential: Option<Arc<str>>,
@@ -137,10 +135,15 @@ impl ClientEntry {
             && round >= self.benched_until
     }
 
-    /// A client that joined, never showed a sign of life, and has been silent past `patience`:
-    /// its slot may go to someone else (hosted clients live and die with their host).
-    fn is_squatting(&self, patience: Duration) -> bool {
-        self.host.is_none() && !self.active && self.last_seen.elapsed() > patience
+    /// A client silent past `patience` with no call open: gone, or never there (a join that
+    /// never polls), so its slot may go to a client that wants one. A daemon heartbeats while
+    /// it works, so only one that died or lost its link this long is taken for gone; hosted
+    /// clients live and die with their host.
+    fn is_gone(&self, patience: Duration) -> bool {
+        self.host.is_none()
+            && self.polls_waiting == 0
+            && self.downloads_open == 0
+            && self.last_seen.elapsed() > patience
     }
 
     /// When the client was last heard from, itself or through its host.
@@ -152,13 +155,21 @@ impl ClientEntry {
     }
 }
 
-/// A client whose dataset is not the federation's.
+/// The longest dataset fingerprint taken: `strata_data`'s are a name, counts, a shape and a
+/// hash, well under this; longer is not one, and would be echoed to every client after.
+pub const MAX_FINGERPRINT_CHARS: usize = 256;
+
+/// A dataset fingerprint the federation does not take. Both fingerprints are cut and
+/// escaped for messages.
 #[derive(Debug, thiserror::Error)]
-#[error("this client loaded dataset `{got}`, but the federation trains on `{expected}`: check --data-path")]
-pub struct FingerprintMismatch {
-    pub expected: String,
-    /// The client's fingerprint, cut and escaped for messages.
-    pub got: String,
+pub enum FingerprintError {
+    /// A client whose dataset is not the federation's.
+    #[error("this client loaded dataset `{got}`, but the federation trains on `{expected}`: check --data-path")]
+    Mismatch { expected: String, got: String },
+    #[error(
+        "dataset fingerprint `{got}` is not one: a fingerprint is at most {MAX_FINGERPRINT_CHARS} characters, none of them control characters"
+    )]
+    Malformed { got: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -277,23 +288,49 @@ pub struct Registry {
     slots_per_credential: u32,
 }
 
-/// The training samples a client may report for its index.
+/// The training and test samples a client may report for its index: its weight in an
+/// average, and its accuracy's weight in the records.
 #[derive(Clone, Debug, Default)]
 pub enum SampleBounds {
-    /// Each index's count, from the server's own partition: a client must report exactly its own.
-    Known(Arc<Vec<u64>>),
+    /// Each index's counts, from the server's own partition: a client must report exactly its own.
+    Known(Arc<ShareSizes>),
+    /// At most this many of each (`max_samples_per_client`).
     AtMost(u64),
     #[default]
     Unbounded,
 }
 
+/// Each partition index's training and test samples, as the server's own copy of the data
+/// splits them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShareSizes {
+    pub train: Vec<u64>,
+    pub test: Vec<u64>,
+}
+
 /// Capabilities a client may not report.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CapabilityError {
-    #[error("this client reported {reported} training samples, but partition index {index} holds {known}")]
-    NotItsShare { index: u32, reported: u64, known: u64 },
-    #[error("this client reported {reported} training samples; this federation takes at most {max} per client")]
-    TooMany { reported: u64, max: u64 },
+    #[error("this client reported {reported} {what} samples, but partition index {index} holds {known}")]
+    NotItsShare { what: SampleKind, index: u32, reported: u64, known: u64 },
+    #[error("this client reported {reported} {what} samples; this federation takes at most {max} per client")]
+    TooMany { what: SampleKind, reported: u64, max: u64 },
+}
+
+/// Which of a client's sample counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleKind {
+    Training,
+    Test,
+}
+
+impl std::fmt::Display for SampleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Training => "training",
+            Self::Test => "test",
+        })
+    }
 }
 
 impl Registry {
@@ -326,19 +363,32 @@ impl Registry {
         self
     }
 
-    /// Checks what a client at `index` says about its training samples. Zero (nothing said
-    /// yet) passes: such a client cannot send a training result.
+    /// Checks what a client at `index` says about its training and test samples. Zero
+    /// (nothing said yet) passes: such a client cannot send a training result, nor an
+    /// evaluation that counts.
     pub fn check_capabilities(&self, index: u32, capabilities: &Capabilities) -> Result<(), CapabilityError> {
-        let reported = capabilities.train_samples;
+        self.check_samples(index, SampleKind::Training, capabilities.train_samples)?;
+        self.check_samples(index, SampleKind::Test, capabilities.test_samples)
+    }
+
+    fn check_samples(&self, index: u32, what: SampleKind, reported: u64) -> Result<(), CapabilityError> {
         if reported == 0 {
             return Ok(());
         }
         match &self.samples {
-            SampleBounds::Known(sizes) => match sizes.get(index as usize) {
-                Some(&known) if known != reported => Err(CapabilityError::NotItsShare { index, reported, known }),
-                _ => Ok(()),
-            },
-            SampleBounds::AtMost(max) if reported > *max => Err(CapabilityError::TooMany { reported, max: *max }),
+            SampleBounds::Known(sizes) => {
+                let own = match what {
+                    SampleKind::Training => &sizes.train,
+                    SampleKind::Test => &sizes.test,
+                };
+                match own.get(index as usize) {
+                    Some(&known) if known != reported => {
+                        Err(CapabilityError::NotItsShare { what, index, reported, known })
+                    }
+                    _ => Ok(()),
+                }
+            }
+            SampleBounds::AtMost(max) if reported > *max => Err(CapabilityError::TooMany { what, reported, max: *max }),
             _ => Ok(()),
         }
     }
@@ -479,7 +529,7 @@ impl Registry {
             (Some(r), Some(own)) if r != own => return Err(JoinError::IndexChanged { id, index: own, requested: r }),
             (_, Some(own)) => own,
             (Some(r), None) => {
-                if indices.holder(r).is_some_and(|h| !self.release_if_squatting(&mut indices, &h)) {
+                if indices.holder(r).is_some_and(|h| !self.release_if_gone(&mut indices, &h)) {
                     return Err(JoinError::IndexTaken { index: r });
                 }
                 r
@@ -487,7 +537,7 @@ impl Registry {
             (None, None) => match indices.lowest_free() {
                 Some(i) => i,
                 None => {
-                    self.release_squatters(&mut indices);
+                    self.release_longest_gone(&mut indices);
                     indices.lowest_free().ok_or(JoinError::Full { capacity: self.capacity })?
                 }
             },
@@ -518,7 +568,6 @@ impl Registry {
                 polls_waiting: 0,
                 downloads_open: 0,
                 host,
-                active: false,
                 credential,
                 gave_up: None,
                 collected: None,
@@ -542,7 +591,6 @@ impl Registry {
         if let Some(mut entry) = self.clients.get_mut(id) {
             entry.last_seen = Instant::now();
             entry.missed_deadline = false;
-            entry.active = true;
             if let Some(c) = capabilities {
                 entry.capabilities = c;
             }
@@ -556,10 +604,10 @@ impl Registry {
         }
     }
 
-    /// Gives away the slot of `holder` if it is squatting; whether it did.
-    fn release_if_squatting(&self, indices: &mut Indices, holder: &Uuid) -> bool {
-        let squatting = self.clients.get(holder).is_some_and(|e| e.is_squatting(self.patience));
-        if squatting && let Some((_, entry)) = self.clients.remove(holder) {
+    /// Gives away the slot of `holder` if it is gone; whether it did.
+    fn release_if_gone(&self, indices: &mut Indices, holder: &Uuid) -> bool {
+        let gone = self.clients.get(holder).is_some_and(|e| e.is_gone(self.patience));
+        if gone && let Some((_, entry)) = self.clients.remove(holder) {
             indices.release(entry.index);
             if let Some(c) = &entry.credential
                 && let Some(count) = indices.by_credential.get_mut(c)
@@ -568,31 +616,38 @@ impl Registry {
             }
             self.generation.fetch_add(1, Ordering::Relaxed);
             self.joined.send_replace(self.clients.len());
-            tracing::warn!(index = entry.index, "released the slot of a client silent since it joined");
+            let silent_secs = entry.last_seen.elapsed().as_secs();
+            tracing::warn!(index = entry.index, silent_secs, "gave a gone client's slot to a client that joined");
         }
-        squatting
+        gone
     }
 
-    /// Gives away the slots of every client silent since it joined (when the federation is full).
-    fn release_squatters(&self, indices: &mut Indices) {
-        let squatters: Vec<Uuid> =
-            self.clients.iter().filter(|e| e.is_squatting(self.patience)).map(|e| *e.key()).collect();
-        for id in squatters {
-            self.release_if_squatting(indices, &id);
+    /// Gives away the slot of the client gone the longest, if any (when the federation is
+    /// full): one, so that a client away for a while loses its slot only to a newcomer.
+    fn release_longest_gone(&self, indices: &mut Indices) {
+        let longest =
+            self.clients.iter().filter(|e| e.is_gone(self.patience)).min_by_key(|e| e.last_seen).map(|e| *e.key());
+        if let Some(id) = longest {
+            self.release_if_gone(indices, &id);
         }
     }
 
     /// Checks a client's dataset fingerprint against the federation's (the server's own, or
-    /// else the first one reported).
-    pub fn check_fingerprint(&self, fingerprint: &str) -> Result<(), FingerprintMismatch> {
+    /// else the first one reported, if it has the form of one).
+    pub fn check_fingerprint(&self, fingerprint: &str) -> Result<(), FingerprintError> {
         if fingerprint.is_empty() {
             return Ok(());
         }
+        let shown = || strata_proto::text::clip(fingerprint, MAX_FINGERPRINT_CHARS);
+        if fingerprint.chars().count() > MAX_FINGERPRINT_CHARS || fingerprint.chars().any(char::is_control) {
+            return Err(FingerprintError::Malformed { got: shown() });
+        }
         let mut reference = self.fingerprint.lock().unwrap_or_else(|e| e.into_inner());
         match reference.as_deref() {
-            Some(r) if r != fingerprint => {
-                Err(FingerprintMismatch { expected: r.to_string(), got: strata_proto::text::shown(fingerprint) })
-            }
+            Some(r) if r != fingerprint => Err(FingerprintError::Mismatch {
+                expected: strata_proto::text::clip(r, MAX_FINGERPRINT_CHARS),
+                got: shown(),
+            }),
             Some(_) => Ok(()),
             None => {
                 *reference = Some(fingerprint.to_string());
@@ -624,14 +679,14 @@ impl Registry {
         self.snapshot(|e| e.host.is_none())
     }
 
-    /// A host's long poll: the tasks posted to its clients (at most `max`), waiting up to
-    /// `wait` for one; `None` for a host nobody joined through.
     /// Whether client `id` joined through host `host`.
     pub fn is_host_of(&self, id: &Uuid, host: &Uuid) -> bool {
         let Some(host) = self.hosts.get(host).map(|h| Arc::clone(h.value())) else { return false };
         self.clients.get(id).is_some_and(|e| e.host.as_ref().is_some_and(|h| Arc::ptr_eq(h, &host)))
     }
 
+    /// A host's long poll: the tasks posted to its clients (at most `max`), waiting up to
+    /// `wait` for one; `None` for a host nobody joined through.
     pub async fn poll_host(&self, host: &Uuid, wait: Duration, max: usize) -> Option<HostPoll> {
         let host = Arc::clone(self.hosts.get(host)?.value());
         host.touch();
@@ -1028,22 +1083,38 @@ mod tests {
     }
 
     #[test]
-    fn reported_training_samples_are_bounded() {
-        let said = |n: u64| Capabilities { train_samples: n, ..Default::default() };
-        let known = Registry::new(2).with_sample_bounds(SampleBounds::Known(Arc::new(vec![40, 70])));
-        assert_eq!(known.check_capabilities(1, &said(70)), Ok(()));
+    fn reported_sample_counts_are_bounded() {
+        use SampleKind::{Test, Training};
+        let said =
+            |train: u64, test: u64| Capabilities { train_samples: train, test_samples: test, ..Default::default() };
+        let sizes = ShareSizes { train: vec![40, 70], test: vec![14, 24] };
+        let known = Registry::new(2).with_sample_bounds(SampleBounds::Known(Arc::new(sizes)));
+        assert_eq!(known.check_capabilities(1, &said(70, 24)), Ok(()));
         assert_eq!(
-            known.check_capabilities(1, &said(71)),
-            Err(CapabilityError::NotItsShare { index: 1, reported: 71, known: 70 })
+            known.check_capabilities(1, &said(71, 24)),
+            Err(CapabilityError::NotItsShare { what: Training, index: 1, reported: 71, known: 70 })
         );
-        assert_eq!(known.check_capabilities(0, &said(0)), Ok(()), "nothing said yet");
+        assert_eq!(
+            known.check_capabilities(1, &said(70, u64::MAX)),
+            Err(CapabilityError::NotItsShare { what: Test, index: 1, reported: u64::MAX, known: 24 })
+        );
+        assert_eq!(known.check_capabilities(0, &said(0, 0)), Ok(()), "nothing said yet");
         let capped = Registry::new(2).with_sample_bounds(SampleBounds::AtMost(100));
-        assert_eq!(capped.check_capabilities(0, &said(100)), Ok(()));
+        assert_eq!(capped.check_capabilities(0, &said(100, 100)), Ok(()));
         assert_eq!(
-            capped.check_capabilities(0, &said(u64::MAX)),
-            Err(CapabilityError::TooMany { reported: u64::MAX, max: 100 })
+            capped.check_capabilities(0, &said(u64::MAX, 1)),
+            Err(CapabilityError::TooMany { what: Training, reported: u64::MAX, max: 100 })
         );
-        assert_eq!(Registry::new(1).check_capabilities(0, &said(u64::MAX)), Ok(()), "unbounded without data or a cap");
+        assert_eq!(
+            capped.check_capabilities(0, &said(1, 101)),
+            Err(CapabilityError::TooMany { what: Test, reported: 101, max: 100 })
+        );
+        let unbounded = Registry::new(1);
+        assert_eq!(
+            unbounded.check_capabilities(0, &said(u64::MAX, u64::MAX)),
+            Ok(()),
+            "unbounded without data or a cap"
+        );
     }
 
     #[test]
@@ -1081,6 +1152,14 @@ mod tests {
         assert!(registry.check_fingerprint("fmnist/70000/abc").is_ok());
         assert!(registry.check_fingerprint("fmnist/70000/abc").is_ok());
         assert!(registry.check_fingerprint("fmnist/69999/xyz").unwrap_err().to_string().contains("fmnist/70000/abc"));
+        // What cannot be a fingerprint never becomes the federation's, nor is echoed whole.
+        let fresh = Registry::new(1);
+        for junk in ["x".repeat(1 << 20), "fmnist\nINFO forged".to_string()] {
+            let err = fresh.check_fingerprint(&junk).unwrap_err();
+            assert!(matches!(err, FingerprintError::Malformed { .. }), "{err}");
+            assert!(err.to_string().len() < 1000 && !err.to_string().contains('\n'), "{err}");
+        }
+        assert_eq!(fresh.fingerprint(), None);
     }
 
     #[test]
@@ -1237,7 +1316,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_held_by_a_client_silent_since_it_joined_is_given_away() {
+    fn a_slot_held_by_a_gone_client_is_given_away_longest_gone_first() {
         let registry = Registry::new(2).with_patience(Duration::from_millis(50));
         let (squatter, worker, newcomer) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         join(&registry, squatter, Some(0), None).unwrap();
@@ -1247,10 +1326,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         registry.touch(&worker, None);
         std::thread::sleep(Duration::from_millis(80));
-        // The worker was heard from after joining; the squatter never was.
+        // Both are silent past their patience; the squatter longer (never heard from), so it goes
+        // first, and only it.
         assert_eq!(join(&registry, newcomer, None, None), Ok(0));
         assert!(registry.info(&squatter).is_none() && registry.info(&worker).is_some());
         assert_eq!(registry.joined_count(), 2);
+        // A client heard from once and silent since goes too, for the next one that needs a slot.
+        let late = Uuid::from_u128(4);
+        assert_eq!(join(&registry, late, None, None), Ok(1));
+        assert!(registry.info(&worker).is_none());
+        // A client with a long poll open is not silent, however long the poll.
+        let _waiting = registry.begin_poll(&late).unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        registry.touch(&newcomer, None);
+        assert_eq!(join(&registry, Uuid::from_u128(5), None, None), Err(JoinError::Full { capacity: 2 }));
         // A requested index held by a squatter is given away too.
         let other = Registry::new(1).with_patience(Duration::ZERO);
         join(&other, squatter, Some(0), None).unwrap();

@@ -24,7 +24,7 @@ use crate::assignment::{Assignment, TaskKind};
 use crate::budget::UploadBudget;
 use crate::events::ServerEvent;
 use crate::gate::RoundGate;
-use crate::registry::{Capabilities, JoinError, Registry, Unauthorized};
+use crate::registry::{Capabilities, FingerprintError, JoinError, Registry, Unauthorized};
 use crate::validate::{self, ValidUpdate};
 
 type RpcResult<T> = Result<Response<T>, Status>;
@@ -108,6 +108,15 @@ impl From<JoinError> for Status {
             JoinError::IndexOutOfRange { .. } | JoinError::IndexChanged { .. } | JoinError::HostChanged { .. } => {
                 Status::invalid_argument(e.to_string())
             }
+        }
+    }
+}
+
+impl From<FingerprintError> for Status {
+    fn from(e: FingerprintError) -> Self {
+        match e {
+            FingerprintError::Mismatch { .. } => Status::failed_precondition(e.to_string()),
+            FingerprintError::Malformed { .. } => Status::invalid_argument(e.to_string()),
         }
     }
 }
@@ -349,9 +358,7 @@ impl pb::federation_server::Federation for FederationService {
             ),
         };
         if let Some(c) = &req.capabilities {
-            self.registry
-                .check_fingerprint(&c.dataset_fingerprint)
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            self.registry.check_fingerprint(&c.dataset_fingerprint)?;
         }
         let (index, session) =
             self.registry.join_as(credential.as_deref(), id, req.requested_index, host, &req.session)?;
@@ -383,9 +390,7 @@ impl pb::federation_server::Federation for FederationService {
         self.check_run(&req.run_id)?;
         let id = self.known_client(&req.client_id, &req.session)?;
         if let Some(c) = &req.capabilities {
-            self.registry
-                .check_fingerprint(&c.dataset_fingerprint)
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            self.registry.check_fingerprint(&c.dataset_fingerprint)?;
         }
         let capabilities = req.capabilities.map(capabilities_from_wire);
         if let (Some(c), Some(info)) = (&capabilities, self.registry.info(&id)) {
@@ -586,13 +591,15 @@ fn task_seed(task_id: &str) -> u64 {
     task_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
+/// What a client says about itself, its text cut and escaped: the device goes into every
+/// round's records.
 fn capabilities_from_wire(c: pb::ClientCapabilities) -> Capabilities {
     Capabilities {
-        device: c.device,
+        device: shown(&c.device),
         train_samples: c.train_samples,
         test_samples: c.test_samples,
         dataset_fingerprint: c.dataset_fingerprint,
-        partition: c.partition,
+        partition: shown(&c.partition),
     }
 }
 

@@ -28,6 +28,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         dataset.name, config.data.split, config.clients, config.seed
     );
     println!("{}", strata_report::label_table_markdown(&counts));
+    // What a server without the data is told with --dataset-fingerprint.
+    println!("Dataset fingerprint: {}", dataset.fingerprint());
     strata_report::plot_label_heatmap(&counts, &args.png)
         .with_context(|| format!("cannot write {}", args.png.display()))?;
     println!("Heatmap written to {}", args.png.display());

@@ -33,7 +33,8 @@ pub struct RunArgs {
     /// Seconds to wait for min_clients to join before ending with an error (default: no limit).
     #[arg(long)]
     pub start_deadline: Option<u64>,
-    /// The most training samples a client may report (its weight in an average is at most this).
+    /// The most training (and test) samples a client may report: its weight in an average,
+    /// and its accuracy's in a round's, are at most this. Ignored where the server holds the data.
     #[arg(long)]
     pub max_samples_per_client: Option<u64>,
     /// How the server combines updates against hostile clients: none, norm-bound:M,

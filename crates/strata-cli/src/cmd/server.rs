@@ -41,6 +41,11 @@ pub struct Args {
     /// 0.0.0.0:9090. The gRPC port serves grpc.health.v1 either way.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// The fingerprint of the run's dataset, as `strata partition` prints it on a machine
+    /// that holds the data: clients that loaded other data are refused. For a server without
+    /// a copy of the data; without it, the first client to report a fingerprint fixes it.
+    #[arg(long, value_name = "FINGERPRINT")]
+    dataset_fingerprint: Option<String>,
     /// MiB of training uploads held at once across clients (default: two models' size, at
     /// least 256); uploads beyond it wait until earlier ones are aggregated.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
@@ -64,10 +69,10 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     let mut options =
         strata_server::ServerOptions::new(config, out, std::sync::Arc::new(strata_torch::backend::TorchBackend));
     options.resume = args.resume.is_some();
-    if let Some((fingerprint, train_samples)) = own_data(&options.config).await {
-        options.dataset_fingerprint = Some(fingerprint);
-        options.train_samples = Some(train_samples);
-    }
+    let own = own_data(&options.config, args.dataset_fingerprint.is_some()).await;
+    let (own_fingerprint, sizes) = own.unzip();
+    options.dataset_fingerprint = federation_fingerprint(args.dataset_fingerprint, own_fingerprint)?;
+    options.share_sizes = sizes;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options.tls = Some(strata_server::ServerTls {
             cert_pem: super::read_pem(cert, "--tls-cert")?,
@@ -94,26 +99,74 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The fingerprint of the run's data and each partition index's training samples, if this
-/// machine holds a copy of the data (where the config or `--data-path` says): then clients are
-/// checked against them, not taken at their word.
-async fn own_data(config: &strata_core::config::RunConfig) -> Option<(String, Vec<u64>)> {
+/// The dataset fingerprint clients must match: `--dataset-fingerprint`, or else that of the
+/// server's own copy of the data (both: they must agree); `None` when neither is there.
+fn federation_fingerprint(told: Option<String>, own: Option<String>) -> anyhow::Result<Option<String>> {
+    if let Some(told) = &told {
+        let limit = strata_server::MAX_FINGERPRINT_CHARS;
+        if told.is_empty() || told.chars().count() > limit || told.chars().any(char::is_control) {
+            anyhow::bail!(
+                "--dataset-fingerprint `{}` is not a fingerprint: 1 to {limit} characters, none of them control characters",
+                told.escape_default()
+            );
+        }
+    }
+    match (told, own) {
+        (Some(told), Some(own)) if told != own => anyhow::bail!(
+            "--dataset-fingerprint is `{told}`, but the data this server holds is `{own}`: check the flag and --data-path"
+        ),
+        (told, own) => Ok(told.or(own)),
+    }
+}
+
+/// The fingerprint of the run's data and each partition index's training and test samples,
+/// if this machine holds a copy of the data (where the config or `--data-path` says): then
+/// clients are checked against them, not taken at their word. `told`: the operator gave the
+/// fingerprint (`--dataset-fingerprint`).
+async fn own_data(config: &strata_core::config::RunConfig, told: bool) -> Option<(String, strata_server::ShareSizes)> {
     let config = config.clone();
-    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Vec<u64>)> {
+    let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, strata_server::ShareSizes)> {
         let dataset = strata_data::load(&config.data, config.seed)?;
         let split = strata_data::partition::for_run(&config.data, config.clients as usize, config.seed, &dataset)?;
-        Ok((dataset.fingerprint(), split.train_sizes()))
+        let sizes = strata_server::ShareSizes { train: split.train_sizes(), test: split.test_sizes() };
+        Ok((dataset.fingerprint(), sizes))
     })
     .await;
     match loaded {
         Ok(Ok(known)) => Some(known),
+        Ok(Err(e)) if told => {
+            tracing::info!("no copy of the data on the server ({e}); clients must match --dataset-fingerprint");
+            None
+        }
         Ok(Err(e)) => {
-            tracing::info!("no copy of the data on the server ({e}); the first client fixes the dataset's fingerprint");
+            tracing::warn!(
+                "no copy of the data on the server ({e}) and no --dataset-fingerprint: the first client fixes the dataset's fingerprint"
+            );
             None
         }
         Err(e) => {
             tracing::warn!("loading the data panicked: {e}");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::federation_fingerprint;
+
+    #[test]
+    fn the_fingerprint_is_the_flags_or_the_datas_and_they_must_agree() {
+        let fp = |s: &str| Some(s.to_string());
+        assert_eq!(federation_fingerprint(fp("a/1"), None).unwrap(), fp("a/1"));
+        assert_eq!(federation_fingerprint(None, fp("a/1")).unwrap(), fp("a/1"));
+        assert_eq!(federation_fingerprint(fp("a/1"), fp("a/1")).unwrap(), fp("a/1"));
+        assert_eq!(federation_fingerprint(None, None).unwrap(), None);
+        let disagree = federation_fingerprint(fp("a/1"), fp("b/2")).unwrap_err().to_string();
+        assert!(disagree.contains("`a/1`") && disagree.contains("`b/2`"), "{disagree}");
+        for bad in ["", "a\nb", &"x".repeat(300)] {
+            let err = federation_fingerprint(fp(bad), None).unwrap_err().to_string();
+            assert!(err.contains("is not a fingerprint"), "{err}");
         }
     }
 }

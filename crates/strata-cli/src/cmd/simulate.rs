@@ -98,13 +98,16 @@ pub async fn simulate(
     tracing::info!(clients = config.clients, parallel, threads, rounds = config.rounds, method = %config.method, "simulation starting");
 
     // The server holds the same data as the clients (one copy, in this process), so it knows
-    // the dataset's fingerprint and each client's training samples instead of taking the
+    // the dataset's fingerprint and each client's sample counts instead of taking the
     // clients' word for them.
     let cache = Arc::new(strata_client::DataCache::default());
-    let (fingerprint, train_samples) = {
+    let (fingerprint, share_sizes) = {
         let (cache, config) = (Arc::clone(&cache), config.clone());
         tokio::task::spawn_blocking(move || {
-            cache.get(&config).map(|(dataset, partition)| (dataset.fingerprint(), partition.train_sizes()))
+            cache.get(&config).map(|(dataset, partition)| {
+                let sizes = strata_server::ShareSizes { train: partition.train_sizes(), test: partition.test_sizes() };
+                (dataset.fingerprint(), sizes)
+            })
         })
         .await
         .context("loading the data panicked")?
@@ -166,7 +169,7 @@ pub async fn simulate(
         strata_server::ServerOptions::new(config, out, Arc::new(strata_torch::backend::TorchBackend));
     server_options.events = Some(events);
     server_options.dataset_fingerprint = Some(fingerprint);
-    server_options.train_samples = Some(train_samples);
+    server_options.share_sizes = Some(share_sizes);
     let outcome = strata_server::run(server_options, listener, crate::shutdown::signal()).await;
     let _ = stop_clients.send(());
     while let Some(joined) = tasks.join_next().await {
