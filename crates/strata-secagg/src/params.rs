@@ -13,7 +13,7 @@ pub use strata_core::secure_aggregation::{CountOrFraction, MAX_SHARES, SecAggCon
 pub trait Resolve {
     /// The round's k and t for `n` clients, and a check that the sum of `n` vectors cannot
     /// wrap around the modulus. Without a configured `max_weight`, the weight is relative to
-    /// [`DEFAULT_MAX_WEIGHT`] until [`RoundParams::weighing`] sets it from the round.
+    /// [`DEFAULT_MAX_WEIGHT`] until [`RoundParams::relative_to`] sets it from the round.
     fn resolve(&self, n: usize) -> Result<RoundParams, SecAggError>;
 }
 
