@@ -1,6 +1,7 @@
 //! Robust aggregation end to end: real client daemons on loopback, one of them hostile
 //! (`simulate --attack`'s client side), and the server's rule keeping it out of the global
-//! model, as each round's record in `rounds.jsonl` shows.
+//! model, as each round's record in `rounds.jsonl` shows; every rule with every method that
+//! takes one, and every attack.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +18,11 @@ const HOSTILE: u32 = 4;
 async fn run(method: Method, rule: &str, attack: Attack, out: &Path) -> Vec<RoundRecord> {
     let mut config: RunConfig = synthetic_config(5, 2);
     config.method = method;
+    run_config(config, rule, attack, out).await
+}
+
+/// [`run`] with a config of its own (five clients).
+async fn run_config(mut config: RunConfig, rule: &str, attack: Attack, out: &Path) -> Vec<RoundRecord> {
     config.defense.rule = rule.parse().expect("a rule");
     let server = start_server(config, out).await;
     let cache = Arc::new(strata_client::DataCache::default());
@@ -102,4 +108,72 @@ async fn a_refused_virtual_client_does_not_hold_its_rounds() {
     assert_eq!(outcome.summary.rounds_completed, 2);
     let rounds: Vec<RoundRecord> = read_jsonl(&dir.path().join("rounds.jsonl"));
     assert!(rounds.iter().filter(|r| r.aggregated).all(|r| r.reported == 4), "{rounds:?}");
+}
+
+/// The rules beyond Krum and the median bound, on every method that takes one, and the
+/// attacks beyond scaling: each round records its rule, and what each rule can show of the
+/// hostile client (clipped, left out) it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_rule_composes_with_the_methods_that_take_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = |name: &str| dir.path().join(name);
+    let scaled = Attack::Scale(100.0);
+    let defended = |rounds: &[RoundRecord], rule: &str| -> Vec<strata_core::records::DefenseReport> {
+        assert_eq!(rounds.iter().filter(|r| r.aggregated).count(), 2, "{rule}: {rounds:?}");
+        let reports: Vec<_> = rounds.iter().filter(|r| r.aggregated).filter_map(|r| r.defense.clone()).collect();
+        assert!(reports.len() == 2 && reports.iter().all(|d| rule.starts_with(&d.rule)), "{rule}: {rounds:?}");
+        reports
+    };
+    // Multi-Krum keeps the n − f best scores: never the scaled client's.
+    for (method, rule) in
+        [(Method::FedProx, "multi-krum:1"), (Method::FedRep, "multi-krum:1:uniform"), (Method::Ditto, "multi-krum:1")]
+    {
+        let rounds = run(method, rule, scaled, &out(&format!("{method}-{rule}"))).await;
+        for d in defended(&rounds, rule) {
+            let selected = d.selected.expect("multi-krum says whom it kept");
+            assert!(selected.len() == 4 && !selected.contains(&HOSTILE), "{method} {rule}: {selected:?}");
+        }
+    }
+    // The median bound clips the scaled client, and a noisy one (σ = 1 on every value), in
+    // the methods that average what they share and in FedCAC's per-client models.
+    for (method, attack) in [(Method::FedCac, scaled), (Method::FedAvg, Attack::Noise(1.0))] {
+        let rounds = run(method, "norm-bound:median", attack, &out(&format!("{method}-norm"))).await;
+        for d in defended(&rounds, "norm-bound") {
+            assert!(d.clipped.contains(&HOSTILE), "{method}: {d:?}");
+        }
+    }
+    let data = tempfile::tempdir().expect("tempdir");
+    strata_tests::write_tiny_idx(data.path(), 400, 100);
+    let mut fedbn = synthetic_config(5, 2);
+    fedbn.method = Method::FedBn;
+    fedbn.model.name = "cnn-bn".into();
+    fedbn.data.dataset = strata_core::config::DatasetKind::Idx;
+    fedbn.data.path = Some(data.path().to_path_buf());
+    let rounds = run_config(fedbn, "norm-bound:median", scaled, &out("fedbn-norm")).await;
+    for d in defended(&rounds, "norm-bound") {
+        assert!(d.clipped.contains(&HOSTILE), "fedbn: {d:?}");
+    }
+    // Sign flips and flipped labels under the median and the trimmed mean: the rounds aggregate.
+    defended(&run(Method::FedAvg, "median", Attack::LabelFlip, &out("label-flip")).await, "median");
+    defended(&run(Method::FedPer, "trimmed-mean:0.2", Attack::SignFlip, &out("sign-flip")).await, "trimmed-mean");
+
+    // The trimmed mean drops each coordinate's extremes: the scaled client's change (100 times
+    // an honest one) moves the model far less than it moves the plain mean.
+    let moved = |dir: &Path| {
+        let config = synthetic_config(5, 2);
+        let initial = torch_backend().initial_model(&config).expect("initial model");
+        let (model, _) = strata_core::safetensors::read(&dir.join("model.safetensors")).expect("final model");
+        model
+            .tensors()
+            .iter()
+            .zip(initial.tensors())
+            .flat_map(|(a, b)| a.values().iter().zip(b.values()).map(|(x, y)| f64::from(x - y).powi(2)))
+            .sum::<f64>()
+            .sqrt()
+    };
+    run(Method::FedAvg, "none", scaled, &out("plain")).await;
+    let trimmed = run(Method::FedAvg, "trimmed-mean:0.2", scaled, &out("trimmed")).await;
+    defended(&trimmed, "trimmed-mean");
+    let (plain, trimmed) = (moved(&out("plain")), moved(&out("trimmed")));
+    assert!(trimmed * 5.0 < plain, "the trimmed mean moved the model {trimmed}, the plain mean {plain}");
 }

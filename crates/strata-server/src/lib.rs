@@ -90,8 +90,9 @@ pub struct ServerOptions {
     /// Serve Prometheus metrics (`/metrics`) and `/healthz` over HTTP here while the run goes on.
     pub metrics: Option<TcpListener>,
     /// The fingerprint of the dataset every client must hold (`strata_data::Dataset::fingerprint`),
-    /// from the operator's own copy of the data. `None`: the first client to report one fixes
-    /// it, so a client that joins first with a made-up one locks out every honest client.
+    /// from the operator's own copy of the data or given by the operator. `None`: the first
+    /// client to report one fixes it, so a client that joins first with a made-up one locks
+    /// out every honest client.
     pub dataset_fingerprint: Option<String>,
     /// Each partition index's training and test samples, from the operator's own partition
     /// of the data: a client must report exactly its index's counts (its weight in an
@@ -228,7 +229,7 @@ pub async fn run(
         if let (Some(known), Some(saved)) = (&options.dataset_fingerprint, &saved.fingerprint)
             && known != saved
         {
-            warn!(%known, %saved, "the saved run trained on other data than the server now holds; clients must match the server's");
+            warn!(%known, %saved, "the saved run trained on other data than the server's now; clients must match the server's");
         }
         let fingerprint = options.dataset_fingerprint.clone().or(saved.fingerprint.clone());
         let registry = registry::Registry::resumed(config.clients, &clients, fingerprint)

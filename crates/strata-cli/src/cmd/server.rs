@@ -139,9 +139,8 @@ async fn own_data(config: &strata_core::config::RunConfig, told: bool) -> Option
             None
         }
         Ok(Err(e)) => {
-            tracing::warn!(
-                "no copy of the data on the server ({e}) and no --dataset-fingerprint: the first client fixes the dataset's fingerprint"
-            );
+            // The run warns about what this means once it starts.
+            tracing::info!("no copy of the data on the server ({e}) and no --dataset-fingerprint");
             None
         }
         Err(e) => {
