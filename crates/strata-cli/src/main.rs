@@ -1,5 +1,6 @@
 //! The `strata` binary: parses the command line and hands off to the libraries.
 
+mod attack_record;
 mod bench;
 mod cmd;
 mod progress;

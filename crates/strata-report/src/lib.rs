@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`summary`]: the headline numbers of a run ([`RunSummary`], `summary.json`).
 //! - [`calibration_summary`]: accuracy before and after classifier calibration (CCVR).
+//! - [`honest`]: the final accuracy of the clients that were not hostile, under an attack.
 //! - [`markdown`]: `report.md` and the terminal results table.
 //! - [`plot`]: line charts as PNG (accuracy per round, any named series).
 //! - [`heatmap`]: samples per client and class, as a PNG heatmap and a Markdown table.
@@ -16,6 +17,7 @@ mod error;
 mod font;
 mod format;
 pub mod heatmap;
+pub mod honest;
 pub mod markdown;
 pub mod plot;
 mod png;
@@ -30,6 +32,7 @@ use strata_core::records::{CalibrationRecord, ClientRoundRecord, RoundRecord};
 
 pub use error::ReportError;
 pub use heatmap::{label_table_markdown, plot_label_heatmap};
+pub use honest::{HonestAccuracy, honest_accuracy};
 pub use markdown::{report_markdown, results_table};
 pub use plot::{plot_accuracy, plot_series};
 pub use summary::{BestMetrics, BestValue, FinalMetrics, RunSummary, summarize};

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use strata_core::records::RoundRecord;
-use strata_report::RunSummary;
+use strata_report::{HonestAccuracy, RunSummary, honest_accuracy};
 
 use super::spec::{BenchSpec, Cell};
+use crate::attack_record::{AttackRecord, read_client_rows};
 
 /// A finished cell: its summary and its rounds.
 #[derive(Clone, Debug)]
@@ -17,6 +18,8 @@ pub struct CellResult {
     pub cell: Cell,
     pub summary: RunSummary,
     pub rounds: Vec<RoundRecord>,
+    /// The final accuracy of the clients that were not hostile (all of them without an attack).
+    pub honest: Option<HonestAccuracy>,
 }
 
 /// Reads a cell's `summary.json`; `None` when the cell has not finished (no file, or a file
@@ -31,7 +34,20 @@ pub fn load_cell(dir: &Path, cell: &Cell) -> Option<CellResult> {
     let summary = finished_summary(dir)?;
     let text = std::fs::read_to_string(dir.join("rounds.jsonl")).unwrap_or_default();
     let rounds = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    Some(CellResult { cell: cell.clone(), summary, rounds })
+    Some(CellResult { cell: cell.clone(), summary, rounds, honest: honest_of(dir) })
+}
+
+/// The honest clients' final accuracy, from the cell's client rows and `attack.json`; a cell
+/// whose files cannot say gets none, with a warning.
+fn honest_of(dir: &Path) -> Option<HonestAccuracy> {
+    let read = || -> anyhow::Result<Option<HonestAccuracy>> {
+        let hostile = AttackRecord::read(dir)?.map(|a| a.hostile_clients).unwrap_or_default();
+        Ok(honest_accuracy(&read_client_rows(dir)?, &hostile))
+    };
+    read().unwrap_or_else(|e| {
+        tracing::warn!("no honest clients' accuracy for {}: {e:#}", dir.display());
+        None
+    })
 }
 
 /// Mean and sample standard deviation (n − 1; `None` for a single value).
@@ -81,7 +97,42 @@ fn stat<'a>(cells: &[&'a CellResult], metric: impl Fn(&'a CellResult) -> Option<
     mean_std(&cells.iter().filter_map(|&c| metric(c)).collect::<Vec<f64>>())
 }
 
-/// `results.md`: final personalized accuracy per method and split, then one table per split.
+/// A table of `metric`'s mean ± std over the seeds (with their count), one row per method and
+/// one column per split; with `skip_empty`, a method with no value anywhere gets no row.
+fn seeds_table(
+    spec: &BenchSpec,
+    results: &[CellResult],
+    metric: impl Fn(&CellResult) -> Option<f64>,
+    skip_empty: bool,
+) -> String {
+    let mut md = String::from("| method |");
+    for split in &spec.splits {
+        let _ = write!(md, " {} |", split.label);
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|".repeat(spec.splits.len()));
+    md.push('\n');
+    for method in &spec.methods {
+        let cells: Vec<Vec<&CellResult>> = (0..spec.splits.len()).map(|i| group(results, method, i)).collect();
+        if skip_empty && cells.iter().flatten().all(|c| metric(c).is_none()) {
+            continue;
+        }
+        let _ = write!(md, "| {method} |");
+        for split_cells in &cells {
+            match stat(split_cells, &metric) {
+                None => md.push_str(" — |"),
+                Some(s) => {
+                    let _ = write!(md, " {} ({}) |", pct(Some(s)), s.n);
+                }
+            }
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// `results.md`: final personalized and global accuracy per method and split (and, when a split
+/// has an attack, the honest clients'), then one table per split.
 pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
     let total = spec.cells().len();
     let mut md = format!("# Bench `{}`\n\n", spec.name);
@@ -92,54 +143,25 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
          the final one after the last round.\n",
         results.len()
     );
-    md.push_str("## Final personalized accuracy (seeds)\n\n| method |");
-    for split in &spec.splits {
-        let _ = write!(md, " {} |", split.label);
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(spec.splits.len()));
-    md.push('\n');
-    for method in &spec.methods {
-        let _ = write!(md, "| {method} |");
-        for split in 0..spec.splits.len() {
-            let cells = group(results, method, split);
-            match stat(&cells, |c| c.summary.final_eval.personalized_accuracy) {
-                None => md.push_str(" — |"),
-                Some(s) => {
-                    let _ = write!(md, " {} ({}) |", pct(Some(s)), s.n);
-                }
-            }
-        }
-        md.push('\n');
-    }
+    md.push_str("## Final personalized accuracy (seeds)\n\n");
+    md.push_str(&seeds_table(spec, results, |c| c.summary.final_eval.personalized_accuracy, false));
     let global = |c: &CellResult| {
         c.summary.calibration.as_ref().and_then(|k| k.global_after).or(c.summary.final_eval.global_accuracy)
     };
     md.push_str(
         "\n## Final global accuracy (seeds)\n\nThe global model on the union of the clients' test splits; \
-         for `+ccvr` methods, after calibrating its classifier.\n\n| method |",
+         for `+ccvr` methods, after calibrating its classifier.\n\n",
     );
-    for split in &spec.splits {
-        let _ = write!(md, " {} |", split.label);
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(spec.splits.len()));
-    md.push('\n');
-    for method in &spec.methods {
-        let cells: Vec<Vec<&CellResult>> = (0..spec.splits.len()).map(|i| group(results, method, i)).collect();
-        if cells.iter().flatten().all(|c| global(c).is_none()) {
-            continue;
-        }
-        let _ = write!(md, "| {method} |");
-        for split_cells in &cells {
-            match stat(split_cells, global) {
-                None => md.push_str(" — |"),
-                Some(s) => {
-                    let _ = write!(md, " {} ({}) |", pct(Some(s)), s.n);
-                }
-            }
-        }
-        md.push('\n');
+    md.push_str(&seeds_table(spec, results, global, true));
+    if spec.splits.iter().any(|s| s.attack.is_some()) {
+        md.push_str(
+            "\n## Final personalized accuracy of the honest clients (seeds)\n\nAs the first table, over the \
+             clients that were not hostile in the cell (`attack.json`; every client in a column without an \
+             attack): what a defense protects. The tables above also count the hostile clients' own test \
+             splits, which a rule that leaves their updates out cannot serve when one of them holds most of \
+             a class.\n\n",
+        );
+        md.push_str(&seeds_table(spec, results, |c| c.honest.as_ref().and_then(|h| h.personalized_accuracy), false));
     }
     for (index, split) in spec.splits.iter().enumerate() {
         match &split.attack {
@@ -190,7 +212,7 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
     let mut csv = String::from(
         "method,split,seed,rounds_completed,final_personalized,best_personalized,best_personalized_round,\
          final_global,best_global,best_global_round,seconds_per_round,bytes_up,bytes_down,wall_seconds,\
-         global_calibrated\n",
+         global_calibrated,honest_personalized,honest_global\n",
     );
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let opt_u = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -199,7 +221,7 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
         let (bp, bg) = (s.best.personalized_accuracy, s.best.global_accuracy);
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.cell.method),
             csv_field(&spec.splits[r.cell.split].label),
             r.cell.seed,
@@ -215,6 +237,8 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
             s.bytes_down,
             s.wall_seconds,
             opt(s.calibration.as_ref().and_then(|k| k.global_after)),
+            opt(r.honest.as_ref().and_then(|h| h.personalized_accuracy)),
+            opt(r.honest.as_ref().and_then(|h| h.global_accuracy)),
         );
     }
     csv
@@ -280,6 +304,7 @@ pub fn write_results(spec: &BenchSpec, out: &Path) -> anyhow::Result<Vec<CellRes
 mod tests {
     use super::*;
     use crate::bench::spec::tests::SPEC;
+    use strata_core::records::ClientRoundRecord;
     use strata_report::{BestMetrics, BestValue, FinalMetrics};
 
     fn spec() -> BenchSpec {
@@ -345,6 +370,7 @@ mod tests {
                 dp_sgd: None,
             },
             rounds,
+            honest: None,
         }
     }
 
@@ -446,5 +472,81 @@ mod tests {
             let png = std::fs::read(dir.path().join(format!("accuracy-{}.png", split.dir))).unwrap();
             assert!(png.starts_with(b"\x89PNG"));
         }
+    }
+
+    fn client_row(round: u64, client: u32, accuracy: f64, test_samples: u64) -> ClientRoundRecord {
+        ClientRoundRecord {
+            round,
+            client,
+            trained: false,
+            train_samples: 3 * test_samples,
+            test_samples,
+            train_loss: None,
+            accuracy: Some(accuracy),
+            accuracy_trained: None,
+            global_accuracy: Some(accuracy),
+            bytes_up: 0,
+            bytes_down: 0,
+            train_seconds: 0.0,
+            device: None,
+            dp_sgd_epsilon: None,
+            secagg_seconds: None,
+        }
+    }
+
+    #[test]
+    fn an_attacked_column_is_also_judged_on_the_honest_clients_alone() {
+        let text = SPEC.replace(
+            r#"splits = ["iid", { name = "dir0.5", split = "dirichlet:0.5" }, "file:bench/some-split.json"]"#,
+            r#"splits = ["iid", { name = "1 sign-flip", split = "iid", attack = "sign-flip:0.34" }]"#,
+        );
+        let spec = BenchSpec::parse(&text, "t").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write_cell = |split: usize, hostile: Option<&[u32]>| {
+            let cell = Cell { method: "fedavg".into(), split, seed: 1 };
+            let d = spec.cell_dir(dir.path(), &cell);
+            std::fs::create_dir_all(&d).unwrap();
+            let r = result("fedavg", split, 1, &[0.1, 0.5]);
+            std::fs::write(d.join("summary.json"), serde_json::to_string(&r.summary).unwrap()).unwrap();
+            // Client 2 holds most test samples and does badly: the hostile one in column 2.
+            let rows = [
+                client_row(1, 0, 0.1, 10),
+                client_row(2, 0, 0.9, 10),
+                client_row(2, 1, 0.7, 30),
+                client_row(2, 2, 0.1, 60),
+            ];
+            let jsonl: String = rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+            if let Some(hostile) = hostile {
+                // A committed cell keeps its rows compressed.
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                std::io::Write::write_all(&mut gz, jsonl.as_bytes()).unwrap();
+                std::fs::write(d.join("metrics.jsonl.gz"), gz.finish().unwrap()).unwrap();
+                let record = AttackRecord {
+                    attack: "sign-flip".into(),
+                    fraction: 0.34,
+                    hostile_clients: hostile.to_vec(),
+                    honest_clients: None,
+                };
+                record.write(&d).unwrap();
+            } else {
+                std::fs::write(d.join("metrics.jsonl"), jsonl).unwrap();
+            }
+        };
+        write_cell(0, None);
+        write_cell(1, Some(&[2]));
+        let results = write_results(&spec, dir.path()).unwrap();
+        let honest: Vec<f64> =
+            results.iter().map(|r| r.honest.as_ref().unwrap().personalized_accuracy.unwrap()).collect();
+        // Every client without an attack, (9 + 21 + 6) / 100; the two honest ones under it, 30 / 40.
+        assert!((honest[0] - 0.36).abs() < 1e-12 && (honest[1] - 0.75).abs() < 1e-12, "{honest:?}");
+        let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
+        let table = &md[md.find("## Final personalized accuracy of the honest clients").unwrap()..];
+        assert!(table.contains("| fedavg | 36.00 (1) | 75.00 (1) |"), "{md}");
+        let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+        assert!(csv.lines().next().unwrap().ends_with(",honest_personalized,honest_global"), "{csv}");
+        assert!(csv.lines().nth(2).unwrap().ends_with(",0.75,0.75"), "{csv}");
+
+        // Without an attacked column the table is left out.
+        assert!(!render_markdown(&BenchSpec::parse(SPEC, "t").unwrap(), &results).contains("honest clients"));
     }
 }

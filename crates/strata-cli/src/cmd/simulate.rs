@@ -14,6 +14,8 @@ use tokio::sync::{Semaphore, broadcast};
 
 use strata_client::attack::AttackSpec;
 
+use crate::attack_record::{AttackRecord, read_client_rows};
+
 use super::RunArgs;
 
 #[derive(clap::Args)]
@@ -72,6 +74,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let outcome = simulate(config, out, args.parallel, &args.device, clients, args.attack).await?;
     println!("\n{}", strata_report::results_table(&outcome.summary, &outcome.rounds));
+    if let Ok(Some(record)) = AttackRecord::read(&outcome.out_dir) {
+        println!("{}", record.describe());
+    }
     println!("Run files (report.md, summary.json, metrics.jsonl, accuracy.png) are in {}", outcome.out_dir.display());
     Ok(())
 }
@@ -185,7 +190,7 @@ pub async fn simulate(
     }
     let _ = progress.await;
     if let (Some(a), Ok(outcome)) = (attack, &outcome) {
-        write_attack(&outcome.out_dir, &a, &hostile);
+        write_attack(&outcome.out_dir, &a, hostile);
     }
     Ok(outcome?)
 }
@@ -216,15 +221,24 @@ fn write_population(dir: &std::path::Path, p: &strata_client::PopulationOutcome)
     }
 }
 
-/// Which clients were hostile and how (`attack.json`), beside the run's records.
-fn write_attack(dir: &std::path::Path, attack: &AttackSpec, hostile: &[u32]) {
-    let json = serde_json::json!({
-        "attack": attack.attack.to_string(),
-        "fraction": attack.fraction,
-        "hostile_clients": hostile,
-    });
-    if let Err(e) = std::fs::write(dir.join("attack.json"), format!("{json:#}\n")) {
-        tracing::warn!("cannot write attack.json: {e}");
+/// Which clients were hostile and how, and how the others fared (`attack.json`), beside the
+/// run's records.
+fn write_attack(dir: &std::path::Path, attack: &AttackSpec, hostile: Vec<u32>) {
+    let honest_clients = match read_client_rows(dir) {
+        Ok(rows) => strata_report::honest_accuracy(&rows, &hostile),
+        Err(e) => {
+            tracing::warn!("the honest clients' accuracy is left out of attack.json: {e:#}");
+            None
+        }
+    };
+    let record = AttackRecord {
+        attack: attack.attack.to_string(),
+        fraction: attack.fraction,
+        hostile_clients: hostile,
+        honest_clients,
+    };
+    if let Err(e) = record.write(dir) {
+        tracing::warn!("{e:#}");
     }
 }
 
