@@ -1,81 +1,16 @@
 //! What a bench's finished cells add up to: `results.md`, `results.csv` and one accuracy
-//! curve per split. A cell counts once its `summary.json` exists (the run finished).
+//! curve per split.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use strata_core::records::RoundRecord;
-use strata_report::{HonestAccuracy, RunSummary, honest_accuracy};
 
-use super::spec::{BenchSpec, Cell};
-use crate::attack_record::{AttackRecord, read_client_rows};
-
-/// A finished cell: its summary and its rounds.
-#[derive(Clone, Debug)]
-pub struct CellResult {
-    pub cell: Cell,
-    pub summary: RunSummary,
-    pub rounds: Vec<RoundRecord>,
-    /// The final accuracy of the clients that were not hostile (all of them without an attack).
-    pub honest: Option<HonestAccuracy>,
-}
-
-/// Reads a cell's `summary.json`; `None` when the cell has not finished (no file, or a file
-/// cut short by a crash), so it runs (again).
-pub fn finished_summary(dir: &Path) -> Option<RunSummary> {
-    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// Loads a finished cell; rows of `rounds.jsonl` that do not parse are left out.
-pub fn load_cell(dir: &Path, cell: &Cell) -> Option<CellResult> {
-    let summary = finished_summary(dir)?;
-    let text = std::fs::read_to_string(dir.join("rounds.jsonl")).unwrap_or_default();
-    let rounds = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    Some(CellResult { cell: cell.clone(), summary, rounds, honest: honest_of(dir) })
-}
-
-/// The honest clients' final accuracy, from the cell's client rows and `attack.json`; a cell
-/// whose files cannot say gets none, with a warning.
-fn honest_of(dir: &Path) -> Option<HonestAccuracy> {
-    let read = || -> anyhow::Result<Option<HonestAccuracy>> {
-        let hostile = AttackRecord::read(dir)?.map(|a| a.hostile_clients).unwrap_or_default();
-        Ok(honest_accuracy(&read_client_rows(dir)?, &hostile))
-    };
-    read().unwrap_or_else(|e| {
-        tracing::warn!("no honest clients' accuracy for {}: {e:#}", dir.display());
-        None
-    })
-}
-
-/// Mean and sample standard deviation (n − 1; `None` for a single value).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Stat {
-    pub mean: f64,
-    pub std: Option<f64>,
-    pub n: usize,
-}
-
-pub fn mean_std(values: &[f64]) -> Option<Stat> {
-    let n = values.len();
-    if n == 0 {
-        return None;
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let std = (n > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
-    Some(Stat { mean, std, n })
-}
-
-/// An accuracy statistic in %, e.g. `84.10 ± 0.52`; `—` when there is no value.
-fn pct(stat: Option<Stat>) -> String {
-    match stat {
-        None => "—".into(),
-        Some(Stat { mean, std: None, .. }) => format!("{:.2}", 100.0 * mean),
-        Some(Stat { mean, std: Some(s), .. }) => format!("{:.2} ± {:.2}", 100.0 * mean, 100.0 * s),
-    }
-}
+use super::cell::{CellResult, load_cell};
+use super::honest;
+use super::spec::BenchSpec;
+use super::table::{group, pct, seeds_table, stat};
 
 fn bytes(b: f64) -> String {
     let units = [("GB", 1e9), ("MB", 1e6), ("kB", 1e3)];
@@ -83,52 +18,6 @@ fn bytes(b: f64) -> String {
         Some((unit, size)) => format!("{:.2} {unit}", b / size),
         None => format!("{b:.0} B"),
     }
-}
-
-/// The finished cells of one method on one split, in seed order.
-fn group<'a>(results: &'a [CellResult], method: &str, split: usize) -> Vec<&'a CellResult> {
-    let mut cells: Vec<&CellResult> =
-        results.iter().filter(|r| r.cell.method == method && r.cell.split == split).collect();
-    cells.sort_by_key(|r| r.cell.seed);
-    cells
-}
-
-fn stat<'a>(cells: &[&'a CellResult], metric: impl Fn(&'a CellResult) -> Option<f64>) -> Option<Stat> {
-    mean_std(&cells.iter().filter_map(|&c| metric(c)).collect::<Vec<f64>>())
-}
-
-/// A table of `metric`'s mean ± std over the seeds (with their count), one row per method and
-/// one column per split; with `skip_empty`, a method with no value anywhere gets no row.
-fn seeds_table(
-    spec: &BenchSpec,
-    results: &[CellResult],
-    metric: impl Fn(&CellResult) -> Option<f64>,
-    skip_empty: bool,
-) -> String {
-    let mut md = String::from("| method |");
-    for split in &spec.splits {
-        let _ = write!(md, " {} |", split.label);
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(spec.splits.len()));
-    md.push('\n');
-    for method in &spec.methods {
-        let cells: Vec<Vec<&CellResult>> = (0..spec.splits.len()).map(|i| group(results, method, i)).collect();
-        if skip_empty && cells.iter().flatten().all(|c| metric(c).is_none()) {
-            continue;
-        }
-        let _ = write!(md, "| {method} |");
-        for split_cells in &cells {
-            match stat(split_cells, &metric) {
-                None => md.push_str(" — |"),
-                Some(s) => {
-                    let _ = write!(md, " {} ({}) |", pct(Some(s)), s.n);
-                }
-            }
-        }
-        md.push('\n');
-    }
-    md
 }
 
 /// `results.md`: final personalized and global accuracy per method and split (and, when a split
@@ -153,16 +42,7 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
          for `+ccvr` methods, after calibrating its classifier.\n\n",
     );
     md.push_str(&seeds_table(spec, results, global, true));
-    if spec.splits.iter().any(|s| s.attack.is_some()) {
-        md.push_str(
-            "\n## Final personalized accuracy of the honest clients (seeds)\n\nAs the first table, over the \
-             clients that were not hostile in the cell (`attack.json`; every client in a column without an \
-             attack): what a defense protects. The tables above also count the hostile clients' own test \
-             splits, which a rule that leaves their updates out cannot serve when one of them holds most of \
-             a class.\n\n",
-        );
-        md.push_str(&seeds_table(spec, results, |c| c.honest.as_ref().and_then(|h| h.personalized_accuracy), false));
-    }
+    md.push_str(&honest::render(spec, results));
     for (index, split) in spec.splits.iter().enumerate() {
         match &split.attack {
             Some(attack) => {
@@ -212,16 +92,17 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
     let mut csv = String::from(
         "method,split,seed,rounds_completed,final_personalized,best_personalized,best_personalized_round,\
          final_global,best_global,best_global_round,seconds_per_round,bytes_up,bytes_down,wall_seconds,\
-         global_calibrated,honest_personalized,honest_global\n",
+         global_calibrated,honest_personalized,honest_global,honest_gap\n",
     );
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let opt_u = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in results {
         let s = &r.summary;
         let (bp, bg) = (s.best.personalized_accuracy, s.best.global_accuracy);
+        let honest = r.final_rows.as_ref().and_then(|f| f.honest());
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.cell.method),
             csv_field(&spec.splits[r.cell.split].label),
             r.cell.seed,
@@ -237,8 +118,9 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
             s.bytes_down,
             s.wall_seconds,
             opt(s.calibration.as_ref().and_then(|k| k.global_after)),
-            opt(r.honest.as_ref().and_then(|h| h.personalized_accuracy)),
-            opt(r.honest.as_ref().and_then(|h| h.global_accuracy)),
+            opt(honest.as_ref().and_then(|h| h.personalized_accuracy)),
+            opt(honest.as_ref().and_then(|h| h.global_accuracy)),
+            opt(honest::gap_to_honest_run(spec, results, r)),
         );
     }
     csv
@@ -303,9 +185,12 @@ pub fn write_results(spec: &BenchSpec, out: &Path) -> anyhow::Result<Vec<CellRes
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::attack_record::AttackRecord;
+    use crate::bench::cell::finished_summary;
+    use crate::bench::spec::Cell;
     use crate::bench::spec::tests::SPEC;
-    use strata_core::records::ClientRoundRecord;
-    use strata_report::{BestMetrics, BestValue, FinalMetrics};
+    use strata_core::records::{ClientRoundRecord, RoundRecord};
+    use strata_report::{BestMetrics, BestValue, FinalMetrics, RunSummary};
 
     fn spec() -> BenchSpec {
         BenchSpec::parse(SPEC, "t").unwrap()
@@ -370,16 +255,8 @@ mod tests {
                 dp_sgd: None,
             },
             rounds,
-            honest: None,
+            final_rows: None,
         }
-    }
-
-    #[test]
-    fn mean_and_sample_std() {
-        assert_eq!(mean_std(&[]), None);
-        assert_eq!(mean_std(&[0.5]), Some(Stat { mean: 0.5, std: None, n: 1 }));
-        let s = mean_std(&[0.2, 0.4, 0.6]).unwrap();
-        assert!((s.mean - 0.4).abs() < 1e-12 && (s.std.unwrap() - 0.2).abs() < 1e-12, "{s:?}");
     }
 
     #[test]
@@ -502,16 +379,17 @@ mod tests {
         );
         let spec = BenchSpec::parse(&text, "t").unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let write_cell = |split: usize, hostile: Option<&[u32]>| {
+        // Client 2 holds most test samples and does badly: the hostile one in column 2, where
+        // client 0 also ends lower (0.5 against 0.9).
+        let write_cell = |split: usize, hostile: Option<&[u32]>, client0: f64| {
             let cell = Cell { method: "fedavg".into(), split, seed: 1 };
             let d = spec.cell_dir(dir.path(), &cell);
             std::fs::create_dir_all(&d).unwrap();
             let r = result("fedavg", split, 1, &[0.1, 0.5]);
             std::fs::write(d.join("summary.json"), serde_json::to_string(&r.summary).unwrap()).unwrap();
-            // Client 2 holds most test samples and does badly: the hostile one in column 2.
             let rows = [
                 client_row(1, 0, 0.1, 10),
-                client_row(2, 0, 0.9, 10),
+                client_row(2, 0, client0, 10),
                 client_row(2, 1, 0.7, 30),
                 client_row(2, 2, 0.1, 60),
             ];
@@ -532,19 +410,25 @@ mod tests {
                 std::fs::write(d.join("metrics.jsonl"), jsonl).unwrap();
             }
         };
-        write_cell(0, None);
-        write_cell(1, Some(&[2]));
+        write_cell(0, None, 0.9);
+        write_cell(1, Some(&[2]), 0.5);
         let results = write_results(&spec, dir.path()).unwrap();
-        let honest: Vec<f64> =
-            results.iter().map(|r| r.honest.as_ref().unwrap().personalized_accuracy.unwrap()).collect();
-        // Every client without an attack, (9 + 21 + 6) / 100; the two honest ones under it, 30 / 40.
-        assert!((honest[0] - 0.36).abs() < 1e-12 && (honest[1] - 0.75).abs() < 1e-12, "{honest:?}");
+        let honest: Vec<f64> = results
+            .iter()
+            .map(|r| r.final_rows.as_ref().unwrap().honest().unwrap().personalized_accuracy.unwrap())
+            .collect();
+        // Every client without an attack, (9 + 21 + 6) / 100; the two honest ones under it, 26 / 40.
+        assert!((honest[0] - 0.36).abs() < 1e-12 && (honest[1] - 0.65).abs() < 1e-12, "{honest:?}");
         let md = std::fs::read_to_string(dir.path().join("results.md")).unwrap();
         let table = &md[md.find("## Final personalized accuracy of the honest clients").unwrap()..];
-        assert!(table.contains("| fedavg | 36.00 (1) | 75.00 (1) |"), "{md}");
+        assert!(table.contains("| fedavg | 36.00 (1) | 65.00 (1) |"), "{md}");
+        // Against the run without attack on the same two clients, 30 / 40: 10 points lower.
+        let gap = &md[md.find("## Honest clients against the run").unwrap()..];
+        assert!(gap.contains("| fedavg | 0.00 (1) | -10.00 (1) |"), "{md}");
         let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
-        assert!(csv.lines().next().unwrap().ends_with(",honest_personalized,honest_global"), "{csv}");
-        assert!(csv.lines().nth(2).unwrap().ends_with(",0.75,0.75"), "{csv}");
+        assert!(csv.lines().next().unwrap().ends_with(",honest_personalized,honest_global,honest_gap"), "{csv}");
+        let attacked = csv.lines().nth(2).unwrap();
+        assert!(attacked.starts_with("fedavg,1 sign-flip,") && attacked.contains(",0.65,0.65,-0.09999"), "{csv}");
 
         // Without an attacked column the table is left out.
         assert!(!render_markdown(&BenchSpec::parse(SPEC, "t").unwrap(), &results).contains("honest clients"));

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use strata_server::Ending;
 
-use crate::bench::results::{finished_summary, write_results};
+use crate::bench::cell::finished_summary;
+use crate::bench::results::write_results;
 use crate::bench::spec::BenchSpec;
 
 #[derive(clap::Args)]
