@@ -473,6 +473,14 @@ fedbn = "cnn-bn"
         let robust = BenchSpec::parse(include_str!("../../../../bench/fmnist-robust.toml"), "fmnist-robust").unwrap();
         assert_eq!(robust.cells().len(), 12 * 5 * 3);
         assert_eq!(robust.splits.iter().filter(|s| s.attack.is_some()).count(), 4);
+        let spec = include_str!("../../../../bench/fmnist-robust-reference.toml");
+        let reference = BenchSpec::parse(spec, "fmnist-robust-reference").unwrap();
+        assert_eq!(reference.cells().len(), 2 * 3);
+        // Its cells are the robust bench's FedAvg cells with free riders in place of attackers.
+        for cell in reference.cells() {
+            let same = robust.cells().into_iter().find(|c| c.method == cell.method && c.seed == cell.seed).unwrap();
+            assert_eq!(reference.config(&cell).unwrap(), robust.config(&same).unwrap());
+        }
         let dp = BenchSpec::parse(include_str!("../../../../bench/fmnist-dp.toml"), "fmnist-dp").unwrap();
         assert_eq!(dp.cells().len(), 8 * 3);
         let cell = dp.cells().into_iter().find(|c| c.method == "fedper+dp-clip:0.15+dp-eps:3").unwrap();
