@@ -35,7 +35,7 @@ pub fn load_cell(dir: &Path, cell: &Cell) -> Option<CellResult> {
 }
 
 /// A cell's last evaluated row, client by client, and who was hostile in it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FinalRows {
     pub hostile: Vec<u32>,
     pub rows: Vec<ClientRoundRecord>,

@@ -14,7 +14,7 @@ use super::spec::BenchSpec;
 use super::table::seeds_table;
 
 /// The honest clients' final personalized accuracy.
-pub fn honest_personalized(cell: &CellResult) -> Option<f64> {
+fn honest_personalized(cell: &CellResult) -> Option<f64> {
     cell.final_rows.as_ref()?.honest()?.personalized_accuracy
 }
 
