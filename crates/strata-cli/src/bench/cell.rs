@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use strata_core::config::RunConfig;
+use strata_core::evaluation::EvalClients;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
 use strata_report::{HonestAccuracy, RunSummary, honest_accuracy};
 
@@ -17,6 +19,26 @@ pub struct CellResult {
     pub rounds: Vec<RoundRecord>,
     /// `None` when the cell's client rows cannot be read.
     pub final_rows: Option<FinalRows>,
+    /// Whether the cell's final evaluation asks every client (not a sample).
+    pub everyone_evaluates: bool,
+}
+
+impl CellResult {
+    /// `(evaluated, clients)` when a final evaluation meant for every client covered fewer:
+    /// the others had left (their results refused, they sat out), so the cell's accuracies are
+    /// the remaining clients' alone. A summary older than its count (0) is read from the last
+    /// rows.
+    pub fn partial_evaluation(&self) -> Option<(usize, usize)> {
+        if !self.everyone_evaluates {
+            return None;
+        }
+        let clients = self.summary.clients as usize;
+        let evaluated = match self.summary.final_eval.clients_evaluated {
+            0 => self.final_rows.as_ref()?.evaluated(),
+            n => n,
+        };
+        (1..clients).contains(&evaluated).then_some((evaluated, clients))
+    }
 }
 
 /// Reads a cell's `summary.json`; `None` when the cell has not finished (no file, or a file
@@ -26,12 +48,24 @@ pub fn finished_summary(dir: &Path) -> Option<RunSummary> {
     serde_json::from_str(&text).ok()
 }
 
-/// Loads a finished cell; rows of `rounds.jsonl` that do not parse are left out.
-pub fn load_cell(dir: &Path, cell: &Cell) -> Option<CellResult> {
+/// Whether a run's final evaluation asks every client: all of them, or a cohort (or a
+/// share) that is the whole federation.
+pub fn everyone_evaluates(config: &RunConfig) -> bool {
+    match config.evaluation.clients {
+        EvalClients::All => true,
+        EvalClients::Cohort => config.fraction >= 1.0,
+        EvalClients::Fraction(f) => f >= 1.0,
+    }
+}
+
+/// Loads a finished cell run with `config`; rows of `rounds.jsonl` that do not parse are left
+/// out.
+pub fn load_cell(dir: &Path, cell: &Cell, config: Option<&RunConfig>) -> Option<CellResult> {
     let summary = finished_summary(dir)?;
     let text = std::fs::read_to_string(dir.join("rounds.jsonl")).unwrap_or_default();
     let rounds = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    Some(CellResult { cell: cell.clone(), summary, rounds, final_rows: FinalRows::load(dir) })
+    let everyone_evaluates = config.is_some_and(everyone_evaluates);
+    Some(CellResult { cell: cell.clone(), summary, rounds, final_rows: FinalRows::load(dir), everyone_evaluates })
 }
 
 /// A cell's last evaluated row, client by client, and who was hostile in it.
@@ -53,6 +87,11 @@ impl FinalRows {
             Ok(Self { hostile, rows })
         };
         read().inspect_err(|e| tracing::warn!("no final client rows for {}: {e:#}", dir.display())).ok()
+    }
+
+    /// Clients with an accuracy in the last row.
+    pub fn evaluated(&self) -> usize {
+        self.rows.iter().filter(|r| r.accuracy.is_some() || r.global_accuracy.is_some()).count()
     }
 
     /// The final accuracy of the clients that were not hostile (every client without an attack).

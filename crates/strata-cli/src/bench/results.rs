@@ -59,7 +59,11 @@ pub fn render_markdown(spec: &BenchSpec, results: &[CellResult]) -> String {
         for method in spec.methods.iter().filter(|m| spec.runs_on(m, index)) {
             let cells = group(results, method, index);
             let planned = spec.seeds[method].len();
-            let mut seeds = cells.iter().map(|c| c.cell.seed.to_string()).collect::<Vec<_>>().join(", ");
+            let seed = |c: &&CellResult| {
+                let mark = if c.partial_evaluation().is_some() { "†" } else { "" };
+                format!("{}{mark}", c.cell.seed)
+            };
+            let mut seeds = cells.iter().map(seed).collect::<Vec<_>>().join(", ");
             if cells.len() < planned {
                 seeds = format!("{} of {planned}", if seeds.is_empty() { "none".into() } else { seeds });
             }
@@ -92,7 +96,7 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
     let mut csv = String::from(
         "method,split,seed,rounds_completed,final_personalized,best_personalized,best_personalized_round,\
          final_global,best_global,best_global_round,seconds_per_round,bytes_up,bytes_down,wall_seconds,\
-         global_calibrated,honest_personalized,honest_global,honest_gap\n",
+         global_calibrated,honest_personalized,honest_global,honest_gap,clients_evaluated,clients\n",
     );
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let opt_u = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -102,7 +106,7 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
         let honest = r.final_rows.as_ref().and_then(|f| f.honest());
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.cell.method),
             csv_field(&spec.splits[r.cell.split].label),
             r.cell.seed,
@@ -121,6 +125,8 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
             opt(honest.as_ref().and_then(|h| h.personalized_accuracy)),
             opt(honest.as_ref().and_then(|h| h.global_accuracy)),
             opt(honest::gap_to_honest_run(spec, results, r)),
+            s.final_eval.clients_evaluated,
+            s.clients,
         );
     }
     csv
@@ -159,8 +165,11 @@ pub fn accuracy_series(spec: &BenchSpec, results: &[CellResult], split: usize) -
 
 /// Loads every finished cell under `out` and writes `results.md`, `results.csv` and the plots.
 pub fn write_results(spec: &BenchSpec, out: &Path) -> anyhow::Result<Vec<CellResult>> {
-    let results: Vec<CellResult> =
-        spec.cells().iter().filter_map(|cell| load_cell(&spec.cell_dir(out, cell), cell)).collect();
+    let results: Vec<CellResult> = spec
+        .cells()
+        .iter()
+        .filter_map(|cell| load_cell(&spec.cell_dir(out, cell), cell, spec.config(cell).ok().as_ref()))
+        .collect();
     let write = |name: &str, text: String| {
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
@@ -186,7 +195,7 @@ pub fn write_results(spec: &BenchSpec, out: &Path) -> anyhow::Result<Vec<CellRes
 mod tests {
     use super::*;
     use crate::attack_record::AttackRecord;
-    use crate::bench::cell::finished_summary;
+    use crate::bench::cell::{FinalRows, everyone_evaluates, finished_summary};
     use crate::bench::spec::Cell;
     use crate::bench::spec::tests::SPEC;
     use strata_core::records::{ClientRoundRecord, RoundRecord};
@@ -256,6 +265,7 @@ mod tests {
             },
             rounds,
             final_rows: None,
+            everyone_evaluates: true,
         }
     }
 
@@ -282,6 +292,43 @@ mod tests {
         assert!(global.contains("| fedavg | 50.00 (1) | — | — |") && !global.contains("fedcac"), "{global}");
         assert!(md.contains("| fedcac | none of 2 |"), "{md}");
         assert!(md.contains("## dir0.5 (`dirichlet:0.5`)"), "{md}");
+    }
+
+    #[test]
+    fn a_seed_evaluated_on_fewer_clients_than_the_run_has_is_marked() {
+        let spec = spec();
+        let mut whole = result("fedcac", 0, 1, &[0.1, 0.6]);
+        whole.summary.final_eval.clients_evaluated = 3;
+        let mut few = result("fedcac", 0, 2, &[0.1, 1.0]);
+        few.summary.final_eval.clients_evaluated = 1;
+        let md = render_markdown(&spec, &[whole.clone(), few.clone()]);
+        assert!(md.contains("| fedcac | 80.00 ± 28.28 (2)† | — | — |"), "{md}");
+        assert!(md.contains("fedcac on iid, seed 2: 100.00 on 1 of 3 clients."), "{md}");
+        assert!(md.contains("| fedcac | 1, 2† |"), "{md}");
+        // A summary older than the count (0) is read from its last rows: 3 of 3, then 2 of 3.
+        whole.summary.final_eval.clients_evaluated = 0;
+        let rows = (0..3).map(|c| client_row(1, c, 0.6, 10)).collect();
+        whole.final_rows = Some(FinalRows { hostile: vec![], rows });
+        let md = render_markdown(&spec, &[whole.clone()]);
+        assert!(md.contains("| fedcac | 60.00 (1) |") && md.contains("| fedcac | 1 of 2 |"), "{md}");
+        whole.final_rows.as_mut().unwrap().rows.pop();
+        let md = render_markdown(&spec, &[whole]);
+        assert!(md.contains("| fedcac | 60.00 (1)† |") && md.contains("| fedcac | 1† of 2 |"), "{md}");
+        assert!(md.contains("fedcac on iid, seed 1: 60.00 on 2 of 3 clients"), "{md}");
+        // A run that evaluates a sample by design is not marked.
+        let mut sampled = few.clone();
+        sampled.everyone_evaluates = false;
+        assert!(!render_markdown(&spec, &[sampled]).contains('†'));
+        let config = |clients: &str, fraction: f64| {
+            let mut c = spec.config(&spec.cells()[0]).unwrap();
+            c.evaluation.clients = clients.parse().unwrap();
+            c.fraction = fraction;
+            everyone_evaluates(&c)
+        };
+        assert!(config("all", 0.1) && config("cohort", 1.0) && config("1", 0.1));
+        assert!(!config("cohort", 0.1) && !config("0.5", 1.0));
+        let csv = render_csv(&spec, &[few]);
+        assert!(csv.lines().nth(1).unwrap().ends_with(",1,3"), "{csv}");
     }
 
     #[test]
@@ -426,7 +473,7 @@ mod tests {
         let gap = &md[md.find("## Honest clients against the run").unwrap()..];
         assert!(gap.contains("| fedavg | 0.00 (1) | -10.00 (1) |"), "{md}");
         let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
-        assert!(csv.lines().next().unwrap().ends_with(",honest_personalized,honest_global,honest_gap"), "{csv}");
+        assert!(csv.lines().next().unwrap().ends_with(",honest_gap,clients_evaluated,clients"), "{csv}");
         let attacked = csv.lines().nth(2).unwrap();
         assert!(attacked.starts_with("fedavg,1 sign-flip,") && attacked.contains(",0.65,0.65,-0.09999"), "{csv}");
 

@@ -46,7 +46,9 @@ pub fn stat<'a>(cells: &[&'a CellResult], metric: impl Fn(&'a CellResult) -> Opt
 }
 
 /// A table of `metric`'s mean ± std over the seeds (with their count), one row per method and
-/// one column per split; with `skip_empty`, a method with no value anywhere gets no row.
+/// one column per split; with `skip_empty`, a method with no value anywhere gets no row. A mean
+/// that counts a seed evaluated on fewer clients than the run has is marked †, and those seeds
+/// are listed under the table: their accuracy is a few remaining clients', not the federation's.
 pub fn seeds_table(
     spec: &BenchSpec,
     results: &[CellResult],
@@ -60,6 +62,7 @@ pub fn seeds_table(
     md.push_str("\n|---|");
     md.push_str(&"---|".repeat(spec.splits.len()));
     md.push('\n');
+    let mut partial = Vec::new();
     for method in &spec.methods {
         let cells: Vec<Vec<&CellResult>> = (0..spec.splits.len()).map(|i| group(results, method, i)).collect();
         if skip_empty && cells.iter().flatten().all(|c| metric(c).is_none()) {
@@ -67,14 +70,33 @@ pub fn seeds_table(
         }
         let _ = write!(md, "| {method} |");
         for split_cells in &cells {
-            match stat(split_cells, &metric) {
-                None => md.push_str(" — |"),
-                Some(s) => {
-                    let _ = write!(md, " {} ({}) |", pct(Some(s)), s.n);
+            let Some(s) = stat(split_cells, &metric) else {
+                md.push_str(" — |");
+                continue;
+            };
+            let mut mark = "";
+            for c in split_cells {
+                if let (Some(value), Some((evaluated, clients))) = (metric(c), c.partial_evaluation()) {
+                    mark = "†";
+                    let label = &spec.splits[c.cell.split].label;
+                    partial.push(format!(
+                        "{method} on {label}, seed {}: {:.2} on {evaluated} of {clients} clients",
+                        c.cell.seed,
+                        100.0 * value
+                    ));
                 }
             }
+            let _ = write!(md, " {} ({}){mark} |", pct(Some(s)), s.n);
         }
         md.push('\n');
+    }
+    if !partial.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n† The mean counts a seed whose final evaluation covered fewer clients than the run has (the \
+             others' results were refused and they sat out): {}.",
+            partial.join("; ")
+        );
     }
     md
 }
