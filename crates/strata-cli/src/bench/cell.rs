@@ -26,18 +26,22 @@ pub struct CellResult {
 impl CellResult {
     /// `(evaluated, clients)` when a final evaluation meant for every client covered fewer:
     /// the others had left (their results refused, they sat out), so the cell's accuracies are
-    /// the remaining clients' alone. A summary older than its count (0) is read from the last
-    /// rows.
+    /// the remaining clients' alone.
     pub fn partial_evaluation(&self) -> Option<(usize, usize)> {
         if !self.everyone_evaluates {
             return None;
         }
-        let clients = self.summary.clients as usize;
-        let evaluated = match self.summary.final_eval.clients_evaluated {
-            0 => self.final_rows.as_ref()?.evaluated(),
-            n => n,
-        };
+        let (evaluated, clients) = (self.clients_evaluated()?, self.summary.clients as usize);
         (1..clients).contains(&evaluated).then_some((evaluated, clients))
+    }
+
+    /// Clients in the final evaluation: the summary's count, or for a summary older than it
+    /// (0) the cell's last rows; `None` when neither says.
+    pub fn clients_evaluated(&self) -> Option<usize> {
+        match self.summary.final_eval.clients_evaluated {
+            0 => self.final_rows.as_ref().map(FinalRows::evaluated),
+            n => Some(n),
+        }
     }
 }
 

@@ -125,7 +125,7 @@ pub fn render_csv(spec: &BenchSpec, results: &[CellResult]) -> String {
             opt(honest.as_ref().and_then(|h| h.personalized_accuracy)),
             opt(honest.as_ref().and_then(|h| h.global_accuracy)),
             opt(honest::gap_to_honest_run(spec, results, r)),
-            s.final_eval.clients_evaluated,
+            r.clients_evaluated().map(|n| n.to_string()).unwrap_or_default(),
             s.clients,
         );
     }
@@ -312,9 +312,12 @@ mod tests {
         let md = render_markdown(&spec, &[whole.clone()]);
         assert!(md.contains("| fedcac | 60.00 (1) |") && md.contains("| fedcac | 1 of 2 |"), "{md}");
         whole.final_rows.as_mut().unwrap().rows.pop();
-        let md = render_markdown(&spec, &[whole]);
+        let md = render_markdown(&spec, &[whole.clone()]);
         assert!(md.contains("| fedcac | 60.00 (1)† |") && md.contains("| fedcac | 1† of 2 |"), "{md}");
         assert!(md.contains("fedcac on iid, seed 1: 60.00 on 2 of 3 clients"), "{md}");
+        assert!(render_csv(&spec, &[whole.clone()]).lines().nth(1).unwrap().ends_with(",2,3"));
+        whole.final_rows = None;
+        assert!(render_csv(&spec, &[whole]).lines().nth(1).unwrap().ends_with(",,3"));
         // A run that evaluates a sample by design is not marked.
         let mut sampled = few.clone();
         sampled.everyone_evaluates = false;
