@@ -35,7 +35,7 @@ pub use heatmap::{label_table_markdown, plot_label_heatmap};
 pub use honest::{HonestAccuracy, honest_accuracy};
 pub use markdown::{report_markdown, results_table};
 pub use plot::{plot_accuracy, plot_series};
-pub use summary::{BestMetrics, BestValue, FinalMetrics, RunSummary, summarize};
+pub use summary::{BestMetrics, BestValue, FinalMetrics, RunSummary, clients_evaluated, summarize};
 
 /// Writes `summary.json`, `report.md` and `accuracy.png` into `dir` (created if missing) and
 /// returns the summary. `config.toml` and `metrics.jsonl` are written elsewhere, as rounds finish.

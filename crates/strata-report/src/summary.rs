@@ -232,8 +232,13 @@ fn final_metrics(rounds: &[RoundRecord], clients: &[ClientRoundRecord]) -> Final
         personalized_accuracy_trained: trained.map(|(_, a)| a),
         trained_round: trained.map(|(r, _)| r),
         personalized_spread: Spread::of(rows.iter().filter_map(|c| c.accuracy)),
-        clients_evaluated: rows.iter().filter(|c| c.accuracy.is_some() || c.global_accuracy.is_some()).count(),
+        clients_evaluated: clients_evaluated(rows.iter().copied()),
     }
+}
+
+/// Clients of one row that measured an accuracy (their own model's or the global one's).
+pub fn clients_evaluated<'a>(rows: impl IntoIterator<Item = &'a ClientRoundRecord>) -> usize {
+    rows.into_iter().filter(|c| c.accuracy.is_some() || c.global_accuracy.is_some()).count()
 }
 
 /// The highest value of `metric` over the rows, with the earliest round that reached it.

@@ -6,7 +6,7 @@ use std::path::Path;
 use strata_core::config::RunConfig;
 use strata_core::evaluation::EvalClients;
 use strata_core::records::{ClientRoundRecord, RoundRecord};
-use strata_report::{HonestAccuracy, RunSummary, honest_accuracy};
+use strata_report::{HonestAccuracy, RunSummary, clients_evaluated, honest_accuracy};
 
 use super::spec::Cell;
 use crate::attack_record::{AttackRecord, read_client_rows};
@@ -25,8 +25,8 @@ pub struct CellResult {
 
 impl CellResult {
     /// `(evaluated, clients)` when a final evaluation meant for every client covered fewer:
-    /// the others had left (their results refused, they sat out), so the cell's accuracies are
-    /// the remaining clients' alone.
+    /// the others were not available at the end (in a simulation, clients whose results were
+    /// refused sit out), so the cell's accuracies are the remaining clients' alone.
     pub fn partial_evaluation(&self) -> Option<(usize, usize)> {
         if !self.everyone_evaluates {
             return None;
@@ -39,7 +39,7 @@ impl CellResult {
     /// (0) the cell's last rows; `None` when neither says.
     pub fn clients_evaluated(&self) -> Option<usize> {
         match self.summary.final_eval.clients_evaluated {
-            0 => self.final_rows.as_ref().map(FinalRows::evaluated),
+            0 => self.final_rows.as_ref().map(|f| clients_evaluated(&f.rows)),
             n => Some(n),
         }
     }
@@ -91,11 +91,6 @@ impl FinalRows {
             Ok(Self { hostile, rows })
         };
         read().inspect_err(|e| tracing::warn!("no final client rows for {}: {e:#}", dir.display())).ok()
-    }
-
-    /// Clients with an accuracy in the last row.
-    pub fn evaluated(&self) -> usize {
-        self.rows.iter().filter(|r| r.accuracy.is_some() || r.global_accuracy.is_some()).count()
     }
 
     /// The final accuracy of the clients that were not hostile (every client without an attack).

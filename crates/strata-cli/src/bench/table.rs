@@ -94,7 +94,8 @@ pub fn seeds_table(
         let _ = writeln!(
             md,
             "\n† The mean counts a seed whose final evaluation covered fewer clients than the run has (the \
-             others' results were refused and they sat out): {}.",
+             others were not available at the end, such as clients whose results were refused and who sat \
+             out): {}.",
             partial.join("; ")
         );
     }
